@@ -1,0 +1,68 @@
+"""The broker's domain: messages, queue state, per-queue actors and the broker registry.
+
+Nothing here speaks HTTP or touches a database driver: transports call the
+`Broker`, and storage implements `Storage`.
+"""
+
+from __future__ import annotations
+
+from .actor import QueueActor, QueueDeleted
+from .broker import Broker
+from .errors import (
+    BrokerError,
+    InvalidName,
+    InvalidTransition,
+    MessageNotFound,
+    NotPermitted,
+    QueueExists,
+    QueueFull,
+    QueueLimitReached,
+    QueueNotFound,
+    Unavailable,
+)
+from .journal import Journal, Storage
+from .messages import (
+    CreateQueueRequest,
+    Entry,
+    MessageView,
+    PublishRequest,
+    PublishResult,
+    QueueEvent,
+    QueueInfo,
+    QueueOptions,
+)
+from .queue import BodyBudget, QueueState
+from .types import ConsumerId, MessageId, MessageStatus, Overflow, QueueName
+
+__all__ = [
+    "BodyBudget",
+    "Broker",
+    "BrokerError",
+    "ConsumerId",
+    "CreateQueueRequest",
+    "Entry",
+    "InvalidName",
+    "InvalidTransition",
+    "Journal",
+    "MessageId",
+    "MessageNotFound",
+    "MessageStatus",
+    "MessageView",
+    "NotPermitted",
+    "Overflow",
+    "PublishRequest",
+    "PublishResult",
+    "QueueActor",
+    "QueueDeleted",
+    "QueueEvent",
+    "QueueExists",
+    "QueueFull",
+    "QueueInfo",
+    "QueueLimitReached",
+    "QueueName",
+    "QueueNotFound",
+    "QueueOptions",
+    "QueueState",
+    "Storage",
+    "Unavailable",
+]

@@ -1,0 +1,351 @@
+"""`QueueActor`: the one asyncio task that owns a queue's `QueueState`.
+
+Callers put commands in the actor's mailbox and await a future. The actor
+drains the whole mailbox per turn, applies each command to the state, then
+drains the state's outboxes once: journal operations go to storage in one
+``write`` (so a burst of publishes joins one group commit), deliveries go to
+each consumer's sink in one call, and dead letters go to their queues. A
+publish's future resolves only after the batch holding its ``Insert``
+committed. Deadlines (leases, delays, TTLs) wake the actor through one timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from loguru import logger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from .journal import Journal, Op
+    from .messages import Entry
+    from .queue import Item, QueueState
+
+__all__ = ["ActorHooks", "DeliverySink", "QueueActor", "QueueDeleted"]
+
+T = TypeVar("T")
+
+_LOAD_WAIT_S = 5.0
+
+Command = tuple["Callable[[QueueState, float], Any]", "asyncio.Future[Any] | None", bool]
+
+
+class QueueDeleted(Exception):
+    """The actor stopped because its queue was deleted; pending calls fail with this."""
+
+
+class DeliverySink(Protocol):
+    """Receives a push consumer's deliveries; must not block (it buffers or encodes)."""
+
+    def __call__(self, queue: str, entries: list[Entry]) -> None: ...
+
+
+class ActorHooks(Protocol):
+    """What an actor tells the broker around it."""
+
+    def dead_letter(self, target: str, items: list[Item]) -> None:
+        """Hand dead-lettered messages to the ``target`` queue's actor."""
+
+    def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
+        """See every journal operation (in-flight index, events, metrics)."""
+
+
+class QueueActor:
+    """Owns one `QueueState`: applies commands in order and drains its outboxes.
+
+    Use it as an async context manager, or call `start` and `stop`.
+    """
+
+    def __init__(
+        self,
+        state: QueueState,
+        journal: Journal,
+        hooks: ActorHooks,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = state
+        self.name = state.name
+        self._journal = journal
+        self._hooks = hooks
+        self._clock = clock
+        self._mailbox: deque[Command] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._sinks: dict[int, DeliverySink] = {}
+        self._waiters: deque[tuple[int, float | None, asyncio.Future[list[Entry]]]] = deque()
+        self._closed = False
+        self._loader: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the actor's task."""
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"queue-actor:{self.name}"
+        )
+
+    async def stop(self, reason: BaseException | None = None) -> None:
+        """Stop intake, finish queued commands, then end the task.
+
+        With ``reason``, queued and future calls fail with it instead (queue deleted).
+        """
+        self._closed = True
+        if reason is not None:
+            while self._mailbox:
+                _, future, _ = self._mailbox.popleft()
+                if future is not None and not future.done():
+                    future.set_exception(reason)
+            for _, _, waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_exception(reason)
+            self._waiters.clear()
+        self._wake()
+        if self._task is not None:
+            with suppress(asyncio.CancelledError):
+                await self._task
+        for task in (self._loader,):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        if self._timer is not None:
+            self._timer.cancel()
+
+    async def __aenter__(self) -> QueueActor:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- mailbox ----------------------------------------------------------------
+
+    def call(
+        self, command: Callable[[QueueState, float], T], *, durable: bool = False
+    ) -> asyncio.Future[T]:
+        """Queue ``command(state, now)``; its future resolves with the result.
+
+        With ``durable``, the future resolves only after the journal batch that
+        holds the command's operations has committed.
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            future.set_exception(QueueDeleted(self.name))
+            return future
+        self._mailbox.append((command, future, durable))
+        self._wake()
+        return future
+
+    def cast(self, command: Callable[[QueueState, float], object]) -> None:
+        """Queue ``command(state, now)`` without waiting for anything back."""
+        if not self._closed:
+            self._mailbox.append((command, None, False))
+            self._wake()
+
+    def apply_now(
+        self, command: Callable[[QueueState, float], T]
+    ) -> tuple[T, asyncio.Future[None] | None]:
+        """Run ``command`` at once, in this turn of the loop, and drain the outboxes.
+
+        For operations that must touch several queues in one journal batch
+        (fan-out publish): asyncio runs no other task until this returns, and
+        the actor only mutates its state between its own awaits, so ownership
+        holds. Returns the result and the commit future of the ops written.
+        """
+        if self._closed:
+            raise QueueDeleted(self.name)
+        now = self._clock()
+        result = command(self.state, now)
+        commit = self._drain(now)
+        return result, commit
+
+    def add_consumer(
+        self, consumer_id: int, prefetch: int, sink: DeliverySink
+    ) -> asyncio.Future[None]:
+        """Register a push consumer; deliveries go to ``sink``."""
+        self._sinks[consumer_id] = sink
+        return self.call(lambda state, now: state.add_consumer(consumer_id, prefetch))
+
+    def remove_consumer(self, consumer_id: int) -> asyncio.Future[int]:
+        """Forget a push consumer and requeue what it held."""
+
+        def remove(state: QueueState, now: float) -> int:
+            self._sinks.pop(consumer_id, None)
+            return state.remove_consumer(consumer_id, now)
+
+        return self.call(remove)
+
+    async def pull(self, max_count: int, lease: float | None, wait: float) -> list[Entry]:
+        """Lease up to ``max_count`` messages, waiting up to ``wait`` seconds for the first."""
+        entries = await self.call(lambda state, now: state.pull(max_count, lease, now))
+        if entries:
+            return entries
+        if wait <= 0:
+            if not self.state.pending_count:
+                return entries
+            # Ready messages whose bodies are still in storage: wait for the load.
+            wait = _LOAD_WAIT_S
+        waiter: asyncio.Future[list[Entry]] = asyncio.get_running_loop().create_future()
+        self._waiters.append((max_count, lease, waiter))
+        self._wake()
+        done, _ = await asyncio.wait({waiter}, timeout=wait)
+        if not done:
+            waiter.cancel()
+            return []
+        return waiter.result()
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        mailbox = self._mailbox
+        while True:
+            if not mailbox:
+                if self._closed:
+                    return
+                self._wakeup = loop.create_future()
+                self._arm_timer(loop)
+                await self._wakeup
+                self._wakeup = None
+            now = self._clock()
+            state = self.state
+            durable: list[asyncio.Future[Any]] = []
+            results: list[Any] = []
+            while mailbox:
+                command, future, is_durable = mailbox.popleft()
+                try:
+                    result = command(state, now)
+                except Exception as exc:
+                    if future is None:
+                        logger.opt(exception=exc).error("queue command failed", queue=self.name)
+                    elif not future.done():
+                        future.set_exception(exc)
+                    continue
+                if future is None or future.done():
+                    continue
+                if is_durable:
+                    durable.append(future)
+                    results.append(result)
+                else:
+                    future.set_result(result)
+            try:
+                commit = self._drain(now)
+            except Exception as exc:  # pragma: no cover - a bug in the state
+                logger.opt(exception=exc).error("queue turn failed", queue=self.name)
+                commit = None
+            if durable:
+                self._resolve_after(commit, durable, results)
+
+    def _drain(self, now: float) -> asyncio.Future[None] | None:
+        """Apply deadlines, serve waiters and consumers, then flush every outbox."""
+        state = self.state
+        state.tick(now)
+        waiters = self._waiters
+        while waiters and state.pending_count:
+            max_count, lease, waiter = waiters[0]
+            if waiter.done():
+                waiters.popleft()
+                continue
+            entries = state.pull(max_count, lease, now)
+            if not entries:
+                break
+            waiters.popleft()
+            waiter.set_result(entries)
+        state.dispatch(now)
+        deliveries = state.take_deliveries()
+        if deliveries:
+            self._push(deliveries)
+        commit = None
+        ops = state.take_ops()
+        if ops:
+            commit = self._journal.write(ops)
+            self._hooks.ops_written(self.name, ops)
+        dead = state.take_dead_letters()
+        if dead:
+            by_target: dict[str, list[Item]] = {}
+            for target, item in dead:
+                by_target.setdefault(target, []).append(item)
+            for target, items in by_target.items():
+                self._hooks.dead_letter(target, items)
+        loads = state.take_loads()
+        if loads:
+            self._loader = asyncio.get_running_loop().create_task(self._load(loads))
+        return commit
+
+    def _push(self, deliveries: list[tuple[int, Entry]]) -> None:
+        sinks = self._sinks
+        if len(deliveries) == 1:
+            consumer_id, entry = deliveries[0]
+            sinks[consumer_id](self.name, [entry])
+            return
+        grouped: dict[int, list[Entry]] = {}
+        for consumer_id, entry in deliveries:
+            group = grouped.get(consumer_id)
+            if group is None:
+                grouped[consumer_id] = [entry]
+            else:
+                group.append(entry)
+        for consumer_id, entries in grouped.items():
+            sinks[consumer_id](self.name, entries)
+
+    @staticmethod
+    def _resolve_after(
+        commit: asyncio.Future[None] | None,
+        futures: list[asyncio.Future[Any]],
+        results: list[Any],
+    ) -> None:
+        def resolve(done: asyncio.Future[None] | None) -> None:
+            error = None if done is None or done.cancelled() else done.exception()
+            for future, result in zip(futures, results, strict=True):
+                if future.done():
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+
+        if commit is None:
+            resolve(None)
+        else:
+            commit.add_done_callback(resolve)
+
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        deadline = self.state.next_deadline()
+        if deadline is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        if self._timer is not None:
+            if self._timer_at == deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = loop.call_later(max(0.0, deadline - self._clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wake()
+
+    async def _load(self, ids: list[int]) -> None:
+        try:
+            entries = await self._journal.load_entries(ids)
+        except Exception as exc:
+            logger.opt(exception=exc).warning("loading bodies failed", queue=self.name)
+            await asyncio.sleep(0.5)
+            self.cast(lambda state, now: state.hydrate_failed())
+            return
+        self.cast(lambda state, now: state.hydrate(entries, ids))

@@ -1,0 +1,613 @@
+"""`Broker`: the registry of queue actors and the one entry point transports call.
+
+It creates, finds, deletes and shuts down `QueueActor`s, allocates message
+ids, routes dead letters between queues, indexes in-flight messages by id
+(so ``POST /messages/{id}/ack`` needs no queue name), and fans journal
+operations out as `QueueEvent`s to listeners. It knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from loguru import logger
+
+from .actor import QueueActor, QueueDeleted
+from .errors import (
+    BrokerError,
+    InvalidTransition,
+    MessageNotFound,
+    QueueExists,
+    QueueLimitReached,
+    QueueNotFound,
+)
+from .journal import (
+    Ack,
+    DeadLetter,
+    DeleteQueue,
+    Deliver,
+    Drop,
+    Fail,
+    Insert,
+    PutQueue,
+    Requeue,
+    Restore,
+)
+from .messages import (
+    CreateQueueRequest,
+    MessagesPage,
+    MessageView,
+    PublishResult,
+    QueueEvent,
+    QueueInfo,
+    QueueOptions,
+    SettleResult,
+    check_queue_name,
+    from_timestamp,
+)
+from .queue import BodyBudget, QueueState
+from .types import MessageStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from .actor import DeliverySink
+    from .journal import Op, Storage
+    from .messages import PublishRequest, UpdateQueueRequest
+    from .queue import Item, SettleOutcome
+
+__all__ = ["Broker", "EventListener"]
+
+EventListener = "Callable[[QueueEvent], None]"
+
+_OPTION_FIELDS = QueueOptions.__struct_fields__
+
+
+class _QueueMeta:
+    __slots__ = ("created_at", "updated_at")
+
+    def __init__(self, created_at: float, updated_at: float) -> None:
+        self.created_at = created_at
+        self.updated_at = updated_at
+
+
+class Broker:
+    """All queues of one broker process, over one `Storage`.
+
+    Args:
+        storage: the storage backend (opened and closed by the broker).
+        max_queues: how many queues may exist.
+        dedup_window_s: how long a ``dedup_id`` is remembered per queue.
+        body_cache_bytes: bytes of pending bodies kept in memory across queues.
+        max_lease_s: the longest lease a consumer may ask for.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        max_queues: int = 10_000,
+        dedup_window_s: float = 300.0,
+        body_cache_bytes: int = 64 << 20,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.max_queues = max_queues
+        self.dedup_window_s = dedup_window_s
+        self.budget = BodyBudget(body_cache_bytes)
+        self._clock = clock
+        self._actors: dict[str, QueueActor] = {}
+        self._meta: dict[str, _QueueMeta] = {}
+        self._inflight: dict[int, str] = {}
+        self._listeners: set[Callable[[QueueEvent], None]] = set()
+        self._consumer_ids = itertools.count(1)
+        self._next_id = 0
+        self._retrying: set[int] = set()
+        self.clean_start = True
+        self.started_at = clock()
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open storage and rebuild every queue's actor from it."""
+        self.clean_start = await self.storage.open()
+        self._next_id = await self.storage.last_message_id()
+        now = self._clock()
+        for stored in await self.storage.load_queues():
+            replayed = await self.storage.replay(stored.name, now)
+            state = self._new_state(stored.name, stored.options, stored.processed, stored.failed)
+            state.restore(replayed.cold, replayed.delayed)
+            self._meta[stored.name] = _QueueMeta(stored.created_at, stored.updated_at)
+            self._start_actor(state)
+        logger.info(
+            "broker started",
+            queues=len(self._actors),
+            clean=self.clean_start,
+        )
+
+    async def close(self) -> None:
+        """Stop every actor (finishing queued work), then flush and close storage."""
+        actors = list(self._actors.values())
+        await asyncio.gather(*(actor.stop() for actor in actors))
+        await self.storage.close()
+        logger.info("broker stopped")
+
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _new_state(
+        self, name: str, options: QueueOptions, processed: int = 0, failed: int = 0
+    ) -> QueueState:
+        return QueueState(
+            name,
+            options,
+            budget=self.budget,
+            dedup_window_s=self.dedup_window_s,
+            processed=processed,
+            failed=failed,
+        )
+
+    def _start_actor(self, state: QueueState) -> QueueActor:
+        actor = QueueActor(state, self.storage, self, clock=self._clock)
+        self._actors[state.name] = actor
+        actor.start()
+        return actor
+
+    def _allocate_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    # -- hooks the actors call ----------------------------------------------------
+
+    def dead_letter(self, target: str, items: list[Item]) -> None:
+        """Hand dead-lettered messages to ``target`` (validated to exist when configured)."""
+        actor = self._actors.get(target)
+        if actor is None:  # pragma: no cover - deletion of a DLQ in use is refused
+            logger.error("dead-letter queue vanished", queue=target, count=len(items))
+            return
+
+        def adopt(state: QueueState, now: float) -> None:
+            for item in items:
+                state.adopt(item, now)
+
+        actor.cast(adopt)
+
+    def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
+        """Keep the in-flight index and feed event listeners."""
+        inflight = self._inflight
+        listeners = self._listeners
+        for op in ops:
+            if type(op) is Deliver:
+                inflight[op.id] = queue
+            elif type(op) in (Ack, Requeue, Fail, DeadLetter, Drop):
+                inflight.pop(op.id, None)  # type: ignore[union-attr]
+        if listeners:
+            now = self._clock()
+            for op in ops:
+                event = _event_of(queue, op, now)
+                if event is not None:
+                    self._emit(event)
+
+    # -- events -------------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[QueueEvent], None]) -> None:
+        """Call ``listener`` for every `QueueEvent` (it must not block)."""
+        self._listeners.add(listener)
+
+    def remove_listener(self, listener: Callable[[QueueEvent], None]) -> None:
+        """Stop calling ``listener``."""
+        self._listeners.discard(listener)
+
+    def _emit(self, event: QueueEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # pragma: no cover - listeners are ours
+                logger.opt(exception=exc).error("event listener failed")
+
+    # -- queues -------------------------------------------------------------------
+
+    def actor(self, name: str) -> QueueActor:
+        """The actor of queue ``name``; raise `QueueNotFound` if there is none."""
+        actor = self._actors.get(name)
+        if actor is None:
+            raise QueueNotFound(name)
+        return actor
+
+    def queue_names(self) -> list[str]:
+        """Names of all queues, sorted."""
+        return sorted(self._actors)
+
+    def info(self, name: str) -> QueueInfo:
+        """Counts and options of one queue, read from its actor's counters."""
+        state = self.actor(name).state
+        meta = self._meta[name]
+        return QueueInfo(
+            name=name,
+            created_at=from_timestamp(meta.created_at),
+            updated_at=from_timestamp(meta.updated_at),
+            pending=state.pending_count + state.delayed_count,
+            processing=len(state.processing),
+            processed=state.processed,
+            failed=state.failed,
+            delayed=state.delayed_count,
+            consumers=len(state.consumers),
+            published_total=state.published_total,
+            delivered_total=state.delivered_total,
+            acked_total=state.acked_total,
+            nacked_total=state.nacked_total,
+            **msgspec.structs.asdict(state.options),
+        )
+
+    def infos(self, names: Iterable[str] | None = None) -> list[QueueInfo]:
+        """`info` of each queue (all by default)."""
+        return [self.info(name) for name in (names if names is not None else self.queue_names())]
+
+    def totals(self) -> dict[str, int]:
+        """Message counts over all queues, from the actors' counters."""
+        pending = processing = processed = failed = 0
+        for actor in self._actors.values():
+            state = actor.state
+            pending += state.pending_count + state.delayed_count
+            processing += len(state.processing)
+            processed += state.processed
+            failed += state.failed
+        return {
+            "pending": pending,
+            "processing": processing,
+            "processed": processed,
+            "failed": failed,
+            "total": pending + processing + processed + failed,
+        }
+
+    def _check_dead_letter_target(self, name: str, options: QueueOptions) -> None:
+        target = options.dead_letter_queue
+        if target is not None and target != name and target not in self._actors:
+            raise QueueNotFound(target)
+
+    async def create_queue(self, request: CreateQueueRequest) -> QueueInfo:
+        """Create a queue; raise `QueueExists` or `QueueLimitReached`."""
+        name = check_queue_name(request.name)
+        if name in self._actors:
+            raise QueueExists(name)
+        if len(self._actors) >= self.max_queues:
+            raise QueueLimitReached(self.max_queues)
+        options = QueueOptions(**{f: getattr(request, f) for f in _OPTION_FIELDS})
+        self._check_dead_letter_target(name, options)
+        now = self._clock()
+        self._meta[name] = _QueueMeta(now, now)
+        self._start_actor(self._new_state(name, options))
+        await self.storage.write([PutQueue(name, options, now, now)])
+        self._emit(QueueEvent(type="queue_created", queue=name, at=now))
+        logger.info("queue created", queue=name)
+        return self.info(name)
+
+    async def update_queue(self, name: str, request: UpdateQueueRequest) -> QueueInfo:
+        """Change a queue's options; the actor applies them from its next turn."""
+        actor = self.actor(name)
+        options = request.apply(actor.state.options)
+        self._check_dead_letter_target(name, options)
+        meta = self._meta[name]
+        meta.updated_at = now = self._clock()
+        await actor.call(lambda state, _: state.set_options(options))
+        await self.storage.write([PutQueue(name, options, meta.created_at, now)])
+        return self.info(name)
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue and its messages; its consumers' sinks get no more deliveries.
+
+        Raises:
+            InvalidTransition: the queue is another queue's dead-letter queue.
+        """
+        actor = self.actor(name)
+        for other in self._actors.values():
+            if other is not actor and other.state.options.dead_letter_queue == name:
+                raise QueueExists(name) from InvalidTransition(0, "delete", "in use")
+        del self._actors[name]
+        self._meta.pop(name, None)
+        await actor.stop(QueueDeleted(name))
+        for id in list(actor.state.processing):
+            self._inflight.pop(id, None)
+        actor.state.purge()
+        actor.state.take_ops()
+        await self.storage.write([DeleteQueue(name)])
+        self._emit(QueueEvent(type="queue_deleted", queue=name, at=self._clock()))
+        logger.info("queue deleted", queue=name)
+
+    async def purge(self, name: str) -> int:
+        """Delete the pending messages of a queue; return how many went."""
+        count = await self.actor(name).call(lambda state, _: state.purge(), durable=True)
+        self._emit(QueueEvent(type="queue_purged", queue=name, at=self._clock()))
+        return count
+
+    # -- publish ------------------------------------------------------------------
+
+    async def publish(self, name: str, requests: Sequence[PublishRequest]) -> list[PublishResult]:
+        """Publish messages to one queue; return once their batch has committed."""
+        actor = self.actor(name)
+        published = await actor.call(
+            lambda state, now: state.publish(requests, now, self._allocate_id), durable=True
+        )
+        return [
+            PublishResult(
+                message_id=p.id,
+                queue=name,
+                created_at=from_timestamp(p.created_at),
+                duplicate=p.duplicate,
+            )
+            for p in published
+        ]
+
+    async def publish_fanout(
+        self, names: Sequence[str], request: PublishRequest
+    ) -> list[PublishResult]:
+        """Publish one message to several queues in one journal batch (all or none)."""
+        actors = [self.actor(name) for name in dict.fromkeys(names)]
+        for actor in actors:
+            actor.state.check_room(1, len(request.content))
+        commits = []
+        results = []
+        for actor in actors:
+            published, commit = actor.apply_now(
+                lambda state, now: state.publish([request], now, self._allocate_id)
+            )
+            if commit is not None:
+                commits.append(commit)
+            p = published[0]
+            results.append(
+                PublishResult(
+                    message_id=p.id,
+                    queue=actor.name,
+                    created_at=from_timestamp(p.created_at),
+                    duplicate=p.duplicate,
+                )
+            )
+        for commit in dict.fromkeys(commits):
+            await commit
+        return results
+
+    # -- consume and settle -------------------------------------------------------
+
+    async def pull(
+        self, name: str, max_count: int, wait: float, lease: float | None
+    ) -> list[MessageView]:
+        """Lease up to ``max_count`` messages of a queue, long-polling up to ``wait`` seconds."""
+        actor = self.actor(name)
+        entries = await actor.pull(max_count, lease, wait)
+        return [entry.view(name, "processing") for entry in entries]
+
+    def queue_of(self, message_id: int) -> str | None:
+        """The queue of an in-flight (processing) message, else ``None``."""
+        return self._inflight.get(message_id)
+
+    async def ack(
+        self, ids: Sequence[int], *, allowed: Callable[[str], bool] | None = None
+    ) -> SettleResult:
+        """Ack in-flight messages by id (any queue); ``allowed`` filters by queue name."""
+        return await self._settle(ids, allowed, lambda state, group, now: state.ack(group, now))
+
+    async def nack(
+        self,
+        ids: Sequence[int],
+        *,
+        requeue: bool = True,
+        reason: str | None = None,
+        allowed: Callable[[str], bool] | None = None,
+    ) -> SettleResult:
+        """Nack in-flight messages by id: requeue them or dead-letter them."""
+        return await self._settle(
+            ids,
+            allowed,
+            lambda state, group, now: state.nack(group, now, requeue=requeue, reason=reason),
+        )
+
+    async def _settle(
+        self,
+        ids: Sequence[int],
+        allowed: Callable[[str], bool] | None,
+        settle: Callable[[QueueState, list[int], float], SettleOutcome],
+    ) -> SettleResult:
+        groups: dict[str, list[int]] = {}
+        errors: dict[str, str] = {}
+        for id in dict.fromkeys(ids):
+            queue = self._inflight.get(id)
+            if queue is None or (allowed is not None and not allowed(queue)):
+                errors[str(id)] = str(InvalidTransition(id, "settle", "not processing"))
+                continue
+            groups.setdefault(queue, []).append(id)
+        settled: list[int] = []
+        for queue, group in groups.items():
+            actor = self._actors.get(queue)
+            if actor is None:
+                errors.update({str(id): str(MessageNotFound(id)) for id in group})
+                continue
+            outcome = await actor.call(lambda state, now, g=group: settle(state, g, now))  # type: ignore[misc]
+            settled.extend(outcome.settled)
+            errors.update({str(id): str(exc) for id, exc in outcome.errors.items()})
+        return SettleResult(settled=settled, errors=errors)
+
+    async def touch(
+        self, id: int, lease: float, *, allowed: Callable[[str], bool] | None = None
+    ) -> float:
+        """Extend the lease of an in-flight message; return the new deadline."""
+        queue = self._inflight.get(id)
+        if queue is None or (allowed is not None and not allowed(queue)):
+            raise InvalidTransition(id, "touch", "not processing")
+        return await self.actor(queue).call(lambda state, now: state.touch(id, lease, now))
+
+    # -- push consumers -------------------------------------------------------------
+
+    async def subscribe(self, name: str, prefetch: int, sink: DeliverySink) -> int:
+        """Register a push consumer on a queue; return its consumer id."""
+        actor = self.actor(name)
+        consumer_id = next(self._consumer_ids)
+        await actor.add_consumer(consumer_id, prefetch, sink)
+        return consumer_id
+
+    async def unsubscribe(self, name: str, consumer_id: int) -> int:
+        """Remove a push consumer; what it held is requeued (redelivered). Return how many."""
+        actor = self._actors.get(name)
+        if actor is None:
+            return 0
+        with suppress(QueueDeleted):
+            return await actor.remove_consumer(consumer_id)
+        return 0
+
+    async def consumer_ack(self, name: str, consumer_id: int, ids: Sequence[int]) -> SettleOutcome:
+        """Ack messages a push consumer holds (a foreign id is an error, not an ack)."""
+        return await self.actor(name).call(
+            lambda state, now: state.ack(ids, now, consumer_id=consumer_id)
+        )
+
+    async def consumer_nack(
+        self,
+        name: str,
+        consumer_id: int,
+        ids: Sequence[int],
+        requeue: bool,
+        reason: str | None = None,
+    ) -> SettleOutcome:
+        """Nack messages a push consumer holds."""
+        return await self.actor(name).call(
+            lambda state, now: state.nack(
+                ids, now, requeue=requeue, reason=reason, consumer_id=consumer_id
+            )
+        )
+
+    def consumers(self) -> list[dict[str, Any]]:
+        """Every push consumer: queue, id, prefetch, unacked count and oldest lease age."""
+        now = self._clock()
+        out = []
+        for name, actor in self._actors.items():
+            state = actor.state
+            for consumer in state.consumers.values():
+                oldest = min(
+                    (state.processing[id].lease_deadline for id in consumer.held),
+                    default=None,
+                )
+                out.append(
+                    {
+                        "queue": name,
+                        "consumer_id": consumer.id,
+                        "prefetch": consumer.prefetch,
+                        "unacked": len(consumer.held),
+                        "oldest_lease_expires_in_s": None if oldest is None else oldest - now,
+                    }
+                )
+        return out
+
+    # -- browse and retry -------------------------------------------------------------
+
+    async def browse(
+        self, name: str, status: MessageStatus | None, limit: int, cursor: int | None
+    ) -> MessagesPage:
+        """A page of a queue's messages by ascending id."""
+        self.actor(name)
+        rows = await self.storage.browse(name, status, limit + 1, cursor)
+        page = rows[:limit]
+        views = []
+        for row in page:
+            entry = row.entry
+            live = self._actors[name].state.processing.get(entry.id)
+            if live is not None:
+                entry.lease_deadline = live.lease_deadline
+                entry.attempt = live.attempt
+            views.append(entry.view(name, row.status.label))
+        next_cursor = page[-1].entry.id if len(rows) > limit and page else None
+        return MessagesPage(messages=views, next_cursor=next_cursor)
+
+    async def get_message(self, name: str, id: int) -> MessageView:
+        """One message of a queue by id."""
+        self.actor(name)
+        row = await self.storage.get_message(id)
+        if row is None or row.queue != name:
+            raise MessageNotFound(id)
+        return row.entry.view(name, row.status.label)
+
+    async def retry(self, name: str, id: int) -> MessageView:
+        """Move a failed or dead-lettered message of ``name`` back to pending.
+
+        A dead-lettered message goes back to the queue it came from (if that
+        queue still exists), any other failed message to ``name`` itself, with
+        its attempt count reset.
+        """
+        source = self.actor(name)
+        if id in self._retrying:
+            raise InvalidTransition(id, "retry", "being retried")
+        self._retrying.add(id)
+        try:
+            await self.storage.flush()
+            row = await self.storage.get_message(id)
+            if row is None or row.queue != name:
+                raise MessageNotFound(id)
+            entry = row.entry
+            origin = entry.dead_lettered_from
+            target_name = origin if origin is not None and origin in self._actors else name
+            if row.status is MessageStatus.PENDING and origin is None:
+                raise InvalidTransition(id, "retry", "pending")
+            if row.status not in (MessageStatus.PENDING, MessageStatus.FAILED):
+                raise InvalidTransition(id, "retry", row.status.label)
+            was_failed = row.status is MessageStatus.FAILED
+
+            def take(state: QueueState, now: float) -> None:
+                if was_failed:
+                    state.failed -= 1
+                elif state.remove_pending(id) is None:
+                    raise InvalidTransition(id, "retry", "no longer pending")
+                state.emit(Restore(id, target_name))
+
+            await source.call(take)
+            entry.attempt = 0
+            entry.redelivered = False
+            entry.dead_lettered_from = None
+            entry.deliver_at = 0.0
+            await self.actor(target_name).call(lambda state, now: state.adopt(entry, now))
+            return entry.view(target_name, "pending")
+        finally:
+            self._retrying.discard(id)
+
+    async def redrive(self, name: str, limit: int = 1000) -> int:
+        """`retry` every failed or dead-lettered message of ``name`` (up to ``limit``)."""
+        self.actor(name)
+        await self.storage.flush()
+        moved = 0
+        for id in await self.storage.retryable_ids(name, limit):
+            with suppress(BrokerError):
+                await self.retry(name, id)
+                moved += 1
+        return moved
+
+
+def _event_of(queue: str, op: Op, now: float) -> QueueEvent | None:
+    match op:
+        case Insert(entry=entry):
+            return QueueEvent(type="published", queue=queue, at=now, message_id=entry.id)
+        case Deliver(id=id):
+            return QueueEvent(type="delivered", queue=queue, at=now, message_id=id)
+        case Ack(id=id):
+            return QueueEvent(type="acked", queue=queue, at=now, message_id=id)
+        case Requeue(id=id):
+            return QueueEvent(type="nacked", queue=queue, at=now, message_id=id)
+        case Fail(id=id, reason=reason):
+            return QueueEvent(type="failed", queue=queue, at=now, message_id=id, detail=reason)
+        case DeadLetter(id=id, target=target, reason=reason):
+            return QueueEvent(
+                type="dead_lettered",
+                queue=queue,
+                at=now,
+                message_id=id,
+                detail=f"{reason} -> {target}",
+            )
+        case Drop(id=id):
+            return QueueEvent(type="dropped", queue=queue, at=now, message_id=id)
+        case _:
+            return None

@@ -1,0 +1,324 @@
+"""The message model: every wire and storage shape of the broker, as msgspec Structs.
+
+REST, WebSocket and GraphQL decode into and encode from these same Structs, so
+there is one schema per concept. A message's ``content`` is kept as the raw
+JSON bytes the publisher sent (``msgspec.Raw``): the broker never decodes or
+re-encodes a body on its hot path.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from .errors import InvalidName
+from .types import Overflow
+
+__all__ = [
+    "NAME_PATTERN",
+    "AckRequest",
+    "BatchPublishRequest",
+    "BatchPublishResponse",
+    "CreateQueueRequest",
+    "Entry",
+    "FanoutPublishRequest",
+    "MessageView",
+    "MessagesPage",
+    "NackRequest",
+    "PublishRequest",
+    "PublishResult",
+    "QueueEvent",
+    "QueueInfo",
+    "QueueOptions",
+    "SettleResult",
+    "TouchRequest",
+    "UpdateQueueRequest",
+    "check_queue_name",
+    "from_timestamp",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+QueueNameField = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, max_length=200)]
+Priority = Annotated[int, msgspec.Meta(ge=0, le=9)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=43200)]
+Headers = dict[
+    Annotated[str, msgspec.Meta(max_length=256)], Annotated[str, msgspec.Meta(max_length=4096)]
+]
+
+
+def check_queue_name(name: str) -> str:
+    """Return ``name`` if it follows the naming rule, else raise `InvalidName`."""
+    if _NAME_RE.match(name) is None:
+        raise InvalidName(name, "use 1-200 characters of A-Z, a-z, 0-9, '.', '_' and '-'")
+    return name
+
+
+def from_timestamp(ts: float) -> datetime:
+    """Turn a stored Unix timestamp into an aware UTC datetime for the wire."""
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class QueueOptions(msgspec.Struct, kw_only=True, frozen=True):
+    """A queue's options, set at creation and changeable with ``PATCH /queues/{name}``.
+
+    ``max_attempts`` counts deliveries: a message delivered that many times and
+    then nacked (or whose lease expires) is dead-lettered instead of requeued.
+    ``None`` means no limit for every optional field.
+    """
+
+    max_attempts: PositiveInt | None = None
+    dead_letter_queue: QueueNameField | None = None
+    message_ttl_ms: PositiveInt | None = None
+    max_length: PositiveInt | None = None
+    max_bytes: PositiveInt | None = None
+    overflow: Overflow = Overflow.REJECT_PUBLISH
+    lease: Seconds = 30.0
+
+
+class CreateQueueRequest(QueueOptions, kw_only=True, frozen=True):
+    """Body of ``POST /queues``: a name and the queue's options."""
+
+    name: QueueNameField
+
+
+class UpdateQueueRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """Body of ``PATCH /queues/{name}``: the options to change (unset ones keep their value)."""
+
+    max_attempts: PositiveInt | msgspec.UnsetType | None = msgspec.UNSET
+    dead_letter_queue: QueueNameField | msgspec.UnsetType | None = msgspec.UNSET
+    message_ttl_ms: PositiveInt | msgspec.UnsetType | None = msgspec.UNSET
+    max_length: PositiveInt | msgspec.UnsetType | None = msgspec.UNSET
+    max_bytes: PositiveInt | msgspec.UnsetType | None = msgspec.UNSET
+    overflow: Overflow | msgspec.UnsetType = msgspec.UNSET
+    lease: Seconds | msgspec.UnsetType = msgspec.UNSET
+
+    def apply(self, options: QueueOptions) -> QueueOptions:
+        """Return ``options`` with the fields this request sets replaced."""
+        changes = {
+            field: value
+            for field in self.__struct_fields__
+            if (value := getattr(self, field)) is not msgspec.UNSET
+        }
+        return msgspec.structs.replace(options, **changes)
+
+
+class QueueInfo(QueueOptions, kw_only=True, frozen=True):
+    """A queue as ``GET /queues/{name}`` shows it: counts, consumers and options."""
+
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    pending: int = 0
+    processing: int = 0
+    processed: int = 0
+    failed: int = 0
+    delayed: int = 0
+    consumers: int = 0
+    published_total: int = 0
+    delivered_total: int = 0
+    acked_total: int = 0
+    nacked_total: int = 0
+
+
+class PublishRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """One message to publish.
+
+    ``content`` is any JSON value, stored as the exact bytes sent. ``delay_ms``
+    and ``deliver_at`` keep it invisible until then; ``ttl_ms`` drops (or
+    dead-letters) it if not delivered in time; a repeated ``dedup_id`` within
+    the queue's deduplication window returns the first message's id.
+    """
+
+    content: msgspec.Raw
+    headers: Headers | None = None
+    priority: Priority = 0
+    delay_ms: NonNegativeInt | None = None
+    deliver_at: datetime | None = None
+    ttl_ms: PositiveInt | None = None
+    dedup_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+
+
+class BatchPublishRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """Body of ``POST /queues/{name}/messages/batch``."""
+
+    messages: Annotated[list[PublishRequest], msgspec.Meta(min_length=1)]
+
+
+class FanoutPublishRequest(PublishRequest, kw_only=True, frozen=True):
+    """Body of ``POST /publish``: one message for several queues, committed atomically."""
+
+    queues: Annotated[list[QueueNameField], msgspec.Meta(min_length=1, max_length=100)]
+
+
+class PublishResult(msgspec.Struct, kw_only=True, frozen=True):
+    """What a confirmed publish answers: the new (or, for a duplicate, the first) message."""
+
+    message_id: int
+    queue: str
+    status: Literal["pending"] = "pending"
+    created_at: datetime
+    duplicate: bool = False
+
+
+class BatchPublishResponse(msgspec.Struct, kw_only=True, frozen=True):
+    """The created messages of a batch publish, in request order."""
+
+    messages: list[PublishResult]
+
+
+class MessageView(msgspec.Struct, kw_only=True, frozen=True):
+    """A message as consumers and browsers see it."""
+
+    message_id: int
+    queue: str
+    status: str
+    content: msgspec.Raw
+    headers: dict[str, str] | None = None
+    priority: int = 0
+    attempt: int = 0
+    redelivered: bool = False
+    created_at: datetime
+    deliver_at: datetime | None = None
+    expires_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    dead_lettered_from: str | None = None
+    last_error: str | None = None
+
+
+class MessagesPage(msgspec.Struct, kw_only=True, frozen=True):
+    """One page of ``GET /queues/{name}/messages``; pass ``next_cursor`` to get the next."""
+
+    messages: list[MessageView]
+    next_cursor: int | None = None
+
+
+class AckRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """Body of ``POST /messages/ack``."""
+
+    ids: Annotated[list[int], msgspec.Meta(min_length=1)]
+
+
+class NackRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """Body of ``POST /messages/nack``; ``reason`` is kept as the message's ``last_error``."""
+
+    ids: Annotated[list[int], msgspec.Meta(min_length=1)]
+    requeue: bool = True
+    reason: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+
+
+class TouchRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """Body of ``POST /messages/{id}/touch``: the lease's new length from now, in seconds."""
+
+    lease: Seconds
+
+
+class SettleResult(msgspec.Struct, kw_only=True, frozen=True):
+    """Outcome of a batch ack/nack: the ids settled and those that were not, with why."""
+
+    settled: list[int]
+    errors: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class QueueEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """Something that happened in a queue, for dashboards (``queueEvents``).
+
+    ``type`` is one of ``published``, ``delivered``, ``acked``, ``nacked``,
+    ``failed``, ``dead_lettered``, ``dropped``, ``queue_created``,
+    ``queue_deleted``, ``queue_purged``.
+    """
+
+    type: str
+    queue: str
+    at: float
+    message_id: int | None = None
+    detail: str | None = None
+
+
+class Entry:
+    """The broker's in-memory record of one message (queue state and storage share it).
+
+    ``content`` is ``None`` while the body lives only in storage (a cold entry
+    hydrated without its body is never delivered). Mutable and slotted: it is
+    the one per-message object on the hot path.
+    """
+
+    __slots__ = (
+        "attempt",
+        "consumer",
+        "content",
+        "created_at",
+        "dead_lettered_from",
+        "dedup_id",
+        "deliver_at",
+        "expires_at",
+        "headers",
+        "id",
+        "last_error",
+        "lease_deadline",
+        "priority",
+        "redelivered",
+        "size",
+    )
+
+    def __init__(
+        self,
+        id: int,
+        *,
+        content: bytes | None,
+        size: int,
+        created_at: float,
+        priority: int = 0,
+        headers: dict[str, str] | None = None,
+        attempt: int = 0,
+        redelivered: bool = False,
+        deliver_at: float = 0.0,
+        expires_at: float = 0.0,
+        dedup_id: str | None = None,
+        dead_lettered_from: str | None = None,
+        last_error: str | None = None,
+    ) -> None:
+        self.id = id
+        self.content = content
+        self.size = size
+        self.created_at = created_at
+        self.priority = priority
+        self.headers = headers
+        self.attempt = attempt
+        self.redelivered = redelivered
+        self.deliver_at = deliver_at
+        self.expires_at = expires_at
+        self.dedup_id = dedup_id
+        self.dead_lettered_from = dead_lettered_from
+        self.last_error = last_error
+        self.consumer: int | None = None
+        self.lease_deadline = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Entry {self.id} p{self.priority} attempt={self.attempt}>"
+
+    def view(self, queue: str, status: str) -> MessageView:
+        """Return the wire view of this entry (``content`` must be loaded)."""
+        assert self.content is not None, "a view needs the body"
+        return MessageView(
+            message_id=self.id,
+            queue=queue,
+            status=status,
+            content=msgspec.Raw(self.content),
+            headers=self.headers,
+            priority=self.priority,
+            attempt=self.attempt,
+            redelivered=self.redelivered,
+            created_at=from_timestamp(self.created_at),
+            deliver_at=from_timestamp(self.deliver_at) if self.deliver_at else None,
+            expires_at=from_timestamp(self.expires_at) if self.expires_at else None,
+            lease_expires_at=from_timestamp(self.lease_deadline) if self.lease_deadline else None,
+            dead_lettered_from=self.dead_lettered_from,
+            last_error=self.last_error,
+        )

@@ -1,0 +1,586 @@
+"""`SQLiteStorage`: the embedded default backend (one file, WAL, write-behind group commit).
+
+Each batch of journal operations is coalesced per message before it is
+written: a message published and acked in the same batch becomes one
+``INSERT`` of a processed row; otherwise each message gets one ``UPDATE``
+with the columns its operations changed. Queue-wide operations (purge,
+delete) are barriers that keep their place in the order.
+
+Durability: ``synchronous=NORMAL`` in WAL mode (the default) survives a
+process crash (``kill -9``) with every committed batch; a power loss may lose
+the last batches committed since the last checkpoint. ``FULL`` fsyncs each
+commit and survives power loss too, at a cost in throughput.
+
+After an unclean stop every pending message that may have been delivered
+is marked redelivered (write-behind may have lost its delivery record), and
+every processing one comes back pending and redelivered.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import suppress
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+import msgspec
+from loguru import logger
+
+from broker_core.journal import (
+    Ack,
+    DeadLetter,
+    DeleteQueue,
+    Deliver,
+    Drop,
+    Fail,
+    Insert,
+    PurgeQueue,
+    PutQueue,
+    ReplayedQueue,
+    Requeue,
+    Restore,
+    StoredMessage,
+    StoredQueue,
+)
+from broker_core.messages import Entry, QueueOptions
+from broker_core.types import MessageStatus
+
+from .errors import StorageCorrupt
+from .write_behind import WriteBehind
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from broker_core.journal import Op
+
+__all__ = ["RefreshRow", "SQLiteStorage"]
+
+SCHEMA_VERSION = 1
+_ENTRY_COLUMNS = (
+    "id, queue, status, priority, attempt, redelivered, created_at, deliver_at, expires_at, "
+    "lease_deadline, size, content, headers, dedup_id, last_error, dead_lettered_from, settled_at"
+)
+_INSERT = f"INSERT INTO messages ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+_PENDING, _PROCESSING, _PROCESSED, _FAILED = 0, 1, 2, 3
+
+_headers_encoder = msgspec.json.Encoder()
+_headers_decoder = msgspec.json.Decoder(dict[str, str])
+_options_decoder = msgspec.json.Decoder(QueueOptions)
+
+RefreshRow = tuple[str, str, float, bool]
+
+
+def _entry_of(row: Any) -> StoredMessage:
+    (id, queue, status, priority, attempt, redelivered, created_at, deliver_at, expires_at,
+     lease_deadline, size, content, headers, dedup_id, last_error, dead_lettered_from,
+     _settled_at) = row  # fmt: skip
+    entry = Entry(
+        id,
+        content=bytes(content),
+        size=size,
+        created_at=created_at,
+        priority=priority,
+        headers=_headers_decoder.decode(headers) if headers is not None else None,
+        attempt=attempt,
+        redelivered=bool(redelivered),
+        deliver_at=deliver_at,
+        expires_at=expires_at,
+        dedup_id=dedup_id,
+        dead_lettered_from=dead_lettered_from,
+        last_error=last_error,
+    )
+    entry.lease_deadline = lease_deadline if status == _PROCESSING else 0.0
+    return StoredMessage(queue, MessageStatus(status), entry)
+
+
+class SQLiteStorage:
+    """Queues, messages, users and refresh tokens in one SQLite file.
+
+    Args:
+        path: the database file (created with its directory's permissions).
+        synchronous: ``"NORMAL"`` or ``"FULL"`` (see the module docstring).
+        linger_ms: how long a small batch waits for company before committing.
+        max_batch: a batch this large commits without lingering.
+        processed_retention_s: processed messages older than this are pruned.
+        processed_retention_count: at most this many processed messages are kept per queue.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "NORMAL",
+        linger_ms: float = 0.0,
+        max_batch: int = 512,
+        processed_retention_s: float = 3600.0,
+        processed_retention_count: int = 10_000,
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.processed_retention_s = processed_retention_s
+        self.processed_retention_count = processed_retention_count
+        self._db: aiosqlite.Connection | None = None
+        self._buffer: WriteBehind[Op] = WriteBehind(
+            self._commit, linger_s=linger_ms / 1000, max_batch=max_batch
+        )
+        self._last_id = 0
+
+    @property
+    def name(self) -> str:
+        """The backend's name for ``/stats``."""
+        return "sqlite"
+
+    @property
+    def degraded(self) -> str | None:
+        """Why writes fail now, or ``None`` when they commit."""
+        return self._buffer.degraded
+
+    @property
+    def batch_stats(self) -> Any:
+        """Commit counters (batches, ops, seconds, failures)."""
+        return self._buffer.stats
+
+    def size_bytes(self) -> int:
+        """Bytes of the database file and its WAL."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with suppress(OSError):
+                total += self.path.with_name(self.path.name + suffix).stat().st_size
+        return total
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        assert self._db is not None, "open() first"
+        return self._db
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def open(self) -> bool:
+        """Open the database, apply the schema, recover; return whether the last stop was clean.
+
+        Raises:
+            StorageCorrupt: the file is not a SQLite database or fails its check.
+        """
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            db = self._db
+            await db.execute(f"PRAGMA synchronous={self.synchronous}")
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute("PRAGMA cache_size=-32768")
+            async with db.execute("PRAGMA quick_check") as cursor:
+                check = await cursor.fetchone()
+            if check is None or check[0] != "ok":
+                raise StorageCorrupt(str(self.path), f"integrity check says {check}")
+            async with db.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            version = row[0] if row else 0
+            if version == 0:
+                schema = resources.files("storage").joinpath("schema.sql").read_text()
+                await db.executescript(schema)
+                await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise StorageCorrupt(str(self.path), f"unknown schema version {version}")
+            clean = await self._meta("clean", "1") == "1"
+            self._last_id = int(await self._meta("last_id", "0"))
+            await self._recover(clean)
+        except aiosqlite.DatabaseError as exc:
+            await self._close_db()
+            raise StorageCorrupt(str(self.path), str(exc)) from exc
+        except StorageCorrupt:
+            await self._close_db()
+            raise
+        self._buffer.start()
+        return clean
+
+    async def _close_db(self) -> None:
+        if self._db is not None:
+            try:
+                await self._db.close()
+            finally:
+                self._db = None
+
+    async def _meta(self, key: str, default: str) -> str:
+        async with self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else default
+
+    async def _recover(self, clean: bool) -> None:
+        db = self.db
+        now = time.time()
+        await db.execute("BEGIN")
+        await db.execute(
+            "UPDATE messages SET status = 0, redelivered = 1, lease_deadline = 0 WHERE status = 1"
+        )
+        if not clean:
+            # A delivery may have left before its record was written behind.
+            cursor = await db.execute(
+                "UPDATE messages SET redelivered = 1 "
+                "WHERE status = 0 AND redelivered = 0 AND deliver_at <= ?",
+                (now,),
+            )
+            logger.warning(
+                "unclean stop: pending messages marked redelivered", count=cursor.rowcount
+            )
+        await db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
+        await db.execute("COMMIT")
+
+    async def close(self) -> None:
+        """Commit the buffer, prune, mark the stop clean and close the file."""
+        if self._db is None:
+            return
+        await self._buffer.close()
+        if self._buffer.degraded is None:
+            await self.db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
+        await self._close_db()
+
+    # -- writes -----------------------------------------------------------------
+
+    def write(self, ops: Sequence[Op]) -> asyncio.Future[None]:
+        """Buffer ``ops``; the future resolves when their batch committed."""
+        return self._buffer.write(ops)
+
+    async def flush(self) -> None:
+        """Wait for everything written so far to commit."""
+        await self._buffer.flush()
+
+    async def _commit(self, ops: list[Op]) -> None:
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await self._apply(db, ops)
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def _apply(self, db: aiosqlite.Connection, ops: list[Op]) -> None:
+        segment = _Segment()
+        last_id = self._last_id
+        for op in ops:
+            match op:
+                case Insert(queue=queue, entry=entry):
+                    segment.insert(queue, entry)
+                    if entry.id > last_id:
+                        last_id = entry.id
+                case Deliver(id=id, attempt=attempt, lease_deadline=deadline):
+                    segment.patch(id, status=_PROCESSING, attempt=attempt, lease_deadline=deadline)
+                case Requeue(id=id, attempt=attempt):
+                    segment.patch(
+                        id, status=_PENDING, attempt=attempt, redelivered=1, lease_deadline=0.0
+                    )
+                case Ack(queue=queue, id=id, at=at):
+                    segment.patch(id, status=_PROCESSED, settled_at=at, lease_deadline=0.0)
+                    segment.acked[queue] = segment.acked.get(queue, 0) + 1
+                case Fail(id=id, reason=reason, at=at):
+                    segment.patch(
+                        id, status=_FAILED, settled_at=at, last_error=reason, lease_deadline=0.0
+                    )
+                case DeadLetter(id=id, source=source, target=target, reason=reason):
+                    segment.patch(
+                        id,
+                        queue=target,
+                        status=_PENDING,
+                        attempt=0,
+                        redelivered=0,
+                        lease_deadline=0.0,
+                        dead_lettered_from=source,
+                        last_error=reason,
+                        dedup_id=None,
+                    )
+                case Restore(id=id, queue=queue):
+                    segment.patch(
+                        id,
+                        queue=queue,
+                        status=_PENDING,
+                        attempt=0,
+                        redelivered=0,
+                        settled_at=0.0,
+                        dead_lettered_from=None,
+                    )
+                case Drop(id=id):
+                    segment.drop(id)
+                case PutQueue(name=name, options=options, created_at=created, updated_at=updated):
+                    await segment.execute(db)
+                    await db.execute(
+                        "INSERT INTO queues (name, options, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                        "options = excluded.options, updated_at = excluded.updated_at",
+                        (name, msgspec.json.encode(options), created, updated),
+                    )
+                case PurgeQueue(name=name):
+                    await segment.execute(db)
+                    await db.execute("DELETE FROM messages WHERE queue = ? AND status = 0", (name,))
+                case DeleteQueue(name=name):
+                    await segment.execute(db)
+                    await db.execute("DELETE FROM messages WHERE queue = ?", (name,))
+                    await db.execute("DELETE FROM queues WHERE name = ?", (name,))
+        await segment.execute(db)
+        if last_id != self._last_id:
+            await db.execute("INSERT OR REPLACE INTO meta VALUES ('last_id', ?)", (str(last_id),))
+            self._last_id = last_id
+
+    # -- start-up reads ---------------------------------------------------------
+
+    async def last_message_id(self) -> int:
+        """The highest message id ever stored, kept in ``meta`` so pruning never reuses one."""
+        return self._last_id
+
+    async def load_queues(self) -> list[StoredQueue]:
+        """Every queue with its options, processed count and failed count."""
+        failed: dict[str, int] = {}
+        async with self.db.execute(
+            "SELECT queue, count(*) FROM messages WHERE status = 3 GROUP BY queue"
+        ) as cursor:
+            async for queue, count in cursor:
+                failed[queue] = count
+        queues = []
+        async with self.db.execute(
+            "SELECT name, options, created_at, updated_at, processed FROM queues ORDER BY name"
+        ) as cursor:
+            async for name, options, created_at, updated_at, processed in cursor:
+                queues.append(
+                    StoredQueue(
+                        name=name,
+                        options=_options_decoder.decode(options),
+                        created_at=created_at,
+                        updated_at=updated_at,
+                        processed=processed,
+                        failed=failed.get(name, 0),
+                    )
+                )
+        return queues
+
+    async def replay(self, queue: str, now: float) -> ReplayedQueue:
+        """Ids, priorities and sizes of ready messages in id order; delayed ones as entries."""
+        cold: list[tuple[int, int, int]] = []
+        async with self.db.execute(
+            "SELECT id, priority, size FROM messages "
+            "WHERE queue = ? AND status = 0 AND deliver_at <= ? ORDER BY id",
+            (queue, now),
+        ) as cursor:
+            while rows := await cursor.fetchmany(20_000):
+                cold.extend((row[0], row[1], row[2]) for row in rows)
+        delayed = []
+        async with self.db.execute(
+            "SELECT id, priority, size, created_at, deliver_at, expires_at, attempt, redelivered "
+            "FROM messages WHERE queue = ? AND status = 0 AND deliver_at > ? ORDER BY id",
+            (queue, now),
+        ) as cursor:
+            async for id, priority, size, created, deliver_at, expires, attempt, redo in cursor:
+                delayed.append(
+                    Entry(
+                        id,
+                        content=None,
+                        size=size,
+                        created_at=created,
+                        priority=priority,
+                        deliver_at=deliver_at,
+                        expires_at=expires,
+                        attempt=attempt,
+                        redelivered=bool(redo),
+                    )
+                )
+        return ReplayedQueue(cold=cold, delayed=delayed)
+
+    # -- reads --------------------------------------------------------------------
+
+    async def load_entries(self, ids: Sequence[int]) -> list[Entry]:
+        """Entries (with bodies) of those ``ids`` that are still pending."""
+        await self._buffer.flush()
+        out: list[Entry] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE id IN ({marks}) AND status = 0",
+                tuple(chunk),
+            ) as cursor:
+                out.extend(_entry_of(row).entry for row in await cursor.fetchall())
+        return out
+
+    async def get_message(self, id: int) -> StoredMessage | None:
+        """One message by id, whatever its status."""
+        await self._buffer.flush()
+        async with self.db.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE id = ?", (id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _entry_of(row) if row is not None else None
+
+    async def browse(
+        self, queue: str, status: MessageStatus | None, limit: int, after: int | None
+    ) -> list[StoredMessage]:
+        """Messages of ``queue`` (of one status, or all) by ascending id after ``after``."""
+        await self._buffer.flush()
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE queue = ? AND id > ?"
+        params: tuple[Any, ...] = (queue, after or 0)
+        if status is not None:
+            sql += " AND status = ?"
+            params += (int(status),)
+        sql += " ORDER BY id LIMIT ?"
+        async with self.db.execute(sql, (*params, limit)) as cursor:
+            return [_entry_of(row) for row in await cursor.fetchall()]
+
+    async def retryable_ids(self, queue: str, limit: int) -> list[int]:
+        """Failed messages of ``queue`` and its dead-lettered pending ones, oldest first."""
+        await self._buffer.flush()
+        async with self.db.execute(
+            "SELECT id FROM messages WHERE queue = ? AND (status = 3 OR "
+            "(status = 0 AND dead_lettered_from IS NOT NULL)) ORDER BY id LIMIT ?",
+            (queue, limit),
+        ) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def prune(self, now: float) -> int:
+        """Delete processed messages past their retention time or count; return how many."""
+        await self._buffer.flush()
+        db = self.db
+        deleted = 0
+        cursor = await db.execute(
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+            "WHERE status = 2 AND settled_at < ? LIMIT 5000)",
+            (now - self.processed_retention_s,),
+        )
+        deleted += max(cursor.rowcount, 0)
+        async with db.execute("SELECT name FROM queues") as names:
+            queues = [row[0] for row in await names.fetchall()]
+        for queue in queues:
+            cursor = await db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+                "WHERE queue = ? AND status = 2 ORDER BY id DESC LIMIT 5000 OFFSET ?)",
+                (queue, self.processed_retention_count),
+            )
+            deleted += max(cursor.rowcount, 0)
+        return deleted
+
+    # -- users and refresh tokens -------------------------------------------------
+
+    async def get_user(self, username: str) -> bytes | None:
+        """A user's stored document, or ``None``."""
+        async with self.db.execute(
+            "SELECT document FROM users WHERE username = ?", (username,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return bytes(row[0]) if row else None
+
+    async def list_users(self) -> list[bytes]:
+        """Every user's document, by username."""
+        async with self.db.execute("SELECT document FROM users ORDER BY username") as cursor:
+            return [bytes(row[0]) for row in await cursor.fetchall()]
+
+    async def put_user(self, username: str, document: bytes) -> None:
+        """Create or replace a user."""
+        await self._direct(
+            "INSERT OR REPLACE INTO users (username, document) VALUES (?, ?)",
+            (username, document),
+        )
+
+    async def delete_user(self, username: str) -> bool:
+        """Delete a user and revoke its refresh tokens; return whether it existed."""
+        await self._direct("UPDATE refresh_tokens SET revoked = 1 WHERE username = ?", (username,))
+        return await self._direct("DELETE FROM users WHERE username = ?", (username,)) > 0
+
+    async def put_refresh(self, jti: str, family: str, username: str, expires_at: float) -> None:
+        """Remember an issued refresh token."""
+        await self._direct(
+            "INSERT INTO refresh_tokens (jti, family, username, expires_at) VALUES (?, ?, ?, ?)",
+            (jti, family, username, expires_at),
+        )
+
+    async def get_refresh(self, jti: str) -> RefreshRow | None:
+        """``(family, username, expires_at, revoked)`` of a refresh token, or ``None``."""
+        async with self.db.execute(
+            "SELECT family, username, expires_at, revoked FROM refresh_tokens WHERE jti = ?",
+            (jti,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return (row[0], row[1], row[2], bool(row[3])) if row else None
+
+    async def revoke_refresh(self, jti: str) -> bool:
+        """Revoke one refresh token; return whether it was active (the rotation's check-and-set)."""
+        return (
+            await self._direct(
+                "UPDATE refresh_tokens SET revoked = 1 WHERE jti = ? AND revoked = 0", (jti,)
+            )
+            > 0
+        )
+
+    async def revoke_family(self, family: str) -> None:
+        """Revoke every refresh token of a family (reuse of a revoked one was detected)."""
+        await self._direct("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?", (family,))
+
+    async def revoke_user_tokens(self, username: str) -> None:
+        """Revoke every refresh token of a user (password changed, user deleted)."""
+        await self._direct("UPDATE refresh_tokens SET revoked = 1 WHERE username = ?", (username,))
+
+    async def _direct(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one statement in its own transaction, ordered after the buffered writes."""
+        await self._buffer.flush()
+        cursor = await self.db.execute(sql, params)
+        return max(cursor.rowcount, 0)
+
+
+class _Segment:
+    """Operations of one batch between two barriers, coalesced per message."""
+
+    __slots__ = ("acked", "drops", "inserts", "patches")
+
+    def __init__(self) -> None:
+        self.inserts: dict[int, list[Any]] = {}
+        self.patches: dict[int, dict[str, Any]] = {}
+        self.drops: list[int] = []
+        self.acked: dict[str, int] = {}
+
+    def insert(self, queue: str, entry: Entry) -> None:
+        headers = _headers_encoder.encode(entry.headers) if entry.headers else None
+        self.inserts[entry.id] = [
+            entry.id, queue, _PENDING, entry.priority, 0, 0, entry.created_at,
+            entry.deliver_at, entry.expires_at, 0.0, entry.size, entry.content, headers,
+            entry.dedup_id, None, None, 0.0,
+        ]  # fmt: skip
+
+    def patch(self, id: int, **columns: Any) -> None:
+        row = self.inserts.get(id)
+        if row is not None:
+            for column, value in columns.items():
+                row[_INSERT_INDEX[column]] = value
+            return
+        patch = self.patches.get(id)
+        if patch is None:
+            self.patches[id] = columns
+        else:
+            patch.update(columns)
+
+    def drop(self, id: int) -> None:
+        if self.inserts.pop(id, None) is None:
+            self.patches.pop(id, None)
+            self.drops.append(id)
+
+    async def execute(self, db: aiosqlite.Connection) -> None:
+        if self.inserts:
+            await db.executemany(_INSERT, list(self.inserts.values()))
+            self.inserts = {}
+        if self.patches:
+            shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+            for id, patch in self.patches.items():
+                shapes.setdefault(tuple(patch), []).append((*patch.values(), id))
+            for columns, params in shapes.items():
+                assignments = ", ".join(f"{column} = ?" for column in columns)
+                await db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
+            self.patches = {}
+        if self.drops:
+            await db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in self.drops])
+            self.drops = []
+        if self.acked:
+            await db.executemany(
+                "UPDATE queues SET processed = processed + ? WHERE name = ?",
+                [(count, queue) for queue, count in self.acked.items()],
+            )
+            self.acked = {}
+
+
+_INSERT_INDEX = {column.strip(): index for index, column in enumerate(_ENTRY_COLUMNS.split(","))}

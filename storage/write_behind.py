@@ -1,0 +1,157 @@
+"""Write-behind buffering with group commit, shared by the storage backends.
+
+Operations are appended synchronously to the open batch; one flusher task
+commits batches one after the other, each in one transaction. While a batch
+commits, the next one fills, so a busy broker commits hundreds of operations
+per transaction and an idle one commits a lone operation at once. A batch's
+future resolves when it committed; publishers await it before confirming.
+
+When a commit fails, the batch's future fails (its publishers get 503), the
+buffer turns `degraded` (publishes are refused up front) and the batch is
+retried with backoff until it commits: nothing the broker holds in memory is
+left out of storage for good, and nothing unstored is ever confirmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from loguru import logger
+
+from .errors import StorageUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+__all__ = ["BatchStats", "WriteBehind"]
+
+T = TypeVar("T")
+
+
+class BatchStats:
+    """Counters of the commits so far (for ``/metrics``)."""
+
+    __slots__ = ("batches", "failures", "last_error", "ops", "seconds")
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.ops = 0
+        self.seconds = 0.0
+        self.failures = 0
+        self.last_error: str | None = None
+
+
+class WriteBehind(Generic[T]):
+    """A write-behind buffer of ``T`` operations committed by ``commit`` in batches.
+
+    Args:
+        commit: writes one batch in one transaction; raises on failure.
+        linger_s: how long the flusher waits for more operations after the
+            first arrives when the buffer is small (0 commits at once).
+        max_batch: a batch this large is committed without lingering.
+    """
+
+    def __init__(
+        self,
+        commit: Callable[[list[T]], Awaitable[None]],
+        *,
+        linger_s: float = 0.0,
+        max_batch: int = 512,
+    ) -> None:
+        self._commit = commit
+        self.linger_s = linger_s
+        self.max_batch = max_batch
+        self._buffer: list[T] = []
+        self._future: asyncio.Future[None] | None = None
+        self._kick: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
+        self.degraded: str | None = None
+        self.stats = BatchStats()
+        self._closing = False
+
+    def start(self) -> None:
+        """Start the flusher task."""
+        self._kick = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="write-behind")
+
+    def write(self, ops: Sequence[T]) -> asyncio.Future[None]:
+        """Append ``ops`` to the open batch and return that batch's commit future."""
+        future = self._future
+        if future is None:
+            future = self._future = asyncio.get_running_loop().create_future()
+            # Nobody may await it (casts, acks): don't warn about unretrieved errors.
+            future.add_done_callback(_consume)
+        self._buffer.extend(ops)
+        assert self._kick is not None, "start() first"
+        self._kick.set()
+        return future
+
+    async def flush(self) -> None:
+        """Wait until every operation written so far has committed (or failed)."""
+        for future in (self._future, self._inflight):
+            if future is not None:
+                with suppress(StorageUnavailable):
+                    await asyncio.shield(future)
+
+    async def close(self) -> None:
+        """Commit what is buffered, then stop the flusher."""
+        self._closing = True
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        kick = self._kick
+        assert kick is not None, "start() first"
+        while True:
+            await kick.wait()
+            kick.clear()
+            if not self._buffer:
+                continue
+            if self.linger_s and len(self._buffer) < self.max_batch and not self._closing:
+                await asyncio.sleep(self.linger_s)
+            ops, self._buffer = self._buffer, []
+            future, self._future = self._future, None
+            assert future is not None, "a non-empty buffer has a future"
+            self._inflight = future
+            await self._commit_until_done(ops, future)
+            self._inflight = None
+
+    async def _commit_until_done(self, ops: list[T], future: asyncio.Future[None]) -> None:
+        delay = 0.05
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                await self._commit(ops)
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                self.stats.failures += 1
+                self.stats.last_error = reason
+                if self.degraded is None:
+                    logger.error("storage commit failed, retrying", reason=reason)
+                self.degraded = reason
+                if not future.done():
+                    future.set_exception(StorageUnavailable(reason))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.stats.batches += 1
+            self.stats.ops += len(ops)
+            self.stats.seconds += loop.time() - started
+            if self.degraded is not None:
+                logger.info("storage recovered")
+                self.degraded = None
+            if not future.done():
+                future.set_result(None)
+            return
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
