@@ -1,0 +1,472 @@
+"""Authentication and authorisation rules: password hashes, users' permissions, JWTs.
+
+Pure logic, no HTTP and no storage: transports call :func:`verify_password`
+and :class:`TokenService` and keep users and refresh records in storage.
+
+* Passwords are hashed with scrypt (stdlib ``hashlib.scrypt``, RFC 7914) and
+  encoded as ``scrypt$n$r$p$salt$hash`` so parameters can be raised later
+  without invalidating stored hashes (see :func:`needs_rehash`). Hashing costs
+  tens of milliseconds of CPU on purpose: call it in a worker thread from
+  asyncio code (``asyncio.to_thread``).
+* Tokens are HS256 JWTs (RFC 7519). An access token authorises requests; a
+  refresh token buys a new pair once. Refresh tokens belong to a *family*
+  (one login); reusing a revoked refresh token revokes the family (the
+  refresh token rotation of the OAuth 2.0 Security BCP, section 4.14).
+* Permissions grant :class:`Action` s on queue-name patterns; admins may do
+  everything.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import functools
+import hashlib
+import hmac
+import math
+import re
+import secrets
+import time
+from datetime import datetime  # noqa: TC003 (msgspec resolves annotations at runtime)
+from typing import Any
+
+import jwt
+import msgspec
+
+__all__ = [
+    "DUMMY_HASH",
+    "Action",
+    "Claims",
+    "InvalidToken",
+    "IssuedTokens",
+    "Permission",
+    "RefreshRecord",
+    "TokenPair",
+    "TokenService",
+    "TokenType",
+    "User",
+    "allowed",
+    "hash_password",
+    "needs_rehash",
+    "token_is_current",
+    "verify_password",
+]
+
+# -- passwords ----------------------------------------------------------------
+
+_SCRYPT_N = 2**14
+_SCRYPT_R = 8
+_SCRYPT_P = 1
+_SALT_BYTES = 16
+_HASH_BYTES = 32
+# Accept stored parameters up to this memory cost (128 * n * r bytes), so a
+# corrupted or hostile hash can't make verification allocate without bound.
+_SCRYPT_MAXMEM = 64 * 1024 * 1024
+
+DUMMY_HASH = (
+    "scrypt$16384$8$1$6oxg41XcNcVNIIy0pLeCXA==$TIgIjgvpkExfwDYEwdyFYKRERP1u5mqvxmfyfsMLnJ8="
+)
+"""A valid hash of a random, forgotten password.
+
+Verify against it when the user does not exist, so that a login for an
+unknown name costs as much as one for a known name and timing does not reveal
+which names exist.
+"""
+
+
+def _encode_password(password: str) -> bytes:
+    # surrogatepass: a JSON body may carry lone surrogates; hash them
+    # deterministically instead of failing.
+    return password.encode("utf-8", "surrogatepass")
+
+
+def hash_password(password: str) -> str:
+    """Hash a password for storage with a fresh random salt.
+
+    Args:
+        password: The password in clear.
+
+    Returns:
+        The encoded hash ``scrypt$n$r$p$salt_b64$hash_b64``.
+    """
+    salt = secrets.token_bytes(_SALT_BYTES)
+    digest = hashlib.scrypt(
+        _encode_password(password),
+        salt=salt,
+        n=_SCRYPT_N,
+        r=_SCRYPT_R,
+        p=_SCRYPT_P,
+        maxmem=_SCRYPT_MAXMEM,
+        dklen=_HASH_BYTES,
+    )
+    return "$".join(
+        (
+            "scrypt",
+            str(_SCRYPT_N),
+            str(_SCRYPT_R),
+            str(_SCRYPT_P),
+            base64.b64encode(salt).decode("ascii"),
+            base64.b64encode(digest).decode("ascii"),
+        )
+    )
+
+
+def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes] | None:
+    """Split an encoded hash into its parameters, or None if it is malformed."""
+    parts = encoded.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        return None
+    try:
+        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+        salt = base64.b64decode(parts[4], validate=True)
+        digest = base64.b64decode(parts[5], validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    if n < 2 or n & (n - 1) or not 1 <= r <= 64 or not 1 <= p <= 16:
+        return None
+    if 128 * n * r > _SCRYPT_MAXMEM or not salt or not 16 <= len(digest) <= 64:
+        return None
+    return n, r, p, salt, digest
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """Check a password against a stored hash, in constant time for a given hash.
+
+    Never raises: a malformed or unsupported hash simply does not match.
+    For an unknown user, call it with :data:`DUMMY_HASH` and ignore the result.
+
+    Args:
+        password: The password in clear.
+        encoded: A hash from :func:`hash_password`.
+
+    Returns:
+        True if the password matches.
+    """
+    parsed = _parse_hash(encoded)
+    if parsed is None:
+        return False
+    n, r, p, salt, expected = parsed
+    try:
+        digest = hashlib.scrypt(
+            _encode_password(password),
+            salt=salt,
+            n=n,
+            r=r,
+            p=p,
+            maxmem=_SCRYPT_MAXMEM,
+            dklen=len(expected),
+        )
+    except (ValueError, MemoryError):
+        return False
+    return hmac.compare_digest(digest, expected)
+
+
+def needs_rehash(encoded: str) -> bool:
+    """Tell whether a stored hash uses other parameters than :func:`hash_password`.
+
+    Call it after a successful login and, when True, store a fresh hash of the
+    password the user just proved.
+    """
+    parsed = _parse_hash(encoded)
+    return parsed is None or parsed[:3] != (_SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
+
+
+# -- users and permissions ------------------------------------------------------
+
+
+class Action(enum.StrEnum):
+    """What a permission allows on a queue."""
+
+    PUBLISH = "publish"
+    CONSUME = "consume"
+    MANAGE = "manage"
+    """Create, update, purge and delete queues, and browse their messages."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(pattern: str) -> re.Pattern[str]:
+    # Only ``*`` and ``?`` are wildcards: unlike ``fnmatch``, ``[`` stays
+    # literal, and matching is case-sensitive on every platform.
+    parts = ("." if char == "?" else ".*" if char == "*" else re.escape(char) for char in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+class Permission(msgspec.Struct, frozen=True, kw_only=True):
+    """Actions granted on the queues whose names match a pattern.
+
+    ``pattern`` is glob-like over the whole name: ``*`` matches any run of
+    characters, ``?`` exactly one; ``orders.*`` matches ``orders.eu`` but not
+    ``orders``.
+    """
+
+    pattern: str
+    actions: tuple[Action, ...]
+
+    def matches(self, queue: str) -> bool:
+        """Tell whether ``queue`` is covered by the pattern."""
+        return _compile(self.pattern).fullmatch(queue) is not None
+
+    def grants(self, action: Action, queue: str) -> bool:
+        """Tell whether this permission allows ``action`` on ``queue``."""
+        return action in self.actions and self.matches(queue)
+
+
+class User(msgspec.Struct, frozen=True, kw_only=True):
+    """A broker account, as stored. Never send it to clients: it holds the hash."""
+
+    username: str
+    password_hash: str
+    created_at: datetime
+    admin: bool = False
+    permissions: tuple[Permission, ...] = ()
+    tokens_valid_after: float = 0.0
+    """Unix time; tokens issued before it are rejected (set on password change or logout-all)."""
+    disabled: bool = False
+
+
+def allowed(user: User, action: Action, queue: str) -> bool:
+    """Tell whether ``user`` may perform ``action`` on ``queue``.
+
+    Admins may do everything; a disabled user nothing. Actions do not imply
+    each other: ``manage`` does not grant ``publish``.
+    """
+    if user.disabled:
+        return False
+    if user.admin:
+        return True
+    return any(permission.grants(action, queue) for permission in user.permissions)
+
+
+# -- tokens ---------------------------------------------------------------------
+
+
+class InvalidToken(Exception):
+    """A token was rejected; ``reason`` says why in one sentence, never quoting the token."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class TokenType(enum.StrEnum):
+    """The ``type`` claim that keeps access and refresh tokens apart."""
+
+    ACCESS = "access"
+    REFRESH = "refresh"
+
+
+class Claims(msgspec.Struct, frozen=True, kw_only=True):
+    """The verified claims of a token."""
+
+    sub: str
+    """The username."""
+    iss: str
+    exp: int
+    iat: float
+    """Issue time, with millisecond precision so it compares exactly with
+    :attr:`User.tokens_valid_after` (RFC 7519 section 2 allows a non-integer
+    NumericDate)."""
+    jti: str
+    type: TokenType
+    fam: str | None = None
+    """The refresh family; set on refresh tokens only."""
+    nbf: float | None = None
+
+
+class TokenPair(msgspec.Struct, frozen=True, kw_only=True):
+    """The body answered by ``POST /auth/token`` and ``POST /auth/refresh``."""
+
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+    """Seconds until the access token expires."""
+
+
+class RefreshRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What storage keeps about an issued refresh token, to rotate and revoke it."""
+
+    jti: str
+    family: str
+    username: str
+    expires_at: float
+    """Unix time."""
+    revoked: bool = False
+
+
+class IssuedTokens(msgspec.Struct, frozen=True, kw_only=True):
+    """A freshly issued pair for the client and the refresh record for storage."""
+
+    pair: TokenPair
+    refresh: RefreshRecord
+
+
+_ALGORITHM = "HS256"
+_LEEWAY_S = 5.0
+# A real token is a few hundred bytes; refuse to parse megabytes of input.
+_MAX_TOKEN_CHARS = 4096
+_REQUIRED = ["sub", "iss", "exp", "iat", "jti", "type"]
+
+
+def token_is_current(user: User, claims: Claims) -> bool:
+    """Tell whether a verified token still speaks for ``user``.
+
+    False when the token names another user, the user is disabled, or it was
+    issued before the user's ``tokens_valid_after`` (password change,
+    logout everywhere).
+    """
+    return (
+        claims.sub == user.username and not user.disabled and claims.iat >= user.tokens_valid_after
+    )
+
+
+class TokenService:
+    """Issues and verifies the broker's HS256 access and refresh tokens.
+
+    Build one at startup from the configured secret and share it; it holds no
+    mutable state. Revocation lives in storage: the transport checks the
+    refresh record of a refresh token's ``jti`` and :func:`token_is_current`.
+
+    Args:
+        secret: The HMAC key, at least 32 bytes (RFC 7518 section 3.2).
+        access_ttl_s: Lifetime of access tokens.
+        refresh_ttl_s: Lifetime of refresh tokens.
+        issuer: The ``iss`` claim written and required.
+
+    Raises:
+        ValueError: The secret is too short or a lifetime is not positive.
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        access_ttl_s: int,
+        refresh_ttl_s: int,
+        issuer: str = "wsbroker",
+    ) -> None:
+        if len(secret.encode()) < 32:
+            raise ValueError("the token secret must be at least 32 bytes long")
+        if access_ttl_s <= 0 or refresh_ttl_s <= 0:
+            raise ValueError("token lifetimes must be positive")
+        self._key = secret.encode()
+        self._access_ttl_s = int(access_ttl_s)
+        self._refresh_ttl_s = int(refresh_ttl_s)
+        self._issuer = issuer
+
+    def _encode(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self._key, algorithm=_ALGORITHM)
+
+    def issue_pair(
+        self,
+        username: str,
+        family: str | None = None,
+        *,
+        now: float | None = None,
+    ) -> IssuedTokens:
+        """Issue an access token and a refresh token for ``username``.
+
+        Call it after a successful login (``family=None`` starts a new family)
+        or after a refresh (pass the old token's family). Store
+        ``result.refresh`` before answering ``result.pair``.
+
+        Args:
+            username: The ``sub`` of both tokens.
+            family: The refresh family to continue; None starts a new one.
+            now: Unix time of issue; the wall clock when None.
+
+        Returns:
+            The pair for the client and the refresh record for storage.
+        """
+        # Rounded up to the millisecond so that iat >= the moment of issue,
+        # which token_is_current compares with tokens_valid_after.
+        issued = math.ceil((time.time() if now is None else now) * 1000) / 1000
+        family = family or secrets.token_urlsafe(16)
+        access_exp = int(issued) + self._access_ttl_s
+        refresh_exp = int(issued) + self._refresh_ttl_s
+        refresh_jti = secrets.token_urlsafe(16)
+        common = {"sub": username, "iss": self._issuer, "iat": issued}
+        access = self._encode(
+            {
+                **common,
+                "exp": access_exp,
+                "jti": secrets.token_urlsafe(16),
+                "type": TokenType.ACCESS.value,
+            }
+        )
+        refresh = self._encode(
+            {
+                **common,
+                "exp": refresh_exp,
+                "jti": refresh_jti,
+                "type": TokenType.REFRESH.value,
+                "fam": family,
+            }
+        )
+        return IssuedTokens(
+            pair=TokenPair(
+                access_token=access,
+                refresh_token=refresh,
+                expires_in=self._access_ttl_s,
+            ),
+            refresh=RefreshRecord(
+                jti=refresh_jti,
+                family=family,
+                username=username,
+                expires_at=float(refresh_exp),
+            ),
+        )
+
+    def verify(self, token: str, expected_type: TokenType) -> Claims:
+        """Verify a token's signature, lifetime, issuer and type.
+
+        Only HS256 is accepted, whatever the token's header says (RFC 8725
+        section 2.1), which rules out ``alg: none`` and RS/HS confusion.
+        Clocks may disagree by 5 seconds.
+
+        Args:
+            token: The compact JWT, without ``Bearer``.
+            expected_type: ``ACCESS`` for requests, ``REFRESH`` for refresh and logout.
+
+        Returns:
+            The verified claims.
+
+        Raises:
+            InvalidToken: The token must not be honoured; map it to 401.
+        """
+        if not token or len(token) > _MAX_TOKEN_CHARS:
+            raise InvalidToken("token is empty or too long")
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[_ALGORITHM],
+                issuer=self._issuer,
+                leeway=_LEEWAY_S,
+                options={"require": _REQUIRED, "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise InvalidToken("token is not valid yet") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("token signature is invalid") from None
+        except jwt.InvalidAlgorithmError:
+            raise InvalidToken("token algorithm is not allowed") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f"token lacks the {exc.claim!r} claim") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("token issuer is not accepted") from None
+        except jwt.PyJWTError:
+            raise InvalidToken("token is malformed") from None
+        try:
+            claims = msgspec.convert(payload, Claims)
+        except msgspec.ValidationError:
+            raise InvalidToken("token claims are malformed") from None
+        if claims.type is not expected_type:
+            raise InvalidToken(
+                f"{claims.type.value} token given where {expected_type.value} token is expected"
+            )
+        if claims.type is TokenType.REFRESH and not claims.fam:
+            raise InvalidToken("refresh token lacks its family")
+        return claims

@@ -1,0 +1,308 @@
+"""The broker's settings: one frozen struct, filled from defaults, ``BROKER_*`` and flags.
+
+Every knob of the broker is a field of :class:`Settings` with a default, so
+``Settings()`` is a working single-node configuration. :meth:`Settings.from_env`
+reads ``BROKER_<FIELD>`` environment variables (``BROKER_PORT=9000``,
+``BROKER_TLS=off``, ``BROKER_ALLOWED_ORIGINS=https://a.example,https://b.example``)
+and lets explicit overrides (CLI flags) win over them.
+
+Units are in the field names (``_s``, ``_ms``, ``_bytes``, ``_per_s``); sizes
+are bytes and durations seconds unless named otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["ENV_PREFIX", "Settings"]
+
+ENV_PREFIX = "BROKER_"
+"""Prefix of the environment variables read by :meth:`Settings.from_env`."""
+
+_KIB = 1024
+_MIB = 1024 * 1024
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+_SYNCHRONOUS = ("NORMAL", "FULL")
+
+# Limits where zero is meaningful: "keep nothing", "no window", "flush at
+# once", "no cache", "don't long-poll", and for rate limits "unlimited"
+# (RabbitMQ and NATS have no request limit at all; see DESIGN.md, Operations).
+_NON_NEGATIVE = frozenset(
+    {
+        "flush_interval_ms",
+        "processed_retention_s",
+        "processed_retention_count",
+        "dedup_window_s",
+        "body_cache_bytes",
+        "max_wait_s",
+        "rate_auth_per_min",
+        "rate_publish_per_s",
+        "rate_consume_per_s",
+        "rate_admin_per_s",
+        "rate_default_per_s",
+    }
+)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting of one broker process; all fields have working defaults.
+
+    Build it with :meth:`from_env` in a server, or directly (``Settings(port=0,
+    tls=False)``) in tests. Invalid combinations raise :class:`ValueError` at
+    construction, so a running broker never sees them.
+    """
+
+    # -- network -------------------------------------------------------------
+    host: str = "0.0.0.0"
+    """Interface to listen on."""
+    port: int = 8777
+    """TCP port; 0 lets the OS choose a free one (tests)."""
+    tls: bool = True
+    """Serve HTTPS/WSS; a self-signed certificate is generated when no cert is given."""
+    tls_cert: Path | None = None
+    """PEM certificate chain; must be given together with ``tls_key``."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins allowed to open WebSockets; empty means same-origin when ``Origin`` is sent."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed by CORS on REST; empty disables CORS."""
+    request_timeout_s: float = 30.0
+    """Upper bound on handling one HTTP request."""
+
+    # -- files and logs ------------------------------------------------------
+    data_dir: Path = Path("broker-data")
+    """Holds the SQLite database, secrets, TLS material and logs."""
+    log_level: str = "INFO"
+    """Minimum level of the console and file logs (loguru level names)."""
+    log_retention_hours: int = 72
+    """Hourly JSON log files older than this are deleted."""
+    dev: bool = False
+    """Development mode: exception traces in logs, GraphiQL."""
+
+    # -- auth ----------------------------------------------------------------
+    jwt_secret: str | None = None
+    """HS256 signing secret; generated and kept in the data dir when unset."""
+    access_token_ttl_s: int = 900
+    """Lifetime of an access token."""
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    """Lifetime of a refresh token."""
+    admin_username: str = "admin"
+    """Name of the first admin, created on first start."""
+    admin_password: str | None = None
+    """Password of the first admin; generated, printed once and kept hashed when unset."""
+
+    # -- storage -------------------------------------------------------------
+    storage_url: str | None = None
+    """``postgresql://...`` for the scale-out backend; None is SQLite at :attr:`sqlite_path`."""
+    sqlite_synchronous: str = "NORMAL"
+    """SQLite ``PRAGMA synchronous`` in WAL mode: ``NORMAL`` or ``FULL``."""
+    flush_interval_ms: float = 2.0
+    """Longest time an operation waits in the write-behind buffer (group commit)."""
+    flush_max_ops: int = 512
+    """A batch is committed as soon as it holds this many operations."""
+    body_cache_bytes: int = 64 * _MIB
+    """Bodies of pending messages kept in memory per broker; the rest is read back lazily."""
+
+    # -- sizes and counts ----------------------------------------------------
+    max_body_bytes: int = 1 * _MIB
+    """Largest HTTP request body."""
+    max_message_bytes: int = 256 * _KIB
+    """Largest message content."""
+    max_headers: int = 64
+    """Most headers on one message."""
+    max_batch: int = 1000
+    """Most messages in one batch publish, consume or settle."""
+    max_queues: int = 10_000
+    """Most queues in one broker."""
+    max_consumers_per_connection: int = 256
+    """Most subscriptions on one WebSocket or GraphQL connection."""
+    max_connections_per_user: int = 1000
+    """Most concurrent WebSocket connections of one user."""
+
+    # -- WebSocket -----------------------------------------------------------
+    ws_max_frame_bytes: int = 1 * _MIB
+    """Largest incoming WebSocket message."""
+    ws_send_buffer_messages: int = 1000
+    """Outgoing frames buffered per connection before it counts as a slow consumer."""
+    ws_auth_timeout_s: float = 5.0
+    """Time a connection has to authenticate with its first frame."""
+    ws_heartbeat_s: float = 20.0
+    """Interval between server pings."""
+    ws_heartbeat_timeout_s: float = 20.0
+    """A connection whose pong is this late is closed."""
+
+    # -- delivery ------------------------------------------------------------
+    default_lease_s: float = 30.0
+    """Lease of a delivery when neither the consumer nor the queue sets one."""
+    max_lease_s: float = 43_200.0
+    """Longest lease a consumer may ask for (12 hours, as SQS's visibility timeout)."""
+    max_wait_s: float = 20.0
+    """Longest long-poll ``wait`` of a REST consume (as SQS's)."""
+    processed_retention_s: float = 3600.0
+    """Processed messages are kept this long for browsing."""
+    processed_retention_count: int = 10_000
+    """At most this many processed messages are kept per queue."""
+    dedup_window_s: float = 300.0
+    """A repeated ``dedup_id`` within this window returns the first message."""
+
+    # -- rate limits (token buckets; 0 disables a limit) -----------------------
+    rate_auth_per_min: float = 10.0
+    """Failed logins allowed per client IP per minute."""
+    rate_publish_per_s: float = 20_000.0
+    """Publish requests per second per client (burst of the same size)."""
+    rate_consume_per_s: float = 20_000.0
+    """Consume and settle requests per second per client."""
+    rate_admin_per_s: float = 200.0
+    """Queue and user management requests per second per client."""
+    rate_default_per_s: float = 1000.0
+    """Every other request, per second per client."""
+
+    # -- GraphQL -------------------------------------------------------------
+    graphql_max_depth: int = 10
+    """Deepest selection set a GraphQL operation may have."""
+    graphql_max_complexity: int = 1000
+    """Largest complexity (fields counted with list multipliers) of one operation."""
+    graphql_introspection: bool = True
+    """Answer introspection queries (the dashboard and GraphiQL need them)."""
+
+    def __post_init__(self) -> None:
+        """Normalise case-insensitive fields and reject invalid values.
+
+        Raises:
+            ValueError: A field is out of range or two fields contradict each other.
+        """
+        # Level and PRAGMA names are case-insensitive for people; store them in
+        # the case loguru and SQLite document.
+        msgspec.structs.force_setattr(self, "log_level", self.log_level.upper())
+        msgspec.structs.force_setattr(self, "sqlite_synchronous", self.sqlite_synchronous.upper())
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if self.log_level not in _LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+        if self.sqlite_synchronous not in _SYNCHRONOUS:
+            raise ValueError(f"sqlite_synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        for field in msgspec.structs.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if field.name in _NON_NEGATIVE:
+                if value < 0:
+                    raise ValueError(f"{field.name} must be zero or more, got {value}")
+            elif field.name != "port" and value <= 0:
+                raise ValueError(f"{field.name} must be positive, got {value}")
+        if self.default_lease_s > self.max_lease_s:
+            raise ValueError(
+                f"default_lease_s ({self.default_lease_s}) exceeds max_lease_s ({self.max_lease_s})"
+            )
+        if self.max_message_bytes > self.max_body_bytes:
+            raise ValueError(
+                f"max_message_bytes ({self.max_message_bytes}) exceeds "
+                f"max_body_bytes ({self.max_body_bytes}): no request could carry such a message"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
+            # RFC 7518 section 3.2: an HS256 key must be at least 256 bits.
+            raise ValueError("jwt_secret must be at least 32 bytes long")
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite database file used when ``storage_url`` is None."""
+        return self.data_dir / "broker.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        """The directory of the hourly JSON log files."""
+        return self.data_dir / "logs"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``BROKER_*`` variables, then apply explicit overrides.
+
+        Call it once at startup; pass CLI flags as ``overrides`` (None means "flag
+        not given", so the environment or the default applies). A string override
+        for a non-string field is parsed like an environment value.
+
+        Args:
+            environ: The environment to read; ``os.environ`` when None.
+            **overrides: Field values that win over the environment.
+
+        Returns:
+            The validated settings.
+
+        Raises:
+            ValueError: A value does not parse or is out of range.
+            TypeError: An override names no field.
+        """
+        env = os.environ if environ is None else environ
+        hints = {field.name: field.type for field in msgspec.structs.fields(cls)}
+        unknown = sorted(set(overrides) - set(hints))
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for name, hint in hints.items():
+            var = ENV_PREFIX + name.upper()
+            if var in env:
+                values[name] = _parse(var, env[var], hint)
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            if isinstance(value, str):
+                values[name] = _parse(f"--{name.replace('_', '-')}", value, hints[name])
+            elif isinstance(value, list):
+                values[name] = tuple(value)
+            else:
+                values[name] = value
+        return cls(**values)
+
+
+def _parse(source: str, raw: str, hint: Any) -> Any:
+    """Convert one textual value to the field's type; ``source`` names it in errors."""
+    text = raw.strip()
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        # Only ``X | None`` is used: an empty value means None.
+        if text == "":
+            return None
+        (hint,) = (arg for arg in args if arg is not type(None))
+        args = typing.get_args(hint)
+    if hint is bool:
+        lowered = text.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError(
+            f"{source}: expected a boolean (1/0, true/false, yes/no, on/off), got {raw!r}"
+        )
+    if hint is int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"{source}: expected an integer, got {raw!r}") from None
+    if hint is float:
+        try:
+            return float(text.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"{source}: expected a number, got {raw!r}") from None
+    if hint is Path:
+        return Path(text).expanduser()
+    if typing.get_origin(hint) is tuple and args[1:] == (Ellipsis,):
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    # Surrounding whitespace in an environment value is always an accident
+    # (a trailing newline from ``$(cat file)``), never part of a name or secret.
+    return text
