@@ -28,7 +28,7 @@ import math
 import re
 import secrets
 import time
-from datetime import datetime  # noqa: TC003 (msgspec resolves annotations at runtime)
+from datetime import datetime
 from typing import Any
 
 import jwt

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import msgspec
 
+from .messages import Entry, QueueOptions
+
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Sequence
 
-    from .messages import Entry, QueueOptions
     from .types import MessageStatus
 
 __all__ = [
