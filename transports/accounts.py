@@ -1,0 +1,274 @@
+"""`Accounts`: users, logins and the rotation of refresh tokens, over the storage.
+
+Users are cached in memory (the broker is their only writer on SQLite) so
+that authenticating a request costs one JWT verification and one dict
+look-up. Refresh tokens rotate: each use revokes the old token, and using a
+revoked one revokes its whole family (the token was stolen or replayed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
+
+import msgspec
+from loguru import logger
+
+from broker_core.auth import (
+    DUMMY_HASH,
+    InvalidToken,
+    Permission,
+    TokenPair,
+    TokenService,
+    TokenType,
+    User,
+    hash_password,
+    token_is_current,
+    verify_password,
+)
+
+if TYPE_CHECKING:
+    from storage.sqlite import SQLiteStorage
+
+__all__ = [
+    "Accounts",
+    "CreateUserRequest",
+    "LoginRequest",
+    "RefreshRequest",
+    "UpdateUserRequest",
+    "UserView",
+]
+
+Username = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
+
+_user_encoder = msgspec.json.Encoder()
+_user_decoder = msgspec.json.Decoder(User)
+
+
+class LoginRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """JSON body of ``POST /auth/token``."""
+
+    username: Annotated[str, msgspec.Meta(max_length=64)]
+    password: Annotated[str, msgspec.Meta(max_length=1024)]
+
+
+class RefreshRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """Body of ``POST /auth/refresh`` and ``POST /auth/logout``."""
+
+    refresh_token: Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+class CreateUserRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """Body of ``POST /users``."""
+
+    username: Username
+    password: Password
+    admin: bool = False
+    permissions: list[Permission] = msgspec.field(default_factory=list)
+
+
+class UpdateUserRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """Body of ``PATCH /users/{username}``: the fields to change."""
+
+    password: Password | None = None
+    admin: bool | None = None
+    permissions: list[Permission] | None = None
+    disabled: bool | None = None
+
+
+class UserView(msgspec.Struct, kw_only=True, frozen=True):
+    """A user as the API shows it (never the hash)."""
+
+    username: str
+    admin: bool
+    permissions: list[Permission]
+    created_at: datetime
+    disabled: bool = False
+
+    @classmethod
+    def of(cls, user: User) -> UserView:
+        """The public view of ``user``."""
+        return cls(
+            username=user.username,
+            admin=user.admin,
+            permissions=list(user.permissions),
+            created_at=user.created_at,
+            disabled=user.disabled,
+        )
+
+
+class Accounts:
+    """Users and tokens of one broker.
+
+    Args:
+        storage: where users and refresh tokens are kept.
+        tokens: issues and verifies JWTs.
+    """
+
+    def __init__(self, storage: SQLiteStorage, tokens: TokenService) -> None:
+        self._storage = storage
+        self.tokens = tokens
+        self._users: dict[str, User] = {}
+
+    async def load(self) -> None:
+        """Read every user into the cache (at start)."""
+        self._users = {
+            user.username: user
+            for user in (_user_decoder.decode(doc) for doc in await self._storage.list_users())
+        }
+
+    async def bootstrap_admin(self, username: str, password: str | None) -> str | None:
+        """Create the first admin if there is no user yet.
+
+        Returns the generated password when one had to be made (to print once),
+        else ``None``. With ``password`` set and the admin existing, the stored
+        password is replaced when it differs (the environment wins).
+        """
+        from .secrets import generate_password
+
+        existing = self._users.get(username)
+        if existing is not None:
+            if password is not None and not verify_password(password, existing.password_hash):
+                await self._put(
+                    msgspec.structs.replace(
+                        existing,
+                        password_hash=hash_password(password),
+                        tokens_valid_after=time.time(),
+                    )
+                )
+            return None
+        if self._users and password is None:
+            return None
+        generated = None
+        if password is None:
+            password = generated = generate_password()
+        await self._put(
+            User(
+                username=username,
+                password_hash=hash_password(password),
+                created_at=datetime.now(UTC),
+                admin=True,
+            )
+        )
+        logger.info("admin user created", username=username)
+        return generated
+
+    # -- users --------------------------------------------------------------------
+
+    def get(self, username: str) -> User | None:
+        """A user by name, from the cache."""
+        return self._users.get(username)
+
+    def all(self) -> list[User]:
+        """Every user, by name."""
+        return [self._users[name] for name in sorted(self._users)]
+
+    async def _put(self, user: User) -> None:
+        await self._storage.put_user(user.username, _user_encoder.encode(user))
+        self._users[user.username] = user
+
+    async def create(self, request: CreateUserRequest) -> User | None:
+        """Create a user; ``None`` if the name is taken."""
+        if request.username in self._users:
+            return None
+        user = User(
+            username=request.username,
+            password_hash=await asyncio.to_thread(hash_password, request.password),
+            created_at=datetime.now(UTC),
+            admin=request.admin,
+            permissions=tuple(request.permissions),
+        )
+        await self._put(user)
+        return user
+
+    async def update(self, username: str, request: UpdateUserRequest) -> User | None:
+        """Change a user; a new password or disabling revokes its tokens. ``None`` if unknown."""
+        user = self._users.get(username)
+        if user is None:
+            return None
+        changes: dict[str, object] = {}
+        if request.admin is not None:
+            changes["admin"] = request.admin
+        if request.permissions is not None:
+            changes["permissions"] = tuple(request.permissions)
+        if request.disabled is not None:
+            changes["disabled"] = request.disabled
+        if request.password is not None or request.disabled:
+            if request.password is not None:
+                changes["password_hash"] = await asyncio.to_thread(hash_password, request.password)
+            changes["tokens_valid_after"] = time.time()
+            await self._storage.revoke_user_tokens(username)
+        user = msgspec.structs.replace(user, **changes)
+        await self._put(user)
+        return user
+
+    async def delete(self, username: str) -> bool:
+        """Delete a user and revoke its tokens; return whether it existed."""
+        if self._users.pop(username, None) is None:
+            return False
+        await self._storage.delete_user(username)
+        return True
+
+    # -- tokens -------------------------------------------------------------------
+
+    async def login(self, username: str, password: str) -> TokenPair | None:
+        """Check a password and issue a token pair; ``None`` when they don't match.
+
+        An unknown user costs the same hash as a known one, so timing doesn't
+        tell which usernames exist.
+        """
+        user = self._users.get(username)
+        encoded = DUMMY_HASH if user is None else user.password_hash
+        # scrypt costs ~50 ms of CPU: keep it off the event loop.
+        matches = await asyncio.to_thread(verify_password, password, encoded)
+        if user is None or not matches or user.disabled:
+            return None
+        return await self._issue(username, None)
+
+    async def _issue(self, username: str, family: str | None) -> TokenPair:
+        issued = self.tokens.issue_pair(username, family)
+        record = issued.refresh
+        await self._storage.put_refresh(
+            record.jti, record.family, record.username, record.expires_at
+        )
+        return issued.pair
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Rotate a refresh token: revoke it and issue a new pair in its family.
+
+        Raises:
+            InvalidToken: the token is invalid, expired, or was revoked (then
+                its whole family is revoked too).
+        """
+        claims = self.tokens.verify(refresh_token, TokenType.REFRESH)
+        user = self._users.get(claims.sub)
+        if user is None or not token_is_current(user, claims):
+            raise InvalidToken("token is no longer valid")
+        if not await self._storage.revoke_refresh(claims.jti):
+            assert claims.fam is not None, "refresh tokens carry a family"
+            await self._storage.revoke_family(claims.fam)
+            logger.warning("refresh token reused, family revoked", username=claims.sub)
+            raise InvalidToken("refresh token was already used; its session is revoked")
+        return await self._issue(claims.sub, claims.fam)
+
+    async def logout(self, refresh_token: str) -> None:
+        """Revoke a refresh token's family (the session ends on every device it reached)."""
+        claims = self.tokens.verify(refresh_token, TokenType.REFRESH)
+        assert claims.fam is not None, "refresh tokens carry a family"
+        await self._storage.revoke_family(claims.fam)
+
+    def authenticate(self, access_token: str) -> User:
+        """The user an access token speaks for.
+
+        Raises:
+            InvalidToken: the token is invalid, expired, of the wrong type, or
+                its user is gone, disabled or changed password since.
+        """
+        claims = self.tokens.verify(access_token, TokenType.ACCESS)
+        user = self._users.get(claims.sub)
+        if user is None or not token_is_current(user, claims):
+            raise InvalidToken("token is no longer valid")
+        return user

@@ -1,0 +1,77 @@
+"""The composition root: `create_app` builds the Litestar app around one `BrokerContext`.
+
+Every transport plugs in here: the REST routes, the WebSocket endpoint, the
+GraphQL schema, observability and the dashboard. Nothing else wires parts
+together.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from broker_core.settings import Settings
+
+from . import rest
+from .context import BrokerContext
+from .errors import exception_handlers
+from .security import BearerAuthMiddleware, SecurityHeadersMiddleware
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["VERSION", "create_app"]
+
+VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the broker's ASGI app; its lifespan opens and closes the broker.
+
+    Args:
+        settings: the broker's settings (from the environment when ``None``).
+    """
+    settings = settings or Settings.from_env()
+    ctx = BrokerContext(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with ctx:
+            yield
+
+    cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
+    return Litestar(
+        route_handlers=[*rest.ROUTES],
+        middleware=[
+            DefineMiddleware(SecurityHeadersMiddleware, hsts=settings.tls),
+            DefineMiddleware(BearerAuthMiddleware, ctx=ctx),
+        ],
+        lifespan=[lifespan],
+        state=State({"ctx": ctx}),
+        exception_handlers=exception_handlers,
+        request_max_body_size=settings.max_body_bytes,
+        cors_config=cors,
+        logging_config=None,
+        openapi_config=OpenAPIConfig(
+            title="wsbroker",
+            version=VERSION,
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            components=Components(
+                schemas=rest.BODY_SCHEMAS,
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                },
+            ),
+            security=[{"bearer": []}],
+        ),
+        debug=settings.dev,
+    )

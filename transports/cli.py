@@ -1,0 +1,84 @@
+"""The ``broker`` command: ``broker serve`` starts the broker; other commands talk to one.
+
+Settings come from ``BROKER_*`` environment variables; flags override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="start the broker (HTTPS on 0.0.0.0:8777 by default)")
+    serve.add_argument("--host", help="address to listen on (BROKER_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (BROKER_PORT)")
+    serve.add_argument(
+        "--data-dir", type=Path, help="where data, secrets and logs live (BROKER_DATA_DIR)"
+    )
+    serve.add_argument(
+        "--no-tls", dest="tls", action="store_const", const=False, help="serve plain HTTP"
+    )
+    serve.add_argument("--tls-cert", type=Path, help="certificate file (PEM)")
+    serve.add_argument("--tls-key", type=Path, help="private key file (PEM)")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
+    serve.add_argument("--storage", dest="storage_url", help="storage URL (BROKER_STORAGE_URL)")
+    serve.add_argument("--dev", action="store_const", const=True, help="development mode")
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from broker_core.settings import Settings
+
+    from .server import serve
+
+    overrides = {
+        name: getattr(args, name)
+        for name in ("host", "port", "data_dir", "tls", "tls_cert", "tls_key", "log_level",
+                     "storage_url", "dev")
+        if getattr(args, name, None) is not None
+    }  # fmt: skip
+    try:
+        settings = Settings.from_env(**overrides)
+    except (ValueError, TypeError) as exc:
+        print(f"broker: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    from storage.errors import StorageCorrupt
+
+    try:
+        serve(settings)
+    except StorageCorrupt as exc:
+        print(f"broker: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Any]] = [_add_serve]
+"""Functions that add a sub-command to the parser (client commands append theirs)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``broker`` command."""
+    parser = argparse.ArgumentParser(prog="broker", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``broker`` console script."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

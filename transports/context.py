@@ -1,0 +1,106 @@
+"""`BrokerContext`: the running broker's services, shared by every transport.
+
+The composition root (`transports.app`) builds one per app and opens it in
+the lifespan; REST handlers, the WebSocket endpoint and GraphQL resolvers
+receive it by dependency injection (``ctx``) or from ``app.state.ctx``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import suppress
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+from broker_core.auth import TokenService
+from broker_core.broker import Broker
+from storage import storage_from_settings
+
+from .accounts import Accounts
+from .ratelimit import TokenBucketLimiter
+from .secrets import ensure_data_dir, load_or_create_secret
+
+if TYPE_CHECKING:
+    from broker_core.settings import Settings
+
+__all__ = ["BrokerContext", "Limits"]
+
+_PRUNE_INTERVAL_S = 5.0
+
+
+class Limits:
+    """The rate limiters, one per route class (in memory, per process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        def bucket(rate: float) -> TokenBucketLimiter:
+            return TokenBucketLimiter(rate, max(rate, 1.0))
+
+        self.failed_logins = TokenBucketLimiter.per_minute(settings.rate_auth_per_min)
+        self.publish = bucket(settings.rate_publish_per_s)
+        self.consume = bucket(settings.rate_consume_per_s)
+        self.admin = bucket(settings.rate_admin_per_s)
+        self.default = bucket(settings.rate_default_per_s)
+
+
+class BrokerContext:
+    """Settings, storage, broker, accounts and limits of one running broker.
+
+    Use ``async with`` (the app's lifespan does): it opens storage, replays
+    the queues, bootstraps the first admin and starts background pruning;
+    leaving it stops intake, flushes and closes.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_at = time.time()
+        data_dir = ensure_data_dir(settings.data_dir)
+        secret = settings.jwt_secret or load_or_create_secret(data_dir / "jwt.secret")
+        self.tokens = TokenService(
+            secret, settings.access_token_ttl_s, settings.refresh_token_ttl_s
+        )
+        self.storage = storage_from_settings(settings)
+        self.broker = Broker(
+            self.storage,
+            max_queues=settings.max_queues,
+            dedup_window_s=settings.dedup_window_s,
+            body_cache_bytes=settings.body_cache_bytes,
+        )
+        self.accounts = Accounts(self.storage, self.tokens)
+        self.limits = Limits(settings)
+        self.generated_admin_password: str | None = None
+        self._pruner: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> BrokerContext:
+        await self.broker.start()
+        await self.accounts.load()
+        settings = self.settings
+        generated = await self.accounts.bootstrap_admin(
+            settings.admin_username, settings.admin_password
+        )
+        if generated is not None:
+            self.generated_admin_password = generated
+            # Printed once, never logged: the log files outlive the terminal.
+            print(
+                f"\n  First start: created admin user {settings.admin_username!r} with password\n"
+                f"  {generated}\n  Keep it now; it is stored only as a hash.\n",
+                flush=True,
+            )
+        self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._pruner
+        await self.broker.close()
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_PRUNE_INTERVAL_S)
+            try:
+                await self.storage.prune(time.time())
+            except Exception as exc:
+                logger.opt(exception=exc).warning("pruning processed messages failed")

@@ -1,0 +1,168 @@
+"""One place that maps errors to HTTP statuses, WebSocket codes and GraphQL codes.
+
+Every transport asks `classify` what an exception means for the client; the
+Litestar exception handlers registered by `exception_handlers` use it for
+REST. An unexpected exception is logged with its traceback, recorded as the
+broker's ``last_error`` and answered with a bare 500.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import msgspec
+from litestar import MediaType, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from loguru import logger
+
+from broker_core.actor import QueueDeleted
+from broker_core.auth import InvalidToken
+from broker_core.errors import (
+    BrokerError,
+    InvalidName,
+    InvalidTransition,
+    MessageNotFound,
+    NotPermitted,
+    QueueExists,
+    QueueFull,
+    QueueLimitReached,
+    QueueNotFound,
+    Unavailable,
+)
+
+if TYPE_CHECKING:
+    from litestar import Request
+
+__all__ = [
+    "ApiError",
+    "ErrorInfo",
+    "LastError",
+    "classify",
+    "exception_handlers",
+    "last_error",
+]
+
+
+class ApiError(Exception):
+    """A client error raised by a transport with its status, code and detail."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        self.status = status
+        self.code = code
+        self.detail = detail
+        super().__init__(detail)
+
+
+class ErrorInfo(NamedTuple):
+    """What an exception means to a client: HTTP status, machine code, human detail."""
+
+    status: int
+    code: str
+    detail: str
+
+
+_STATUS: dict[type[BaseException], int] = {
+    QueueNotFound: 404,
+    MessageNotFound: 404,
+    QueueExists: 409,
+    InvalidTransition: 409,
+    QueueFull: 409,
+    QueueLimitReached: 422,
+    InvalidName: 422,
+    NotPermitted: 403,
+    Unavailable: 503,
+    QueueDeleted: 404,
+    InvalidToken: 401,
+}
+
+
+class LastError:
+    """The last server-side failure, for ``/stats`` (``last_error``, ``last_error_timestamp``)."""
+
+    __slots__ = ("message", "timestamp")
+
+    def __init__(self) -> None:
+        self.message: str | None = None
+        self.timestamp: float | None = None
+
+    def record(self, message: str) -> None:
+        """Remember ``message`` as the newest failure."""
+        self.message = message
+        self.timestamp = time.time()
+
+
+last_error = LastError()
+
+
+def classify(exc: BaseException) -> ErrorInfo:
+    """Map any exception to what the client is told."""
+    if isinstance(exc, ApiError):
+        return ErrorInfo(exc.status, exc.code, exc.detail)
+    if isinstance(exc, QueueDeleted):
+        return ErrorInfo(404, "queue_not_found", f"queue {exc.args[0]!r} was deleted")
+    if isinstance(exc, InvalidToken):
+        return ErrorInfo(401, "unauthorized", exc.reason)
+    if isinstance(exc, BrokerError):
+        for kind, status in _STATUS.items():
+            if isinstance(exc, kind):
+                return ErrorInfo(status, exc.code, str(exc))
+        return ErrorInfo(400, exc.code, str(exc))
+    if isinstance(exc, msgspec.ValidationError):
+        return ErrorInfo(422, "invalid", str(exc))
+    if isinstance(exc, msgspec.DecodeError):
+        return ErrorInfo(400, "malformed", str(exc))
+    if isinstance(exc, ValidationException):
+        detail = str(exc.detail)
+        malformed = detail.startswith("JSON is malformed") or "Invalid JSON" in detail
+        return ErrorInfo(400 if malformed else 422, "malformed" if malformed else "invalid", detail)
+    if isinstance(exc, NotAuthorizedException):
+        return ErrorInfo(401, "unauthorized", str(exc.detail))
+    if isinstance(exc, PermissionDeniedException):
+        return ErrorInfo(403, "forbidden", str(exc.detail))
+    if isinstance(exc, HTTPException):
+        return ErrorInfo(exc.status_code, _code_of(exc.status_code), str(exc.detail))
+    return ErrorInfo(500, "internal", "internal server error")
+
+
+def _code_of(status: int) -> str:
+    return {
+        400: "bad_request",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "too_large",
+        429: "rate_limited",
+    }.get(status, "error" if status < 500 else "internal")
+
+
+def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    info = classify(exc)
+    if info.status >= 500 and info.code == "internal":
+        logger.opt(exception=exc).error(
+            "unhandled error", method=request.method, path=request.url.path
+        )
+        last_error.record(f"{type(exc).__name__}: {exc}")
+    elif info.status >= 500:
+        last_error.record(info.detail)
+    body: dict[str, Any] = {"status_code": info.status, "detail": info.detail, "code": info.code}
+    if isinstance(exc, ValidationException) and exc.extra:
+        body["extra"] = exc.extra
+    headers = getattr(exc, "headers", None) or {}
+    if info.status == 401:
+        headers = {**headers, "WWW-Authenticate": "Bearer"}
+    return Response(
+        content=body,
+        status_code=info.status if info.status >= 400 else HTTP_500_INTERNAL_SERVER_ERROR,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+exception_handlers: dict[type[Exception], Any] = {Exception: _handle}
+"""Handlers to register on the Litestar app."""

@@ -1,0 +1,25 @@
+"""The REST API: route handlers of queues, messages, auth, users and health."""
+
+from __future__ import annotations
+
+from .auth import login, logout, refresh, token
+from .bodies import BODY_SCHEMAS
+from .health import health
+from .messages import MessageController
+from .queues import QueueController, publish_fanout
+from .users import UserController
+
+__all__ = ["BODY_SCHEMAS", "ROUTES"]
+
+ROUTES = [
+    QueueController,
+    MessageController,
+    UserController,
+    publish_fanout,
+    token,
+    login,
+    refresh,
+    logout,
+    health,
+]
+"""Every REST route handler, for `transports.app.create_app`."""

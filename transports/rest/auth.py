@@ -1,0 +1,86 @@
+"""REST routes of authentication: token (and its ``/login`` alias), refresh, logout."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from litestar import Request, post
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
+
+from broker_core.auth import InvalidToken, TokenPair
+from transports.accounts import LoginRequest, RefreshRequest
+
+from ..errors import ApiError
+from .common import client_ip, ctx_of
+
+__all__ = ["login", "logout", "refresh", "token"]
+
+_login_decoder = msgspec.json.Decoder(LoginRequest)
+
+
+async def _credentials(request: Request[Any, Any, Any]) -> LoginRequest:
+    """Read JSON ``{username, password}`` or an OAuth2 password form."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()
+            return msgspec.convert(
+                {"username": form.get("username"), "password": form.get("password")}, LoginRequest
+            )
+        return _login_decoder.decode(await request.body())
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, "invalid", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "malformed", f"body is not valid JSON: {exc}") from None
+
+
+async def _login(request: Request[Any, Any, Any]) -> TokenPair:
+    ctx = ctx_of(request)
+    limiter = ctx.limits.failed_logins
+    key = client_ip(request)
+    now = time.monotonic()
+    wait = limiter.check(key, now)
+    if wait > 0:
+        raise TooManyRequestsException(
+            "too many failed logins", headers={"Retry-After": str(max(1, round(wait + 0.5)))}
+        )
+    credentials = await _credentials(request)
+    pair = await ctx.accounts.login(credentials.username, credentials.password)
+    if pair is None:
+        limiter.hit(key, now)
+        raise NotAuthorizedException("wrong username or password")
+    return pair
+
+
+@post("/auth/token", status_code=HTTP_200_OK, tags=["auth"], exclude_from_auth=True)
+async def token(request: Request[Any, Any, Any]) -> TokenPair:
+    """Log in with ``{username, password}`` (JSON) or an OAuth2 password form."""
+    return await _login(request)
+
+
+@post("/login", status_code=HTTP_200_OK, tags=["auth"], exclude_from_auth=True)
+async def login(request: Request[Any, Any, Any]) -> TokenPair:
+    """Alias of ``POST /auth/token``."""
+    return await _login(request)
+
+
+@post("/auth/refresh", status_code=HTTP_200_OK, tags=["auth"], exclude_from_auth=True)
+async def refresh(request: Request[Any, Any, Any], data: JSONBody[RefreshRequest]) -> TokenPair:
+    """Rotate a refresh token: a new pair; the old token is revoked, reusing it revokes all."""
+    try:
+        return await ctx_of(request).accounts.refresh(data.refresh_token)
+    except InvalidToken as exc:
+        raise NotAuthorizedException(exc.reason) from None
+
+
+@post("/auth/logout", status_code=HTTP_204_NO_CONTENT, tags=["auth"])
+async def logout(request: Request[Any, Any, Any], data: JSONBody[RefreshRequest]) -> None:
+    """Revoke a refresh token and its family."""
+    try:
+        await ctx_of(request).accounts.logout(data.refresh_token)
+    except InvalidToken as exc:
+        raise NotAuthorizedException(exc.reason) from None

@@ -1,0 +1,66 @@
+"""Request bodies decoded straight from bytes by msgspec, and documented in OpenAPI.
+
+Litestar decodes a body to Python objects before converting it, which can't
+produce a ``msgspec.Raw``: the publish routes read their body themselves with
+one typed decoder (faster, and the content stays the exact bytes sent). Their
+OpenAPI request body refers to a schema msgspec generates from the same Struct.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import msgspec
+from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody
+
+from ..errors import ApiError
+
+if TYPE_CHECKING:
+    from litestar import Request
+
+__all__ = ["BODY_SCHEMAS", "JsonBody"]
+
+T = TypeVar("T")
+
+BODY_SCHEMAS: dict[str, Any] = {}
+"""JSON schemas of the bodies decoded here, for the OpenAPI components."""
+
+
+class JsonBody(Generic[T]):
+    """A body type read with a prebuilt msgspec decoder.
+
+    Use ``operation_class=body.operation`` on the route and ``await body.read(request)``.
+    """
+
+    def __init__(self, kind: type[T]) -> None:
+        self.kind = kind
+        self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(kind)
+        (schema,), components = msgspec.json.schema_components(
+            [kind], ref_template="#/components/schemas/{name}"
+        )
+        BODY_SCHEMAS.update(components)
+        reference = Reference(ref=schema["$ref"])
+
+        @dataclass
+        class _Operation(Operation):
+            def __post_init__(self) -> None:
+                self.request_body = RequestBody(
+                    content={"application/json": OpenAPIMediaType(schema=reference)},
+                    required=True,
+                )
+
+        self.operation: type[Operation] = _Operation
+
+    def decode(self, body: bytes) -> T:
+        """Decode ``body``: 400 when it isn't JSON, 422 when it doesn't fit the type."""
+        try:
+            return self._decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise ApiError(422, "invalid", str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, "malformed", f"body is not valid JSON: {exc}") from None
+
+    async def read(self, request: Request[Any, Any, Any]) -> T:
+        """Read and decode the request's body."""
+        return self.decode(await request.body())

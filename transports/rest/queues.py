@@ -1,0 +1,266 @@
+"""REST routes of queues and their messages: CRUD, purge, publish, consume, browse, retry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.exceptions import ValidationException
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from broker_core.auth import Action
+from broker_core.messages import (
+    BatchPublishRequest,
+    BatchPublishResponse,
+    CreateQueueRequest,
+    FanoutPublishRequest,
+    MessagesPage,
+    MessageView,
+    PublishRequest,
+    PublishResult,
+    QueueInfo,
+    UpdateQueueRequest,
+)
+from broker_core.types import MessageStatus
+
+from ..errors import ApiError
+from ..security import require, require_visible, visible
+from .bodies import JsonBody
+from .common import ctx_of, rate_limit, user_of
+
+if TYPE_CHECKING:
+    from broker_core.settings import Settings
+
+__all__ = [
+    "ConsumeResponse",
+    "PurgeResponse",
+    "QueueController",
+    "RedriveResponse",
+    "publish_fanout",
+]
+
+
+class PurgeResponse(msgspec.Struct, kw_only=True, frozen=True):
+    """How many pending messages a purge deleted."""
+
+    purged: int
+
+
+class RedriveResponse(msgspec.Struct, kw_only=True, frozen=True):
+    """How many failed or dead-lettered messages a redrive moved back to pending."""
+
+    moved: int
+
+
+class ConsumeResponse(msgspec.Struct, kw_only=True, frozen=True):
+    """Messages leased by ``GET /queues/{name}/messages/consume``."""
+
+    messages: list[MessageView]
+
+
+def check_message_limits(settings: Settings, messages: list[PublishRequest]) -> None:
+    """Refuse oversize bodies (413), too many headers (422) and too large batches (413)."""
+    if len(messages) > settings.max_batch:
+        raise ApiError(413, "too_large", f"a batch holds at most {settings.max_batch} messages")
+    for message in messages:
+        if len(message.content) > settings.max_message_bytes:
+            raise ApiError(
+                413, "too_large", f"message content exceeds {settings.max_message_bytes} bytes"
+            )
+        if message.headers is not None and len(message.headers) > settings.max_headers:
+            raise ApiError(
+                422, "invalid", f"a message carries at most {settings.max_headers} headers"
+            )
+
+
+_publish_guard = rate_limit(lambda ctx: ctx.limits.publish)
+_consume_guard = rate_limit(lambda ctx: ctx.limits.consume)
+_admin_guard = rate_limit(lambda ctx: ctx.limits.admin)
+_default_guard = rate_limit(lambda ctx: ctx.limits.default)
+
+_publish_body = JsonBody(PublishRequest)
+_batch_body = JsonBody(BatchPublishRequest)
+_fanout_body = JsonBody(FanoutPublishRequest)
+
+Name = Annotated[str, PathParameter(description="The queue's name.", max_length=200)]
+
+
+class QueueController(Controller):
+    """``/queues``: what a queue is and what is in it."""
+
+    path = "/queues"
+    tags = ["queues"]
+
+    @get("/", guards=[_default_guard])
+    async def list_queues(self, request: Request[Any, Any, Any]) -> list[QueueInfo]:
+        """Every queue the caller has a permission on."""
+        user = user_of(request)
+        broker = ctx_of(request).broker
+        return broker.infos(name for name in broker.queue_names() if visible(user, name))
+
+    @post("/", status_code=HTTP_201_CREATED, guards=[_admin_guard])
+    async def create_queue(
+        self, request: Request[Any, Any, Any], data: JSONBody[CreateQueueRequest]
+    ) -> QueueInfo:
+        """Create a queue (``manage``); 409 if it exists."""
+        require(user_of(request), Action.MANAGE, data.name)
+        return await ctx_of(request).broker.create_queue(data)
+
+    @get("/{name:str}", guards=[_default_guard])
+    async def get_queue(self, request: Request[Any, Any, Any], name: Name) -> QueueInfo:
+        """Counts and options of one queue."""
+        require_visible(user_of(request), name)
+        return ctx_of(request).broker.info(name)
+
+    @patch("/{name:str}", guards=[_admin_guard])
+    async def update_queue(
+        self, request: Request[Any, Any, Any], name: Name, data: JSONBody[UpdateQueueRequest]
+    ) -> QueueInfo:
+        """Change a queue's options (``manage``)."""
+        require(user_of(request), Action.MANAGE, name)
+        return await ctx_of(request).broker.update_queue(name, data)
+
+    @delete("/{name:str}", status_code=HTTP_204_NO_CONTENT, guards=[_admin_guard])
+    async def delete_queue(self, request: Request[Any, Any, Any], name: Name) -> None:
+        """Delete a queue and its messages (``manage``)."""
+        require(user_of(request), Action.MANAGE, name)
+        await ctx_of(request).broker.delete_queue(name)
+
+    @post("/{name:str}/purge", status_code=200, guards=[_admin_guard])
+    async def purge_queue(self, request: Request[Any, Any, Any], name: Name) -> PurgeResponse:
+        """Delete the queue's pending messages (``manage``)."""
+        require(user_of(request), Action.MANAGE, name)
+        return PurgeResponse(purged=await ctx_of(request).broker.purge(name))
+
+    @post("/{name:str}/redrive", status_code=200, guards=[_admin_guard])
+    async def redrive(self, request: Request[Any, Any, Any], name: Name) -> RedriveResponse:
+        """Move failed and dead-lettered messages back to pending (``manage``)."""
+        require(user_of(request), Action.MANAGE, name)
+        return RedriveResponse(moved=await ctx_of(request).broker.redrive(name))
+
+    @post(
+        "/{name:str}/messages",
+        status_code=HTTP_201_CREATED,
+        guards=[_publish_guard],
+        operation_class=_publish_body.operation,
+    )
+    async def publish(self, request: Request[Any, Any, Any], name: Name) -> PublishResult:
+        """Publish one message; answered once it is committed (``publish``)."""
+        require(user_of(request), Action.PUBLISH, name)
+        data = await _publish_body.read(request)
+        ctx = ctx_of(request)
+        check_message_limits(ctx.settings, [data])
+        results = await ctx.broker.publish(name, [data])
+        return results[0]
+
+    @post(
+        "/{name:str}/messages/batch",
+        status_code=HTTP_201_CREATED,
+        guards=[_publish_guard],
+        operation_class=_batch_body.operation,
+    )
+    async def publish_batch(
+        self, request: Request[Any, Any, Any], name: Name
+    ) -> BatchPublishResponse:
+        """Publish several messages atomically; the answer lists them in order."""
+        require(user_of(request), Action.PUBLISH, name)
+        data = await _batch_body.read(request)
+        ctx = ctx_of(request)
+        check_message_limits(ctx.settings, data.messages)
+        return BatchPublishResponse(messages=await ctx.broker.publish(name, data.messages))
+
+    @get("/{name:str}/messages/consume", guards=[_consume_guard])
+    async def consume(
+        self,
+        request: Request[Any, Any, Any],
+        name: Name,
+        wait: Annotated[
+            float, QueryParameter(ge=0, description="Seconds to wait for a message.")
+        ] = 0.0,
+        max: Annotated[
+            int, QueryParameter(ge=1, le=1000, description="Most messages to lease.")
+        ] = 1,
+        lease: Annotated[
+            float | None, QueryParameter(gt=0, description="Lease in seconds (queue default).")
+        ] = None,
+    ) -> Response[ConsumeResponse | None]:
+        """Lease up to ``max`` messages, long-polling up to ``wait`` seconds; 204 if none came."""
+        require(user_of(request), Action.CONSUME, name)
+        settings = ctx_of(request).settings
+        if lease is not None and lease > settings.max_lease_s:
+            raise ValidationException(f"lease is at most {settings.max_lease_s} seconds")
+        wait = min(wait, settings.max_wait_s)
+        messages = await ctx_of(request).broker.pull(name, max, wait, lease)
+        if not messages:
+            return Response(None, status_code=HTTP_204_NO_CONTENT)
+        return Response(ConsumeResponse(messages=messages))
+
+    @get("/{name:str}/messages", guards=[_default_guard])
+    async def browse(
+        self,
+        request: Request[Any, Any, Any],
+        name: Name,
+        status: Annotated[
+            str | None, QueryParameter(description="pending, processing, processed or failed")
+        ] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        cursor: Annotated[
+            int | None, QueryParameter(ge=0, description="next_cursor of the last page")
+        ] = None,
+    ) -> MessagesPage:
+        """Browse messages by ascending id (``consume`` or ``manage``)."""
+        _require_browse(request, name)
+        parsed = None
+        if status is not None:
+            try:
+                parsed = MessageStatus.parse(status)
+            except ValueError as exc:
+                raise ValidationException(str(exc)) from None
+        return await ctx_of(request).broker.browse(name, parsed, limit, cursor)
+
+    @get("/{name:str}/messages/{message_id:int}", guards=[_default_guard])
+    async def get_message(
+        self, request: Request[Any, Any, Any], name: Name, message_id: FromPath[int]
+    ) -> MessageView:
+        """One message of the queue by id (``consume`` or ``manage``)."""
+        _require_browse(request, name)
+        return await ctx_of(request).broker.get_message(name, message_id)
+
+    @post("/{name:str}/messages/{message_id:int}/retry", status_code=200, guards=[_admin_guard])
+    async def retry(
+        self, request: Request[Any, Any, Any], name: Name, message_id: FromPath[int]
+    ) -> MessageView:
+        """Move a failed or dead-lettered message back to pending (``manage``)."""
+        require(user_of(request), Action.MANAGE, name)
+        return await ctx_of(request).broker.retry(name, message_id)
+
+
+def _require_browse(request: Request[Any, Any, Any], name: str) -> None:
+    user = user_of(request)
+    from broker_core.auth import allowed
+
+    if not (allowed(user, Action.CONSUME, name) or allowed(user, Action.MANAGE, name)):
+        require(user, Action.CONSUME, name)
+
+
+@post(
+    "/publish",
+    status_code=HTTP_201_CREATED,
+    guards=[_publish_guard],
+    tags=["messages"],
+    operation_class=_fanout_body.operation,
+)
+async def publish_fanout(request: Request[Any, Any, Any]) -> BatchPublishResponse:
+    """Publish one message to several queues, committed atomically (``publish`` on each)."""
+    data = await _fanout_body.read(request)
+    user = user_of(request)
+    for name in data.queues:
+        require(user, Action.PUBLISH, name)
+    ctx = ctx_of(request)
+    check_message_limits(ctx.settings, [data])
+    message = PublishRequest(
+        **{field: getattr(data, field) for field in PublishRequest.__struct_fields__}
+    )
+    return BatchPublishResponse(messages=await ctx.broker.publish_fanout(data.queues, message))

@@ -1,0 +1,126 @@
+"""Authentication of HTTP requests and the permission checks every transport shares.
+
+`BearerAuthMiddleware` verifies ``Authorization: Bearer <access token>`` on
+every HTTP route but the open ones (``/health``, the token endpoints and the
+dashboard's static files) and puts the `User` on ``request.user``.
+WebSocket routes authenticate themselves (header or first frame).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from litestar.enums import ScopeType
+from litestar.exceptions import NotAuthorizedException
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from broker_core.auth import Action, InvalidToken, User, allowed
+from broker_core.errors import NotPermitted, QueueNotFound
+
+if TYPE_CHECKING:
+    from litestar.connection import ASGIConnection
+    from litestar.types import ASGIApp
+
+    from .context import BrokerContext
+
+__all__ = [
+    "OPEN_PATHS",
+    "BearerAuthMiddleware",
+    "SecurityHeadersMiddleware",
+    "bearer_token",
+    "require",
+    "require_admin",
+    "require_visible",
+    "visible",
+]
+
+OPEN_PATHS = ["^/health$", "^/auth/token$", "^/login$", "^/auth/refresh$", "^/dashboard"]
+"""Routes reachable without a token (regular expressions over the path)."""
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, or ``None``."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
+    """Puts the token's `User` on ``request.user``; answers 401 without a valid token."""
+
+    def __init__(self, app: ASGIApp, ctx: BrokerContext) -> None:
+        super().__init__(app, exclude=OPEN_PATHS, scopes={ScopeType.HTTP})
+        self.ctx = ctx
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        """Verify the bearer token of ``connection``."""
+        token = bearer_token(connection.headers.get("authorization"))
+        if token is None:
+            raise NotAuthorizedException("missing bearer token")
+        try:
+            user = self.ctx.accounts.authenticate(token)
+        except InvalidToken as exc:
+            raise NotAuthorizedException(exc.reason) from None
+        return AuthenticationResult(user=user, auth=token)
+
+
+def visible(user: User, queue: str) -> bool:
+    """Whether ``user`` may know ``queue`` exists (any permission on it)."""
+    return any(allowed(user, action, queue) for action in Action)
+
+
+def require_visible(user: User, queue: str) -> None:
+    """Raise `QueueNotFound` unless ``user`` has some permission on ``queue``.
+
+    A queue the caller may not touch answers exactly like a missing one, so
+    names can't be probed.
+    """
+    if not visible(user, queue):
+        raise QueueNotFound(queue)
+
+
+def require(user: User, action: Action, queue: str) -> None:
+    """Raise unless ``user`` may ``action`` on ``queue``: 404 if it can't see it, else 403."""
+    if not allowed(user, action, queue):
+        require_visible(user, queue)
+        raise NotPermitted(action.value, queue)
+
+
+def require_admin(user: User) -> None:
+    """Raise `NotPermitted` unless ``user`` is an admin."""
+    if not user.admin or user.disabled:
+        raise NotPermitted("administer users")
+
+
+class SecurityHeadersMiddleware:
+    """Adds the security headers every HTTP response carries (a raw ASGI middleware)."""
+
+    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
+        self.app = app
+        headers = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+        ]
+        if hsts:
+            headers.append((b"strict-transport-security", b"max-age=31536000"))
+        self.headers = headers
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = self.headers
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

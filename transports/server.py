@@ -1,0 +1,63 @@
+"""Serving the app with uvicorn: TLS by default (self-signed on first start), graceful stop.
+
+uvicorn stops on SIGTERM/SIGINT by finishing the lifespan, which flushes the
+write-behind buffer before the process exits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from .app import create_app
+from .logging import configure_logging
+from .secrets import ensure_data_dir
+from .tls import ensure_self_signed
+
+if TYPE_CHECKING:
+    from broker_core.settings import Settings
+
+__all__ = ["build_server", "serve"]
+
+
+def build_server(settings: Settings) -> uvicorn.Server:
+    """A uvicorn server for the broker's app, with TLS files made if needed."""
+    ensure_data_dir(settings.data_dir)
+    configure_logging(settings)
+    ssl: dict[str, str] = {}
+    if settings.tls:
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            cert, key = settings.tls_cert, settings.tls_key
+        else:
+            cert, key = ensure_self_signed(settings.data_dir)
+        ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        loop="auto",
+        http="auto",
+        ws="websockets-sansio",
+        ws_max_size=settings.ws_max_frame_bytes,
+        # Protocol-level heartbeat: a peer that misses a pong is disconnected,
+        # and its consumers' messages are requeued.
+        ws_ping_interval=settings.ws_heartbeat_s,
+        ws_ping_timeout=settings.ws_heartbeat_timeout_s,
+        timeout_keep_alive=settings.request_timeout_s,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+        **ssl,  # type: ignore[arg-type]
+    )
+    return uvicorn.Server(config)
+
+
+def serve(settings: Settings) -> None:
+    """Run the broker until it is told to stop."""
+    scheme = "https" if settings.tls else "http"
+    server = build_server(settings)
+    print(f"broker listening on {scheme}://{settings.host}:{settings.port}", flush=True)
+    server.run()
