@@ -25,6 +25,7 @@ from .errors import (
     QueueExists,
     QueueLimitReached,
     QueueNotFound,
+    Unavailable,
 )
 from .journal import (
     Ack,
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
     from .actor import DeliverySink
     from .journal import Op, Storage
     from .messages import PublishRequest, UpdateQueueRequest
-    from .queue import Item, SettleOutcome
+    from .queue import Item, Published, SettleOutcome
 
 __all__ = ["Broker", "EventListener"]
 
@@ -331,12 +332,27 @@ class Broker:
 
     # -- publish ------------------------------------------------------------------
 
-    async def publish(self, name: str, requests: Sequence[PublishRequest]) -> list[PublishResult]:
-        """Publish messages to one queue; return once their batch has committed."""
-        actor = self.actor(name)
-        published = await actor.call(
+    def publish_nowait(
+        self, name: str, requests: Sequence[PublishRequest]
+    ) -> asyncio.Future[list[Published]]:
+        """Queue a publish without awaiting it (pipelining transports).
+
+        The future resolves once the batch holding the messages committed.
+
+        Raises:
+            QueueNotFound: no such queue.
+            Unavailable: storage refuses writes now; nothing was enqueued.
+        """
+        degraded = self.storage.degraded
+        if degraded is not None:
+            raise Unavailable(degraded)
+        return self.actor(name).call(
             lambda state, now: state.publish(requests, now, self._allocate_id), durable=True
         )
+
+    async def publish(self, name: str, requests: Sequence[PublishRequest]) -> list[PublishResult]:
+        """Publish messages to one queue; return once their batch has committed."""
+        published = await self.publish_nowait(name, requests)
         return [
             PublishResult(
                 message_id=p.id,
@@ -352,6 +368,9 @@ class Broker:
     ) -> list[PublishResult]:
         """Publish one message to several queues in one journal batch (all or none)."""
         actors = [self.actor(name) for name in dict.fromkeys(names)]
+        degraded = self.storage.degraded
+        if degraded is not None:
+            raise Unavailable(degraded)
         for actor in actors:
             actor.state.check_room(1, len(request.content))
         commits = []

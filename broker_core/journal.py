@@ -194,6 +194,11 @@ class Storage(Journal, Protocol):
     reads its own writes.
     """
 
+    @property
+    def degraded(self) -> str | None:
+        """Why writes fail now (publishes are refused), or ``None`` when they commit."""
+        ...
+
     async def open(self) -> bool:
         """Open (creating or migrating the schema); return whether the last stop was clean."""
         ...
