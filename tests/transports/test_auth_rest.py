@@ -1,0 +1,258 @@
+"""Authentication and authorization over REST, attacked the way an intruder would."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import jwt
+import pytest
+
+from tests.conftest import ADMIN_PASSWORD, login
+
+if TYPE_CHECKING:
+    from tests.conftest import BrokerServer
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+async def _status(server: BrokerServer, token: str, path: str = "/queues") -> int:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.get(path, headers={"Authorization": f"Bearer {token}"})
+        return response.status_code
+
+
+async def _make_user(client: httpx.AsyncClient, username: str, permissions: list[dict]) -> None:
+    response = await client.post(
+        "/users",
+        json={"username": username, "password": f"{username}-password", "permissions": permissions},
+    )
+    assert response.status_code == 201, response.text
+
+
+async def _user_client(server: BrokerServer, username: str) -> httpx.AsyncClient:
+    token = (await login(server.url, username, f"{username}-password"))["access_token"]
+    return httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
+
+
+async def test_health_needs_no_token(server: BrokerServer) -> None:
+    """/health answers without a token; nothing else does."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        assert (await http.get("/health")).status_code == 200
+        for path in ("/queues", "/schema/openapi.json", "/users"):
+            response = await http.get(path)
+            assert response.status_code == 401, path
+            assert response.json()["detail"]
+
+
+async def test_login_with_oauth2_form(server: BrokerServer) -> None:
+    """/login takes the OAuth2 password form and answers a bearer pair."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD})
+    body = response.json()
+    assert response.status_code == 200
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] > 0
+    assert await _status(server, body["access_token"]) == 200
+
+
+async def test_wrong_password_is_401(server: BrokerServer) -> None:
+    """A wrong password answers 401 with a detail."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.post("/auth/token", json={"username": "admin", "password": "nope"})
+    assert response.status_code == 401
+    assert response.json()["detail"] == "wrong username or password"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"rate_auth_per_min": 3}])
+async def test_brute_force_login_hits_429(server: BrokerServer) -> None:
+    """Repeated failed logins from one address are answered 429 with Retry-After."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        statuses = []
+        for _ in range(5):
+            response = await http.post("/auth/token", json={"username": "admin", "password": "x"})
+            statuses.append(response.status_code)
+        assert statuses[:3] == [401, 401, 401]
+        assert statuses[3:] == [429, 429]
+        assert int(response.headers["retry-after"]) >= 1
+        # Even the right password waits: the limiter runs before the check.
+        ok = await http.post("/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD})
+        assert ok.status_code == 429
+
+
+async def test_alg_none_token_is_refused(server: BrokerServer) -> None:
+    """A token with ``alg: none`` is refused."""
+    now = int(time.time())
+    claims = {"sub": "admin", "iss": "wsbroker", "iat": now, "exp": now + 60, "jti": "x",
+              "type": "access"}  # fmt: skip
+    token = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
+    assert await _status(server, token) == 401
+
+
+async def test_tampered_payload_is_refused(server: BrokerServer, admin_token: str) -> None:
+    """Changing the payload of a valid token breaks its signature."""
+    header, _, signature = admin_token.split(".")
+    now = int(time.time())
+    claims = {"sub": "someone", "iss": "wsbroker", "iat": now, "exp": now + 60, "jti": "x",
+              "type": "access"}  # fmt: skip
+    assert await _status(server, f"{header}.{_b64(claims)}.{signature}") == 401
+
+
+async def test_token_signed_with_other_key_is_refused(server: BrokerServer) -> None:
+    """A well-formed token signed with another secret is refused."""
+    now = time.time()
+    token = jwt.encode(
+        {
+            "sub": "admin",
+            "iss": "wsbroker",
+            "iat": now,
+            "exp": now + 60,
+            "jti": "x",
+            "type": "access",
+        },
+        "another-secret-that-is-long-enough-32b",
+        algorithm="HS256",
+    )
+    assert await _status(server, token) == 401
+
+
+async def test_refresh_token_is_not_an_access_token(server: BrokerServer) -> None:
+    """A refresh token can't be used as a bearer access token."""
+    pair = await login(server.url)
+    assert await _status(server, pair["refresh_token"]) == 401
+
+
+async def test_refresh_rotates_and_reuse_revokes_family(server: BrokerServer) -> None:
+    """Refreshing twice with the same token revokes the whole family."""
+    pair = await login(server.url)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        first = await http.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert first.status_code == 200
+        rotated = first.json()
+        reuse = await http.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert reuse.status_code == 401
+        # The thief's reuse also ended the legitimate newer token of the family.
+        later = await http.post("/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
+        assert later.status_code == 401
+
+
+async def test_refresh_family_revocation_survives_restart(server: BrokerServer) -> None:
+    """A used refresh token stays used after a restart (kept in storage)."""
+    pair = await login(server.url)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        assert (await http.post("/auth/refresh", json=pair)).status_code == 200
+    await server.restart()
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert response.status_code == 401
+
+
+async def test_logout_revokes_refresh(server: BrokerServer, admin_token: str) -> None:
+    """After logout the refresh token no longer works."""
+    pair = await login(server.url)
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {admin_token}"}
+    ) as http:
+        body = {"refresh_token": pair["refresh_token"]}
+        assert (await http.post("/auth/logout", json=body)).status_code == 204
+        assert (await http.post("/auth/refresh", json=body)).status_code == 401
+
+
+async def test_password_change_revokes_tokens(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """Changing a user's password invalidates its access and refresh tokens."""
+    await _make_user(client, "carol", [{"pattern": "*", "actions": ["publish"]}])
+    pair = await login(server.url, "carol", "carol-password")
+    assert await _status(server, pair["access_token"]) == 200
+    response = await client.patch("/users/carol", json={"password": "a-brand-new-password"})
+    assert response.status_code == 200
+    assert await _status(server, pair["access_token"]) == 401
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        refresh = await http.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert refresh.status_code == 401
+
+
+async def test_deleted_user_tokens_stop_working(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """Deleting a user ends its tokens at once."""
+    await _make_user(client, "dave", [])
+    token = (await login(server.url, "dave", "dave-password"))["access_token"]
+    assert (await client.delete("/users/dave")).status_code == 204
+    assert await _status(server, token) == 401
+
+
+async def test_non_admin_cannot_manage_users(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """Only admins reach /users."""
+    await _make_user(
+        client, "erin", [{"pattern": "*", "actions": ["publish", "consume", "manage"]}]
+    )
+    async with await _user_client(server, "erin") as erin:
+        assert (await erin.get("/users")).status_code == 403
+        response = await erin.post(
+            "/users", json={"username": "mallory", "password": "12345678", "admin": True}
+        )
+        assert response.status_code == 403
+
+
+async def test_user_listing_never_shows_hashes(client: httpx.AsyncClient) -> None:
+    """The user API shows no password hash."""
+    await _make_user(client, "frank", [])
+    listed = (await client.get("/users")).text
+    assert "scrypt" not in listed
+    assert "password" not in listed
+
+
+async def test_queue_permissions_are_enforced(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """User A can't see, publish to, consume from, browse or settle user B's queue."""
+    for name in ("a.jobs", "b.jobs"):
+        assert (await client.post("/queues", json={"name": name})).status_code == 201
+    await _make_user(client, "alice", [{"pattern": "a.*", "actions": ["publish", "consume"]}])
+    await _make_user(client, "bob", [{"pattern": "b.*", "actions": ["publish", "consume"]}])
+    published = await client.post("/queues/b.jobs/messages", json={"content": "secret"})
+    message_id = published.json()["message_id"]
+    async with (
+        await _user_client(server, "alice") as alice,
+        await _user_client(server, "bob") as bob,
+    ):
+        assert [q["name"] for q in (await alice.get("/queues")).json()] == ["a.jobs"]
+        assert (await alice.get("/queues/b.jobs")).status_code == 404
+        assert (await alice.post("/queues/b.jobs/messages", json={"content": 1})).status_code == 404
+        assert (await alice.get("/queues/b.jobs/messages/consume")).status_code == 404
+        assert (await alice.get("/queues/b.jobs/messages")).status_code == 404
+        assert (await alice.get(f"/queues/b.jobs/messages/{message_id}")).status_code == 404
+        assert (await alice.post("/queues/b.jobs/purge")).status_code == 404
+        assert (await alice.delete("/queues/b.jobs")).status_code == 404
+        # Bob leases it; Alice guesses its id and can't settle it.
+        leased = await bob.get("/queues/b.jobs/messages/consume")
+        assert leased.json()["messages"][0]["message_id"] == message_id
+        for path in (f"/messages/{message_id}/ack", f"/messages/{message_id}/nack"):
+            assert (await alice.post(path)).status_code == 409
+        touch = await alice.post(f"/messages/{message_id}/touch", json={"lease": 60})
+        assert touch.status_code == 409
+        settled = (await alice.post("/messages/ack", json={"ids": [message_id]})).json()
+        assert settled["settled"] == []
+        assert (await bob.post(f"/messages/{message_id}/ack")).status_code == 200
+
+
+async def test_manage_is_needed_to_create_queues(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """Publish rights don't let a user create, purge or delete queues."""
+    await client.post("/queues", json={"name": "c.jobs"})
+    await _make_user(client, "cora", [{"pattern": "c.*", "actions": ["publish"]}])
+    async with await _user_client(server, "cora") as cora:
+        assert (await cora.post("/queues", json={"name": "c.new"})).status_code == 403
+        assert (await cora.post("/queues/c.jobs/purge")).status_code == 403
+        assert (await cora.delete("/queues/c.jobs")).status_code == 403
+        assert (await cora.post("/queues/c.jobs/messages", json={"content": 1})).status_code == 201
