@@ -127,6 +127,9 @@ def classify(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, PermissionDeniedException):
         return ErrorInfo(403, "forbidden", str(exc.detail))
     if isinstance(exc, HTTPException):
+        if exc.status_code >= 500 and "client disconnected" in str(exc.detail):
+            # The peer hung up mid-body: nothing to answer, nothing went wrong here.
+            return ErrorInfo(400, "client_disconnected", str(exc.detail))
         return ErrorInfo(exc.status_code, _code_of(exc.status_code), str(exc.detail))
     return ErrorInfo(500, "internal", "internal server error")
 
