@@ -18,6 +18,7 @@ from loguru import logger
 
 from broker_core.auth import (
     DUMMY_HASH,
+    Claims,
     InvalidToken,
     Permission,
     TokenPair,
@@ -43,6 +44,10 @@ __all__ = [
 
 Username = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
+
+_VERIFIED_CACHE_SIZE = 10_000
+_EXPIRY_LEEWAY_S = 5.0
+"""The token service accepts tokens 5 s past ``exp``; the cache does the same."""
 
 _user_encoder = msgspec.json.Encoder()
 _user_decoder = msgspec.json.Decoder(User)
@@ -112,6 +117,7 @@ class Accounts:
         self._storage = storage
         self.tokens = tokens
         self._users: dict[str, User] = {}
+        self._verified: dict[str, Claims] = {}
 
     async def load(self) -> None:
         """Read every user into the cache (at start)."""
@@ -267,8 +273,24 @@ class Accounts:
             InvalidToken: the token is invalid, expired, of the wrong type, or
                 its user is gone, disabled or changed password since.
         """
-        claims = self.tokens.verify(access_token, TokenType.ACCESS)
+        claims = self._verified.get(access_token)
+        if claims is None or claims.exp + _EXPIRY_LEEWAY_S <= time.time():
+            claims = self.tokens.verify(access_token, TokenType.ACCESS)
+            self._remember(access_token, claims)
         user = self._users.get(claims.sub)
         if user is None or not token_is_current(user, claims):
             raise InvalidToken("token is no longer valid")
         return user
+
+    def _remember(self, token: str, claims: Claims) -> None:
+        # A client sends the same access token with every request: verifying
+        # its signature once per token, not per request, is most of the cost
+        # of authentication. Only a byte-identical token hits this cache.
+        verified = self._verified
+        if len(verified) >= _VERIFIED_CACHE_SIZE:
+            now = time.time()
+            for key in [k for k, c in verified.items() if c.exp <= now]:
+                del verified[key]
+            while len(verified) >= _VERIFIED_CACHE_SIZE:
+                del verified[next(iter(verified))]
+        verified[token] = claims

@@ -2,16 +2,20 @@
 
 `BearerAuthMiddleware` verifies ``Authorization: Bearer <access token>`` on
 every HTTP route but the open ones (``/health``, the token endpoints and the
-dashboard's static files) and puts the `User` on ``request.user``.
+dashboard's static files), puts the `User` on ``request.user`` and spends a
+token of the user's rate-limit bucket of the route's class (the route's
+``opt["rate_limit"]``: ``publish``, ``consume``, ``admin``, else ``default``).
 WebSocket routes authenticate themselves (header or first frame).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from broker_core.auth import Action, InvalidToken, User, allowed
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
     from litestar.types import ASGIApp
 
     from .context import BrokerContext
+    from .ratelimit import TokenBucketLimiter
 
 __all__ = [
     "OPEN_PATHS",
@@ -66,6 +71,16 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             user = self.ctx.accounts.authenticate(token)
         except InvalidToken as exc:
             raise NotAuthorizedException(exc.reason) from None
+        # Rate limits live here, not in route guards: Litestar copies the
+        # route handler for every guard call, a real cost on the publish path.
+        kind = connection.scope["route_handler"].opt.get("rate_limit", "default")
+        limiter: TokenBucketLimiter = getattr(self.ctx.limits, kind)
+        if limiter.enabled:
+            wait = limiter.hit(user.username, time.monotonic())
+            if wait > 0:
+                raise TooManyRequestsException(
+                    "rate limit exceeded", headers={"Retry-After": str(max(1, math.ceil(wait)))}
+                )
         return AuthenticationResult(user=user, auth=token)
 
 

@@ -256,3 +256,19 @@ async def test_manage_is_needed_to_create_queues(
         assert (await cora.post("/queues/c.jobs/purge")).status_code == 403
         assert (await cora.delete("/queues/c.jobs")).status_code == 403
         assert (await cora.post("/queues/c.jobs/messages", json={"content": 1})).status_code == 201
+
+
+@pytest.mark.parametrize("settings_overrides", [{"rate_publish_per_s": 2}])
+async def test_publish_rate_limit_answers_429(client: httpx.AsyncClient) -> None:
+    """A user over its publish rate gets 429 with Retry-After; other route classes still work."""
+    await client.post("/queues", json={"name": "jobs"})
+    statuses = [
+        (await client.post("/queues/jobs/messages", json={"content": i})).status_code
+        for i in range(4)
+    ]
+    assert statuses[:2] == [201, 201]
+    assert 429 in statuses[2:]
+    limited = await client.post("/queues/jobs/messages", json={"content": "x"})
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert (await client.get("/queues/jobs")).json()["pending"] == 2

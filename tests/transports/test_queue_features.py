@@ -224,7 +224,7 @@ async def test_options_survive_restart(client: httpx.AsyncClient, server: Broker
     await _queue(client, "dead")
     await _queue(client, "work", max_attempts=3, dead_letter_queue="dead", overflow="drop_head",
                  max_length=10)  # fmt: skip
-    await _publish(client, "work", "later", delay_ms=400)
+    await _publish(client, "work", "later", delay_ms=3000)
     await server.restart()
     import httpx as httpx_module
 
@@ -239,5 +239,5 @@ async def test_options_survive_restart(client: httpx.AsyncClient, server: Broker
             "drop_head",
         )
         assert info["delayed"] == 1
-        [message] = await _consume(fresh, "work", wait=3)
+        [message] = await _consume(fresh, "work", wait=10)
         assert message["content"] == "later"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from litestar.exceptions import TooManyRequestsException
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from litestar import Request
     from litestar.connection import ASGIConnection
@@ -42,13 +42,14 @@ def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
 
 def rate_limit(
     pick: Callable[[BrokerContext], TokenBucketLimiter],
-) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]:
     """A guard that spends one token of the caller's bucket, or answers 429 with Retry-After.
 
     The key is the user when authenticated, else the client IP.
     """
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # Async: Litestar would run a sync guard in a worker thread.
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         limiter = pick(ctx_of(connection))
         if not limiter.enabled:
             return

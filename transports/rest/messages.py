@@ -12,11 +12,9 @@ from broker_core.auth import Action, allowed
 from broker_core.errors import InvalidTransition
 from broker_core.messages import AckRequest, NackRequest, SettleResult, TouchRequest, from_timestamp
 
-from .common import ctx_of, rate_limit, user_of
+from .common import ctx_of, user_of
 
 __all__ = ["MessageController", "SettledResponse", "TouchResponse"]
-
-_consume_guard = rate_limit(lambda ctx: ctx.limits.consume)
 
 
 class SettledResponse(msgspec.Struct, kw_only=True, frozen=True):
@@ -49,7 +47,7 @@ class MessageController(Controller):
 
     path = "/messages"
     tags = ["messages"]
-    guards = [_consume_guard]
+    opt = {"rate_limit": "consume"}
 
     @post("/{message_id:int}/ack", status_code=200)
     async def ack(

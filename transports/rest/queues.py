@@ -28,7 +28,7 @@ from broker_core.types import MessageStatus
 from ..errors import ApiError
 from ..security import require, require_visible, visible
 from .bodies import JsonBody
-from .common import ctx_of, rate_limit, user_of
+from .common import ctx_of, user_of
 
 if TYPE_CHECKING:
     from broker_core.settings import Settings
@@ -75,11 +75,6 @@ def check_message_limits(settings: Settings, messages: list[PublishRequest]) -> 
             )
 
 
-_publish_guard = rate_limit(lambda ctx: ctx.limits.publish)
-_consume_guard = rate_limit(lambda ctx: ctx.limits.consume)
-_admin_guard = rate_limit(lambda ctx: ctx.limits.admin)
-_default_guard = rate_limit(lambda ctx: ctx.limits.default)
-
 _publish_body = JsonBody(PublishRequest)
 _batch_body = JsonBody(BatchPublishRequest)
 _fanout_body = JsonBody(FanoutPublishRequest)
@@ -93,14 +88,14 @@ class QueueController(Controller):
     path = "/queues"
     tags = ["queues"]
 
-    @get("/", guards=[_default_guard])
+    @get("/", opt={"rate_limit": "default"})
     async def list_queues(self, request: Request[Any, Any, Any]) -> list[QueueInfo]:
         """Every queue the caller has a permission on."""
         user = user_of(request)
         broker = ctx_of(request).broker
         return broker.infos(name for name in broker.queue_names() if visible(user, name))
 
-    @post("/", status_code=HTTP_201_CREATED, guards=[_admin_guard])
+    @post("/", status_code=HTTP_201_CREATED, opt={"rate_limit": "admin"})
     async def create_queue(
         self, request: Request[Any, Any, Any], data: JSONBody[CreateQueueRequest]
     ) -> QueueInfo:
@@ -108,13 +103,13 @@ class QueueController(Controller):
         require(user_of(request), Action.MANAGE, data.name)
         return await ctx_of(request).broker.create_queue(data)
 
-    @get("/{name:str}", guards=[_default_guard])
+    @get("/{name:str}", opt={"rate_limit": "default"})
     async def get_queue(self, request: Request[Any, Any, Any], name: Name) -> QueueInfo:
         """Counts and options of one queue."""
         require_visible(user_of(request), name)
         return ctx_of(request).broker.info(name)
 
-    @patch("/{name:str}", guards=[_admin_guard])
+    @patch("/{name:str}", opt={"rate_limit": "admin"})
     async def update_queue(
         self, request: Request[Any, Any, Any], name: Name, data: JSONBody[UpdateQueueRequest]
     ) -> QueueInfo:
@@ -122,19 +117,19 @@ class QueueController(Controller):
         require(user_of(request), Action.MANAGE, name)
         return await ctx_of(request).broker.update_queue(name, data)
 
-    @delete("/{name:str}", status_code=HTTP_204_NO_CONTENT, guards=[_admin_guard])
+    @delete("/{name:str}", status_code=HTTP_204_NO_CONTENT, opt={"rate_limit": "admin"})
     async def delete_queue(self, request: Request[Any, Any, Any], name: Name) -> None:
         """Delete a queue and its messages (``manage``)."""
         require(user_of(request), Action.MANAGE, name)
         await ctx_of(request).broker.delete_queue(name)
 
-    @post("/{name:str}/purge", status_code=200, guards=[_admin_guard])
+    @post("/{name:str}/purge", status_code=200, opt={"rate_limit": "admin"})
     async def purge_queue(self, request: Request[Any, Any, Any], name: Name) -> PurgeResponse:
         """Delete the queue's pending messages (``manage``)."""
         require(user_of(request), Action.MANAGE, name)
         return PurgeResponse(purged=await ctx_of(request).broker.purge(name))
 
-    @post("/{name:str}/redrive", status_code=200, guards=[_admin_guard])
+    @post("/{name:str}/redrive", status_code=200, opt={"rate_limit": "admin"})
     async def redrive(self, request: Request[Any, Any, Any], name: Name) -> RedriveResponse:
         """Move failed and dead-lettered messages back to pending (``manage``)."""
         require(user_of(request), Action.MANAGE, name)
@@ -143,7 +138,7 @@ class QueueController(Controller):
     @post(
         "/{name:str}/messages",
         status_code=HTTP_201_CREATED,
-        guards=[_publish_guard],
+        opt={"rate_limit": "publish"},
         operation_class=_publish_body.operation,
     )
     async def publish(self, request: Request[Any, Any, Any], name: Name) -> PublishResult:
@@ -158,7 +153,7 @@ class QueueController(Controller):
     @post(
         "/{name:str}/messages/batch",
         status_code=HTTP_201_CREATED,
-        guards=[_publish_guard],
+        opt={"rate_limit": "publish"},
         operation_class=_batch_body.operation,
     )
     async def publish_batch(
@@ -171,7 +166,7 @@ class QueueController(Controller):
         check_message_limits(ctx.settings, data.messages)
         return BatchPublishResponse(messages=await ctx.broker.publish(name, data.messages))
 
-    @get("/{name:str}/messages/consume", guards=[_consume_guard])
+    @get("/{name:str}/messages/consume", opt={"rate_limit": "consume"})
     async def consume(
         self,
         request: Request[Any, Any, Any],
@@ -197,7 +192,7 @@ class QueueController(Controller):
             return Response(None, status_code=HTTP_204_NO_CONTENT)
         return Response(ConsumeResponse(messages=messages))
 
-    @get("/{name:str}/messages", guards=[_default_guard])
+    @get("/{name:str}/messages", opt={"rate_limit": "default"})
     async def browse(
         self,
         request: Request[Any, Any, Any],
@@ -220,7 +215,7 @@ class QueueController(Controller):
                 raise ValidationException(str(exc)) from None
         return await ctx_of(request).broker.browse(name, parsed, limit, cursor)
 
-    @get("/{name:str}/messages/{message_id:int}", guards=[_default_guard])
+    @get("/{name:str}/messages/{message_id:int}", opt={"rate_limit": "default"})
     async def get_message(
         self, request: Request[Any, Any, Any], name: Name, message_id: FromPath[int]
     ) -> MessageView:
@@ -228,7 +223,9 @@ class QueueController(Controller):
         _require_browse(request, name)
         return await ctx_of(request).broker.get_message(name, message_id)
 
-    @post("/{name:str}/messages/{message_id:int}/retry", status_code=200, guards=[_admin_guard])
+    @post(
+        "/{name:str}/messages/{message_id:int}/retry", status_code=200, opt={"rate_limit": "admin"}
+    )
     async def retry(
         self, request: Request[Any, Any, Any], name: Name, message_id: FromPath[int]
     ) -> MessageView:
@@ -248,7 +245,7 @@ def _require_browse(request: Request[Any, Any, Any], name: str) -> None:
 @post(
     "/publish",
     status_code=HTTP_201_CREATED,
-    guards=[_publish_guard],
+    opt={"rate_limit": "publish"},
     tags=["messages"],
     operation_class=_fanout_body.operation,
 )

@@ -11,7 +11,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from ..accounts import CreateUserRequest, UpdateUserRequest, UserView
 from ..errors import ApiError
 from ..security import require_admin
-from .common import ctx_of, rate_limit, user_of
+from .common import ctx_of, user_of
 
 if TYPE_CHECKING:
     from broker_core.auth import User
@@ -32,7 +32,7 @@ class UserController(Controller):
 
     path = "/users"
     tags = ["users"]
-    guards = [rate_limit(lambda ctx: ctx.limits.admin)]
+    opt = {"rate_limit": "admin"}
 
     @get("/")
     async def list_users(self, request: Request[Any, Any, Any]) -> list[UserView]:
