@@ -110,10 +110,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """``postgresql://...`` for the scale-out backend; None is SQLite at :attr:`sqlite_path`."""
     sqlite_synchronous: str = "NORMAL"
     """SQLite ``PRAGMA synchronous`` in WAL mode: ``NORMAL`` or ``FULL``."""
-    flush_interval_ms: float = 2.0
-    """Longest time an operation waits in the write-behind buffer (group commit)."""
+    flush_interval_ms: float = 0.0
+    """How long a small write-behind batch waits for company before it commits.
+
+    0 (the default) commits as soon as the previous commit ends: batches still
+    grow under load (they fill while a commit runs) and an idle broker adds
+    no latency. Measured with wrk on 2 cores: 0 ms gave 3,095 publishes/s,
+    2 ms gave 2,205.
+    """
     flush_max_ops: int = 512
-    """A batch is committed as soon as it holds this many operations."""
+    """A lingering batch commits at once when it holds this many operations."""
     body_cache_bytes: int = 64 * _MIB
     """Bodies of pending messages kept in memory per broker; the rest is read back lazily."""
 
