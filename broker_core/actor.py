@@ -165,6 +165,9 @@ class QueueActor:
         now = self._clock()
         result = command(self.state, now)
         commit = self._drain(now)
+        # The actor may sleep on a timer armed before this command: let it
+        # take a turn and re-arm for the deadlines just added (a delay).
+        self._wake()
         return result, commit
 
     def add_consumer(
@@ -194,11 +197,19 @@ class QueueActor:
             # Ready messages whose bodies are still in storage: wait for the load.
             wait = _LOAD_WAIT_S
         waiter: asyncio.Future[list[Entry]] = asyncio.get_running_loop().create_future()
-        self._waiters.append((max_count, lease, waiter))
+        parked = (max_count, lease, waiter)
+        self._waiters.append(parked)
         self._wake()
-        done, _ = await asyncio.wait({waiter}, timeout=wait)
+        try:
+            done, _ = await asyncio.wait({waiter}, timeout=wait)
+        finally:
+            # Timed out or the caller went away: leave nothing that would lease
+            # messages to nobody, and nothing that piles up on an idle queue.
+            if not waiter.done():
+                waiter.cancel()
+                with suppress(ValueError):
+                    self._waiters.remove(parked)
         if not done:
-            waiter.cancel()
             return []
         return waiter.result()
 
@@ -247,6 +258,10 @@ class QueueActor:
                 logger.opt(exception=exc).error("queue turn failed", queue=self.name)
                 commit = None
             if durable:
+                if commit is None:
+                    # No ops of their own (a deduplicated publish): confirm
+                    # once what was written before them has committed.
+                    commit = self._journal.write([])
                 self._resolve_after(commit, durable, results)
 
     def _drain(self, now: float) -> asyncio.Future[None] | None:
@@ -265,9 +280,6 @@ class QueueActor:
             waiters.popleft()
             waiter.set_result(entries)
         state.dispatch(now)
-        deliveries = state.take_deliveries()
-        if deliveries:
-            self._push(deliveries)
         commit = None
         ops = state.take_ops()
         if ops:
@@ -283,13 +295,17 @@ class QueueActor:
         loads = state.take_loads()
         if loads:
             self._loader = asyncio.get_running_loop().create_task(self._load(loads))
+        # Push last: the Deliver ops are journaled (and indexed by the broker)
+        # before a consumer can ack, and a failing sink can't skip the write.
+        deliveries = state.take_deliveries()
+        if deliveries:
+            self._push(deliveries)
         return commit
 
     def _push(self, deliveries: list[tuple[int, Entry]]) -> None:
-        sinks = self._sinks
         if len(deliveries) == 1:
             consumer_id, entry = deliveries[0]
-            sinks[consumer_id](self.name, [entry])
+            self._send(consumer_id, [entry])
             return
         grouped: dict[int, list[Entry]] = {}
         for consumer_id, entry in deliveries:
@@ -299,7 +315,17 @@ class QueueActor:
             else:
                 group.append(entry)
         for consumer_id, entries in grouped.items():
-            sinks[consumer_id](self.name, entries)
+            self._send(consumer_id, entries)
+
+    def _send(self, consumer_id: int, entries: list[Entry]) -> None:
+        try:
+            self._sinks[consumer_id](self.name, entries)
+        except Exception as exc:
+            # A transport bug: what it was handed stays leased and comes back
+            # when the lease expires or the consumer is removed.
+            logger.opt(exception=exc).error(
+                "delivery sink failed", queue=self.name, consumer=consumer_id
+            )
 
     @staticmethod
     def _resolve_after(

@@ -589,6 +589,7 @@ class Broker:
             entry.redelivered = False
             entry.dead_lettered_from = None
             entry.deliver_at = 0.0
+            entry.expires_at = 0.0  # its TTL ran with the first try; storage resets it too
             await self.actor(target_name).call(lambda state, now: state.adopt(entry, now))
             return entry.view(target_name, "pending")
         finally:

@@ -171,7 +171,11 @@ class Journal(Protocol):
     """
 
     def write(self, ops: Sequence[Op]) -> asyncio.Future[None]:
-        """Buffer ``ops``; return the commit future of their batch."""
+        """Buffer ``ops``; return the commit future of their batch.
+
+        With no ``ops``, return a future done once everything written before
+        has committed (done at once when nothing is pending).
+        """
         ...
 
     async def load_entries(self, ids: Sequence[int]) -> list[Entry]:

@@ -308,9 +308,17 @@ class QueueState:
         self._ops.append(op)
 
     def check_room(self, count: int, size: int) -> None:
-        """Raise `QueueFull` if ``count`` more messages would not fit (``reject_publish`` only)."""
+        """Raise `QueueFull` if ``count`` more messages of ``size`` bytes would not fit.
+
+        With ``drop_head``, only what no dropping can make room for is refused.
+        """
         options = self.options
         if options.overflow is not Overflow.REJECT_PUBLISH:
+            # drop_head makes room by dropping, except for what can never fit.
+            if options.max_length is not None and count > options.max_length:
+                raise QueueFull(self.name, f"max_length {options.max_length}")
+            if options.max_bytes is not None and size > options.max_bytes:
+                raise QueueFull(self.name, f"max_bytes {options.max_bytes}")
             return
         total = self.pending_count + self.delayed_count
         if options.max_length is not None and total + count > options.max_length:
@@ -346,7 +354,7 @@ class QueueState:
             if item is None:
                 raise QueueFull(self.name, limit)
             total -= 1
-            self._dead_letter(item, "maxlen", now)
+            self._dead_letter(item, "maxlen", now, drop=True)
 
     def _pop_oldest(self) -> Item | None:
         """Remove the oldest pending message (lowest id at the head of any priority)."""
@@ -502,7 +510,7 @@ class QueueState:
                 dq.popleft()
                 self._forget_pending(head)
                 if head.expires_at and head.expires_at <= now:
-                    self._dead_letter(head, "expired", now)
+                    self._dead_letter(head, "expired", now, drop=True)
                     continue
                 return head
         return None
@@ -557,6 +565,9 @@ class QueueState:
                         self.pending_bytes -= _item_size(item)
                         continue
                     fresh.deliver_at = 0.0
+                    if id in self._expiring:
+                        # Its TTL was armed on the body-less entry this replaces.
+                        self._expiring[id] = fresh
                     self.budget.force(fresh.size)
                     kept.append(fresh)
                 else:
@@ -662,8 +673,13 @@ class QueueState:
             self.budget.force(entry.size)
         self._ops.append(Requeue(entry.id, entry.attempt))
 
-    def _dead_letter(self, item: Item, reason: str, now: float) -> None:
-        """Send a message that left the queue to the dead-letter queue, or end it."""
+    def _dead_letter(self, item: Item, reason: str, now: float, *, drop: bool = False) -> None:
+        """Send a message that left the queue to the dead-letter queue, or end it.
+
+        Without a dead-letter queue, ``drop`` (expired, pushed out by
+        ``drop_head``) deletes it; otherwise it is failed. ``reason`` may be a
+        client's text, so it never decides between the two.
+        """
         target = self.options.dead_letter_queue
         id = _item_id(item)
         if target is not None and target != self.name:
@@ -673,9 +689,12 @@ class QueueState:
                 item.dead_lettered_from = self.name
                 item.last_error = reason if item.last_error is None else item.last_error
                 item.dedup_id = None
+                # Its TTL is spent (or no longer applies): as RabbitMQ does, a
+                # dead-lettered message doesn't expire again in the target.
+                item.expires_at = 0.0
             self._ops.append(DeadLetter(id, self.name, target, reason))
             self._dead.append((target, item))
-        elif reason in ("expired", "maxlen"):
+        elif drop:
             self._ops.append(Drop(id))
         else:
             self.failed += 1
@@ -714,7 +733,7 @@ class QueueState:
             if item is entry:
                 del dq[index]
                 self._forget_pending(entry)
-                self._dead_letter(entry, "expired", now)
+                self._dead_letter(entry, "expired", now, drop=True)
                 return
 
     def next_deadline(self) -> float | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import StorageCorrupt, StorageError, StorageUnavailable
-from .sqlite import SQLiteStorage
+from .sqlite import SQLiteStorage, check_database
 from .write_behind import WriteBehind
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "WriteBehind",
+    "check_database",
     "storage_from_settings",
 ]
 

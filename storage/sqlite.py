@@ -18,6 +18,7 @@ every processing one comes back pending and redelivered.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from contextlib import suppress
 from importlib import resources
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 
     from broker_core.journal import Op
 
-__all__ = ["RefreshRow", "SQLiteStorage"]
+__all__ = ["RefreshRow", "SQLiteStorage", "check_database"]
 
 SCHEMA_VERSION = 1
 _ENTRY_COLUMNS = (
@@ -94,6 +95,29 @@ def _entry_of(row: Any) -> StoredMessage:
     )
     entry.lease_deadline = lease_deadline if status == _PROCESSING else 0.0
     return StoredMessage(queue, MessageStatus(status), entry)
+
+
+def check_database(path: Path) -> None:
+    """Fail fast, before serving, when ``path`` exists but is no usable database.
+
+    Raises:
+        StorageCorrupt: with a one-line reason.
+    """
+    if not path.exists():
+        return
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = connection.execute("PRAGMA quick_check").fetchone()
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        raise StorageCorrupt(str(path), str(exc)) from None
+    if row is None or row[0] != "ok":
+        raise StorageCorrupt(str(path), f"integrity check says {row}")
+    if version not in (0, SCHEMA_VERSION):
+        raise StorageCorrupt(str(path), f"unknown schema version {version}")
 
 
 class SQLiteStorage:
@@ -229,7 +253,7 @@ class SQLiteStorage:
         await db.execute("COMMIT")
 
     async def close(self) -> None:
-        """Commit the buffer, prune, mark the stop clean and close the file."""
+        """Commit the buffer, mark the stop clean and close the file."""
         if self._db is None:
             return
         await self._buffer.close()
@@ -251,13 +275,19 @@ class SQLiteStorage:
         db = self.db
         await db.execute("BEGIN IMMEDIATE")
         try:
-            await self._apply(db, ops)
+            last_id = await self._apply(db, ops)
             await db.execute("COMMIT")
         except BaseException:
-            await db.execute("ROLLBACK")
+            # SQLite may have rolled back already (SQLITE_FULL, I/O errors):
+            # the original error is the one to report.
+            with suppress(aiosqlite.Error):
+                await db.execute("ROLLBACK")
             raise
+        # Only once committed: a failed batch is retried and must write it again.
+        self._last_id = last_id
 
-    async def _apply(self, db: aiosqlite.Connection, ops: list[Op]) -> None:
+    async def _apply(self, db: aiosqlite.Connection, ops: list[Op]) -> int:
+        """Write ``ops`` in the open transaction; return the highest message id now stored."""
         segment = _Segment()
         last_id = self._last_id
         for op in ops:
@@ -287,6 +317,7 @@ class SQLiteStorage:
                         attempt=0,
                         redelivered=0,
                         lease_deadline=0.0,
+                        expires_at=0.0,
                         dead_lettered_from=source,
                         last_error=reason,
                         dedup_id=None,
@@ -299,6 +330,8 @@ class SQLiteStorage:
                         attempt=0,
                         redelivered=0,
                         settled_at=0.0,
+                        deliver_at=0.0,
+                        expires_at=0.0,
                         dead_lettered_from=None,
                     )
                 case Drop(id=id):
@@ -321,7 +354,7 @@ class SQLiteStorage:
         await segment.execute(db)
         if last_id != self._last_id:
             await db.execute("INSERT OR REPLACE INTO meta VALUES ('last_id', ?)", (str(last_id),))
-            self._last_id = last_id
+        return last_id
 
     # -- start-up reads ---------------------------------------------------------
 

@@ -79,6 +79,13 @@ class WriteBehind(Generic[T]):
 
     def write(self, ops: Sequence[T]) -> asyncio.Future[None]:
         """Append ``ops`` to the open batch and return that batch's commit future."""
+        if not ops:
+            # Nothing joins a batch: answer the latest one (the flusher skips empty buffers).
+            latest = self._future or self._inflight
+            if latest is None:
+                latest = asyncio.get_running_loop().create_future()
+                latest.set_result(None)
+            return latest
         future = self._future
         if future is None:
             future = self._future = asyncio.get_running_loop().create_future()
