@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cli_client import CLIENT_COMMANDS
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
@@ -50,9 +52,11 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         print(f"broker: invalid settings: {exc}", file=sys.stderr)
         return 2
-    from storage.errors import StorageCorrupt
+    from storage import StorageCorrupt, check_database
 
     try:
+        if settings.storage_url is None:
+            check_database(settings.sqlite_path)
         serve(settings)
     except StorageCorrupt as exc:
         print(f"broker: {exc}", file=sys.stderr)
@@ -60,7 +64,10 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Any]] = [_add_serve]
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Any]] = [
+    _add_serve,
+    *CLIENT_COMMANDS,
+]
 """Functions that add a sub-command to the parser (client commands append theirs)."""
 
 
