@@ -12,6 +12,7 @@ import uvicorn
 
 from .app import create_app
 from .logging import configure_logging
+from .protocols import guarded_http_protocol
 from .secrets import ensure_data_dir
 from .tls import ensure_self_signed
 
@@ -40,14 +41,14 @@ def build_server(settings: Settings) -> uvicorn.Server:
         access_log=False,
         lifespan="on",
         loop="auto",
-        http="auto",
+        http=guarded_http_protocol(settings.request_timeout_s),
         ws="websockets-sansio",
         ws_max_size=settings.ws_max_frame_bytes,
         # Protocol-level heartbeat: a peer that misses a pong is disconnected,
         # and its consumers' messages are requeued.
         ws_ping_interval=settings.ws_heartbeat_s,
         ws_ping_timeout=settings.ws_heartbeat_timeout_s,
-        timeout_keep_alive=settings.request_timeout_s,
+        timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
         server_header=False,
         **ssl,  # type: ignore[arg-type]
