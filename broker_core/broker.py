@@ -23,6 +23,7 @@ from .errors import (
     InvalidTransition,
     MessageNotFound,
     QueueExists,
+    QueueInUse,
     QueueLimitReached,
     QueueNotFound,
     Unavailable,
@@ -85,7 +86,6 @@ class Broker:
         max_queues: how many queues may exist.
         dedup_window_s: how long a ``dedup_id`` is remembered per queue.
         body_cache_bytes: bytes of pending bodies kept in memory across queues.
-        max_lease_s: the longest lease a consumer may ask for.
     """
 
     def __init__(
@@ -307,12 +307,12 @@ class Broker:
         """Delete a queue and its messages; its consumers' sinks get no more deliveries.
 
         Raises:
-            InvalidTransition: the queue is another queue's dead-letter queue.
+            QueueInUse: the queue is another queue's dead-letter queue.
         """
         actor = self.actor(name)
         for other in self._actors.values():
             if other is not actor and other.state.options.dead_letter_queue == name:
-                raise QueueExists(name) from InvalidTransition(0, "delete", "in use")
+                raise QueueInUse(name, other.name)
         del self._actors[name]
         self._meta.pop(name, None)
         await actor.stop(QueueDeleted(name))

@@ -5,6 +5,7 @@ The tree::
     BrokerError
     ├── QueueNotFound
     ├── QueueExists
+    ├── QueueInUse
     ├── QueueLimitReached
     ├── InvalidName
     ├── MessageNotFound
@@ -27,6 +28,7 @@ __all__ = [
     "NotPermitted",
     "QueueExists",
     "QueueFull",
+    "QueueInUse",
     "QueueLimitReached",
     "QueueNotFound",
     "Unavailable",
@@ -57,6 +59,17 @@ class QueueExists(BrokerError):
     def __init__(self, queue: str) -> None:
         self.queue = queue
         super().__init__(f"queue {queue!r} already exists")
+
+
+class QueueInUse(BrokerError):
+    """The queue can't be deleted: another queue dead-letters into it."""
+
+    code = "queue_in_use"
+
+    def __init__(self, queue: str, user: str) -> None:
+        self.queue = queue
+        self.user = user
+        super().__init__(f"queue {queue!r} is the dead-letter queue of {user!r}")
 
 
 class QueueLimitReached(BrokerError):

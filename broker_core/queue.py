@@ -450,7 +450,7 @@ class QueueState:
         self._ready.append(consumer_id)
 
     def remove_consumer(self, consumer_id: int, now: float) -> int:
-        """Forget a consumer and requeue what it held (redelivered); return how many."""
+        """Forget a consumer and give back what it held (requeued, redelivered); return how many."""
         consumer = self.consumers.pop(consumer_id, None)
         if consumer is None:
             return 0
@@ -459,7 +459,9 @@ class QueueState:
         held = sorted(consumer.held, reverse=True)
         for id in held:
             entry = self.processing.pop(id)
-            self._requeue(entry)
+            # Counts against max_attempts: a message that kills its consumer
+            # every time is dead-lettered instead of looping for ever.
+            self._give_back(entry, True, "consumer gone", now)
         return len(held)
 
     def dispatch(self, now: float) -> None:

@@ -18,6 +18,7 @@ every processing one comes back pending and redelivered.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from contextlib import suppress
@@ -51,7 +52,6 @@ from .errors import StorageCorrupt
 from .write_behind import WriteBehind
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Sequence
     from pathlib import Path
 
@@ -151,6 +151,7 @@ class SQLiteStorage:
             self._commit, linger_s=linger_ms / 1000, max_batch=max_batch
         )
         self._last_id = 0
+        self._tx_lock = asyncio.Lock()
 
     @property
     def name(self) -> str:
@@ -272,6 +273,10 @@ class SQLiteStorage:
         await self._buffer.flush()
 
     async def _commit(self, ops: list[Op]) -> None:
+        async with self._tx_lock:
+            await self._commit_locked(ops)
+
+    async def _commit_locked(self, ops: list[Op]) -> None:
         db = self.db
         await db.execute("BEGIN IMMEDIATE")
         try:
@@ -551,10 +556,15 @@ class SQLiteStorage:
         await self._direct("UPDATE refresh_tokens SET revoked = 1 WHERE username = ?", (username,))
 
     async def _direct(self, sql: str, params: tuple[Any, ...]) -> int:
-        """Run one statement in its own transaction, ordered after the buffered writes."""
+        """Run one statement in its own transaction, ordered after the buffered writes.
+
+        The lock keeps it out of a batch's transaction: a batch that rolls
+        back must not take a token revocation with it.
+        """
         await self._buffer.flush()
-        cursor = await self.db.execute(sql, params)
-        return max(cursor.rowcount, 0)
+        async with self._tx_lock:
+            cursor = await self.db.execute(sql, params)
+            return max(cursor.rowcount, 0)
 
 
 class _Segment:

@@ -103,10 +103,22 @@ class WriteBehind(Generic[T]):
                 with suppress(StorageUnavailable):
                     await asyncio.shield(future)
 
-    async def close(self) -> None:
-        """Commit what is buffered, then stop the flusher."""
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Commit what is buffered, then stop the flusher.
+
+        While storage is degraded the buffer may never commit: after
+        ``grace_s`` seconds the rest is given up (publishes were refused
+        meanwhile, so what is lost are settlements, redelivered later).
+        """
         self._closing = True
-        await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), grace_s)
+        except TimeoutError:
+            logger.error(
+                "storage close gave up on unflushed operations",
+                count=len(self._buffer),
+                reason=self.degraded,
+            )
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):

@@ -314,11 +314,7 @@ class QueueMachine(RuleBasedStateMachine):
         _, held = model.consumers[consumer_id]
         expected = []
         for id in sorted(held, reverse=True):
-            message = model.messages[id]
-            message.where = "pending"
-            message.consumer = None
-            model.ready[message.priority].appendleft(id)
-            expected.append(("requeue", id, message.attempt))
+            expected.append(model.give_back(model.messages[id], True, "consumer gone"))
         del model.consumers[consumer_id]
         assert self.state.remove_consumer(consumer_id, self.now) == len(expected)
         self.check_ops(expected)

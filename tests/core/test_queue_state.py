@@ -1208,3 +1208,17 @@ def test_hydrated_message_still_expires_by_tick(ids: Ids) -> None:
     assert ops(state) == [("drop", 1)]
     assert state.pending_count == 0
     assert state.budget.used == 0
+
+
+def test_remove_consumer_counts_attempts(ids: Ids) -> None:
+    """A message whose consumers keep vanishing is failed after max_attempts deliveries."""
+    state = new_state(max_attempts=2)
+    [message_id] = publish(state, ids)
+    for consumer_id in (1, 2):
+        state.add_consumer(consumer_id, 1)
+        state.dispatch(0.0)
+        state.take_deliveries()
+        state.remove_consumer(consumer_id, 0.0)
+    ops = [describe(op) for op in state.take_ops()]
+    assert ops[-1] == ("fail", message_id, "max_attempts")
+    assert state.failed == 1

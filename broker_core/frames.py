@@ -1,0 +1,243 @@
+"""The WebSocket protocol: every frame a client sends and the server answers, as msgspec Structs.
+
+A frame is one JSON object (or, with the ``msgpack`` subprotocol, one
+MessagePack map) whose ``op`` names its kind. Client frames form the tagged
+union `ClientFrame`, server frames `ServerFrame`; each union has one typed
+decoder per format, built once here, and `match` dispatches on the decoded
+Struct.
+
+From the client::
+
+    auth         {token, ref?}
+    subscribe    {queue, prefetch=10, ref?}
+    unsubscribe  {subscription, ref?}
+    ack          {tags, ref?}
+    nack         {tags, requeue=true, reason?, ref?}
+    touch        {tags, lease, ref?}
+    publish      {queue, content, headers?, priority?, delay_ms?, deliver_at?,
+                  ttl_ms?, dedup_id?, ref}
+
+From the server::
+
+    authenticated {username, expires_in, ref?}
+    subscribed    {queue, subscription, prefetch, ref?}
+    unsubscribed  {subscription, requeued, ref?}
+    deliver       {subscription, queue, tag, message_id, content, headers,
+                   attempt, redelivered}
+    confirm       {ref, message_id, duplicate?}
+    error         {code, detail, ref?, tags?}
+
+`Publish` is a `PublishRequest` with a queue and a ``ref``: the broker takes
+the decoded frame as it is. ``content`` stays `msgspec.Raw`, so a JSON body is
+stored and pushed as the exact bytes the publisher sent, never re-encoded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from .messages import PublishRequest, QueueNameField
+
+__all__ = [
+    "CLIENT_OPS",
+    "Ack",
+    "Auth",
+    "Authenticated",
+    "ClientFrame",
+    "Confirm",
+    "Deliver",
+    "Error",
+    "Nack",
+    "Publish",
+    "Ref",
+    "ServerFrame",
+    "Subscribe",
+    "Subscribed",
+    "Touch",
+    "Unsubscribe",
+    "Unsubscribed",
+    "json_client_decoder",
+    "json_encoder",
+    "json_server_decoder",
+    "msgpack_client_decoder",
+    "msgpack_encoder",
+    "msgpack_server_decoder",
+    "peek",
+]
+
+Ref = int | Annotated[str, msgspec.Meta(max_length=256)]
+"""A client's correlation id, echoed in the answer (``confirm``, ``subscribed``, ``error``)."""
+
+Tags = Annotated[list[int], msgspec.Meta(min_length=1, max_length=10_000)]
+Prefetch = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+Lease = Annotated[float, msgspec.Meta(gt=0, le=43_200)]
+
+
+class _Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", omit_defaults=True):
+    """Base of every frame: tagged by ``op``; unset optional fields are left out on the wire."""
+
+
+# -- client frames ------------------------------------------------------------------
+
+
+class Auth(_Frame, frozen=True, kw_only=True, tag="auth"):
+    """Authenticate (first frame without an ``Authorization`` header) or re-authenticate."""
+
+    token: Annotated[str, msgspec.Meta(max_length=4096)]
+    ref: Ref | None = None
+
+
+class Subscribe(_Frame, frozen=True, kw_only=True, tag="subscribe"):
+    """Become a push consumer of ``queue`` holding at most ``prefetch`` unacked deliveries."""
+
+    queue: QueueNameField
+    prefetch: Prefetch = 10
+    ref: Ref | None = None
+
+
+class Unsubscribe(_Frame, frozen=True, kw_only=True, tag="unsubscribe"):
+    """End a subscription; what it held is requeued (redelivered)."""
+
+    subscription: int
+    ref: Ref | None = None
+
+
+class Ack(_Frame, frozen=True, kw_only=True, tag="ack"):
+    """Settle deliveries (by their ``tag``) as processed."""
+
+    tags: Tags
+    ref: Ref | None = None
+
+
+class Nack(_Frame, frozen=True, kw_only=True, tag="nack"):
+    """Give deliveries back: requeued (redelivered) or, without ``requeue``, failed."""
+
+    tags: Tags
+    requeue: bool = True
+    reason: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    ref: Ref | None = None
+
+
+class Touch(_Frame, frozen=True, kw_only=True, tag="touch"):
+    """Extend the leases of held deliveries to ``lease`` seconds from now."""
+
+    tags: Tags
+    lease: Lease
+    ref: Ref | None = None
+
+
+class Publish(
+    PublishRequest, frozen=True, kw_only=True, tag="publish", tag_field="op", omit_defaults=True
+):
+    """Publish one message to ``queue``; answered by ``confirm`` once it is committed."""
+
+    queue: QueueNameField
+    ref: Ref
+
+
+ClientFrame = Publish | Ack | Nack | Subscribe | Unsubscribe | Touch | Auth
+"""Every frame a client may send."""
+
+CLIENT_OPS = frozenset(
+    {"publish", "ack", "nack", "subscribe", "unsubscribe", "touch", "auth"},
+)
+"""The ``op`` of every client frame."""
+
+
+# -- server frames ------------------------------------------------------------------
+
+
+class Authenticated(_Frame, frozen=True, kw_only=True, tag="authenticated"):
+    """The answer to an ``auth`` frame: who the connection speaks for, and for how long."""
+
+    username: str
+    expires_in: float
+    ref: Ref | None = None
+
+
+class Subscribed(_Frame, frozen=True, kw_only=True, tag="subscribed"):
+    """A subscription exists; its deliveries carry ``subscription``."""
+
+    queue: str
+    subscription: int
+    prefetch: int
+    ref: Ref | None = None
+
+
+class Unsubscribed(_Frame, frozen=True, kw_only=True, tag="unsubscribed"):
+    """A subscription ended; ``requeued`` messages it held went back to the queue."""
+
+    subscription: int
+    requeued: int = 0
+    ref: Ref | None = None
+
+
+class Deliver(_Frame, frozen=True, kw_only=True, tag="deliver"):
+    """A message pushed to a subscription; settle it by ``tag`` (unique per connection)."""
+
+    subscription: int
+    queue: str
+    tag: int
+    message_id: int
+    content: msgspec.Raw
+    headers: dict[str, str] | None
+    attempt: int
+    redelivered: bool
+
+
+class Confirm(_Frame, frozen=True, kw_only=True, tag="confirm"):
+    """A publish is committed; ``duplicate`` when its ``dedup_id`` was seen before."""
+
+    ref: Ref
+    message_id: int
+    duplicate: bool = False
+
+
+class Error(_Frame, frozen=True, kw_only=True, tag="error"):
+    """A frame was refused; ``ref`` points at it when it had one, ``tags`` at the bad tags."""
+
+    code: str
+    detail: str
+    ref: Ref | None = None
+    tags: list[int] | None = None
+
+
+ServerFrame = Deliver | Confirm | Error | Subscribed | Unsubscribed | Authenticated
+"""Every frame the server sends."""
+
+
+class _Envelope(msgspec.Struct):
+    """What is left of a frame that failed to decode: its ``op`` and ``ref``, if any."""
+
+    op: Any = None
+    ref: Any = None
+
+
+json_encoder = msgspec.json.Encoder()
+msgpack_encoder = msgspec.msgpack.Encoder()
+json_client_decoder = msgspec.json.Decoder(ClientFrame)
+msgpack_client_decoder = msgspec.msgpack.Decoder(ClientFrame)
+json_server_decoder = msgspec.json.Decoder(ServerFrame)
+msgpack_server_decoder = msgspec.msgpack.Decoder(ServerFrame)
+_json_envelope = msgspec.json.Decoder(_Envelope)
+_msgpack_envelope = msgspec.msgpack.Decoder(_Envelope)
+
+
+def peek(data: str | bytes, msgpack: bool = False) -> tuple[object, Ref | None]:
+    """The ``op`` and a well-formed ``ref`` of a frame that did not decode, for its error.
+
+    Returns ``(None, None)`` when ``data`` is not even an object.
+    """
+    try:
+        if msgpack:
+            envelope = _msgpack_envelope.decode(data.encode() if isinstance(data, str) else data)
+        else:
+            envelope = _json_envelope.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, None
+    ref = envelope.ref
+    if isinstance(ref, bool) or not isinstance(ref, int | str) or len(str(ref)) > 256:
+        ref = None
+    return envelope.op, ref
