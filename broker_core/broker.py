@@ -120,9 +120,9 @@ class Broker:
         self._next_id = await self.storage.last_message_id()
         now = self._clock()
         for stored in await self.storage.load_queues():
-            replayed = await self.storage.replay(stored.name, now)
+            replayed = await self.storage.replay(stored.name, now, self.dedup_window_s)
             state = self._new_state(stored.name, stored.options, stored.processed, stored.failed)
-            state.restore(replayed.cold, replayed.delayed)
+            state.restore(replayed.cold, replayed.delayed, replayed.dedup)
             self._meta[stored.name] = _QueueMeta(stored.created_at, stored.updated_at)
             self._start_actor(state)
         logger.info(

@@ -155,11 +155,14 @@ class ReplayedQueue(msgspec.Struct, kw_only=True):
     ``cold`` holds ``(id, priority, size)`` of each message that waits in
     ``pending`` order (bodies stay in storage); ``delayed`` holds entries with a
     future ``deliver_at`` (no body). Messages that were ``processing`` are back
-    in ``cold``, marked redelivered in storage.
+    in ``cold``, marked redelivered in storage. ``dedup`` holds
+    ``(dedup_id, id, created_at)`` of the messages still inside the
+    deduplication window, so a restart doesn't forget them.
     """
 
     cold: list[tuple[int, int, int]]
     delayed: list[Entry]
+    dedup: list[tuple[str, int, float]] = msgspec.field(default_factory=list)
 
 
 class Journal(Protocol):
@@ -223,7 +226,7 @@ class Storage(Journal, Protocol):
         """Every queue with its options and counts."""
         ...
 
-    async def replay(self, queue: str, now: float) -> ReplayedQueue:
+    async def replay(self, queue: str, now: float, dedup_window_s: float = 0.0) -> ReplayedQueue:
         """The pending order of ``queue`` at start (see `ReplayedQueue`)."""
         ...
 

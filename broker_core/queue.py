@@ -412,8 +412,17 @@ class QueueState:
 
     # -- replay and adoption ----------------------------------------------------
 
-    def restore(self, cold: Iterable[tuple[int, int, int]], delayed: Iterable[Entry]) -> None:
-        """Rebuild pending order from storage at start (no journal operations)."""
+    def restore(
+        self,
+        cold: Iterable[tuple[int, int, int]],
+        delayed: Iterable[Entry],
+        dedup: Iterable[tuple[str, int, float]] = (),
+    ) -> None:
+        """Rebuild pending order and the dedup window from storage at start (no journal ops)."""
+        for dedup_id, id, created_at in sorted(dedup, key=lambda row: row[2]):
+            expires = created_at + self.dedup_window_s
+            self._dedup[dedup_id] = (id, created_at, expires)
+            self._dedup_order.append((expires, dedup_id))
         pending = self._pending
         count = size_total = 0
         for id, priority, size in cold:

@@ -392,7 +392,7 @@ class SQLiteStorage:
                 )
         return queues
 
-    async def replay(self, queue: str, now: float) -> ReplayedQueue:
+    async def replay(self, queue: str, now: float, dedup_window_s: float = 0.0) -> ReplayedQueue:
         """Ids, priorities and sizes of ready messages in id order; delayed ones as entries."""
         cold: list[tuple[int, int, int]] = []
         async with self.db.execute(
@@ -422,7 +422,15 @@ class SQLiteStorage:
                         redelivered=bool(redo),
                     )
                 )
-        return ReplayedQueue(cold=cold, delayed=delayed)
+        dedup: list[tuple[str, int, float]] = []
+        if dedup_window_s > 0:
+            async with self.db.execute(
+                "SELECT dedup_id, id, created_at FROM messages "
+                "WHERE queue = ? AND dedup_id IS NOT NULL AND created_at > ?",
+                (queue, now - dedup_window_s),
+            ) as cursor:
+                dedup.extend((row[0], row[1], row[2]) for row in await cursor.fetchall())
+        return ReplayedQueue(cold=cold, delayed=delayed, dedup=dedup)
 
     # -- reads --------------------------------------------------------------------
 

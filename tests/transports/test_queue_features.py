@@ -241,3 +241,24 @@ async def test_options_survive_restart(client: httpx.AsyncClient, server: Broker
         assert info["delayed"] == 1
         [message] = await _consume(fresh, "work", wait=10)
         assert message["content"] == "later"
+
+
+async def test_dedup_window_survives_restart(
+    client: httpx.AsyncClient, server: BrokerServer
+) -> None:
+    """A dedup_id seen before a restart is still recognised after it."""
+    import httpx as httpx_module
+
+    from tests.conftest import login
+
+    await _queue(client, "work")
+    first = await _publish(client, "work", "once", dedup_id="order-9")
+    await server.restart()
+    token = (await login(server.url))["access_token"]
+    async with httpx_module.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}
+    ) as fresh:
+        again = await _publish(fresh, "work", "twice", dedup_id="order-9")
+        assert again["message_id"] == first["message_id"]
+        assert again["duplicate"] is True
+        assert (await fresh.get("/queues/work")).json()["pending"] == 1
