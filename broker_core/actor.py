@@ -80,6 +80,7 @@ class QueueActor:
         self._timer_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._sinks: dict[int, DeliverySink] = {}
+        self._closers: dict[int, Callable[[], object]] = {}
         self._waiters: deque[tuple[int, float | None, asyncio.Future[list[Entry]]]] = deque()
         self._closed = False
         self._loader: asyncio.Task[None] | None = None
@@ -107,6 +108,14 @@ class QueueActor:
                 if not waiter.done():
                     waiter.set_exception(reason)
             self._waiters.clear()
+            closers, self._closers = self._closers, {}
+            for consumer_id, close in closers.items():
+                try:
+                    close()
+                except Exception as exc:
+                    logger.opt(exception=exc).error(
+                        "consumer close callback failed", queue=self.name, consumer=consumer_id
+                    )
         self._wake()
         if self._task is not None:
             with suppress(asyncio.CancelledError):
@@ -171,10 +180,20 @@ class QueueActor:
         return result, commit
 
     def add_consumer(
-        self, consumer_id: int, prefetch: int, sink: DeliverySink
+        self,
+        consumer_id: int,
+        prefetch: int,
+        sink: DeliverySink,
+        on_close: Callable[[], object] | None = None,
     ) -> asyncio.Future[None]:
-        """Register a push consumer; deliveries go to ``sink``."""
+        """Register a push consumer; deliveries go to ``sink``.
+
+        ``on_close`` is called if the queue is deleted while the consumer is
+        registered (its transport ends the subscription).
+        """
         self._sinks[consumer_id] = sink
+        if on_close is not None:
+            self._closers[consumer_id] = on_close
         return self.call(lambda state, now: state.add_consumer(consumer_id, prefetch))
 
     def remove_consumer(self, consumer_id: int) -> asyncio.Future[int]:
@@ -182,6 +201,7 @@ class QueueActor:
 
         def remove(state: QueueState, now: float) -> int:
             self._sinks.pop(consumer_id, None)
+            self._closers.pop(consumer_id, None)
             return state.remove_consumer(consumer_id, now)
 
         return self.call(remove)

@@ -465,11 +465,20 @@ class Broker:
 
     # -- push consumers -------------------------------------------------------------
 
-    async def subscribe(self, name: str, prefetch: int, sink: DeliverySink) -> int:
-        """Register a push consumer on a queue; return its consumer id."""
+    async def subscribe(
+        self,
+        name: str,
+        prefetch: int,
+        sink: DeliverySink,
+        on_close: Callable[[], object] | None = None,
+    ) -> int:
+        """Register a push consumer on a queue; return its consumer id.
+
+        ``on_close`` is called when the queue is deleted under the consumer.
+        """
         actor = self.actor(name)
         consumer_id = next(self._consumer_ids)
-        await actor.add_consumer(consumer_id, prefetch, sink)
+        await actor.add_consumer(consumer_id, prefetch, sink, on_close)
         return consumer_id
 
     async def unsubscribe(self, name: str, consumer_id: int) -> int:

@@ -748,3 +748,12 @@ async def test_publish_is_refused_while_storage_is_degraded(
     with pytest.raises(Unavailable):
         await broker.publish_fanout(["q"], msg())
     assert broker.info("q").pending == 0
+
+
+async def test_delete_queue_tells_its_consumers(broker: Broker) -> None:
+    """Deleting a queue calls each registered consumer's on_close."""
+    await broker.create_queue(CreateQueueRequest(name="gone"))
+    closed: list[str] = []
+    await broker.subscribe("gone", 1, lambda queue, entries: None, lambda: closed.append("x"))
+    await broker.delete_queue("gone")
+    assert closed == ["x"]

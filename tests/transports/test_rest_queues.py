@@ -277,3 +277,12 @@ async def test_every_route_has_openapi(client: httpx.AsyncClient) -> None:
         assert path in schema["paths"], path
     body = schema["paths"]["/queues/{name}/messages"]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"]["$ref"].endswith("PublishRequest")
+
+
+async def test_batch_ack_over_max_batch_is_413(
+    client: httpx.AsyncClient, server: BrokerServer
+) -> None:
+    """Settling more ids than max_batch in one call answers 413."""
+    ids = list(range(1, server.settings.max_batch + 2))
+    response = await client.post("/messages/ack", json={"ids": ids})
+    assert response.status_code == 413

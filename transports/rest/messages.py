@@ -12,6 +12,7 @@ from broker_core.auth import Action, allowed
 from broker_core.errors import InvalidTransition
 from broker_core.messages import AckRequest, NackRequest, SettleResult, TouchRequest, from_timestamp
 
+from ..errors import ApiError
 from .common import ctx_of, user_of
 
 __all__ = ["MessageController", "SettledResponse", "TouchResponse"]
@@ -92,6 +93,7 @@ class MessageController(Controller):
         self, request: Request[Any, Any, Any], data: JSONBody[AckRequest]
     ) -> SettleResult:
         """Acknowledge many leased messages; ``errors`` says why any was not."""
+        _check_batch(request, data.ids)
         return await ctx_of(request).broker.ack(data.ids, allowed=_can_consume(request))
 
     @post("/nack", status_code=200)
@@ -99,6 +101,7 @@ class MessageController(Controller):
         self, request: Request[Any, Any, Any], data: JSONBody[NackRequest]
     ) -> SettleResult:
         """Nack many leased messages."""
+        _check_batch(request, data.ids)
         return await ctx_of(request).broker.nack(
             data.ids, requeue=data.requeue, reason=data.reason, allowed=_can_consume(request)
         )
