@@ -37,7 +37,13 @@ def _can_consume(request: Request[Any, Any, Any]) -> Any:
     return lambda queue: allowed(user, Action.CONSUME, queue)
 
 
-def _one(result: SettleResult, message_id: FromPath[int], operation: str) -> None:
+def _check_batch(request: Request[Any, Any, Any], ids: list[int]) -> None:
+    limit = ctx_of(request).settings.max_batch
+    if len(ids) > limit:
+        raise ApiError(413, "too_large", f"a batch settles at most {limit} messages")
+
+
+def _one(result: SettleResult, message_id: int, operation: str) -> None:
     if message_id not in result.settled:
         # Unknown, foreign and not-processing ids answer alike: no probing.
         raise InvalidTransition(message_id, operation, "not processing")
