@@ -185,6 +185,7 @@ class QueueActor:
         prefetch: int,
         sink: DeliverySink,
         on_close: Callable[[], object] | None = None,
+        label: str = "",
     ) -> asyncio.Future[None]:
         """Register a push consumer; deliveries go to ``sink``.
 
@@ -194,7 +195,9 @@ class QueueActor:
         self._sinks[consumer_id] = sink
         if on_close is not None:
             self._closers[consumer_id] = on_close
-        return self.call(lambda state, now: state.add_consumer(consumer_id, prefetch))
+        return self.call(
+            lambda state, now: state.add_consumer(consumer_id, prefetch, label=label, now=now)
+        )
 
     def remove_consumer(self, consumer_id: int) -> asyncio.Future[int]:
         """Forget a push consumer and requeue what it held."""

@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from loguru import logger
@@ -41,6 +41,7 @@ from .journal import (
     Restore,
 )
 from .messages import (
+    ConsumerInfo,
     CreateQueueRequest,
     MessagesPage,
     MessageView,
@@ -471,14 +472,16 @@ class Broker:
         prefetch: int,
         sink: DeliverySink,
         on_close: Callable[[], object] | None = None,
+        label: str = "",
     ) -> int:
         """Register a push consumer on a queue; return its consumer id.
 
-        ``on_close`` is called when the queue is deleted under the consumer.
+        ``on_close`` is called when the queue is deleted under the consumer;
+        ``label`` says who it is in `consumers` (e.g. ``"ws alice 10.0.0.7"``).
         """
         actor = self.actor(name)
         consumer_id = next(self._consumer_ids)
-        await actor.add_consumer(consumer_id, prefetch, sink, on_close)
+        await actor.add_consumer(consumer_id, prefetch, sink, on_close, label)
         return consumer_id
 
     async def unsubscribe(self, name: str, consumer_id: int) -> int:
@@ -511,25 +514,29 @@ class Broker:
             )
         )
 
-    def consumers(self) -> list[dict[str, Any]]:
-        """Every push consumer: queue, id, prefetch, unacked count and oldest lease age."""
+    def consumers(self, names: Iterable[str] | None = None) -> list[ConsumerInfo]:
+        """The push consumers of some queues (all by default), with what they hold."""
         now = self._clock()
         out = []
-        for name, actor in self._actors.items():
+        for name in names if names is not None else self.queue_names():
+            actor = self._actors.get(name)
+            if actor is None:
+                continue
             state = actor.state
             for consumer in state.consumers.values():
                 oldest = min(
-                    (state.processing[id].lease_deadline for id in consumer.held),
-                    default=None,
+                    (state.processing[id].delivered_at for id in consumer.held), default=None
                 )
                 out.append(
-                    {
-                        "queue": name,
-                        "consumer_id": consumer.id,
-                        "prefetch": consumer.prefetch,
-                        "unacked": len(consumer.held),
-                        "oldest_lease_expires_in_s": None if oldest is None else oldest - now,
-                    }
+                    ConsumerInfo(
+                        queue=name,
+                        consumer_id=consumer.id,
+                        label=consumer.label,
+                        prefetch=consumer.prefetch,
+                        unacked=len(consumer.held),
+                        connected_at=from_timestamp(consumer.since),
+                        oldest_lease_held_s=None if oldest is None else round(now - oldest, 3),
+                    )
                 )
         return out
 

@@ -21,7 +21,7 @@ From the server::
 
     authenticated {username, expires_in, ref?}
     subscribed    {queue, subscription, prefetch, ref?}
-    unsubscribed  {subscription, requeued, ref?}
+    unsubscribed  {subscription, requeued, reason?, ref?}
     deliver       {subscription, queue, tag, message_id, content, headers,
                    attempt, redelivered}
     confirm       {ref, message_id, duplicate?}
@@ -167,10 +167,15 @@ class Subscribed(_Frame, frozen=True, kw_only=True, tag="subscribed"):
 
 
 class Unsubscribed(_Frame, frozen=True, kw_only=True, tag="unsubscribed"):
-    """A subscription ended; ``requeued`` messages it held went back to the queue."""
+    """A subscription ended; ``requeued`` messages it held went back to the queue.
+
+    It answers an ``unsubscribe`` (with its ``ref``), or comes unasked, with a
+    ``reason``, when the server ended the subscription (its queue was deleted).
+    """
 
     subscription: int
-    requeued: int = 0
+    requeued: int
+    reason: str | None = None
     ref: Ref | None = None
 
 

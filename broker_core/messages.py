@@ -22,6 +22,7 @@ __all__ = [
     "AckRequest",
     "BatchPublishRequest",
     "BatchPublishResponse",
+    "ConsumerInfo",
     "CreateQueueRequest",
     "Entry",
     "FanoutPublishRequest",
@@ -226,6 +227,19 @@ class SettleResult(msgspec.Struct, kw_only=True, frozen=True):
     errors: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+class ConsumerInfo(msgspec.Struct, kw_only=True, frozen=True):
+    """A push consumer as operators see it (``GET /consumers``)."""
+
+    queue: str
+    consumer_id: int
+    label: str
+    prefetch: int
+    unacked: int
+    connected_at: datetime
+    oldest_lease_held_s: float | None = None
+    """How long the oldest unacked delivery has been held, in seconds."""
+
+
 class QueueEvent(msgspec.Struct, kw_only=True, frozen=True):
     """Something that happened in a queue, for dashboards (``queueEvents``).
 
@@ -257,6 +271,7 @@ class Entry:
         "dead_lettered_from",
         "dedup_id",
         "deliver_at",
+        "delivered_at",
         "expires_at",
         "headers",
         "id",
@@ -299,6 +314,7 @@ class Entry:
         self.last_error = last_error
         self.consumer: int | None = None
         self.lease_deadline = 0.0
+        self.delivered_at = 0.0
 
     def __repr__(self) -> str:
         return f"<Entry {self.id} p{self.priority} attempt={self.attempt}>"

@@ -111,11 +111,13 @@ class BodyBudget:
 class Consumer:
     """A push consumer: its prefetch (credit ceiling) and the messages it holds."""
 
-    __slots__ = ("held", "id", "prefetch")
+    __slots__ = ("held", "id", "label", "prefetch", "since")
 
-    def __init__(self, id: int, prefetch: int) -> None:
+    def __init__(self, id: int, prefetch: int, label: str = "", since: float = 0.0) -> None:
         self.id = id
         self.prefetch = prefetch
+        self.label = label
+        self.since = since
         self.held: set[int] = set()
 
     @property
@@ -452,10 +454,15 @@ class QueueState:
 
     # -- delivery ---------------------------------------------------------------
 
-    def add_consumer(self, consumer_id: int, prefetch: int) -> None:
-        """Register a push consumer with ``prefetch`` credit; call `dispatch` next."""
+    def add_consumer(
+        self, consumer_id: int, prefetch: int, *, label: str = "", now: float = 0.0
+    ) -> None:
+        """Register a push consumer with ``prefetch`` credit; call `dispatch` next.
+
+        ``label`` says who it is (transport, user, address) for operators.
+        """
         assert consumer_id not in self.consumers, "consumer ids are unique"
-        self.consumers[consumer_id] = Consumer(consumer_id, prefetch)
+        self.consumers[consumer_id] = Consumer(consumer_id, prefetch, label, now)
         self._ready.append(consumer_id)
 
     def remove_consumer(self, consumer_id: int, now: float) -> int:
@@ -531,6 +538,7 @@ class QueueState:
         if entry.attempt > 1:
             entry.redelivered = True
         entry.consumer = consumer_id
+        entry.delivered_at = now
         entry.lease_deadline = deadline = now + lease
         self.processing[entry.id] = entry
         heapq.heappush(self._leases, (deadline, entry.id))

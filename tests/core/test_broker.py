@@ -202,7 +202,7 @@ async def test_subscriber_gets_pushed_deliveries_and_acks(broker: Broker) -> Non
     """A subscriber receives messages within its prefetch and acks them."""
     await create(broker)
     sink = Sink()
-    consumer = await broker.subscribe("q", 2, sink)
+    consumer = await broker.subscribe("q", 2, sink, label="test consumer")
     ids = await publish(broker, "q", b"1", b"2", b"3")
     await sink.wait_for(2)
     assert broker.info("q").processing == 2
@@ -211,7 +211,9 @@ async def test_subscriber_gets_pushed_deliveries_and_acks(broker: Broker) -> Non
     await sink.wait_for(3)
     assert sink.ids == ids
     [row] = broker.consumers()
-    assert (row["queue"], row["prefetch"], row["unacked"]) == ("q", 2, 2)
+    assert (row.queue, row.label, row.prefetch, row.unacked) == ("q", "test consumer", 2, 2)
+    assert row.oldest_lease_held_s is not None
+    assert row.oldest_lease_held_s >= 0
 
 
 async def test_subscriber_cannot_ack_another_ones_message(broker: Broker) -> None:

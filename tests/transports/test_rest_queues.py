@@ -286,3 +286,16 @@ async def test_batch_ack_over_max_batch_is_413(
     ids = list(range(1, server.settings.max_batch + 2))
     response = await client.post("/messages/ack", json={"ids": ids})
     assert response.status_code == 413
+
+
+async def test_consumers_lists_push_consumers(
+    client: httpx.AsyncClient, server: BrokerServer
+) -> None:
+    """GET /consumers shows each push consumer with its prefetch and unacked count."""
+    await make_queue(client)
+    await publish(client, "x")
+    broker = server.ctx.broker
+    await broker.subscribe("jobs", 3, lambda queue, entries: None, label="test")
+    [row] = (await client.get("/consumers")).json()
+    assert (row["queue"], row["label"], row["prefetch"], row["unacked"]) == ("jobs", "test", 3, 1)
+    assert row["oldest_lease_held_s"] >= 0

@@ -6,7 +6,7 @@ from .auth import login, logout, refresh, token
 from .bodies import BODY_SCHEMAS
 from .health import health
 from .messages import MessageController
-from .queues import QueueController, publish_fanout
+from .queues import QueueController, list_consumers, publish_fanout
 from .users import UserController
 
 __all__ = ["BODY_SCHEMAS", "ROUTES"]
@@ -16,6 +16,7 @@ ROUTES = [
     MessageController,
     UserController,
     publish_fanout,
+    list_consumers,
     token,
     login,
     refresh,

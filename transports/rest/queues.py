@@ -14,6 +14,7 @@ from broker_core.auth import Action
 from broker_core.messages import (
     BatchPublishRequest,
     BatchPublishResponse,
+    ConsumerInfo,
     CreateQueueRequest,
     FanoutPublishRequest,
     MessagesPage,
@@ -38,6 +39,7 @@ __all__ = [
     "PurgeResponse",
     "QueueController",
     "RedriveResponse",
+    "list_consumers",
     "publish_fanout",
 ]
 
@@ -240,6 +242,14 @@ def _require_browse(request: Request[Any, Any, Any], name: str) -> None:
 
     if not (allowed(user, Action.CONSUME, name) or allowed(user, Action.MANAGE, name)):
         require(user, Action.CONSUME, name)
+
+
+@get("/consumers", tags=["queues"])
+async def list_consumers(request: Request[Any, Any, Any]) -> list[ConsumerInfo]:
+    """Push consumers of the queues the caller may see, with their unacked deliveries."""
+    user = user_of(request)
+    broker = ctx_of(request).broker
+    return broker.consumers(name for name in broker.queue_names() if visible(user, name))
 
 
 @post(
