@@ -36,7 +36,9 @@ async def _publish_single(http: httpx.AsyncClient, count: int, concurrency: int)
     return count / (time.perf_counter() - started)
 
 
-async def _publish_batched(http: httpx.AsyncClient, count: int, batch: int, concurrency: int) -> float:
+async def _publish_batched(
+    http: httpx.AsyncClient, count: int, batch: int, concurrency: int
+) -> float:
     body = {"messages": [{"content": PAYLOAD}] * batch}
     remaining = count // batch
 

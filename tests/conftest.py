@@ -80,7 +80,8 @@ class BrokerServer:
         return f"ws://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        sock = socket.socket()
+        # Created as TCP explicitly: asyncio sets TCP_NODELAY only then.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]

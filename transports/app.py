@@ -20,7 +20,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from broker_core.settings import Settings
 
-from . import rest
+from . import graphql, observability, rest, ws
 from .context import BrokerContext
 from .errors import exception_handlers
 from .security import BearerAuthMiddleware, SecurityHeadersMiddleware
@@ -48,13 +48,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
 
     cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
-    return Litestar(
-        route_handlers=[*rest.ROUTES],
+    app = Litestar(
+        route_handlers=[*rest.ROUTES, *graphql.routes(settings), *observability.ROUTES, *ws.ROUTES],
         middleware=[
             DefineMiddleware(SecurityHeadersMiddleware, hsts=settings.tls),
             DefineMiddleware(BearerAuthMiddleware, ctx=ctx),
         ],
-        lifespan=[lifespan],
+        lifespan=[lifespan, observability.sampler_lifespan(ctx)],
         state=State({"ctx": ctx}),
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
@@ -75,3 +75,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=settings.dev,
     )
+    # Outermost, around routing itself: every response is counted and timed.
+    return observability.instrument(app, ctx)

@@ -40,6 +40,7 @@ from broker_core.errors import (
 
 if TYPE_CHECKING:
     from litestar import Request
+    from litestar.types import ExceptionHandlersMap
 
 __all__ = [
     "ApiError",
@@ -169,5 +170,5 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     )
 
 
-exception_handlers: dict[type[Exception], Any] = {Exception: _handle}
+exception_handlers: ExceptionHandlersMap = {Exception: _handle}
 """Handlers to register on the Litestar app."""

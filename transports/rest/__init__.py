@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .auth import login, logout, refresh, token
 from .bodies import BODY_SCHEMAS
 from .health import health
@@ -9,9 +11,12 @@ from .messages import MessageController
 from .queues import QueueController, list_consumers, publish_fanout
 from .users import UserController
 
+if TYPE_CHECKING:
+    from litestar.types import ControllerRouterHandler
+
 __all__ = ["BODY_SCHEMAS", "ROUTES"]
 
-ROUTES = [
+ROUTES: list[ControllerRouterHandler] = [
     QueueController,
     MessageController,
     UserController,

@@ -1,0 +1,152 @@
+"""``GET /metrics``: Prometheus text that prometheus_client parses, with counts that follow use."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import login
+from transports.observability.metrics import escape_label
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from tests.conftest import BrokerServer
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[str, Metric]:
+    response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return {family.name: family for family in text_string_to_metric_families(response.text)}
+
+
+def value(family: Metric, sample_name: str, **labels: str) -> float:
+    """The value of the one sample of ``family`` with that name and exactly these labels."""
+    (found,) = [s.value for s in family.samples if s.name == sample_name and s.labels == labels]
+    return float(found)
+
+
+async def make_queue(client: httpx.AsyncClient, name: str) -> None:
+    response = await client.post("/queues", json={"name": name})
+    assert response.status_code == 201, response.text
+
+
+async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
+    """/metrics is served as text format 0.0.4 and parses into typed families."""
+    response = await client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f.type for f in text_string_to_metric_families(response.text)}
+    assert families["broker_http_requests"] == "counter"
+    assert families["broker_http_request_duration_seconds"] == "histogram"
+    assert families["broker_queue_messages"] == "gauge"
+    assert families["broker_storage_commit_seconds"] == "summary"
+    assert families["process_resident_memory_bytes"] == "gauge"
+
+
+async def test_metrics_need_a_token(server: BrokerServer) -> None:
+    """/metrics without a bearer token is 401."""
+    async with httpx.AsyncClient(base_url=server.url) as anonymous:
+        assert (await anonymous.get("/metrics")).status_code == 401
+
+
+async def test_request_counter_follows_requests_by_route(client: httpx.AsyncClient) -> None:
+    """broker_http_requests_total counts by route template, method and status."""
+    await make_queue(client, "jobs")
+    for _ in range(3):
+        await client.get("/queues/jobs")
+    await client.get("/queues/missing")
+    requests = (await scrape(client))["broker_http_requests"]
+    name = "broker_http_requests_total"
+    assert value(requests, name, route="/queues/{name}", method="GET", status="200") == 3
+    assert value(requests, name, route="/queues/{name}", method="GET", status="404") == 1
+
+
+async def test_latency_histogram_is_cumulative_and_complete(client: httpx.AsyncClient) -> None:
+    """The latency histogram of a route has rising buckets ending in +Inf == count."""
+    await make_queue(client, "jobs")
+    for _ in range(4):
+        await client.get("/queues/jobs")
+    family = (await scrape(client))["broker_http_request_duration_seconds"]
+    labels = {"route": "/queues/{name}", "method": "GET"}
+    buckets = [
+        s.value
+        for s in family.samples
+        if s.name.endswith("_bucket") and {k: s.labels[k] for k in labels} == labels
+    ]
+    assert buckets == sorted(buckets)
+    assert buckets[-1] == 4
+    assert value(family, "broker_http_request_duration_seconds_count", **labels) == 4
+    assert value(family, "broker_http_request_duration_seconds_sum", **labels) > 0
+
+
+async def test_message_counters_and_depths_follow_messages(client: httpx.AsyncClient) -> None:
+    """Per-queue counters and depths follow publish, consume, ack and nack."""
+    await make_queue(client, "jobs")
+    for index in range(3):
+        await client.post("/queues/jobs/messages", json={"content": str(index)})
+    consumed = await client.get("/queues/jobs/messages/consume", params={"max": 2})
+    first, second = (m["message_id"] for m in consumed.json()["messages"])
+    await client.post(f"/messages/{first}/ack")
+    await client.post(f"/messages/{second}/nack", params={"requeue": "false"})
+    families = await scrape(client)
+    for metric, expected in (("published", 3), ("delivered", 2), ("acked", 1), ("nacked", 1)):
+        family = families[f"broker_messages_{metric}"]
+        assert value(family, f"broker_messages_{metric}_total", queue="jobs") == expected
+    depths = families["broker_queue_messages"]
+    for status, expected in (("pending", 1), ("processing", 0), ("processed", 1), ("failed", 1)):
+        assert value(depths, "broker_queue_messages", queue="jobs", status=status) == expected
+    assert value(families["broker_queue_consumers"], "broker_queue_consumers", queue="jobs") == 0
+    assert value(families["broker_queues"], "broker_queues") == 1
+
+
+async def test_storage_commits_are_measured(client: httpx.AsyncClient) -> None:
+    """Group commits show as summaries of commit time and operations per batch."""
+    await make_queue(client, "jobs")
+    await client.post("/queues/jobs/messages", json={"content": "x"})
+    families = await scrape(client)
+    commits = families["broker_storage_commit_seconds"]
+    assert value(commits, "broker_storage_commit_seconds_count") >= 1
+    ops = families["broker_storage_batch_ops"]
+    batches = value(ops, "broker_storage_batch_ops_count")
+    assert value(ops, "broker_storage_batch_ops_sum") >= batches
+    assert value(families["broker_storage_degraded"], "broker_storage_degraded") == 0
+
+
+async def test_process_metrics_are_exposed(client: httpx.AsyncClient) -> None:
+    """The process's CPU time, memory, threads and start time are exposed."""
+    families = await scrape(client)
+    assert value(families["process_resident_memory_bytes"], "process_resident_memory_bytes") > 0
+    assert value(families["process_cpu_seconds"], "process_cpu_seconds_total") > 0
+    assert value(families["process_threads"], "process_threads") >= 1
+    assert value(families["process_start_time_seconds"], "process_start_time_seconds") > 0
+
+
+async def test_queues_a_user_cannot_see_have_no_series(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """A non-admin scrape has per-queue series only for the queues it may see."""
+    await make_queue(client, "alpha")
+    await make_queue(client, "beta")
+    created = await client.post(
+        "/users",
+        json={
+            "username": "carol",
+            "password": "carol-password",
+            "permissions": [{"pattern": "alpha", "actions": ["publish"]}],
+        },
+    )
+    assert created.status_code == 201, created.text
+    token = (await login(server.url, "carol", "carol-password"))["access_token"]
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}
+    ) as carol:
+        families = await scrape(carol)
+    queues: set[Any] = {s.labels["queue"] for s in families["broker_queue_messages"].samples}
+    assert queues == {"alpha"}
+
+
+def test_label_values_are_escaped() -> None:
+    """Backslashes, quotes and newlines in label values are escaped."""
+    assert escape_label('a\\b"c\nd') == 'a\\\\b\\"c\\nd'

@@ -1,0 +1,38 @@
+"""The Python client of the broker: asyncio, WebSocket push and pipelined publishes, REST.
+
+Example::
+
+    import asyncio
+    from transports.client import Client
+
+    async def main() -> None:
+        async with Client("https://127.0.0.1:8777", username="admin",
+                          password="...", insecure=True) as client:
+            await client.create_queue("jobs")
+            ids = await client.publish_many("jobs", ({"n": n} for n in range(1000)))
+            async with client.subscribe("jobs", prefetch=50) as jobs:
+                async for message in jobs:
+                    print(message.message_id, message.content)
+                    await message.ack()
+
+    asyncio.run(main())
+"""
+
+from __future__ import annotations
+
+from .client import Client, Subscription
+from .errors import AuthError, ClientError, ClosedError, RequestError
+from .messages import Message
+from .rest import DEFAULT_URL, RestClient
+
+__all__ = [
+    "DEFAULT_URL",
+    "AuthError",
+    "Client",
+    "ClientError",
+    "ClosedError",
+    "Message",
+    "RequestError",
+    "RestClient",
+    "Subscription",
+]

@@ -1,0 +1,241 @@
+"""The GraphQL ``Mutation`` root: manage queues, publish, and settle delivered messages.
+
+Each resolver checks what the matching REST route checks and calls the same
+`Broker` method with the same Struct (``PublishRequest``, ``CreateQueueRequest``,
+...), so validation, limits and answers agree with REST. ``ack`` and ``nack``
+act on an in-flight message by id, whoever holds it: a message delivered to a
+``messages`` subscription is settled this way.
+"""
+
+from __future__ import annotations
+
+# Strawberry reads the resolvers' argument annotations at runtime.
+from datetime import datetime  # noqa: TC003
+from typing import TYPE_CHECKING
+
+import msgspec
+import strawberry
+from strawberry.scalars import JSON  # noqa: TC002
+
+from broker_core.auth import Action, User, allowed
+from broker_core.errors import InvalidTransition
+from broker_core.messages import (
+    AckRequest,
+    CreateQueueRequest,
+    NackRequest,
+    PublishRequest,
+    UpdateQueueRequest,
+)
+
+from ..errors import ApiError
+from ..rest.messages import SettledResponse
+from ..rest.queues import PurgeResponse, check_message_limits
+from ..security import require
+from .context import GraphQLContext, context_of
+from .structs import Long, to_struct
+from .types import (
+    PublishInput,
+    PublishResult,
+    PurgeResult,
+    Queue,
+    QueueOptionsInput,
+    QueueUpdateInput,
+    SettledMessage,
+    SettleResult,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from broker_core.messages import (
+        PublishResult as PublishResultStruct,
+        QueueInfo,
+        SettleResult as SettleResultStruct,
+    )
+
+__all__ = ["Mutation"]
+
+
+def _can_consume(user: User) -> Callable[[str], bool]:
+    return lambda queue: allowed(user, Action.CONSUME, queue)
+
+
+def _check_ids(context: GraphQLContext, ids: Sequence[int]) -> None:
+    limit = context.ctx.settings.max_batch
+    if len(ids) > limit:
+        raise ApiError(413, "too_large", f"settle at most {limit} messages at once")
+
+
+@strawberry.type(description="Manage queues, publish messages and settle deliveries.")
+class Mutation:
+    @strawberry.mutation(graphql_type=Queue, description="Create a queue (`manage`).")
+    async def create_queue(
+        self,
+        info: strawberry.Info,
+        name: str,
+        options: QueueOptionsInput | None = None,
+    ) -> QueueInfo:
+        context = context_of(info)
+        require(context.caller(), Action.MANAGE, name)
+        context.spend(context.ctx.limits.admin)
+        request = to_struct(options, CreateQueueRequest, name=name)
+        return await context.ctx.broker.create_queue(request)
+
+    @strawberry.mutation(graphql_type=Queue, description="Change a queue's options (`manage`).")
+    async def update_queue(
+        self, info: strawberry.Info, name: str, options: QueueUpdateInput
+    ) -> QueueInfo:
+        context = context_of(info)
+        require(context.caller(), Action.MANAGE, name)
+        context.spend(context.ctx.limits.admin)
+        request = to_struct(options, UpdateQueueRequest)
+        return await context.ctx.broker.update_queue(name, request)
+
+    @strawberry.mutation(description="Delete a queue and its messages (`manage`); true when done.")
+    async def delete_queue(self, info: strawberry.Info, name: str) -> bool:
+        context = context_of(info)
+        require(context.caller(), Action.MANAGE, name)
+        context.spend(context.ctx.limits.admin)
+        await context.ctx.broker.delete_queue(name)
+        return True
+
+    @strawberry.mutation(
+        graphql_type=PurgeResult, description="Delete a queue's pending messages (`manage`)."
+    )
+    async def purge_queue(self, info: strawberry.Info, name: str) -> PurgeResponse:
+        context = context_of(info)
+        require(context.caller(), Action.MANAGE, name)
+        context.spend(context.ctx.limits.admin)
+        return PurgeResponse(purged=await context.ctx.broker.purge(name))
+
+    @strawberry.mutation(
+        graphql_type=PublishResult,
+        description="Publish one message (`publish`); answered once it is committed.",
+    )
+    async def publish(
+        self,
+        info: strawberry.Info,
+        queue: str,
+        content: JSON,
+        headers: JSON | None = None,
+        priority: int | None = None,
+        delay_ms: Long | None = None,
+        deliver_at: datetime | None = None,
+        ttl_ms: Long | None = None,
+        dedup_id: str | None = None,
+    ) -> PublishResultStruct:
+        context = _publisher(info, queue)
+        fields = {
+            "headers": headers,
+            "priority": priority,
+            "delay_ms": delay_ms,
+            "deliver_at": deliver_at,
+            "ttl_ms": ttl_ms,
+            "dedup_id": dedup_id,
+        }
+        request = to_struct(
+            None,
+            PublishRequest,
+            content=msgspec.Raw(msgspec.json.encode(content)),
+            **{name: value for name, value in fields.items() if value is not None},
+        )
+        [result] = await _publish(context, queue, [request])
+        return result
+
+    @strawberry.mutation(
+        graphql_type=list[PublishResult],
+        description="Publish several messages atomically (`publish`); answered in order.",
+    )
+    async def publish_batch(
+        self, info: strawberry.Info, queue: str, messages: list[PublishInput]
+    ) -> list[PublishResultStruct]:
+        context = _publisher(info, queue)
+        if not messages:
+            raise ApiError(422, "invalid", "messages must hold at least one message")
+        requests = [to_struct(message, PublishRequest) for message in messages]
+        return await _publish(context, queue, requests)
+
+    @strawberry.mutation(
+        graphql_type=SettledMessage, description="Acknowledge a delivered message: processed."
+    )
+    async def ack(self, info: strawberry.Info, message_id: Long) -> SettledResponse:
+        context = context_of(info)
+        user = context.caller()
+        context.spend(context.ctx.limits.consume)
+        result = await context.ctx.broker.ack([message_id], allowed=_can_consume(user))
+        _one(result, message_id, "ack")
+        return SettledResponse(message_id=message_id, status="processed")
+
+    @strawberry.mutation(
+        graphql_type=SettledMessage,
+        description="Give a delivered message back: requeued (redelivered) or failed.",
+    )
+    async def nack(
+        self,
+        info: strawberry.Info,
+        message_id: Long,
+        requeue: bool = True,
+        reason: str | None = None,
+    ) -> SettledResponse:
+        context = context_of(info)
+        user = context.caller()
+        context.spend(context.ctx.limits.consume)
+        request = to_struct(None, NackRequest, ids=[message_id], requeue=requeue, reason=reason)
+        result = await context.ctx.broker.nack(
+            request.ids, requeue=request.requeue, reason=request.reason, allowed=_can_consume(user)
+        )
+        _one(result, message_id, "nack")
+        return SettledResponse(message_id=message_id, status="pending" if requeue else "failed")
+
+    @strawberry.mutation(
+        graphql_type=SettleResult,
+        description="Acknowledge many delivered messages; `errors` says why any was not.",
+    )
+    async def ack_many(self, info: strawberry.Info, ids: list[Long]) -> SettleResultStruct:
+        context = context_of(info)
+        user = context.caller()
+        _check_ids(context, ids)
+        context.spend(context.ctx.limits.consume)
+        request = to_struct(None, AckRequest, ids=ids)
+        return await context.ctx.broker.ack(request.ids, allowed=_can_consume(user))
+
+    @strawberry.mutation(
+        graphql_type=SettleResult,
+        description="Give many delivered messages back; `errors` says why any was not.",
+    )
+    async def nack_many(
+        self,
+        info: strawberry.Info,
+        ids: list[Long],
+        requeue: bool = True,
+        reason: str | None = None,
+    ) -> SettleResultStruct:
+        context = context_of(info)
+        user = context.caller()
+        _check_ids(context, ids)
+        context.spend(context.ctx.limits.consume)
+        request = to_struct(None, NackRequest, ids=ids, requeue=requeue, reason=reason)
+        return await context.ctx.broker.nack(
+            request.ids, requeue=request.requeue, reason=request.reason, allowed=_can_consume(user)
+        )
+
+
+def _publisher(info: strawberry.Info, queue: str) -> GraphQLContext:
+    """The context of a publish, once the caller may publish to ``queue``."""
+    context = context_of(info)
+    require(context.caller(), Action.PUBLISH, queue)
+    context.spend(context.ctx.limits.publish)
+    return context
+
+
+async def _publish(
+    context: GraphQLContext, queue: str, requests: list[PublishRequest]
+) -> list[PublishResultStruct]:
+    check_message_limits(context.ctx.settings, requests)
+    return await context.ctx.broker.publish(queue, requests)
+
+
+def _one(result: SettleResultStruct, message_id: int, operation: str) -> None:
+    if message_id not in result.settled:
+        # Unknown, foreign and not-processing ids answer alike, as over REST: no probing.
+        raise InvalidTransition(message_id, operation, "not processing")

@@ -1,0 +1,245 @@
+"""The GraphQL ``Subscription`` root: consume a queue, watch queue events, watch stats.
+
+* ``messages(queue, prefetch)`` makes the subscription a push consumer of the
+  queue, like a WebSocket subscription: the queue's actor hands it at most
+  ``prefetch`` unsettled messages (credit), each leased; the client settles
+  them with the ``ack``/``nack`` mutations, which gives the credit back. When
+  the subscription ends (``complete``/``stop``, connection closed), the
+  consumer is removed and whatever it still held is requeued, marked
+  redelivered (DESIGN.md, Data flow 6). The actor's deliveries land in an
+  `Inbox` that credit bounds, so it never blocks the actor and never grows
+  past ``prefetch``.
+* ``queueEvents(queue)`` feeds dashboards. The broker calls every listener
+  synchronously from the queue actors, so an `EventFeed` only appends to a
+  bounded buffer; when a subscriber reads too slowly the oldest events are
+  dropped and counted, and the next event it gets says how many it ``missed``
+  (the per-client queue policy of websockets' broadcast guide). Publishing is
+  never slowed by a dashboard.
+* ``stats(intervalMs)`` pushes the ``/stats`` snapshot periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import TYPE_CHECKING
+
+import strawberry
+
+from broker_core.auth import Action
+from broker_core.errors import QueueNotFound
+
+from ..errors import ApiError
+from ..observability.stats import build_stats
+from ..security import require, require_visible, visible
+from .context import context_of
+from .types import EventDelivery, Message, QueueEvent, Stats
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
+    from broker_core.auth import User
+    from broker_core.broker import Broker
+    from broker_core.messages import Entry, MessageView, QueueEvent as QueueEventStruct
+
+    from ..observability.stats import StatsResponse
+
+__all__ = [
+    "LIVENESS_S",
+    "MAX_STATS_INTERVAL_MS",
+    "MIN_STATS_INTERVAL_MS",
+    "EventFeed",
+    "Inbox",
+    "Subscription",
+]
+
+LIVENESS_S = 1.0
+"""How often an idle ``messages`` subscription checks that its queue still exists."""
+MIN_STATS_INTERVAL_MS = 100
+"""Shortest ``intervalMs`` of ``stats`` (``/stats`` is built to be polled at 10/s)."""
+MAX_STATS_INTERVAL_MS = 3_600_000
+"""Longest ``intervalMs`` of ``stats``."""
+
+
+class Inbox:
+    """A ``messages`` subscription's deliveries: the actor puts, the subscription takes.
+
+    It is the consumer's `DeliverySink`: called synchronously by the queue's
+    actor, it only appends. Credit bounds its length by ``prefetch``.
+    """
+
+    def __init__(self) -> None:
+        self.views: asyncio.Queue[MessageView] = asyncio.Queue()
+
+    def __call__(self, queue: str, entries: list[Entry]) -> None:
+        # Snapshot now: the entry is the broker's live record (attempt and
+        # lease change if it is later requeued and redelivered).
+        for entry in entries:
+            self.views.put_nowait(entry.view(queue, "processing"))
+
+    async def next(self, broker: Broker, queue: str, actor: object) -> MessageView:
+        """Wait for the next delivery; raise `QueueNotFound` once the queue is deleted."""
+        while True:
+            if not self.views.empty():
+                return self.views.get_nowait()
+            # A deleted queue's actor stops without telling its consumers: an
+            # idle subscription looks for it now and then.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LIVENESS_S):
+                    return await self.views.get()
+            try:
+                alive = broker.actor(queue) is actor
+            except QueueNotFound:
+                alive = False
+            if not alive:
+                raise QueueNotFound(queue)
+
+
+class EventFeed:
+    """One ``queueEvents`` subscriber: a bounded buffer of the events it may see.
+
+    Args:
+        user: whose permissions filter the events (queues it can see).
+        queue: only this queue's events, or every visible queue's when ``None``.
+        size: events buffered before the oldest are dropped.
+    """
+
+    def __init__(self, user: User, queue: str | None, size: int) -> None:
+        self.user = user
+        self.queue = queue
+        self.buffer: deque[QueueEventStruct] = deque(maxlen=size)
+        self.missed = 0
+        self.ready = asyncio.Event()
+        self._visible: dict[str, bool] = {}
+
+    def __call__(self, event: QueueEventStruct) -> None:
+        """Take an event from the broker (synchronously, from an actor): never blocks."""
+        name = event.queue
+        if self.queue is not None:
+            if name != self.queue:
+                return
+        else:
+            seen = self._visible.get(name)
+            if seen is None:
+                if len(self._visible) > 10_000:
+                    self._visible.clear()
+                seen = self._visible[name] = visible(self.user, name)
+            if not seen:
+                return
+        buffer = self.buffer
+        if len(buffer) == buffer.maxlen:
+            self.missed += 1  # the append below drops the oldest
+        buffer.append(event)
+        self.ready.set()
+
+    async def next(self) -> EventDelivery:
+        """Wait for the next event, with the count of those dropped before it."""
+        while not self.buffer:
+            self.ready.clear()
+            await self.ready.wait()
+        event = self.buffer.popleft()
+        missed, self.missed = self.missed, 0
+        return EventDelivery(
+            type=event.type,
+            queue=event.queue,
+            at=event.at,
+            message_id=event.message_id,
+            detail=event.detail,
+            missed=missed,
+        )
+
+
+@strawberry.type(description="Consume queues and watch the broker live (over WebSocket).")
+class Subscription:
+    @strawberry.subscription(
+        graphql_type=Message,
+        description=(
+            "Consume a queue (`consume`): each event is a delivered message, held until you "
+            "`ack` or `nack` it; at most `prefetch` are held at once. Ending the subscription "
+            "requeues the messages you still hold."
+        ),
+    )
+    async def messages(
+        self, info: strawberry.Info, queue: str, prefetch: int = 10
+    ) -> AsyncGenerator[MessageView, None]:
+        context = context_of(info)
+        require(context.caller(), Action.CONSUME, queue)
+        context.spend(context.ctx.limits.consume)
+        # As over /ws: the held messages are bounded like a connection's send buffer.
+        most = context.ctx.settings.ws_send_buffer_messages
+        if not 1 <= prefetch <= most:
+            raise ApiError(422, "invalid", f"prefetch must be between 1 and {most}")
+        broker = context.ctx.broker
+        with context.subscription_slot():
+            actor = broker.actor(queue)
+            inbox = Inbox()
+            # Shielded: if the subscription is cancelled while registering, the
+            # registration still lands, and the finally clause undoes it.
+            registration = asyncio.ensure_future(broker.subscribe(queue, prefetch, inbox))
+            try:
+                await asyncio.shield(registration)
+                while True:
+                    yield await inbox.next(broker, queue, actor)
+            finally:
+                consumer_id = await _registered(registration)
+                if consumer_id is not None:
+                    await broker.unsubscribe(queue, consumer_id)
+
+    @strawberry.subscription(
+        graphql_type=QueueEvent,
+        description=(
+            "Events of one queue, or of every queue you can see: published, delivered, acked, "
+            "nacked, failed, queue created/deleted... A slow reader misses events (`missed`) "
+            "rather than slowing the broker."
+        ),
+    )
+    async def queue_events(
+        self, info: strawberry.Info, queue: str | None = None
+    ) -> AsyncGenerator[EventDelivery, None]:
+        context = context_of(info)
+        user = context.caller()
+        if queue is not None:
+            require_visible(user, queue)
+        context.spend(context.ctx.limits.default)
+        broker = context.ctx.broker
+        with context.subscription_slot():
+            feed = EventFeed(user, queue, context.ctx.settings.ws_send_buffer_messages)
+            broker.add_listener(feed)
+            try:
+                while True:
+                    yield await feed.next()
+            finally:
+                broker.remove_listener(feed)
+
+    @strawberry.subscription(
+        graphql_type=Stats,
+        description=(
+            "The `stats` snapshot now, then every `intervalMs` milliseconds (100 or more), "
+            "for live dashboards."
+        ),
+    )
+    async def stats(
+        self, info: strawberry.Info, interval_ms: int = 1000
+    ) -> AsyncGenerator[StatsResponse, None]:
+        context = context_of(info)
+        user = context.caller()
+        if not MIN_STATS_INTERVAL_MS <= interval_ms <= MAX_STATS_INTERVAL_MS:
+            raise ApiError(
+                422,
+                "invalid",
+                f"intervalMs must be between {MIN_STATS_INTERVAL_MS} and {MAX_STATS_INTERVAL_MS}",
+            )
+        context.spend(context.ctx.limits.admin)
+        with context.subscription_slot():
+            while True:
+                yield build_stats(context.ctx, user=user)
+                await asyncio.sleep(interval_ms / 1000)
+
+
+async def _registered(registration: asyncio.Future[int]) -> int | None:
+    """The consumer id once registration is over, or ``None`` if it failed."""
+    try:
+        return await registration
+    except (Exception, asyncio.CancelledError):
+        return None

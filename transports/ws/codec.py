@@ -1,0 +1,104 @@
+"""`Codec`: how one WebSocket connection encodes frames, JSON text or MessagePack binary.
+
+Message bodies are stored as JSON. A JSON connection moves them as they are
+(`msgspec.Raw`); a MessagePack connection converts a body once on the way in
+and once on the way out, so its publishers and consumers see MessagePack
+values (binary values become base64 strings in storage).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from broker_core.frames import (
+    json_client_decoder,
+    json_encoder,
+    msgpack_client_decoder,
+    msgpack_encoder,
+)
+
+if TYPE_CHECKING:
+    from broker_core.frames import ClientFrame
+
+__all__ = ["JSON", "MSGPACK", "SUBPROTOCOLS", "Codec", "pick"]
+
+_json_any = msgspec.json.Decoder()
+_msgpack_any = msgspec.msgpack.Decoder()
+
+
+class Codec:
+    """JSON text frames (the default): bodies pass through unchanged."""
+
+    name = "json"
+    binary = False
+
+    def decode(self, data: str | bytes) -> ClientFrame:
+        """Decode one client frame; raises `msgspec.DecodeError` or `msgspec.ValidationError`."""
+        frame: ClientFrame = json_client_decoder.decode(data)
+        return frame
+
+    def encode(self, frame: Any) -> str | bytes:
+        """Encode one server frame as the payload of a WebSocket message."""
+        return json_encoder.encode(frame).decode()
+
+    def content_in(self, content: msgspec.Raw) -> msgspec.Raw:
+        """The JSON body to store for a published ``content``."""
+        return content
+
+    def content_out(self, body: bytes) -> msgspec.Raw:
+        """The ``content`` of a deliver frame for a stored JSON body."""
+        return msgspec.Raw(body)
+
+
+class MsgpackCodec(Codec):
+    """MessagePack binary frames (subprotocol ``msgpack``): bodies are converted from/to JSON."""
+
+    name = "msgpack"
+    binary = True
+
+    def decode(self, data: str | bytes) -> ClientFrame:
+        """Decode one client frame; text frames are refused on a MessagePack connection."""
+        if isinstance(data, str):
+            raise msgspec.DecodeError("expected a binary MessagePack frame, got a text frame")
+        frame: ClientFrame = msgpack_client_decoder.decode(data)
+        return frame
+
+    def encode(self, frame: Any) -> str | bytes:
+        """Encode one server frame as a binary WebSocket message."""
+        return msgpack_encoder.encode(frame)
+
+    def content_in(self, content: msgspec.Raw) -> msgspec.Raw:
+        """Re-encode a MessagePack body as JSON (raises `msgspec.ValidationError` if it can't)."""
+        try:
+            return msgspec.Raw(json_encoder.encode(_msgpack_any.decode(content)))
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise msgspec.ValidationError(f"content cannot be stored as JSON: {exc}") from None
+
+    def content_out(self, body: bytes) -> msgspec.Raw:
+        """Re-encode a stored JSON body as MessagePack.
+
+        A JSON value MessagePack can't hold (an integer beyond 64 bits) is sent
+        as the JSON text instead.
+        """
+        try:
+            return msgspec.Raw(msgpack_encoder.encode(_json_any.decode(body)))
+        except (OverflowError, TypeError, ValueError, msgspec.EncodeError):
+            return msgspec.Raw(msgpack_encoder.encode(body.decode()))
+
+
+JSON = Codec()
+MSGPACK = MsgpackCodec()
+
+SUBPROTOCOLS = {"json": JSON, "msgpack": MSGPACK}
+"""The subprotocols the endpoint speaks; without one, JSON."""
+
+
+def pick(offered: list[str]) -> tuple[str | None, Codec]:
+    """The first subprotocol the client offered that we speak, and its codec (else JSON)."""
+    for name in offered:
+        codec = SUBPROTOCOLS.get(name)
+        if codec is not None:
+            return name, codec
+    return None, JSON
