@@ -50,10 +50,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
     app = Litestar(
         route_handlers=[*rest.ROUTES, *graphql.routes(settings), *observability.ROUTES, *ws.ROUTES],
-        middleware=[
-            DefineMiddleware(SecurityHeadersMiddleware, hsts=settings.tls),
-            DefineMiddleware(BearerAuthMiddleware, ctx=ctx),
-        ],
+        middleware=[DefineMiddleware(BearerAuthMiddleware, ctx=ctx)],
         lifespan=[lifespan, observability.sampler_lifespan(ctx)],
         state=State({"ctx": ctx}),
         exception_handlers=exception_handlers,
@@ -75,5 +72,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=settings.dev,
     )
-    # Outermost, around routing itself: every response is counted and timed.
+    # Around routing itself (Litestar runs ``middleware=`` per route, after
+    # routing): routing 404s, 405s and CORS preflights get the headers too.
+    app.asgi_handler = SecurityHeadersMiddleware(app.asgi_handler, hsts=settings.tls)
+    # Outermost: every response is counted and timed.
     return observability.instrument(app, ctx)

@@ -106,10 +106,10 @@ def require(user: User, action: Action, queue: str) -> None:
         raise NotPermitted(action.value, queue)
 
 
-def require_admin(user: User) -> None:
-    """Raise `NotPermitted` unless ``user`` is an admin."""
+def require_admin(user: User, action: str = "administer the broker") -> None:
+    """Raise `NotPermitted` (saying ``action``) unless ``user`` is an admin."""
     if not user.admin or user.disabled:
-        raise NotPermitted("administer users")
+        raise NotPermitted(action)
 
 
 class SecurityHeadersMiddleware:

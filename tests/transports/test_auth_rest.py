@@ -272,3 +272,12 @@ async def test_publish_rate_limit_answers_429(client: httpx.AsyncClient) -> None
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) >= 1
     assert (await client.get("/queues/jobs")).json()["pending"] == 2
+
+
+async def test_routing_404_carries_security_headers(server: BrokerServer) -> None:
+    """Even a path no route matches answers with the security headers."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.get("/no/such/route")
+    assert response.status_code == 404
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"

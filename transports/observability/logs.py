@@ -296,7 +296,7 @@ class LogController(Controller):
     @get("/")
     async def list_logs(self, request: Request[Any, Any, Any]) -> list[LogFile]:
         """The log files (name, size, last modification), newest first."""
-        require_admin(user_of(request))
+        require_admin(user_of(request), "read the logs")
         return await asyncio.to_thread(list_log_files, ctx_of(request).settings.logs_dir)
 
     @get("/{filename:str}")
@@ -326,7 +326,7 @@ class LogController(Controller):
         ] = MAX_RECORDS,
     ) -> LogPage:
         """Parsed records of one log file, filtered by line range, level and text."""
-        require_admin(user_of(request))
+        require_admin(user_of(request), "read the logs")
         check_file_name(filename)
         if end is not None and end < start:
             raise ValidationException("end must not be before start")

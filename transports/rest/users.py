@@ -23,7 +23,7 @@ Username = Annotated[str, PathParameter(max_length=64)]
 
 def _admin(request: Request[Any, Any, Any]) -> User:
     user = user_of(request)
-    require_admin(user)
+    require_admin(user, "manage users")
     return user
 
 
