@@ -20,10 +20,10 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from broker_core.settings import Settings
 
-from . import graphql, observability, rest, ws
+from . import dashboard, graphql, observability, rest, ws
 from .context import BrokerContext
 from .errors import exception_handlers
-from .security import BearerAuthMiddleware, SecurityHeadersMiddleware
+from .security import BearerAuthMiddleware, security_headers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -49,7 +49,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
     app = Litestar(
-        route_handlers=[*rest.ROUTES, *graphql.routes(settings), *observability.ROUTES, *ws.ROUTES],
+        route_handlers=[
+            *rest.ROUTES,
+            *graphql.routes(settings),
+            *observability.ROUTES,
+            *ws.ROUTES,
+            *dashboard.routes(),
+        ],
         middleware=[DefineMiddleware(BearerAuthMiddleware, ctx=ctx)],
         lifespan=[lifespan, observability.sampler_lifespan(ctx)],
         state=State({"ctx": ctx}),
@@ -73,7 +79,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=settings.dev,
     )
     # Around routing itself (Litestar runs ``middleware=`` per route, after
-    # routing): routing 404s, 405s and CORS preflights get the headers too.
-    app.asgi_handler = SecurityHeadersMiddleware(app.asgi_handler, hsts=settings.tls)
-    # Outermost: every response is counted and timed.
-    return observability.instrument(app, ctx)
+    # routing): every response, routing 404s, 405s and CORS preflights
+    # included, is counted and timed and carries the security headers.
+    return observability.instrument(app, ctx, headers=security_headers(settings.tls))

@@ -31,11 +31,11 @@ if TYPE_CHECKING:
 __all__ = [
     "OPEN_PATHS",
     "BearerAuthMiddleware",
-    "SecurityHeadersMiddleware",
     "bearer_token",
     "require",
     "require_admin",
     "require_visible",
+    "security_headers",
     "visible",
 ]
 
@@ -112,30 +112,14 @@ def require_admin(user: User, action: str = "administer the broker") -> None:
         raise NotPermitted(action)
 
 
-class SecurityHeadersMiddleware:
-    """Adds the security headers every HTTP response carries (a raw ASGI middleware)."""
-
-    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
-        self.app = app
-        headers = [
-            (b"x-content-type-options", b"nosniff"),
-            (b"x-frame-options", b"DENY"),
-            (b"referrer-policy", b"no-referrer"),
-            (b"cross-origin-opener-policy", b"same-origin"),
-        ]
-        if hsts:
-            headers.append((b"strict-transport-security", b"max-age=31536000"))
-        self.headers = headers
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        extra = self.headers
-
-        async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+def security_headers(hsts: bool) -> list[tuple[bytes, bytes]]:
+    """The headers every HTTP response carries (HSTS only when serving TLS)."""
+    headers = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+    ]
+    if hsts:
+        headers.append((b"strict-transport-security", b"max-age=31536000"))
+    return headers

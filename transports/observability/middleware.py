@@ -3,7 +3,8 @@
 A raw ASGI middleware (no Request object, no body buffering). Per request it
 reads the clock, picks a request id and wraps ``send``; when the response
 starts it adds ``X-Process-Time`` (seconds from the request's arrival to
-its status line, as text: ``0.000412``) and ``X-Request-ID``, and counts
+its status line, as text: ``0.000412``), ``X-Request-ID`` and the fixed
+headers it was given (the security headers), and counts
 the response by route template, method and status with its latency.
 
 The route template is what Litestar's router stored in the scope
@@ -36,6 +37,8 @@ from loguru import logger
 from .telemetry import UNMATCHED, WEBSOCKET, telemetry_of
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from litestar import Litestar
     from litestar.types import ASGIApp
 
@@ -69,9 +72,15 @@ class RequestMetricsMiddleware:
         counters: where responses are counted.
     """
 
-    def __init__(self, app: ASGIApp, counters: RequestCounters) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        counters: RequestCounters,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         self.app = app
         self.counters = counters
+        self.headers = tuple(headers)
         # Ids are unique per process run: a random prefix plus a counter is
         # cheaper than a UUID per request and sorts by arrival.
         self._id_prefix = secrets.token_hex(4)
@@ -101,6 +110,7 @@ class RequestMetricsMiddleware:
         started = perf_counter()
         request_id = self._request_id(scope)
         counters = self.counters
+        extra = self.headers
         answered = False
 
         async def send_wrapper(message: Any) -> None:
@@ -123,6 +133,7 @@ class RequestMetricsMiddleware:
                         *message.get("headers", ()),
                         (_PROCESS_TIME, b"%.6f" % elapsed),
                         (_REQUEST_ID, request_id.encode("ascii")),
+                        *extra,
                     ]
                 counters.record(_route_of(scope), method, status, elapsed)
             await send(message)
@@ -145,8 +156,13 @@ def _route_of(scope: Any) -> str:
     return template or UNMATCHED
 
 
-def instrument(app: Litestar, ctx: BrokerContext) -> Litestar:
+def instrument(
+    app: Litestar, ctx: BrokerContext, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> Litestar:
     """Wrap the whole of ``app`` in a `RequestMetricsMiddleware` counting into ``ctx``'s telemetry.
+
+    ``headers`` are added to every response (the security headers): one
+    wrapper around the app, not one per concern, on the hot path.
 
     Call it once, on the finished app, in the composition root. It wraps
     ``app.asgi_handler`` (the router behind Litestar's exception handling and
@@ -157,5 +173,7 @@ def instrument(app: Litestar, ctx: BrokerContext) -> Litestar:
     Returns:
         ``app`` itself.
     """
-    app.asgi_handler = RequestMetricsMiddleware(app.asgi_handler, telemetry_of(ctx).requests)
+    app.asgi_handler = RequestMetricsMiddleware(
+        app.asgi_handler, telemetry_of(ctx).requests, headers
+    )
     return app
