@@ -11,18 +11,16 @@ WebSocket routes authenticate themselves (header or first frame).
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
-from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from broker_core.auth import Action, InvalidToken, User, allowed
 from broker_core.errors import NotPermitted, QueueNotFound
 
 if TYPE_CHECKING:
-    from litestar.connection import ASGIConnection
     from litestar.types import ASGIApp
 
     from .context import BrokerContext
@@ -41,6 +39,7 @@ __all__ = [
 
 OPEN_PATHS = ["^/health$", "^/auth/token$", "^/login$", "^/auth/refresh$", "^/dashboard"]
 """Routes reachable without a token (regular expressions over the path)."""
+_OPEN = re.compile("|".join(OPEN_PATHS))
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -53,18 +52,33 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
-class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
-    """Puts the token's `User` on ``request.user``; answers 401 without a valid token."""
+class BearerAuthMiddleware:
+    """Puts the token's `User` on ``request.user``; answers 401 without a valid token.
+
+    A raw ASGI middleware (it runs per route, after routing): it reads the
+    header straight from the scope instead of building a connection object,
+    since it runs on every request of the publish path. Routes with
+    ``opt["exclude_from_auth"]`` and `OPEN_PATHS` pass without a token.
+    """
 
     def __init__(self, app: ASGIApp, ctx: BrokerContext) -> None:
-        super().__init__(app, exclude=OPEN_PATHS, scopes={ScopeType.HTTP})
+        self.app = app
         self.ctx = ctx
 
-    async def authenticate_request(
-        self, connection: ASGIConnection[Any, Any, Any, Any]
-    ) -> AuthenticationResult:
-        """Verify the bearer token of ``connection``."""
-        token = bearer_token(connection.headers.get("authorization"))
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            opt = scope["route_handler"].opt
+            if not opt.get("exclude_from_auth") and _OPEN.match(scope["path"]) is None:
+                scope["user"], scope["auth"] = self._authenticate(scope, opt)
+        await self.app(scope, receive, send)
+
+    def _authenticate(self, scope: Any, opt: dict[str, Any]) -> tuple[User, str]:
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value.decode("latin-1")
+                break
+        token = bearer_token(header)
         if token is None:
             raise NotAuthorizedException("missing bearer token")
         try:
@@ -73,15 +87,14 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException(exc.reason) from None
         # Rate limits live here, not in route guards: Litestar copies the
         # route handler for every guard call, a real cost on the publish path.
-        kind = connection.scope["route_handler"].opt.get("rate_limit", "default")
-        limiter: TokenBucketLimiter = getattr(self.ctx.limits, kind)
+        limiter: TokenBucketLimiter = getattr(self.ctx.limits, opt.get("rate_limit", "default"))
         if limiter.enabled:
             wait = limiter.hit(user.username, time.monotonic())
             if wait > 0:
                 raise TooManyRequestsException(
                     "rate limit exceeded", headers={"Retry-After": str(max(1, math.ceil(wait)))}
                 )
-        return AuthenticationResult(user=user, auth=token)
+        return user, token
 
 
 def visible(user: User, queue: str) -> bool:
