@@ -611,6 +611,23 @@ class Broker:
         finally:
             self._retrying.discard(id)
 
+    async def prune(self, now: float, failed_retention_s: float) -> int:
+        """Prune retained messages in storage; forget pruned failed ones in the counts.
+
+        Processed messages go by the storage's retention settings; failed
+        ones once settled ``failed_retention_s`` ago (0 keeps them). Returns
+        how many messages were deleted.
+        """
+        deleted = await self.storage.prune(now)
+        if failed_retention_s > 0:
+            failed = await self.storage.prune_failed(now - failed_retention_s)
+            for name, count in failed.items():
+                actor = self._actors.get(name)
+                if actor is not None:
+                    actor.cast(lambda state, _, n=count: _forget_failed(state, n))  # type: ignore[misc]
+                deleted += count
+        return deleted
+
     async def redrive(self, name: str, limit: int = 1000) -> int:
         """`retry` every failed or dead-lettered message of ``name`` (up to ``limit``)."""
         self.actor(name)
@@ -621,6 +638,10 @@ class Broker:
                 await self.retry(name, id)
                 moved += 1
         return moved
+
+
+def _forget_failed(state: QueueState, count: int) -> None:
+    state.failed = max(0, state.failed - count)
 
 
 def _event_of(queue: str, op: Op, now: float) -> QueueEvent | None:

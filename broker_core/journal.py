@@ -240,6 +240,14 @@ class Storage(Journal, Protocol):
         """Messages of ``queue`` by ascending id, after the ``after`` cursor."""
         ...
 
+    async def prune(self, now: float) -> int:
+        """Delete processed messages past their retention; return how many."""
+        ...
+
+    async def prune_failed(self, before: float) -> dict[str, int]:
+        """Delete failed messages settled before ``before``; return how many per queue."""
+        ...
+
     async def retryable_ids(self, queue: str, limit: int) -> list[int]:
         """Ids in ``queue`` that a redrive moves: failed ones and dead-lettered pending ones."""
         ...

@@ -45,6 +45,7 @@ _NON_NEGATIVE = frozenset(
         "flush_interval_ms",
         "processed_retention_s",
         "processed_retention_count",
+        "failed_retention_s",
         "dedup_window_s",
         "body_cache_bytes",
         "max_wait_s",
@@ -162,6 +163,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Processed messages are kept this long for browsing."""
     processed_retention_count: int = 10_000
     """At most this many processed messages are kept per queue."""
+    failed_retention_s: float = 7 * 24 * 3600.0
+    """Failed messages (no dead-letter queue) are kept this long for retry; 0 keeps them."""
     dedup_window_s: float = 300.0
     """A repeated ``dedup_id`` within this window returns the first message."""
 

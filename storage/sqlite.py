@@ -481,9 +481,38 @@ class SQLiteStorage:
         ) as cursor:
             return [row[0] for row in await cursor.fetchall()]
 
+    async def prune_failed(self, before: float) -> dict[str, int]:
+        """Delete failed messages settled before ``before``; return how many per queue."""
+        await self._buffer.flush()
+        async with self._tx_lock:
+            db = self.db
+            counts: dict[str, int] = {}
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                async with db.execute(
+                    "SELECT queue, count(*) FROM messages WHERE status = 3 AND settled_at < ? "
+                    "GROUP BY queue",
+                    (before,),
+                ) as cursor:
+                    counts = {row[0]: row[1] for row in await cursor.fetchall()}
+                if counts:
+                    await db.execute(
+                        "DELETE FROM messages WHERE status = 3 AND settled_at < ?", (before,)
+                    )
+                await db.execute("COMMIT")
+            except BaseException:
+                with suppress(aiosqlite.Error):
+                    await db.execute("ROLLBACK")
+                raise
+        return counts
+
     async def prune(self, now: float) -> int:
         """Delete processed messages past their retention time or count; return how many."""
         await self._buffer.flush()
+        async with self._tx_lock:
+            return await self._prune_processed(now)
+
+    async def _prune_processed(self, now: float) -> int:
         db = self.db
         deleted = 0
         cursor = await db.execute(

@@ -101,6 +101,6 @@ class BrokerContext:
         while True:
             await asyncio.sleep(_PRUNE_INTERVAL_S)
             try:
-                await self.storage.prune(time.time())
+                await self.broker.prune(time.time(), self.settings.failed_retention_s)
             except Exception as exc:
-                logger.opt(exception=exc).warning("pruning processed messages failed")
+                logger.opt(exception=exc).warning("pruning retained messages failed")

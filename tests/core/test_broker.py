@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from contextlib import closing, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -759,3 +760,28 @@ async def test_delete_queue_tells_its_consumers(broker: Broker) -> None:
     await broker.subscribe("gone", 1, lambda queue, entries: None, lambda: closed.append("x"))
     await broker.delete_queue("gone")
     assert closed == ["x"]
+
+
+async def test_prune_forgets_old_failed_messages(broker: Broker) -> None:
+    """Failed messages past the failed retention are deleted and leave the failed count."""
+    await create(broker)
+    ids = await publish(broker, "q", b"1", b"2")
+    leased = await broker.pull("q", 2, 0, None)
+    await broker.nack([m.message_id for m in leased], requeue=False)
+    assert broker.info("q").failed == 2
+    assert await broker.prune(time.time() + 10, failed_retention_s=5) == 2
+    await broker.actor("q").call(lambda state, now: None)
+    assert broker.info("q").failed == 0
+    for id in ids:
+        with pytest.raises(MessageNotFound):
+            await broker.get_message("q", id)
+
+
+async def test_prune_keeps_recent_failed_messages(broker: Broker) -> None:
+    """Failed messages within the retention stay for retry."""
+    await create(broker)
+    await publish(broker, "q", b"1")
+    [leased] = await broker.pull("q", 1, 0, None)
+    await broker.nack([leased.message_id], requeue=False)
+    assert await broker.prune(time.time(), failed_retention_s=3600) == 0
+    assert broker.info("q").failed == 1
