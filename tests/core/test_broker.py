@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import time
 from contextlib import closing, suppress
@@ -27,41 +26,17 @@ from broker_core.errors import (
 )
 from broker_core.messages import (
     CreateQueueRequest,
-    Entry,
     PublishRequest,
     QueueEvent,
     UpdateQueueRequest,
 )
 from broker_core.types import MessageStatus, Overflow
 from storage import SQLiteStorage
+from tests.conftest import MS
+from tests.core.helpers import Sink
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-MS = 0.001 * float(os.environ.get("BROKER_TEST_TIMEOUT_FACTOR", "1"))
-
-
-class Sink:
-    """A push consumer's sink that records deliveries and lets a test wait for them."""
-
-    def __init__(self) -> None:
-        self.entries: list[Entry] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, queue: str, entries: list[Entry]) -> None:
-        self.entries.extend(entries)
-        self._changed.set()
-
-    @property
-    def ids(self) -> list[int]:
-        return [entry.id for entry in self.entries]
-
-    async def wait_for(self, count: int) -> list[Entry]:
-        async with asyncio.timeout(5000 * MS):
-            while len(self.entries) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.entries[:count]
 
 
 def msg(content: bytes = b'"m"', **fields: Any) -> PublishRequest:

@@ -23,18 +23,15 @@ from hypothesis.stateful import (
 )
 
 from broker_core.journal import (
-    Ack,
     DeadLetter,
     Deliver,
     Drop,
-    Fail,
     Insert,
     Op,
-    PurgeQueue,
-    Requeue,
 )
 from broker_core.messages import Entry, PublishRequest, QueueOptions
 from broker_core.queue import BodyBudget, QueueState
+from tests.core.helpers import describe
 
 PRIORITIES = 4
 DEDUP_WINDOW_S = 5.0
@@ -107,28 +104,6 @@ class Model:
             self.ready[message.priority].appendleft(message.id)
             return ("requeue", message.id, message.attempt)
         return self.end(message, "max_attempts" if requeue else reason)
-
-
-def describe(op: Op) -> tuple[Any, ...]:
-    match op:
-        case Insert(entry=entry):
-            return ("insert", entry.id)
-        case Deliver(id=id, attempt=attempt):
-            return ("deliver", id, attempt)
-        case Requeue(id=id, attempt=attempt):
-            return ("requeue", id, attempt)
-        case Ack(id=id):
-            return ("ack", id)
-        case Fail(id=id, reason=reason):
-            return ("fail", id, reason)
-        case DeadLetter(id=id, target=target, reason=reason):
-            return ("dead_letter", id, target, reason)
-        case Drop(id=id):
-            return ("drop", id)
-        case PurgeQueue():
-            return ("purge",)
-        case _:
-            raise AssertionError(f"unexpected op {op!r}")
 
 
 def copy_entry(entry: Entry) -> Entry:

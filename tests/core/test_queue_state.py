@@ -11,18 +11,14 @@ import pytest
 from broker_core.errors import InvalidTransition, MessageNotFound, QueueFull
 from broker_core.journal import (
     Ack,
-    DeadLetter,
     Deliver,
-    Drop,
     Fail,
     Insert,
-    Op,
-    PurgeQueue,
-    Requeue,
 )
 from broker_core.messages import Entry, PublishRequest, QueueOptions
 from broker_core.queue import BodyBudget, QueueState, pack_cold, unpack_cold
 from broker_core.types import Overflow
+from tests.core.helpers import describe
 
 BODY = b'"body"'  # 6 bytes
 
@@ -52,29 +48,6 @@ def publish(
     """Publish ``count`` messages with ``fields``; return their ids."""
     published = state.publish([req(**fields) for _ in range(count)], now, ids)
     return [p.id for p in published]
-
-
-def describe(op: Op) -> tuple[Any, ...]:
-    """A comparable summary of a journal operation."""
-    match op:
-        case Insert(entry=entry):
-            return ("insert", entry.id)
-        case Deliver(id=id, attempt=attempt):
-            return ("deliver", id, attempt)
-        case Requeue(id=id, attempt=attempt):
-            return ("requeue", id, attempt)
-        case Ack(id=id):
-            return ("ack", id)
-        case Fail(id=id, reason=reason):
-            return ("fail", id, reason)
-        case DeadLetter(id=id, target=target, reason=reason):
-            return ("dead_letter", id, target, reason)
-        case Drop(id=id):
-            return ("drop", id)
-        case PurgeQueue():
-            return ("purge",)
-        case _:
-            return (type(op).__name__,)
 
 
 def ops(state: QueueState) -> list[tuple[Any, ...]]:
