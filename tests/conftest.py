@@ -134,6 +134,18 @@ async def login(
         return pair
 
 
+async def make_user(
+    client: httpx.AsyncClient, server: BrokerServer, name: str, permissions: list[dict[str, Any]]
+) -> str:
+    """Create a user (password ``<name>-password``) with ``permissions``; its access token."""
+    password = f"{name}-password"
+    response = await client.post(
+        "/users", json={"username": name, "password": password, "permissions": permissions}
+    )
+    assert response.status_code == 201, response.text
+    return str((await login(server.url, name, password))["access_token"])
+
+
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     """Override in a test module to change the server's settings."""

@@ -11,7 +11,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, login
+from tests.conftest import ADMIN_PASSWORD, login, make_user
 
 if TYPE_CHECKING:
     from tests.conftest import BrokerServer
@@ -27,16 +27,7 @@ async def _status(server: BrokerServer, token: str, path: str = "/queues") -> in
         return response.status_code
 
 
-async def _make_user(client: httpx.AsyncClient, username: str, permissions: list[dict]) -> None:
-    response = await client.post(
-        "/users",
-        json={"username": username, "password": f"{username}-password", "permissions": permissions},
-    )
-    assert response.status_code == 201, response.text
-
-
-async def _user_client(server: BrokerServer, username: str) -> httpx.AsyncClient:
-    token = (await login(server.url, username, f"{username}-password"))["access_token"]
+def _as(server: BrokerServer, token: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
 
 
@@ -167,7 +158,7 @@ async def test_password_change_revokes_tokens(
     server: BrokerServer, client: httpx.AsyncClient
 ) -> None:
     """Changing a user's password invalidates its access and refresh tokens."""
-    await _make_user(client, "carol", [{"pattern": "*", "actions": ["publish"]}])
+    await make_user(client, server, "carol", [{"pattern": "*", "actions": ["publish"]}])
     pair = await login(server.url, "carol", "carol-password")
     assert await _status(server, pair["access_token"]) == 200
     response = await client.patch("/users/carol", json={"password": "a-brand-new-password"})
@@ -182,7 +173,7 @@ async def test_deleted_user_tokens_stop_working(
     server: BrokerServer, client: httpx.AsyncClient
 ) -> None:
     """Deleting a user ends its tokens at once."""
-    await _make_user(client, "dave", [])
+    await make_user(client, server, "dave", [])
     token = (await login(server.url, "dave", "dave-password"))["access_token"]
     assert (await client.delete("/users/dave")).status_code == 204
     assert await _status(server, token) == 401
@@ -192,10 +183,10 @@ async def test_non_admin_cannot_manage_users(
     server: BrokerServer, client: httpx.AsyncClient
 ) -> None:
     """Only admins reach /users."""
-    await _make_user(
-        client, "erin", [{"pattern": "*", "actions": ["publish", "consume", "manage"]}]
+    erin_token = await make_user(
+        client, server, "erin", [{"pattern": "*", "actions": ["publish", "consume", "manage"]}]
     )
-    async with await _user_client(server, "erin") as erin:
+    async with _as(server, erin_token) as erin:
         assert (await erin.get("/users")).status_code == 403
         response = await erin.post(
             "/users", json={"username": "mallory", "password": "12345678", "admin": True}
@@ -203,9 +194,11 @@ async def test_non_admin_cannot_manage_users(
         assert response.status_code == 403
 
 
-async def test_user_listing_never_shows_hashes(client: httpx.AsyncClient) -> None:
+async def test_user_listing_never_shows_hashes(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
     """The user API shows no password hash."""
-    await _make_user(client, "frank", [])
+    await make_user(client, server, "frank", [])
     listed = (await client.get("/users")).text
     assert "scrypt" not in listed
     assert "password" not in listed
@@ -217,13 +210,17 @@ async def test_queue_permissions_are_enforced(
     """User A can't see, publish to, consume from, browse or settle user B's queue."""
     for name in ("a.jobs", "b.jobs"):
         assert (await client.post("/queues", json={"name": name})).status_code == 201
-    await _make_user(client, "alice", [{"pattern": "a.*", "actions": ["publish", "consume"]}])
-    await _make_user(client, "bob", [{"pattern": "b.*", "actions": ["publish", "consume"]}])
+    alice_token = await make_user(
+        client, server, "alice", [{"pattern": "a.*", "actions": ["publish", "consume"]}]
+    )
+    bob_token = await make_user(
+        client, server, "bob", [{"pattern": "b.*", "actions": ["publish", "consume"]}]
+    )
     published = await client.post("/queues/b.jobs/messages", json={"content": "secret"})
     message_id = published.json()["message_id"]
     async with (
-        await _user_client(server, "alice") as alice,
-        await _user_client(server, "bob") as bob,
+        _as(server, alice_token) as alice,
+        _as(server, bob_token) as bob,
     ):
         assert [q["name"] for q in (await alice.get("/queues")).json()] == ["a.jobs"]
         assert (await alice.get("/queues/b.jobs")).status_code == 404
@@ -250,8 +247,10 @@ async def test_manage_is_needed_to_create_queues(
 ) -> None:
     """Publish rights don't let a user create, purge or delete queues."""
     await client.post("/queues", json={"name": "c.jobs"})
-    await _make_user(client, "cora", [{"pattern": "c.*", "actions": ["publish"]}])
-    async with await _user_client(server, "cora") as cora:
+    cora_token = await make_user(
+        client, server, "cora", [{"pattern": "c.*", "actions": ["publish"]}]
+    )
+    async with _as(server, cora_token) as cora:
         assert (await cora.post("/queues", json={"name": "c.new"})).status_code == 403
         assert (await cora.post("/queues/c.jobs/purge")).status_code == 403
         assert (await cora.delete("/queues/c.jobs")).status_code == 403

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import login
+from tests.conftest import make_user
 from transports.observability.metrics import escape_label
 
 if TYPE_CHECKING:
@@ -129,16 +129,7 @@ async def test_queues_a_user_cannot_see_have_no_series(
     """A non-admin scrape has per-queue series only for the queues it may see."""
     await make_queue(client, "alpha")
     await make_queue(client, "beta")
-    created = await client.post(
-        "/users",
-        json={
-            "username": "carol",
-            "password": "carol-password",
-            "permissions": [{"pattern": "alpha", "actions": ["publish"]}],
-        },
-    )
-    assert created.status_code == 201, created.text
-    token = (await login(server.url, "carol", "carol-password"))["access_token"]
+    token = await make_user(client, server, "carol", [{"pattern": "alpha", "actions": ["publish"]}])
     async with httpx.AsyncClient(
         base_url=server.url, headers={"Authorization": f"Bearer {token}"}
     ) as carol:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.conftest import login
+from tests.conftest import make_user
 from transports.errors import last_error
 from transports.observability import StatsResponse, build_stats
 from transports.observability.stats import format_uptime
@@ -203,16 +203,7 @@ async def test_queues_a_user_cannot_see_are_not_listed(
     """A non-admin's /stats lists only the queues it has a permission on."""
     await make_queue(client, "alpha")
     await make_queue(client, "beta")
-    created = await client.post(
-        "/users",
-        json={
-            "username": "carol",
-            "password": "carol-password",
-            "permissions": [{"pattern": "alpha", "actions": ["consume"]}],
-        },
-    )
-    assert created.status_code == 201, created.text
-    token = (await login(server.url, "carol", "carol-password"))["access_token"]
+    token = await make_user(client, server, "carol", [{"pattern": "alpha", "actions": ["consume"]}])
     async with httpx.AsyncClient(
         base_url=server.url, headers={"Authorization": f"Bearer {token}"}
     ) as carol:

@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import MS, login
+from tests.conftest import MS, make_user
 from transports.ws import registry_of
 
 if TYPE_CHECKING:
@@ -98,18 +98,6 @@ async def eventually(client: httpx.AsyncClient, **expected: int) -> dict[str, An
             return info
         assert time.monotonic() < deadline, info
         await asyncio.sleep(10 * MS)
-
-
-async def make_user(
-    client: httpx.AsyncClient, server: BrokerServer, name: str, permissions: list[dict[str, Any]]
-) -> str:
-    """Create a user with ``permissions``; its access token."""
-    password = f"{name}-password"
-    response = await client.post(
-        "/users", json={"username": name, "password": password, "permissions": permissions}
-    )
-    assert response.status_code == 201, response.text
-    return str((await login(server.url, name, password))["access_token"])
 
 
 # -- subscribe, deliver, settle -------------------------------------------------------
