@@ -1,14 +1,25 @@
 """Persistence behind the `broker_core.journal.Storage` protocol.
 
-`SQLiteStorage` is the embedded default; `open_storage` picks a backend from a URL.
+`SQLiteStorage` is the embedded default; `PostgresStorage` (``storage.postgres``,
+needs ``pip install '.[postgres]'``) serves ``postgresql://`` URLs.
+`storage_from_settings` picks the backend from the settings.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
-from .errors import StorageCorrupt, StorageError, StorageUnavailable
+from .backend import StorageBackend
+from .errors import (
+    StorageCorrupt,
+    StorageError,
+    StorageInUse,
+    StorageUnavailable,
+    StorageUnreachable,
+)
 from .sqlite import SQLiteStorage, check_database
 from .write_behind import WriteBehind
 
@@ -17,20 +28,38 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SQLiteStorage",
+    "StorageBackend",
     "StorageCorrupt",
     "StorageError",
+    "StorageInUse",
     "StorageUnavailable",
+    "StorageUnreachable",
     "WriteBehind",
     "check_database",
+    "check_storage",
+    "is_postgres_url",
     "storage_from_settings",
 ]
 
 
-def storage_from_settings(settings: Settings) -> SQLiteStorage:
-    """Build the storage backend that ``settings.storage_url`` names (SQLite by default)."""
+def is_postgres_url(url: str | None) -> TypeGuard[str]:
+    """Whether ``url`` names a PostgreSQL database."""
+    return url is not None and url.startswith(("postgresql://", "postgres://"))
+
+
+def storage_from_settings(settings: Settings) -> StorageBackend:
+    """Build the storage backend that ``settings.storage_url`` names (SQLite by default).
+
+    ``postgresql://`` and ``postgres://`` URLs build a `PostgresStorage`
+    (asyncpg is imported only then); ``sqlite:///path`` or no URL a
+    `SQLiteStorage`.
+
+    Raises:
+        StorageError: a PostgreSQL URL, but asyncpg is not installed.
+    """
     url = settings.storage_url
-    if url and url.startswith(("postgresql://", "postgres://")):
-        raise NotImplementedError("the PostgreSQL backend is not built yet")
+    if is_postgres_url(url):
+        return _postgres_storage(url, settings)
     path = Path(url.removeprefix("sqlite:///")) if url else settings.sqlite_path
     return SQLiteStorage(
         path,
@@ -40,3 +69,43 @@ def storage_from_settings(settings: Settings) -> SQLiteStorage:
         processed_retention_s=settings.processed_retention_s,
         processed_retention_count=settings.processed_retention_count,
     )
+
+
+def _postgres_storage(url: str, settings: Settings) -> StorageBackend:
+    _require_asyncpg()
+    from .postgres import PostgresStorage
+
+    return PostgresStorage(
+        url,
+        linger_ms=settings.flush_interval_ms,
+        max_batch=settings.flush_max_ops,
+        processed_retention_s=settings.processed_retention_s,
+        processed_retention_count=settings.processed_retention_count,
+    )
+
+
+def _require_asyncpg() -> None:
+    """asyncpg is an optional dependency: say how to get it instead of an ImportError."""
+    if importlib.util.find_spec("asyncpg") is None:
+        raise StorageError("the PostgreSQL backend needs asyncpg: pip install 'wsbroker[postgres]'")
+
+
+def check_storage(settings: Settings) -> None:
+    """Fail fast, before serving, when the configured storage can't be opened.
+
+    For SQLite, `check_database` on the file. For PostgreSQL, connect, check
+    that no other node holds the database and that its schema is known
+    (nothing is written: recovery stays for the real open).
+
+    Raises:
+        StorageError: with a one-line reason (`StorageCorrupt`,
+            `StorageUnreachable`, `StorageInUse`).
+    """
+    url = settings.storage_url
+    if is_postgres_url(url):
+        _require_asyncpg()
+        from .postgres import check_postgres
+
+        asyncio.run(check_postgres(url))
+    elif url is None:
+        check_database(settings.sqlite_path)

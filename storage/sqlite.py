@@ -1,9 +1,10 @@
 """`SQLiteStorage`: the embedded default backend (one file, WAL, write-behind group commit).
 
 Each batch of journal operations is coalesced per message before it is
-written: a message published and acked in the same batch becomes one
-``INSERT`` of a processed row; otherwise each message gets one ``UPDATE``
-with the columns its operations changed. Queue-wide operations (purge,
+written (`storage.coalesce`, shared with PostgreSQL): a message published
+and acked in the same batch becomes one ``INSERT`` of a processed row;
+otherwise each message gets one ``UPDATE`` with the columns its operations
+changed, one ``executemany`` per shape. Queue-wide operations (purge,
 delete) are barriers that keep their place in the order.
 
 Durability: ``synchronous=NORMAL`` in WAL mode (the default) survives a
@@ -13,7 +14,10 @@ commit and survives power loss too, at a cost in throughput.
 
 After an unclean stop every pending message that may have been delivered
 is marked redelivered (write-behind may have lost its delivery record), and
-every processing one comes back pending and redelivered.
+every processing one comes back pending and redelivered. Message ids then
+continue `UNCLEAN_ID_GAP` past the last committed one: a message is pushed
+to consumers before its batch commits, so ids just past it may have been
+seen by a consumer for a message the crash lost, and must never name another.
 """
 
 from __future__ import annotations
@@ -26,75 +30,37 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
-import msgspec
 from loguru import logger
 
 from broker_core.journal import (
-    Ack,
-    DeadLetter,
     DeleteQueue,
-    Deliver,
-    Drop,
-    Fail,
-    Insert,
     PurgeQueue,
     PutQueue,
     ReplayedQueue,
-    Requeue,
-    Restore,
-    StoredMessage,
     StoredQueue,
 )
-from broker_core.messages import Entry, QueueOptions
-from broker_core.types import MessageStatus
+from broker_core.messages import Entry
 
+from .backend import RefreshRow
+from .coalesce import Segment, coalesce
 from .errors import StorageCorrupt
-from .write_behind import WriteBehind
+from .rows import ENTRY_COLUMNS, decode_options, encode_options, stored_message
+from .write_behind import BatchStats, WriteBehind
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
-    from broker_core.journal import Op
+    from broker_core.journal import Op, StoredMessage
+    from broker_core.types import MessageStatus
 
-__all__ = ["RefreshRow", "SQLiteStorage", "check_database"]
+__all__ = ["UNCLEAN_ID_GAP", "RefreshRow", "SQLiteStorage", "check_database"]
 
 SCHEMA_VERSION = 1
-_ENTRY_COLUMNS = (
-    "id, queue, status, priority, attempt, redelivered, created_at, deliver_at, expires_at, "
-    "lease_deadline, size, content, headers, dedup_id, last_error, dead_lettered_from, settled_at"
-)
-_INSERT = f"INSERT INTO messages ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * 17)})"
-_PENDING, _PROCESSING, _PROCESSED, _FAILED = 0, 1, 2, 3
-
-_headers_encoder = msgspec.json.Encoder()
-_headers_decoder = msgspec.json.Decoder(dict[str, str])
-_options_decoder = msgspec.json.Decoder(QueueOptions)
-
-RefreshRow = tuple[str, str, float, bool]
-
-
-def _entry_of(row: Any) -> StoredMessage:
-    (id, queue, status, priority, attempt, redelivered, created_at, deliver_at, expires_at,
-     lease_deadline, size, content, headers, dedup_id, last_error, dead_lettered_from,
-     _settled_at) = row  # fmt: skip
-    entry = Entry(
-        id,
-        content=bytes(content),
-        size=size,
-        created_at=created_at,
-        priority=priority,
-        headers=_headers_decoder.decode(headers) if headers is not None else None,
-        attempt=attempt,
-        redelivered=bool(redelivered),
-        deliver_at=deliver_at,
-        expires_at=expires_at,
-        dedup_id=dedup_id,
-        dead_lettered_from=dead_lettered_from,
-        last_error=last_error,
-    )
-    entry.lease_deadline = lease_deadline if status == _PROCESSING else 0.0
-    return StoredMessage(queue, MessageStatus(status), entry)
+UNCLEAN_ID_GAP = 1 << 24
+"""Ids skipped after an unclean stop: more than the write-behind buffer ever holds uncommitted."""
+_ENTRY_COLUMNS = ", ".join(ENTRY_COLUMNS)
+_INSERT = f"INSERT INTO messages ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})"
 
 
 def check_database(path: Path) -> None:
@@ -164,7 +130,7 @@ class SQLiteStorage:
         return self._buffer.degraded
 
     @property
-    def batch_stats(self) -> Any:
+    def batch_stats(self) -> BatchStats:
         """Commit counters (batches, ops, seconds, failures)."""
         return self._buffer.stats
 
@@ -250,6 +216,11 @@ class SQLiteStorage:
             logger.warning(
                 "unclean stop: pending messages marked redelivered", count=cursor.rowcount
             )
+            # Ids handed out after the last commit may have reached consumers.
+            self._last_id += UNCLEAN_ID_GAP
+            await db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('last_id', ?)", (str(self._last_id),)
+            )
         await db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
         await db.execute("COMMIT")
 
@@ -293,73 +264,28 @@ class SQLiteStorage:
 
     async def _apply(self, db: aiosqlite.Connection, ops: list[Op]) -> int:
         """Write ``ops`` in the open transaction; return the highest message id now stored."""
-        segment = _Segment()
-        last_id = self._last_id
-        for op in ops:
-            match op:
-                case Insert(queue=queue, entry=entry):
-                    segment.insert(queue, entry)
-                    if entry.id > last_id:
-                        last_id = entry.id
-                case Deliver(id=id, attempt=attempt, lease_deadline=deadline):
-                    segment.patch(id, status=_PROCESSING, attempt=attempt, lease_deadline=deadline)
-                case Requeue(id=id, attempt=attempt):
-                    segment.patch(
-                        id, status=_PENDING, attempt=attempt, redelivered=1, lease_deadline=0.0
-                    )
-                case Ack(queue=queue, id=id, at=at):
-                    segment.patch(id, status=_PROCESSED, settled_at=at, lease_deadline=0.0)
-                    segment.acked[queue] = segment.acked.get(queue, 0) + 1
-                case Fail(id=id, reason=reason, at=at):
-                    segment.patch(
-                        id, status=_FAILED, settled_at=at, last_error=reason, lease_deadline=0.0
-                    )
-                case DeadLetter(id=id, source=source, target=target, reason=reason):
-                    segment.patch(
-                        id,
-                        queue=target,
-                        status=_PENDING,
-                        attempt=0,
-                        redelivered=0,
-                        lease_deadline=0.0,
-                        expires_at=0.0,
-                        dead_lettered_from=source,
-                        last_error=reason,
-                        dedup_id=None,
-                    )
-                case Restore(id=id, queue=queue):
-                    segment.patch(
-                        id,
-                        queue=queue,
-                        status=_PENDING,
-                        attempt=0,
-                        redelivered=0,
-                        settled_at=0.0,
-                        deliver_at=0.0,
-                        expires_at=0.0,
-                        dead_lettered_from=None,
-                    )
-                case Drop(id=id):
-                    segment.drop(id)
+        plan = coalesce(ops, self._last_id)
+        for step in plan.steps:
+            match step:
+                case Segment():
+                    await _write_segment(db, step)
                 case PutQueue(name=name, options=options, created_at=created, updated_at=updated):
-                    await segment.execute(db)
                     await db.execute(
                         "INSERT INTO queues (name, options, created_at, updated_at) "
                         "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
                         "options = excluded.options, updated_at = excluded.updated_at",
-                        (name, msgspec.json.encode(options), created, updated),
+                        (name, encode_options(options), created, updated),
                     )
                 case PurgeQueue(name=name):
-                    await segment.execute(db)
                     await db.execute("DELETE FROM messages WHERE queue = ? AND status = 0", (name,))
                 case DeleteQueue(name=name):
-                    await segment.execute(db)
                     await db.execute("DELETE FROM messages WHERE queue = ?", (name,))
                     await db.execute("DELETE FROM queues WHERE name = ?", (name,))
-        await segment.execute(db)
-        if last_id != self._last_id:
-            await db.execute("INSERT OR REPLACE INTO meta VALUES ('last_id', ?)", (str(last_id),))
-        return last_id
+        if plan.last_id != self._last_id:
+            await db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('last_id', ?)", (str(plan.last_id),)
+            )
+        return plan.last_id
 
     # -- start-up reads ---------------------------------------------------------
 
@@ -383,7 +309,7 @@ class SQLiteStorage:
                 queues.append(
                     StoredQueue(
                         name=name,
-                        options=_options_decoder.decode(options),
+                        options=decode_options(options),
                         created_at=created_at,
                         updated_at=updated_at,
                         processed=processed,
@@ -445,7 +371,7 @@ class SQLiteStorage:
                 f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE id IN ({marks}) AND status = 0",
                 tuple(chunk),
             ) as cursor:
-                out.extend(_entry_of(row).entry for row in await cursor.fetchall())
+                out.extend(stored_message(row).entry for row in await cursor.fetchall())
         return out
 
     async def get_message(self, id: int) -> StoredMessage | None:
@@ -455,7 +381,7 @@ class SQLiteStorage:
             f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE id = ?", (id,)
         ) as cursor:
             row = await cursor.fetchone()
-        return _entry_of(row) if row is not None else None
+        return stored_message(row) if row is not None else None
 
     async def browse(
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None
@@ -469,7 +395,7 @@ class SQLiteStorage:
             params += (int(status),)
         sql += " ORDER BY id LIMIT ?"
         async with self.db.execute(sql, (*params, limit)) as cursor:
-            return [_entry_of(row) for row in await cursor.fetchall()]
+            return [stored_message(row) for row in await cursor.fetchall()]
 
     async def retryable_ids(self, queue: str, limit: int) -> list[int]:
         """Failed messages of ``queue`` and its dead-lettered pending ones, oldest first."""
@@ -604,63 +530,17 @@ class SQLiteStorage:
             return max(cursor.rowcount, 0)
 
 
-class _Segment:
-    """Operations of one batch between two barriers, coalesced per message."""
-
-    __slots__ = ("acked", "drops", "inserts", "patches")
-
-    def __init__(self) -> None:
-        self.inserts: dict[int, list[Any]] = {}
-        self.patches: dict[int, dict[str, Any]] = {}
-        self.drops: list[int] = []
-        self.acked: dict[str, int] = {}
-
-    def insert(self, queue: str, entry: Entry) -> None:
-        headers = _headers_encoder.encode(entry.headers) if entry.headers else None
-        self.inserts[entry.id] = [
-            entry.id, queue, _PENDING, entry.priority, 0, 0, entry.created_at,
-            entry.deliver_at, entry.expires_at, 0.0, entry.size, entry.content, headers,
-            entry.dedup_id, None, None, 0.0,
-        ]  # fmt: skip
-
-    def patch(self, id: int, **columns: Any) -> None:
-        row = self.inserts.get(id)
-        if row is not None:
-            for column, value in columns.items():
-                row[_INSERT_INDEX[column]] = value
-            return
-        patch = self.patches.get(id)
-        if patch is None:
-            self.patches[id] = columns
-        else:
-            patch.update(columns)
-
-    def drop(self, id: int) -> None:
-        if self.inserts.pop(id, None) is None:
-            self.patches.pop(id, None)
-            self.drops.append(id)
-
-    async def execute(self, db: aiosqlite.Connection) -> None:
-        if self.inserts:
-            await db.executemany(_INSERT, list(self.inserts.values()))
-            self.inserts = {}
-        if self.patches:
-            shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-            for id, patch in self.patches.items():
-                shapes.setdefault(tuple(patch), []).append((*patch.values(), id))
-            for columns, params in shapes.items():
-                assignments = ", ".join(f"{column} = ?" for column in columns)
-                await db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
-            self.patches = {}
-        if self.drops:
-            await db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in self.drops])
-            self.drops = []
-        if self.acked:
-            await db.executemany(
-                "UPDATE queues SET processed = processed + ? WHERE name = ?",
-                [(count, queue) for queue, count in self.acked.items()],
-            )
-            self.acked = {}
-
-
-_INSERT_INDEX = {column.strip(): index for index, column in enumerate(_ENTRY_COLUMNS.split(","))}
+async def _write_segment(db: aiosqlite.Connection, segment: Segment) -> None:
+    """Render one coalesced segment: inserts, one ``executemany`` per patch shape, drops, counts."""
+    if segment.inserts:
+        await db.executemany(_INSERT, list(segment.inserts.values()))
+    for columns, params in segment.shapes().items():
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        await db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
+    if segment.drops:
+        await db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in segment.drops])
+    if segment.acked:
+        await db.executemany(
+            "UPDATE queues SET processed = processed + ? WHERE name = ?",
+            [(count, queue) for queue, count in segment.acked.items()],
+        )

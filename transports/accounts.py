@@ -31,7 +31,7 @@ from broker_core.auth import (
 )
 
 if TYPE_CHECKING:
-    from storage.sqlite import SQLiteStorage
+    from storage import StorageBackend
 
 __all__ = [
     "Accounts",
@@ -113,7 +113,7 @@ class Accounts:
         tokens: issues and verifies JWTs.
     """
 
-    def __init__(self, storage: SQLiteStorage, tokens: TokenService) -> None:
+    def __init__(self, storage: StorageBackend, tokens: TokenService) -> None:
         self._storage = storage
         self.tokens = tokens
         self._users: dict[str, User] = {}

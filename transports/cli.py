@@ -52,13 +52,12 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         print(f"broker: invalid settings: {exc}", file=sys.stderr)
         return 2
-    from storage import StorageCorrupt, check_database
+    from storage import StorageError, check_storage
 
     try:
-        if settings.storage_url is None:
-            check_database(settings.sqlite_path)
+        check_storage(settings)
         serve(settings)
-    except StorageCorrupt as exc:
+    except StorageError as exc:
         print(f"broker: {exc}", file=sys.stderr)
         return 1
     return 0

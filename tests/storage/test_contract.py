@@ -1,7 +1,8 @@
-"""The storage contract: every backend passes this suite, on real files (no mocks).
+"""The storage contract: every backend passes this suite, on real databases (no mocks).
 
-The ``backend`` fixture is parametrized by backend name; a PostgreSQL backend
-joins by adding a param and a `Backend` that builds it.
+The ``backend`` fixture is parametrized by backend name: ``sqlite`` on a file
+in ``tmp_path``, ``postgres`` on a database created for this test run on the
+local server (emptied before each test; skipped when no server answers).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pytest
 
@@ -30,28 +31,36 @@ from broker_core.journal import (
 from broker_core.messages import Entry, QueueOptions
 from broker_core.types import MessageStatus, Overflow
 from storage import SQLiteStorage, StorageCorrupt, StorageUnavailable
+from tests.storage.pg_database import reset_database
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-Storage = SQLiteStorage
-"""The type the suite drives (the common protocol once there are several backends)."""
+    from storage.postgres import PostgresStorage
+
+Storage: TypeAlias = "SQLiteStorage | PostgresStorage"
+"""The types the suite drives (both satisfy `storage.StorageBackend`)."""
 
 NOW = time.time()
 
 
 class Backend:
-    """Builds storages of one kind on one location, and simulates crashes."""
+    """Builds storages of one kind on one location, simulates crashes and injects faults."""
 
-    def __init__(self, kind: str, tmp_path: Path) -> None:
+    def __init__(self, kind: str, tmp_path: Path, url: str | None = None) -> None:
         self.kind = kind
         self.path = tmp_path / "broker.db"
+        self.url = url
         self.opened: list[Storage] = []
 
     def make(self, **options: Any) -> Storage:
-        assert self.kind == "sqlite", f"unknown backend {self.kind}"
-        return SQLiteStorage(self.path, **options)
+        if self.kind == "sqlite":
+            return SQLiteStorage(self.path, **options)
+        assert self.kind == "postgres" and self.url is not None, f"unknown backend {self.kind}"
+        from storage.postgres import PostgresStorage
+
+        return PostgresStorage(self.url, **options)
 
     async def open(self, **options: Any) -> Storage:
         storage = self.make(**options)
@@ -60,20 +69,78 @@ class Backend:
         return storage
 
     async def crash(self, storage: Storage) -> None:
-        """Stop like ``kill -9`` after the last commit: no flush, no clean mark."""
+        """Stop like ``kill -9`` after the last commit: no flush, no clean mark.
+
+        PostgreSQL: the pool and the lock connection are dropped at once.
+        """
         buffer = storage._buffer
         assert buffer._task is not None
         buffer._task.cancel()
-        await storage._close_db()
+        if isinstance(storage, SQLiteStorage):
+            await storage._close_db()
+        else:
+            await storage._terminate()
+
+    async def set_schema_version(self, version: int) -> None:
+        """Make the (empty) database claim schema ``version``."""
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.path) as db:
+                db.execute(f"PRAGMA user_version={version}")
+            return
+        await self._sql(
+            "CREATE TABLE broker_schema_version (version integer NOT NULL); "
+            f"INSERT INTO broker_schema_version VALUES ({version})"
+        )
+
+    async def fail_next_commit(self, storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Make the next batch that records a new last id fail at COMMIT, once.
+
+        PostgreSQL: a deferred constraint trigger on ``broker_meta`` raises
+        at COMMIT; a sequence (not rolled back) makes it raise only once.
+        """
+        if isinstance(storage, SQLiteStorage):
+            db = storage.db
+            real_execute = db.execute
+            failed: list[str] = []
+
+            def flaky_execute(sql: str, *args: Any) -> Any:
+                if sql == "COMMIT" and not failed:
+                    failed.append(sql)
+                    raise sqlite3.OperationalError("disk I/O error")
+                return real_execute(sql, *args)
+
+            monkeypatch.setattr(db, "execute", flaky_execute)
+            return
+        await self._sql(
+            "CREATE SEQUENCE fault_once; "
+            "CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF nextval('fault_once') = 1 THEN RAISE EXCEPTION 'injected commit failure'; "
+            "END IF; RETURN NULL; END $$; "
+            "CREATE CONSTRAINT TRIGGER fail_commit AFTER INSERT OR UPDATE ON broker_meta "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_once()"
+        )
+
+    async def _sql(self, sql: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
 
     async def close_all(self) -> None:
         for storage in self.opened:
             await storage.close()
 
 
-@pytest.fixture(params=["sqlite"], ids=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    backend = Backend(request.param, tmp_path)
+    url = None
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        await reset_database(url)
+    backend = Backend(request.param, tmp_path, url)
     yield backend
     await backend.close_all()
 
@@ -157,10 +224,10 @@ async def test_close_twice_is_harmless(backend: Backend) -> None:
     await storage.close()
 
 
-async def test_reports_name_size_and_commit_counters(storage: Storage) -> None:
+async def test_reports_name_size_and_commit_counters(backend: Backend, storage: Storage) -> None:
     """The storage names its backend and counts its commits."""
     await write(storage, put_queue(), Insert("q", entry(1)))
-    assert storage.name == "sqlite"
+    assert storage.name == backend.kind
     assert storage.degraded is None
     assert storage.size_bytes() > 0
     assert storage.batch_stats.batches >= 1
@@ -169,8 +236,11 @@ async def test_reports_name_size_and_commit_counters(storage: Storage) -> None:
 
 async def test_garbage_file_is_storage_corrupt(backend: Backend) -> None:
     """A file that isn't a database raises StorageCorrupt and leaves nothing open."""
+    if backend.kind != "sqlite":
+        pytest.skip("a database file is SQLite's: test_postgres.py covers the server's errors")
     backend.path.write_bytes(b"this is not a database, just some bytes " * 200)
     storage = backend.make()
+    assert isinstance(storage, SQLiteStorage)
     with pytest.raises(StorageCorrupt) as caught:
         await storage.open()
     assert str(backend.path) in str(caught.value)
@@ -179,8 +249,7 @@ async def test_garbage_file_is_storage_corrupt(backend: Backend) -> None:
 
 async def test_unknown_schema_version_is_storage_corrupt(backend: Backend) -> None:
     """A database from a future version is refused."""
-    with sqlite3.connect(backend.path) as db:
-        db.execute("PRAGMA user_version=99")
+    await backend.set_schema_version(99)
     with pytest.raises(StorageCorrupt):
         await backend.make().open()
 
@@ -493,17 +562,7 @@ async def test_last_message_id_survives_a_failed_commit(
     """A batch that failed at COMMIT and was retried still records the highest id."""
     storage = await backend.open()
     await write(storage, put_queue())
-    db = storage.db
-    real_execute = db.execute
-    failed: list[str] = []
-
-    def flaky_execute(sql: str, *args: Any) -> Any:
-        if sql == "COMMIT" and not failed:
-            failed.append(sql)
-            raise sqlite3.OperationalError("disk I/O error")
-        return real_execute(sql, *args)
-
-    monkeypatch.setattr(db, "execute", flaky_execute)
+    await backend.fail_next_commit(storage, monkeypatch)
     with pytest.raises(StorageUnavailable):
         await storage.write([Insert("q", entry(1))])
     for _ in range(500):

@@ -1,0 +1,174 @@
+"""Coalescing a batch of journal operations per message, before a backend renders it to SQL.
+
+A batch becomes a `Plan`: a list of steps, each either a `Segment` (the
+message operations between two queue-level operations) or one of those
+queue-level operations (`PutQueue`, `PurgeQueue`, `DeleteQueue`), which are
+barriers and keep their place in the order. Within a segment every message
+is written once: a message published and settled in the same batch becomes
+one inserted row in its final state; a message already stored gets one
+patch holding the last value of each column its operations changed; a
+message inserted and dropped in the batch is never written.
+
+The rules live here once; `storage.sqlite` and `storage.postgres` only
+render steps to their dialect (patches grouped by shape, so each shape is
+one bulk statement).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from broker_core.journal import (
+    Ack,
+    DeadLetter,
+    DeleteQueue,
+    Deliver,
+    Drop,
+    Fail,
+    Insert,
+    PurgeQueue,
+    PutQueue,
+    Requeue,
+    Restore,
+)
+
+from .rows import COLUMN_INDEX, FAILED, PENDING, PROCESSED, PROCESSING, insert_row
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from broker_core.journal import Op
+    from broker_core.messages import Entry
+
+__all__ = ["Barrier", "Plan", "Segment", "coalesce"]
+
+Barrier = PutQueue | PurgeQueue | DeleteQueue
+"""Queue-level operations: written in their place, between segments."""
+
+
+class Segment:
+    """Message operations of one batch between two barriers, coalesced per message.
+
+    Backends write, in this order: ``inserts`` (rows in `rows.ENTRY_COLUMNS`
+    order), the patches of `shapes`, ``drops`` (ids to delete), then ``acked``
+    (processed counts to add per queue).
+    """
+
+    __slots__ = ("acked", "drops", "inserts", "patches")
+
+    def __init__(self) -> None:
+        self.inserts: dict[int, list[Any]] = {}
+        self.patches: dict[int, dict[str, Any]] = {}
+        self.drops: list[int] = []
+        self.acked: dict[str, int] = {}
+
+    @property
+    def empty(self) -> bool:
+        """Whether there is nothing to write."""
+        return not (self.inserts or self.patches or self.drops or self.acked)
+
+    def insert(self, queue: str, entry: Entry) -> None:
+        """A message published to ``queue``."""
+        self.inserts[entry.id] = insert_row(queue, entry)
+
+    def patch(self, id: int, **columns: Any) -> None:
+        """Set ``columns`` of message ``id`` (in its pending insert, else in its patch)."""
+        row = self.inserts.get(id)
+        if row is not None:
+            for column, value in columns.items():
+                row[COLUMN_INDEX[column]] = value
+            return
+        patch = self.patches.get(id)
+        if patch is None:
+            self.patches[id] = columns
+        else:
+            patch.update(columns)
+
+    def drop(self, id: int) -> None:
+        """Delete message ``id`` (or never insert it)."""
+        if self.inserts.pop(id, None) is None:
+            self.patches.pop(id, None)
+            self.drops.append(id)
+
+    def shapes(self) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
+        """Patches grouped by the columns they set: ``columns -> [(*values, id), ...]``."""
+        shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for id, patch in self.patches.items():
+            shapes.setdefault(tuple(patch), []).append((*patch.values(), id))
+        return shapes
+
+
+class Plan(NamedTuple):
+    """What one batch writes, in order, and the highest message id stored once it commits."""
+
+    steps: list[Segment | Barrier]
+    last_id: int
+
+
+def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
+    """Coalesce ``ops`` (one batch, in buffer order) into the steps a backend writes.
+
+    Args:
+        ops: the batch.
+        last_id: the highest message id stored before it.
+
+    Returns:
+        The plan; its ``last_id`` is the new highest id, to record in the
+        batch's transaction (pruning must never let an id be reused).
+    """
+    steps: list[Segment | Barrier] = []
+    segment = Segment()
+    for op in ops:
+        match op:
+            case Insert(queue=queue, entry=entry):
+                segment.insert(queue, entry)
+                if entry.id > last_id:
+                    last_id = entry.id
+            case Deliver(id=id, attempt=attempt, lease_deadline=deadline):
+                segment.patch(id, status=PROCESSING, attempt=attempt, lease_deadline=deadline)
+            case Requeue(id=id, attempt=attempt):
+                segment.patch(
+                    id, status=PENDING, attempt=attempt, redelivered=True, lease_deadline=0.0
+                )
+            case Ack(queue=queue, id=id, at=at):
+                segment.patch(id, status=PROCESSED, settled_at=at, lease_deadline=0.0)
+                segment.acked[queue] = segment.acked.get(queue, 0) + 1
+            case Fail(id=id, reason=reason, at=at):
+                segment.patch(
+                    id, status=FAILED, settled_at=at, last_error=reason, lease_deadline=0.0
+                )
+            case DeadLetter(id=id, source=source, target=target, reason=reason):
+                segment.patch(
+                    id,
+                    queue=target,
+                    status=PENDING,
+                    attempt=0,
+                    redelivered=False,
+                    lease_deadline=0.0,
+                    expires_at=0.0,
+                    dead_lettered_from=source,
+                    last_error=reason,
+                    dedup_id=None,
+                )
+            case Restore(id=id, queue=queue):
+                segment.patch(
+                    id,
+                    queue=queue,
+                    status=PENDING,
+                    attempt=0,
+                    redelivered=False,
+                    settled_at=0.0,
+                    deliver_at=0.0,
+                    expires_at=0.0,
+                    dead_lettered_from=None,
+                )
+            case Drop(id=id):
+                segment.drop(id)
+            case PutQueue() | PurgeQueue() | DeleteQueue():
+                if not segment.empty:
+                    steps.append(segment)
+                    segment = Segment()
+                steps.append(op)
+    if not segment.empty:
+        steps.append(segment)
+    return Plan(steps, last_id)

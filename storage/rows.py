@@ -1,0 +1,99 @@
+"""The message row both backends store: its columns, its status codes and its mapping to `Entry`.
+
+A row is a flat sequence in `ENTRY_COLUMNS` order. SQLite and PostgreSQL
+store the same columns (the dialects differ in types only: ``INTEGER``
+versus ``boolean`` for ``redelivered``, ``BLOB`` versus ``bytea``), so
+turning an `Entry` into a row and a row back into a `StoredMessage` is
+written once, here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from broker_core.journal import StoredMessage
+from broker_core.messages import Entry, QueueOptions
+from broker_core.types import MessageStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "COLUMN_INDEX",
+    "ENTRY_COLUMNS",
+    "FAILED",
+    "PENDING",
+    "PROCESSED",
+    "PROCESSING",
+    "decode_options",
+    "encode_options",
+    "insert_row",
+    "stored_message",
+]
+
+ENTRY_COLUMNS: tuple[str, ...] = (
+    "id", "queue", "status", "priority", "attempt", "redelivered", "created_at", "deliver_at",
+    "expires_at", "lease_deadline", "size", "content", "headers", "dedup_id", "last_error",
+    "dead_lettered_from", "settled_at",
+)  # fmt: skip
+"""The columns of a message row, in the order of `insert_row` and of every ``SELECT``."""
+
+COLUMN_INDEX: dict[str, int] = {column: index for index, column in enumerate(ENTRY_COLUMNS)}
+"""Where each column sits in a row."""
+
+PENDING, PROCESSING, PROCESSED, FAILED = (
+    int(MessageStatus.PENDING),
+    int(MessageStatus.PROCESSING),
+    int(MessageStatus.PROCESSED),
+    int(MessageStatus.FAILED),
+)
+
+_headers_encoder = msgspec.json.Encoder()
+_headers_decoder = msgspec.json.Decoder(dict[str, str])
+_options_decoder = msgspec.json.Decoder(QueueOptions)
+
+
+def insert_row(queue: str, entry: Entry) -> list[Any]:
+    """The row of a message just published to ``queue`` (a list: coalescing patches it in place)."""
+    headers = _headers_encoder.encode(entry.headers) if entry.headers else None
+    return [
+        entry.id, queue, PENDING, entry.priority, 0, False, entry.created_at,
+        entry.deliver_at, entry.expires_at, 0.0, entry.size, entry.content, headers,
+        entry.dedup_id, None, None, 0.0,
+    ]  # fmt: skip
+
+
+def stored_message(row: Sequence[Any]) -> StoredMessage:
+    """The message a row read back in `ENTRY_COLUMNS` order holds."""
+    (id, queue, status, priority, attempt, redelivered, created_at, deliver_at, expires_at,
+     lease_deadline, size, content, headers, dedup_id, last_error, dead_lettered_from,
+     _settled_at) = row  # fmt: skip
+    entry = Entry(
+        id,
+        content=bytes(content),
+        size=size,
+        created_at=created_at,
+        priority=priority,
+        headers=_headers_decoder.decode(headers) if headers is not None else None,
+        attempt=attempt,
+        redelivered=bool(redelivered),
+        deliver_at=deliver_at,
+        expires_at=expires_at,
+        dedup_id=dedup_id,
+        dead_lettered_from=dead_lettered_from,
+        last_error=last_error,
+    )
+    entry.lease_deadline = lease_deadline if status == PROCESSING else 0.0
+    return StoredMessage(queue, MessageStatus(status), entry)
+
+
+def encode_options(options: QueueOptions) -> bytes:
+    """A queue's options as stored (JSON)."""
+    return msgspec.json.encode(options)
+
+
+def decode_options(stored: bytes | str) -> QueueOptions:
+    """A queue's options read back."""
+    return _options_decoder.decode(stored)
