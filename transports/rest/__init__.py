@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .auth import login, logout, refresh, token
+from .auth import login, logout, me, refresh, token
 from .bodies import BODY_SCHEMAS
 from .health import health
 from .messages import MessageController
@@ -26,6 +26,7 @@ ROUTES: list[ControllerRouterHandler] = [
     login,
     refresh,
     logout,
+    me,
     health,
 ]
 """Every REST route handler, for `transports.app.create_app`."""

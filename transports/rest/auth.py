@@ -1,4 +1,4 @@
-"""REST routes of authentication: token (and its ``/login`` alias), refresh, logout."""
+"""REST routes of authentication: token (and its ``/login`` alias), refresh, logout, me."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import time
 from typing import Any
 
 import msgspec
-from litestar import Request, post
+from litestar import Request, get, post
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from broker_core.auth import InvalidToken, TokenPair
-from transports.accounts import LoginRequest, RefreshRequest
+from transports.accounts import LoginRequest, RefreshRequest, UserView
 
 from ..errors import ApiError
-from .common import client_ip, ctx_of
+from .common import client_ip, ctx_of, user_of
 
-__all__ = ["login", "logout", "refresh", "token"]
+__all__ = ["login", "logout", "me", "refresh", "token"]
 
 _login_decoder = msgspec.json.Decoder(LoginRequest)
 
@@ -84,3 +84,13 @@ async def logout(request: Request[Any, Any, Any], data: JSONBody[RefreshRequest]
         await ctx_of(request).accounts.logout(data.refresh_token)
     except InvalidToken as exc:
         raise NotAuthorizedException(exc.reason) from None
+
+
+@get("/auth/me", tags=["auth"])
+async def me(request: Request[Any, Any, Any]) -> UserView:
+    """The caller's account: name, admin flag and per-queue permissions (never the hash).
+
+    Clients such as the dashboard read it to show only what the caller may
+    do; the routes still check every permission themselves.
+    """
+    return UserView.of(user_of(request))
