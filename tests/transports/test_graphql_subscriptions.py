@@ -390,3 +390,25 @@ def test_inbox_is_a_delivery_sink() -> None:
         "processing",
         b'{"a":1}',
     )
+
+
+async def test_revoked_token_ends_the_connection(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """A password change closes the user's GraphQL WebSocket; held messages are requeued."""
+    from tests.conftest import make_user
+
+    await make_queue(client)
+    await publish(client, "job")
+    token = await make_user(client, server, "gina", [{"pattern": "*", "actions": ["consume"]}])
+    with pytest.raises((TransportError, ConnectionClosed)):
+        async with ws_session(server, TRANSPORT_WS, {"token": token}) as session:
+            events = subscribe(session, MESSAGES, queue="jobs", prefetch=5)
+            await next_of(events)
+            response = await client.patch("/users/gina", json={"password": "another-password"})
+            assert response.status_code == 200
+            await next_of(events)
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while (await client.get("/queues/jobs")).json()["pending"] != 1:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(20 * MS)

@@ -17,8 +17,9 @@ One context is built per HTTP request and one per WebSocket connection
 
 from __future__ import annotations
 
+import asyncio
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 # Litestar reads the annotations of `http_context` and `ws_context` at runtime
@@ -29,7 +30,7 @@ from litestar.di import NamedDependency  # noqa: TC002
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.litestar.controller import BaseContext
 
-from broker_core.auth import InvalidToken, User
+from broker_core.auth import InvalidToken, TokenType, User
 
 from ..errors import ApiError
 from ..security import bearer_token
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 
     from ..context import BrokerContext
     from ..ratelimit import TokenBucketLimiter
+
+_RECHECK_S = 1.0
+"""How often a WebSocket's token is checked for revocation (expiry is timed exactly)."""
 
 __all__ = ["GraphQLContext", "authenticate_connection", "context_of", "http_context", "ws_context"]
 
@@ -59,6 +63,8 @@ class GraphQLContext(BaseContext, kw_only=True):
     """The ``connection_init`` payload (set by Strawberry's protocol handlers)."""
     subscriptions: int = 0
     """Subscriptions open on this connection."""
+    watcher: Any = None
+    """The task that ends the WebSocket when its token expires or is revoked."""
 
     @property
     def ctx(self) -> BrokerContext:
@@ -77,7 +83,7 @@ class GraphQLContext(BaseContext, kw_only=True):
         user = self.caller()
         if not limiter.enabled:
             return
-        wait = limiter.hit(f"u:{user.username}", time.monotonic(), cost)
+        wait = limiter.hit(user.username, time.monotonic(), cost)
         if wait > 0:
             raise ApiError(
                 429, "rate_limited", f"rate limit exceeded: retry in {max(1, round(wait + 0.5))} s"
@@ -163,3 +169,30 @@ async def authenticate_connection(context: GraphQLContext) -> None:
     except InvalidToken as exc:
         context.user = None
         raise ConnectionRejectionError({"message": exc.reason, "code": "unauthorized"}) from None
+    if context.websocket is not None:
+        context.watcher = asyncio.get_running_loop().create_task(_watch_token(context, token))
+
+
+def _open(socket: WebSocket[Any, Any, Any]) -> bool:
+    return socket.connection_state != "disconnect"
+
+
+async def _watch_token(context: GraphQLContext, token: str) -> None:
+    """Close the connection (4403) once its token expires or is revoked.
+
+    Subscriptions outlive the request that authenticated them: without this
+    a stolen-then-revoked or expired token would keep a consumer running.
+    """
+    socket = context.websocket
+    assert socket is not None, "only WebSocket connections are watched"
+    expires = context.ctx.accounts.tokens.verify(token, TokenType.ACCESS).exp
+    while _open(socket):
+        await asyncio.sleep(max(0.05, min(_RECHECK_S, expires - time.time())))
+        if not _open(socket):
+            return
+        try:
+            context.ctx.accounts.authenticate(token)
+        except InvalidToken as exc:
+            with suppress(Exception):
+                await socket.close(code=4403, reason=exc.reason[:120])
+            return

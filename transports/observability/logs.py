@@ -52,7 +52,7 @@ from broker_core.messages import from_timestamp
 
 from ..errors import ApiError
 from ..logging import LOG_FILE_GLOB, parse_log_line
-from ..rest.common import ctx_of, rate_limit, user_of
+from ..rest.common import ctx_of, user_of
 from ..security import require_admin
 
 if TYPE_CHECKING:
@@ -279,8 +279,6 @@ def read_log_file(logs_dir: Path, name: str, query: LogQuery) -> LogPage:
     )
 
 
-_admin_guard = rate_limit(lambda ctx: ctx.limits.admin)
-
 FileName = Annotated[
     str, PathParameter(description="A log file name from GET /logs.", max_length=255)
 ]
@@ -291,7 +289,7 @@ class LogController(Controller):
 
     path = "/logs"
     tags = ["operations"]
-    guards = [_admin_guard]
+    opt = {"rate_limit": "admin"}
 
     @get("/")
     async def list_logs(self, request: Request[Any, Any, Any]) -> list[LogFile]:

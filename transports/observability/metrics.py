@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from litestar import Request, Response, get
 
-from ..rest.common import ctx_of, rate_limit, user_of
+from ..rest.common import ctx_of, user_of
 from ..security import visible
 from .stats import BROKER_VERSION, FRAMEWORK
 from .telemetry import LATENCY_BUCKETS_S, telemetry_of
@@ -222,7 +222,7 @@ def render_metrics(ctx: BrokerContext, *, user: User | None = None) -> str:
 @get(
     "/metrics",
     tags=["operations"],
-    guards=[rate_limit(lambda ctx: ctx.limits.admin)],
+    opt={"rate_limit": "admin"},
     media_type=CONTENT_TYPE,
 )
 async def get_metrics(request: Request[Any, Any, Any]) -> Response[str]:

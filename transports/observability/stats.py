@@ -23,7 +23,7 @@ from litestar import Request, get
 from broker_core.messages import from_timestamp
 
 from ..errors import last_error
-from ..rest.common import ctx_of, rate_limit, user_of
+from ..rest.common import ctx_of, user_of
 from ..security import visible
 from .rates import Rates
 from .system import SystemStats
@@ -236,7 +236,7 @@ def build_stats(ctx: BrokerContext, *, user: User | None = None) -> StatsRespons
 @get(
     "/stats",
     tags=["operations"],
-    guards=[rate_limit(lambda ctx: ctx.limits.admin)],
+    opt={"rate_limit": "admin"},
 )
 async def get_stats(request: Request[Any, Any, Any]) -> StatsResponse:
     """Uptime, request and message counts, system readings and broker details (any user).
