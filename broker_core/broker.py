@@ -69,6 +69,8 @@ __all__ = ["Broker", "EventListener"]
 EventListener = "Callable[[QueueEvent], None]"
 
 _OPTION_FIELDS = QueueOptions.__struct_fields__
+_MAX_MESSAGE_ID = 2**63 - 1
+"""Ids are 64-bit signed integers in storage: a client's larger id names no message."""
 
 
 class _QueueMeta:
@@ -254,10 +256,15 @@ class Broker:
         """`info` of each queue (all by default)."""
         return [self.info(name) for name in (names if names is not None else self.queue_names())]
 
-    def totals(self) -> dict[str, int]:
-        """Message counts over all queues, from the actors' counters."""
+    def totals(self, names: Iterable[str] | None = None) -> dict[str, int]:
+        """Message counts over some queues (all by default), from the actors' counters."""
         pending = processing = processed = failed = 0
-        for actor in self._actors.values():
+        actors = (
+            self._actors.values()
+            if names is None
+            else [self._actors[n] for n in names if n in self._actors]
+        )
+        for actor in actors:
             state = actor.state
             pending += state.pending_count + state.delayed_count
             processing += len(state.processing)
@@ -547,6 +554,8 @@ class Broker:
     ) -> MessagesPage:
         """A page of a queue's messages by ascending id."""
         self.actor(name)
+        if cursor is not None:
+            cursor = min(cursor, _MAX_MESSAGE_ID)
         rows = await self.storage.browse(name, status, limit + 1, cursor)
         page = rows[:limit]
         views = []
@@ -563,6 +572,8 @@ class Broker:
     async def get_message(self, name: str, id: int) -> MessageView:
         """One message of a queue by id."""
         self.actor(name)
+        if not 0 < id <= _MAX_MESSAGE_ID:
+            raise MessageNotFound(id)
         row = await self.storage.get_message(id)
         if row is None or row.queue != name:
             raise MessageNotFound(id)
@@ -576,6 +587,8 @@ class Broker:
         its attempt count reset.
         """
         source = self.actor(name)
+        if not 0 < id <= _MAX_MESSAGE_ID:
+            raise MessageNotFound(id)
         if id in self._retrying:
             raise InvalidTransition(id, "retry", "being retried")
         self._retrying.add(id)

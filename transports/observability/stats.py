@@ -156,9 +156,9 @@ def build_stats(ctx: BrokerContext, *, user: User | None = None) -> StatsRespons
 
     Args:
         ctx: the running broker.
-        user: when given and not an admin, ``broker_specific.queues`` lists
-            only the queues this user has a permission on, as ``GET /queues``
-            does; totals stay broker-wide.
+        user: when given and not an admin, the queue and message figures
+            cover only the queues this user has a permission on, as
+            ``GET /queues`` does.
     """
     telemetry = telemetry_of(ctx)
     broker = ctx.broker
@@ -191,7 +191,9 @@ def build_stats(ctx: BrokerContext, *, user: User | None = None) -> StatsRespons
         )
         for info in broker.infos(shown)
     ]
-    totals = broker.totals()
+    # A non-admin's figures cover the queues it may see: counts of the others
+    # would tell it they exist, which GET /queues doesn't.
+    totals = broker.totals(shown)
     batches = storage.batch_stats
     error_at = last_error.timestamp
     return StatsResponse(
@@ -201,7 +203,7 @@ def build_stats(ctx: BrokerContext, *, user: User | None = None) -> StatsRespons
         requests_total=requests.total,
         requests_by_route=by_route,
         requests_by_status=by_status,
-        queues_total=len(names),
+        queues_total=len(shown),
         messages_total=totals["total"],
         messages_pending=totals["pending"],
         messages_processing=totals["processing"],
