@@ -46,9 +46,11 @@ _NAME_RE = re.compile(NAME_PATTERN)
 
 QueueNameField = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, max_length=200)]
 Priority = Annotated[int, msgspec.Meta(ge=0, le=9)]
-NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=43200)]
+# As RabbitMQ caps its TTLs and delays: about 49.7 days.
+Millis = Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)]
+DelayMillis = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
 Headers = dict[
     Annotated[str, msgspec.Meta(max_length=256)], Annotated[str, msgspec.Meta(max_length=4096)]
 ]
@@ -61,9 +63,19 @@ def check_queue_name(name: str) -> str:
     return name
 
 
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def from_timestamp(ts: float) -> datetime:
-    """Turn a stored Unix timestamp into an aware UTC datetime for the wire."""
-    return datetime.fromtimestamp(ts, UTC)
+    """Turn a stored Unix timestamp into an aware UTC datetime for the wire.
+
+    An instant past the year 9999 (a ``ttl_ms`` or ``delay_ms`` of millennia
+    is accepted) shows as the last one a datetime holds.
+    """
+    try:
+        return datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        return _LATEST
 
 
 class QueueOptions(msgspec.Struct, kw_only=True, frozen=True):
@@ -76,7 +88,7 @@ class QueueOptions(msgspec.Struct, kw_only=True, frozen=True):
 
     max_attempts: PositiveInt | None = None
     dead_letter_queue: QueueNameField | None = None
-    message_ttl_ms: PositiveInt | None = None
+    message_ttl_ms: Millis | None = None
     max_length: PositiveInt | None = None
     max_bytes: PositiveInt | None = None
     overflow: Overflow = Overflow.REJECT_PUBLISH
@@ -94,7 +106,7 @@ class UpdateQueueRequest(msgspec.Struct, kw_only=True, frozen=True):
 
     max_attempts: PositiveInt | msgspec.UnsetType | None = msgspec.UNSET
     dead_letter_queue: QueueNameField | msgspec.UnsetType | None = msgspec.UNSET
-    message_ttl_ms: PositiveInt | msgspec.UnsetType | None = msgspec.UNSET
+    message_ttl_ms: Millis | msgspec.UnsetType | None = msgspec.UNSET
     max_length: PositiveInt | msgspec.UnsetType | None = msgspec.UNSET
     max_bytes: PositiveInt | msgspec.UnsetType | None = msgspec.UNSET
     overflow: Overflow | msgspec.UnsetType = msgspec.UNSET
@@ -140,9 +152,9 @@ class PublishRequest(msgspec.Struct, kw_only=True, frozen=True):
     content: msgspec.Raw
     headers: Headers | None = None
     priority: Priority = 0
-    delay_ms: NonNegativeInt | None = None
+    delay_ms: DelayMillis | None = None
     deliver_at: datetime | None = None
-    ttl_ms: PositiveInt | None = None
+    ttl_ms: Millis | None = None
     dedup_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
 
 

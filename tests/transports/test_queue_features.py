@@ -262,3 +262,13 @@ async def test_dedup_window_survives_restart(
         assert again["message_id"] == first["message_id"]
         assert again["duplicate"] is True
         assert (await fresh.get("/queues/work")).json()["pending"] == 1
+
+
+async def test_absurd_ttl_and_delay_are_refused(client: httpx.AsyncClient) -> None:
+    """A ttl_ms or delay_ms past 2^32-1 ms (as RabbitMQ caps them) answers 422."""
+    await _queue(client, "work")
+    for field in ("ttl_ms", "delay_ms"):
+        response = await client.post("/queues/work/messages", json={"content": 1, field: 2**40})
+        assert response.status_code == 422, field
+    response = await client.post("/queues", json={"name": "w2", "message_ttl_ms": 2**40})
+    assert response.status_code == 422
