@@ -52,7 +52,14 @@ from broker_core.messages import Entry
 
 from .coalesce import Segment, coalesce
 from .errors import StorageCorrupt, StorageInUse, StorageUnavailable, StorageUnreachable
-from .rows import ENTRY_COLUMNS, decode_options, encode_options, stored_message
+from .rows import (
+    ENTRY_COLUMNS,
+    NO_HORIZON,
+    DeliveryHorizon,
+    decode_options,
+    encode_options,
+    stored_message,
+)
 from .sqlite import UNCLEAN_ID_GAP
 from .write_behind import BatchStats, WriteBehind
 
@@ -164,6 +171,7 @@ class PostgresStorage:
             self._commit, linger_s=linger_ms / 1000, max_batch=max_batch
         )
         self._last_id = 0
+        self._horizon = NO_HORIZON
         self._tx_lock = asyncio.Lock()
         self._updates: dict[tuple[str, ...], str] = {}
         self._size = 0
@@ -261,6 +269,10 @@ class PostgresStorage:
             )
             clean = await self._meta("clean", "1") == "1"
             self._last_id = int(await self._meta("last_id", "0"))
+            self._horizon = DeliveryHorizon(
+                int(await self._meta("horizon_id", "0")),
+                float(await self._meta("horizon_at", "0")),
+            )
             await self._recover(clean)
             await self._refresh_size()
         except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
@@ -351,18 +363,15 @@ class PostgresStorage:
                 "WHERE status = 1"
             )
             if not clean:
-                # A delivery may have left before its record was written behind.
-                status = await conn.execute(
-                    "UPDATE broker_messages SET redelivered = true "
-                    "WHERE status = 0 AND NOT redelivered AND deliver_at <= $1",
-                    now,
-                )
-                logger.warning(
-                    "unclean stop: pending messages marked redelivered", count=_count(status)
-                )
+                # A delivery may have left before its record was written behind:
+                # move the horizon instead of rewriting every pending row.
+                self._horizon = self._horizon.after_unclean_stop(self._last_id, now)
+                logger.warning("unclean stop: pending messages read as redelivered")
                 # Ids handed out after the last commit may have reached consumers.
                 self._last_id += UNCLEAN_ID_GAP
                 await conn.execute(_PUT_META, "last_id", str(self._last_id))
+                await conn.execute(_PUT_META, "horizon_id", str(self._horizon.id))
+                await conn.execute(_PUT_META, "horizon_at", repr(self._horizon.at))
             await conn.execute(_PUT_META, "clean", "0")
 
     async def close(self) -> None:
@@ -543,7 +552,7 @@ class PostgresStorage:
                         deliver_at=deliver_at,
                         expires_at=expires,
                         attempt=attempt,
-                        redelivered=redelivered,
+                        redelivered=redelivered or self._horizon.covers(id, deliver_at),
                     )
                 )
             if dedup_window_s > 0:
@@ -566,13 +575,13 @@ class PostgresStorage:
         rows = await self.pool.fetch(
             f"{_SELECT} WHERE id = ANY($1::bigint[]) AND status = 0 ORDER BY id", list(ids)
         )
-        return [stored_message(row).entry for row in rows]
+        return [stored_message(row, self._horizon).entry for row in rows]
 
     async def get_message(self, id: int) -> StoredMessage | None:
         """One message by id, whatever its status."""
         await self._buffer.flush()
         row = await self.pool.fetchrow(f"{_SELECT} WHERE id = $1", id)
-        return stored_message(row) if row is not None else None
+        return stored_message(row, self._horizon) if row is not None else None
 
     async def browse(
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None
@@ -594,7 +603,7 @@ class PostgresStorage:
                 int(status),
                 limit,
             )
-        return [stored_message(row) for row in rows]
+        return [stored_message(row, self._horizon) for row in rows]
 
     async def retryable_ids(self, queue: str, limit: int) -> list[int]:
         """Failed messages of ``queue`` and its dead-lettered pending ones, oldest first."""

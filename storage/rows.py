@@ -9,7 +9,7 @@ written once, here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -24,9 +24,11 @@ __all__ = [
     "COLUMN_INDEX",
     "ENTRY_COLUMNS",
     "FAILED",
+    "NO_HORIZON",
     "PENDING",
     "PROCESSED",
     "PROCESSING",
+    "DeliveryHorizon",
     "decode_options",
     "encode_options",
     "insert_row",
@@ -65,7 +67,32 @@ def insert_row(queue: str, entry: Entry) -> list[Any]:
     ]  # fmt: skip
 
 
-def stored_message(row: Sequence[Any]) -> StoredMessage:
+class DeliveryHorizon(NamedTuple):
+    """What an unclean stop may have delivered without a record.
+
+    Deliveries are written behind, so after an unclean stop every pending
+    message at or below ``id`` (the last id committed then) and due by
+    ``at`` (the moment of recovery) may have reached a consumer. Reading
+    rows through the horizon marks them redelivered without rewriting a
+    million rows at start; later unclean stops only move it forward.
+    """
+
+    id: int = 0
+    at: float = 0.0
+
+    def covers(self, id: int, deliver_at: float) -> bool:
+        """Whether a pending message may have been delivered before an unclean stop."""
+        return id <= self.id and deliver_at <= self.at
+
+    def after_unclean_stop(self, last_id: int, now: float) -> DeliveryHorizon:
+        """The horizon once one more unclean stop is recovered."""
+        return DeliveryHorizon(max(self.id, last_id), max(self.at, now))
+
+
+NO_HORIZON = DeliveryHorizon()
+
+
+def stored_message(row: Sequence[Any], horizon: DeliveryHorizon = NO_HORIZON) -> StoredMessage:
     """The message a row read back in `ENTRY_COLUMNS` order holds."""
     (id, queue, status, priority, attempt, redelivered, created_at, deliver_at, expires_at,
      lease_deadline, size, content, headers, dedup_id, last_error, dead_lettered_from,
@@ -78,7 +105,7 @@ def stored_message(row: Sequence[Any]) -> StoredMessage:
         priority=priority,
         headers=_headers_decoder.decode(headers) if headers is not None else None,
         attempt=attempt,
-        redelivered=bool(redelivered),
+        redelivered=bool(redelivered) or (status == PENDING and horizon.covers(id, deliver_at)),
         deliver_at=deliver_at,
         expires_at=expires_at,
         dedup_id=dedup_id,

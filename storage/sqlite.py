@@ -44,7 +44,14 @@ from broker_core.messages import Entry
 from .backend import RefreshRow
 from .coalesce import Segment, coalesce
 from .errors import StorageCorrupt
-from .rows import ENTRY_COLUMNS, decode_options, encode_options, stored_message
+from .rows import (
+    ENTRY_COLUMNS,
+    NO_HORIZON,
+    DeliveryHorizon,
+    decode_options,
+    encode_options,
+    stored_message,
+)
 from .write_behind import BatchStats, WriteBehind
 
 if TYPE_CHECKING:
@@ -118,6 +125,7 @@ class SQLiteStorage:
         )
         self._last_id = 0
         self._tx_lock = asyncio.Lock()
+        self._horizon = NO_HORIZON
 
     @property
     def name(self) -> str:
@@ -177,6 +185,10 @@ class SQLiteStorage:
                 raise StorageCorrupt(str(self.path), f"unknown schema version {version}")
             clean = await self._meta("clean", "1") == "1"
             self._last_id = int(await self._meta("last_id", "0"))
+            self._horizon = DeliveryHorizon(
+                int(await self._meta("horizon_id", "0")),
+                float(await self._meta("horizon_at", "0")),
+            )
             await self._recover(clean)
         except aiosqlite.DatabaseError as exc:
             await self._close_db()
@@ -207,20 +219,18 @@ class SQLiteStorage:
             "UPDATE messages SET status = 0, redelivered = 1, lease_deadline = 0 WHERE status = 1"
         )
         if not clean:
-            # A delivery may have left before its record was written behind.
-            cursor = await db.execute(
-                "UPDATE messages SET redelivered = 1 "
-                "WHERE status = 0 AND redelivered = 0 AND deliver_at <= ?",
-                (now,),
-            )
-            logger.warning(
-                "unclean stop: pending messages marked redelivered", count=cursor.rowcount
-            )
+            # A delivery may have left before its record was written behind:
+            # move the horizon instead of rewriting every pending row.
+            self._horizon = self._horizon.after_unclean_stop(self._last_id, now)
+            logger.warning("unclean stop: pending messages read as redelivered")
             # Ids handed out after the last commit may have reached consumers.
             self._last_id += UNCLEAN_ID_GAP
-            await db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('last_id', ?)", (str(self._last_id),)
-            )
+            for key, value in (
+                ("last_id", self._last_id),
+                ("horizon_id", self._horizon.id),
+                ("horizon_at", self._horizon.at),
+            ):
+                await db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
         await db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
         await db.execute("COMMIT")
 
@@ -345,7 +355,7 @@ class SQLiteStorage:
                         deliver_at=deliver_at,
                         expires_at=expires,
                         attempt=attempt,
-                        redelivered=bool(redo),
+                        redelivered=bool(redo) or self._horizon.covers(id, deliver_at),
                     )
                 )
         dedup: list[tuple[str, int, float]] = []
@@ -371,7 +381,9 @@ class SQLiteStorage:
                 f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE id IN ({marks}) AND status = 0",
                 tuple(chunk),
             ) as cursor:
-                out.extend(stored_message(row).entry for row in await cursor.fetchall())
+                out.extend(
+                    stored_message(row, self._horizon).entry for row in await cursor.fetchall()
+                )
         return out
 
     async def get_message(self, id: int) -> StoredMessage | None:
@@ -381,7 +393,7 @@ class SQLiteStorage:
             f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE id = ?", (id,)
         ) as cursor:
             row = await cursor.fetchone()
-        return stored_message(row) if row is not None else None
+        return stored_message(row, self._horizon) if row is not None else None
 
     async def browse(
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None
@@ -395,7 +407,7 @@ class SQLiteStorage:
             params += (int(status),)
         sql += " ORDER BY id LIMIT ?"
         async with self.db.execute(sql, (*params, limit)) as cursor:
-            return [stored_message(row) for row in await cursor.fetchall()]
+            return [stored_message(row, self._horizon) for row in await cursor.fetchall()]
 
     async def retryable_ids(self, queue: str, limit: int) -> list[int]:
         """Failed messages of ``queue`` and its dead-lettered pending ones, oldest first."""
