@@ -1,1 +1,1 @@
-"""Runnable benchmarks: ``python -m benchmarks.bench_<topic>``; results go to ``results/``."""
+"""Runnable benchmarks: ``python -m benchmarks.suite`` runs them all; results go to ``results/``."""
