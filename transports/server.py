@@ -51,6 +51,9 @@ def build_server(settings: Settings) -> uvicorn.Server:
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
         server_header=False,
+        # No proxy is trusted by default: a client can't pick its own address
+        # (rate limits go by it) with X-Forwarded-For.
+        proxy_headers=False,
         **ssl,  # type: ignore[arg-type]
     )
     return uvicorn.Server(config)

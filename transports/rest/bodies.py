@@ -61,6 +61,23 @@ class JsonBody(Generic[T]):
         except msgspec.DecodeError as exc:
             raise ApiError(400, "malformed", f"body is not valid JSON: {exc}") from None
 
-    async def read(self, request: Request[Any, Any, Any]) -> T:
-        """Read and decode the request's body."""
-        return self.decode(await request.body())
+    async def read(self, request: Request[Any, Any, Any], limit: int) -> T:
+        """Read (at most ``limit`` bytes, else 413) and decode the request's body.
+
+        Straight from the ASGI ``receive``: Litestar's ``Request.body()`` goes
+        through an async generator, a measurable cost on the publish path.
+        """
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await request.receive()
+            if message["type"] != "http.request":
+                raise ApiError(400, "client_disconnected", "the client went away mid-body")
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "too_large", f"the body exceeds {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return self.decode(chunks[0] if len(chunks) == 1 else b"".join(chunks))

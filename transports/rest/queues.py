@@ -146,7 +146,7 @@ class QueueController(Controller):
     async def publish(self, request: Request[Any, Any, Any], name: Name) -> PublishResult:
         """Publish one message; answered once it is committed (``publish``)."""
         require(user_of(request), Action.PUBLISH, name)
-        data = await _publish_body.read(request)
+        data = await _publish_body.read(request, ctx_of(request).settings.max_body_bytes)
         ctx = ctx_of(request)
         check_message_limits(ctx.settings, [data])
         results = await ctx.broker.publish(name, [data])
@@ -163,7 +163,7 @@ class QueueController(Controller):
     ) -> BatchPublishResponse:
         """Publish several messages atomically; the answer lists them in order."""
         require(user_of(request), Action.PUBLISH, name)
-        data = await _batch_body.read(request)
+        data = await _batch_body.read(request, ctx_of(request).settings.max_body_bytes)
         ctx = ctx_of(request)
         check_message_limits(ctx.settings, data.messages)
         return BatchPublishResponse(messages=await ctx.broker.publish(name, data.messages))
@@ -261,7 +261,7 @@ async def list_consumers(request: Request[Any, Any, Any]) -> list[ConsumerInfo]:
 )
 async def publish_fanout(request: Request[Any, Any, Any]) -> BatchPublishResponse:
     """Publish one message to several queues, committed atomically (``publish`` on each)."""
-    data = await _fanout_body.read(request)
+    data = await _fanout_body.read(request, ctx_of(request).settings.max_body_bytes)
     user = user_of(request)
     for name in data.queues:
         require(user, Action.PUBLISH, name)
