@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import msgspec
 from loguru import logger
@@ -66,7 +66,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Broker", "EventListener"]
 
-EventListener = "Callable[[QueueEvent], None]"
+EventListener: TypeAlias = "Callable[[QueueEvent], None]"
+"""A function called with every `QueueEvent`; it must not block."""
 
 _OPTION_FIELDS = QueueOptions.__struct_fields__
 _MAX_MESSAGE_ID = 2**63 - 1

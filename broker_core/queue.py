@@ -254,21 +254,17 @@ class QueueState:
             size += len(request.content)
         self._make_room(count, size, now)
         results: list[Published] = []
-        made: dict[str, Published] = {}
         for request in requests:
             dedup_id = request.dedup_id
             if dedup_id is not None:
+                # A repeat within this batch finds the first one here too.
                 seen = self._dedup.get(dedup_id)
                 if seen is not None:
                     results.append(Published(seen[0], seen[1], True))
                     continue
-                if dedup_id in made:
-                    results.append(made[dedup_id]._replace(duplicate=True))
-                    continue
             entry = self._new_entry(request, now, next_id())
             published = Published(entry.id, now, False)
             if dedup_id is not None:
-                made[dedup_id] = published
                 expires = now + self.dedup_window_s
                 self._dedup[dedup_id] = (entry.id, now, expires)
                 self._dedup_order.append((expires, dedup_id))
