@@ -22,6 +22,10 @@ async def scrape(client: httpx.AsyncClient) -> dict[str, Metric]:
     return {family.name: family for family in text_string_to_metric_families(response.text)}
 
 
+LATENCY = "broker_http_request_duration_seconds"
+"""The request latency histogram (a metric name, not a timing assertion)."""
+
+
 def value(family: Metric, sample_name: str, **labels: str) -> float:
     """The value of the one sample of ``family`` with that name and exactly these labels."""
     (found,) = [s.value for s in family.samples if s.name == sample_name and s.labels == labels]
@@ -39,7 +43,7 @@ async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     families = {f.name: f.type for f in text_string_to_metric_families(response.text)}
     assert families["broker_http_requests"] == "counter"
-    assert families["broker_http_request_duration_seconds"] == "histogram"
+    assert families[LATENCY] == "histogram"
     assert families["broker_queue_messages"] == "gauge"
     assert families["broker_storage_commit_seconds"] == "summary"
     assert families["process_resident_memory_bytes"] == "gauge"
@@ -77,8 +81,8 @@ async def test_latency_histogram_is_cumulative_and_complete(client: httpx.AsyncC
     ]
     assert buckets == sorted(buckets)
     assert buckets[-1] == 4
-    assert value(family, "broker_http_request_duration_seconds_count", **labels) == 4
-    assert value(family, "broker_http_request_duration_seconds_sum", **labels) > 0
+    assert value(family, f"{LATENCY}_count", **labels) == 4
+    assert value(family, f"{LATENCY}_sum", **labels) > 0
 
 
 async def test_message_counters_and_depths_follow_messages(client: httpx.AsyncClient) -> None:
