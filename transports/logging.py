@@ -223,7 +223,9 @@ def _hour_end(file_name: str) -> float:
 
 def _stdlib_origin(source: logging.LogRecord, record: Record) -> None:
     """Report the stdlib record's logger and call site instead of this module's."""
-    record["name"] = source.name
+    # uvicorn logs its lifecycle on a logger named "uvicorn.error": an INFO
+    # line labelled "error" misleads whoever greps the logs.
+    record["name"] = "uvicorn" if source.name == "uvicorn.error" else source.name
     record["module"] = source.module
     record["function"] = source.funcName
     record["line"] = source.lineno

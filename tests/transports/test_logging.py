@@ -184,11 +184,14 @@ def test_exception_has_traceback_in_dev(tmp_path: Path) -> None:
 
 
 def test_stdlib_logging_is_intercepted(tmp_path: Path) -> None:
-    """A stdlib record lands in the JSON file under its logger name and call site."""
+    """A stdlib record lands in the JSON file under its logger name and call site.
+
+    uvicorn's "uvicorn.error" logger (its lifecycle, not only errors) is shown as "uvicorn".
+    """
     settings = _configure(tmp_path)
     logging.getLogger("uvicorn.error").warning("server %s", "started")
     (record,) = _records(settings)
-    assert (record["logger"], record["level"]) == ("uvicorn.error", "WARNING")
+    assert (record["logger"], record["level"]) == ("uvicorn", "WARNING")
     assert record["message"] == "server started"
     assert record["function"] == "test_stdlib_logging_is_intercepted"
 
