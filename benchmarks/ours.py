@@ -30,7 +30,7 @@ from transports.client import Client
 
 from .harness import BrokerProcess
 from .worker import Spec, wait_for_stop
-from .workload import body, stamp, timed_sends
+from .workload import body, consumer_report, stamp, timed_sends
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -145,15 +145,15 @@ async def consume(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await _close(clients)
-    return {
-        "received": received,
-        "subscribe_started": subscribing,
-        "subscribe_seconds": subscribed - subscribing,
-        "first": first,
-        "last": last,
-        "deliver": latencies,
-        "ids": ids,
-    }
+    return consumer_report(
+        received=received,
+        subscribing=subscribing,
+        subscribed=subscribed,
+        first=first,
+        last=last,
+        latencies=latencies,
+        ids=ids,
+    )
 
 
 ROLES = {"produce": produce, "consume": consume}

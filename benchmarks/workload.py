@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -26,6 +26,7 @@ __all__ = [
     "PAYLOAD_BYTES",
     "Plan",
     "body",
+    "consumer_report",
     "paced",
     "pipelined",
     "rest_body",
@@ -192,3 +193,25 @@ async def timed_sends(
     if tasks:
         await asyncio.gather(*tasks)
     return latencies, published / seconds if seconds > 0 else 0.0
+
+
+def consumer_report(
+    *,
+    received: int,
+    subscribing: float,
+    subscribed: float,
+    first: float,
+    last: float,
+    latencies: list[float],
+    ids: list[int] | None = None,
+) -> dict[str, Any]:
+    """What every consumer role hands back to the coordinator (monotonic times)."""
+    return {
+        "received": received,
+        "subscribe_started": subscribing,
+        "subscribe_seconds": subscribed - subscribing,
+        "first": first,
+        "last": last,
+        "deliver": latencies,
+        "ids": ids or [],
+    }

@@ -26,9 +26,9 @@ import nats
 from nats.js import api
 from nats.js.errors import NotFoundError
 
-from ..harness import listener_pid, reachable
 from ..worker import Spec, wait_for_stop
-from ..workload import body, stamp, timed_sends
+from ..workload import body, consumer_report, stamp, timed_sends
+from .service import PeerService
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -117,52 +117,34 @@ async def consume(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
     finally:
         for nc in connections:
             await nc.close()
-    return {
-        "received": received,
-        "subscribe_started": subscribing,
-        "subscribe_seconds": subscribed - subscribing,
-        "first": first,
-        "last": last,
-        "deliver": latencies,
-        "ids": [],
-    }
+    return consumer_report(
+        received=received,
+        subscribing=subscribing,
+        subscribed=subscribed,
+        first=first,
+        last=last,
+        latencies=latencies,
+    )
 
 
 ROLES = {"produce": produce, "consume": consume}
 
 
-class Nats:
+class Nats(PeerService):
     """The NATS service on 127.0.0.1:4222: reachability, version and streams."""
 
     key = "nats"
     name = "NATS JetStream"
     module = "benchmarks.peers.nats"
+    port = PORT
+    url = URL
+    version_prefix = "nats-server"
+    refusal = f"no JetStream at {URL}"
 
     @staticmethod
-    def unavailable() -> str | None:
-        """Why it can't be measured here, or None."""
-        if not reachable(PORT):
-            return f"nothing listens on 127.0.0.1:{PORT}"
-        try:
-            asyncio.run(_server_version())
-        except Exception as exc:
-            return f"no JetStream at {URL}: {exc!r}"
-        return None
-
-    def __enter__(self) -> Nats:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def server_pid(self) -> int | None:
-        return listener_pid(PORT)
-
-    def version(self) -> str:
-        return f"nats-server {asyncio.run(_server_version())}"
-
-    def endpoint(self) -> dict[str, Any]:
-        return {"url": URL}
+    async def server_version() -> str:
+        """The server's version, from a fresh connection."""
+        return await _server_version()
 
     def create(self, queues: Sequence[str], prefetch: int, consumers: int) -> None:
         asyncio.run(_streams(queues, prefetch * consumers))

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import aio_pika
 
-from ..harness import listener_pid, reachable
 from ..worker import Spec, wait_for_stop
-from ..workload import body, pipelined, stamp, timed_sends
+from ..workload import body, consumer_report, pipelined, stamp, timed_sends
+from .service import PeerService
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -97,52 +97,34 @@ async def consume(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
     finally:
         for opened in connections:
             await opened.close()
-    return {
-        "received": received,
-        "subscribe_started": subscribing,
-        "subscribe_seconds": subscribed - subscribing,
-        "first": first,
-        "last": last,
-        "deliver": latencies,
-        "ids": [],
-    }
+    return consumer_report(
+        received=received,
+        subscribing=subscribing,
+        subscribed=subscribed,
+        first=first,
+        last=last,
+        latencies=latencies,
+    )
 
 
 ROLES = {"produce": produce, "consume": consume}
 
 
-class RabbitMQ:
+class RabbitMQ(PeerService):
     """The RabbitMQ service on 127.0.0.1:5672: reachability, version and queues."""
 
     key = "rabbitmq"
     name = "RabbitMQ"
     module = "benchmarks.peers.rabbitmq"
+    port = PORT
+    url = URL
+    version_prefix = "RabbitMQ"
+    refusal = "cannot connect as guest"
 
     @staticmethod
-    def unavailable() -> str | None:
-        """Why it can't be measured here, or None."""
-        if not reachable(PORT):
-            return f"nothing listens on 127.0.0.1:{PORT}"
-        try:
-            asyncio.run(_server_version())
-        except Exception as exc:
-            return f"cannot connect as guest: {exc!r}"
-        return None
-
-    def __enter__(self) -> RabbitMQ:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def server_pid(self) -> int | None:
-        return listener_pid(PORT)
-
-    def version(self) -> str:
-        return f"RabbitMQ {asyncio.run(_server_version())}"
-
-    def endpoint(self) -> dict[str, Any]:
-        return {"url": URL}
+    async def server_version() -> str:
+        """The server's version, from a fresh connection."""
+        return await _server_version()
 
     def create(self, queues: Sequence[str], prefetch: int, consumers: int) -> None:
         asyncio.run(_declare(queues, fresh=True))
