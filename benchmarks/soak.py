@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import resource
 import select
 import statistics
 import subprocess
@@ -53,23 +52,12 @@ import httpx
 import psutil
 
 from .crash import PASSWORD, BrokerProcess, free_port
+from .harness import raise_open_files
 
-__all__ = ["SoakConfig", "SoakReport", "main", "raise_open_files_limit", "run_soak"]
+__all__ = ["SoakConfig", "SoakReport", "main", "run_soak"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _PAD = "x" * 200
-
-
-def raise_open_files_limit() -> int:
-    """Raise this process's open-files soft limit to its hard limit; return the new limit.
-
-    Children inherit it: call it before starting the broker and the workers.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
-    if wanted > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    return wanted
 
 
 @dataclass
@@ -402,7 +390,7 @@ def run_soak(config: SoakConfig) -> SoakReport:
     report = SoakReport(duration_s=config.duration_s, consumers=config.consumers)
     report.workers = config.workers
     started = time.monotonic()
-    raise_open_files_limit()
+    raise_open_files()
     with contextlib.ExitStack() as stack:
         data_dir = config.data_dir
         if data_dir is None:
