@@ -280,3 +280,14 @@ async def test_routing_404_carries_security_headers(server: BrokerServer) -> Non
     assert response.status_code == 404
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"access_token_ttl_s": 1}])
+async def test_expired_access_token_is_refused_though_seen_before(server: BrokerServer) -> None:
+    """A token accepted (and cached as verified) is refused once past its expiry and leeway."""
+    import asyncio
+
+    token = (await login(server.url))["access_token"]
+    assert await _status(server, token) == 200
+    await asyncio.sleep(7)  # 1 s lifetime + the 5 s clock leeway, and a margin
+    assert await _status(server, token) == 401
