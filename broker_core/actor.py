@@ -7,6 +7,9 @@ drains the state's outboxes once: journal operations go to storage in one
 each consumer's sink in one call, and dead letters go to their queues. A
 publish's future resolves only after the batch holding its ``Insert``
 committed. Deadlines (leases, delays, TTLs) wake the actor through one timer.
+
+On shared storage (several nodes, see `queue.QueueState`'s shared mode) the
+actor also runs the claims its state asks for, one at a time.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ import asyncio
 import time
 from collections import deque
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from loguru import logger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from .journal import Journal, Op
     from .messages import Entry
@@ -31,8 +34,12 @@ __all__ = ["ActorHooks", "DeliverySink", "QueueActor", "QueueDeleted"]
 T = TypeVar("T")
 
 _LOAD_WAIT_S = 5.0
+_RETRY_PAUSE_S = 0.5
 
 Command = tuple["Callable[[QueueState, float], Any]", "asyncio.Future[Any] | None", bool]
+Claim: TypeAlias = "Callable[[str, int, float], Awaitable[list[Entry]]]"
+Waiter: TypeAlias = "tuple[int, float | None, asyncio.Future[list[Entry]], bool]"
+"""A parked pull: how many, its lease, its future, and whether it takes "nothing now"."""
 
 
 class QueueDeleted(Exception):
@@ -68,6 +75,7 @@ class QueueActor:
         hooks: ActorHooks,
         *,
         clock: Callable[[], float] = time.time,
+        claim: Claim | None = None,
     ) -> None:
         self.state = state
         self.name = state.name
@@ -81,9 +89,11 @@ class QueueActor:
         self._task: asyncio.Task[None] | None = None
         self._sinks: dict[int, DeliverySink] = {}
         self._closers: dict[int, Callable[[], object]] = {}
-        self._waiters: deque[tuple[int, float | None, asyncio.Future[list[Entry]]]] = deque()
+        self._waiters: deque[Waiter] = deque()
         self._closed = False
         self._loader: asyncio.Task[None] | None = None
+        self._claim = claim
+        self._claimer: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -104,7 +114,7 @@ class QueueActor:
                 _, future, _ = self._mailbox.popleft()
                 if future is not None and not future.done():
                     future.set_exception(reason)
-            for _, _, waiter in self._waiters:
+            for _, _, waiter, _ in self._waiters:
                 if not waiter.done():
                     waiter.set_exception(reason)
             self._waiters.clear()
@@ -120,7 +130,7 @@ class QueueActor:
         if self._task is not None:
             with suppress(asyncio.CancelledError):
                 await self._task
-        for task in (self._loader,):
+        for task in (self._loader, self._claimer):
             if task is not None:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
@@ -214,13 +224,15 @@ class QueueActor:
         entries = await self.call(lambda state, now: state.pull(max_count, lease, now))
         if entries:
             return entries
-        if wait <= 0:
-            if not self.state.pending_count:
+        eager = wait <= 0
+        if eager:
+            if not self.state.pending_count and not self.state.shared:
                 return entries
-            # Ready messages whose bodies are still in storage: wait for the load.
+            # Ready messages whose bodies are still in storage (or, shared, that
+            # only a claim can find): wait for the load or the claim's answer.
             wait = _LOAD_WAIT_S
         waiter: asyncio.Future[list[Entry]] = asyncio.get_running_loop().create_future()
-        parked = (max_count, lease, waiter)
+        parked = (max_count, lease, waiter, eager)
         self._waiters.append(parked)
         self._wake()
         try:
@@ -293,7 +305,7 @@ class QueueActor:
         state.tick(now)
         waiters = self._waiters
         while waiters and state.pending_count:
-            max_count, lease, waiter = waiters[0]
+            max_count, lease, waiter, _ = waiters[0]
             if waiter.done():
                 waiters.popleft()
                 continue
@@ -303,6 +315,8 @@ class QueueActor:
             waiters.popleft()
             waiter.set_result(entries)
         state.dispatch(now)
+        if state.shared:
+            self._balance(state)
         commit = None
         ops = state.take_ops()
         if ops:
@@ -324,6 +338,29 @@ class QueueActor:
         if deliveries:
             self._push(deliveries)
         return commit
+
+    def _balance(self, state: QueueState) -> None:
+        waiters = self._waiters
+        state.balance(sum(w[0] for w in waiters if not w[2].done()))
+        count = state.take_claims()
+        if count:
+            self._claimer = asyncio.get_running_loop().create_task(self._run_claim(count))
+        elif not state.claiming and waiters:
+            # No claim on its way: a pull that takes "nothing now" has its answer.
+            for waiter in [w for w in waiters if w[3]]:
+                waiters.remove(waiter)
+                if not waiter[2].done():
+                    waiter[2].set_result([])
+
+    async def _run_claim(self, count: int) -> None:
+        assert self._claim is not None, "a shared state's actor is given its claim"
+        # Stopped meanwhile: what was claimed goes back when the node leaves (or is deleted).
+        await self._fetch(
+            "claiming messages",
+            self._claim(self.name, count, self._clock()),
+            lambda state, entries: state.claimed(entries, count),
+            lambda state: state.claim_failed(),
+        )
 
     def _push(self, deliveries: list[tuple[int, Entry]]) -> None:
         if len(deliveries) == 1:
@@ -390,11 +427,30 @@ class QueueActor:
         self._wake()
 
     async def _load(self, ids: list[int]) -> None:
+        await self._fetch(
+            "loading bodies",
+            self._journal.load_entries(ids),
+            lambda state, entries: state.hydrate(entries, ids),
+            lambda state: state.hydrate_failed(),
+        )
+
+    async def _fetch(
+        self,
+        what: str,
+        read: Awaitable[list[Entry]],
+        done: Callable[[QueueState, list[Entry]], None],
+        failed: Callable[[QueueState], None],
+    ) -> None:
+        """Await a storage read the state asked for; hand it the answer in a later turn.
+
+        A failed read is told after a pause, so that the state's next ask
+        doesn't hammer a storage that is down.
+        """
         try:
-            entries = await self._journal.load_entries(ids)
+            entries = await read
         except Exception as exc:
-            logger.opt(exception=exc).warning("loading bodies failed", queue=self.name)
-            await asyncio.sleep(0.5)
-            self.cast(lambda state, now: state.hydrate_failed())
+            logger.opt(exception=exc).warning(f"{what} failed", queue=self.name)
+            await asyncio.sleep(_RETRY_PAUSE_S)
+            self.cast(lambda state, now: failed(state))
             return
-        self.cast(lambda state, now: state.hydrate(entries, ids))
+        self.cast(lambda state, now: done(state, entries))

@@ -4,6 +4,12 @@ It creates, finds, deletes and shuts down `QueueActor`s, allocates message
 ids, routes dead letters between queues, indexes in-flight messages by id
 (so ``POST /messages/{id}/ack`` needs no queue name), and fans journal
 operations out as `QueueEvent`s to listeners. It knows nothing of HTTP.
+
+On a `SharedStorage` (several nodes, one database) the queues' states run
+in shared mode: the broker wakes them when storage says messages are ready,
+follows queues that other nodes create, change or delete, settles by REST
+messages that another node holds, reads message counts from storage, and
+makes ids from its node slot (`ids.NodeIds`).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import asyncio
 import itertools
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
 from loguru import logger
@@ -28,6 +34,7 @@ from .errors import (
     QueueNotFound,
     Unavailable,
 )
+from .ids import NodeIds
 from .journal import (
     Ack,
     DeadLetter,
@@ -37,6 +44,7 @@ from .journal import (
     Fail,
     Insert,
     PutQueue,
+    QueueCounts,
     Requeue,
     Restore,
 )
@@ -53,14 +61,14 @@ from .messages import (
     check_queue_name,
     from_timestamp,
 )
-from .queue import BodyBudget, QueueState
+from .queue import BodyBudget, QueueState, give_back_op
 from .types import MessageStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Coroutine, Iterable, Sequence
 
     from .actor import DeliverySink
-    from .journal import Op, Storage
+    from .journal import Change, Op, SharedStorage, Storage, StoredMessage, StoredQueue
     from .messages import PublishRequest, UpdateQueueRequest
     from .queue import Item, Published, SettleOutcome
 
@@ -72,6 +80,8 @@ EventListener: TypeAlias = "Callable[[QueueEvent], None]"
 _OPTION_FIELDS = QueueOptions.__struct_fields__
 _MAX_MESSAGE_ID = 2**63 - 1
 """Ids are 64-bit signed integers in storage: a client's larger id names no message."""
+_COUNTS_EVERY_S = 1.0
+"""How often a node on shared storage reads every queue's counts (limits, ``/metrics``)."""
 
 
 class _QueueMeta:
@@ -115,20 +125,38 @@ class Broker:
         self._retrying: set[int] = set()
         self.clean_start = True
         self.started_at = clock()
+        self.shared = storage.shared
+        self._ids: Callable[[], int] = self._allocate_id
+        self._counts: dict[str, QueueCounts] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------
 
+    @property
+    def _shared_storage(self) -> SharedStorage:
+        assert self.shared, "shared storage only"
+        return self.storage  # type: ignore[return-value]
+
     async def start(self) -> None:
         """Open storage and rebuild every queue's actor from it."""
+        if self.shared:
+            # Before open: a change told while the queues load is not missed.
+            self._shared_storage.watch(self._on_change)
         self.clean_start = await self.storage.open()
         self._next_id = await self.storage.last_message_id()
+        if self.shared:
+            self._ids = NodeIds(self._shared_storage.node_slot, self._next_id, self._clock)
         now = self._clock()
         for stored in await self.storage.load_queues():
-            replayed = await self.storage.replay(stored.name, now, self.dedup_window_s)
             state = self._new_state(stored.name, stored.options, stored.processed, stored.failed)
-            state.restore(replayed.cold, replayed.delayed, replayed.dedup)
+            if not self.shared:
+                replayed = await self.storage.replay(stored.name, now, self.dedup_window_s)
+                state.restore(replayed.cold, replayed.delayed, replayed.dedup)
             self._meta[stored.name] = _QueueMeta(stored.created_at, stored.updated_at)
             self._start_actor(state)
+        if self.shared:
+            await self.sync_counts()
+            self._spawn(self._count_loop())
         logger.info(
             "broker started",
             queues=len(self._actors),
@@ -137,6 +165,11 @@ class Broker:
 
     async def close(self) -> None:
         """Stop every actor (finishing queued work), then flush and close storage."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with suppress(asyncio.CancelledError):
+                await task
         actors = list(self._actors.values())
         await asyncio.gather(*(actor.stop() for actor in actors))
         await self.storage.close()
@@ -159,10 +192,12 @@ class Broker:
             dedup_window_s=self.dedup_window_s,
             processed=processed,
             failed=failed,
+            shared=self.shared,
         )
 
     def _start_actor(self, state: QueueState) -> QueueActor:
-        actor = QueueActor(state, self.storage, self, clock=self._clock)
+        claim = self._shared_storage.claim if self.shared else None
+        actor = QueueActor(state, self.storage, self, clock=self._clock, claim=claim)
         self._actors[state.name] = actor
         actor.start()
         return actor
@@ -170,6 +205,88 @@ class Broker:
     def _allocate_id(self) -> int:
         self._next_id += 1
         return self._next_id
+
+    # -- shared storage -------------------------------------------------------------
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_change(self, change: Change) -> None:
+        """What storage tells of changes made by any node (shared storage)."""
+        match change.kind:
+            case "messages":
+                actor = self._actors.get(change.name)
+                if actor is not None:
+                    at = change.at
+                    actor.cast(lambda state, now: state.wake(at, now))
+            case "resync":
+                for actor in self._actors.values():
+                    actor.cast(lambda state, now: state.wake(0.0, now))
+            case "reconnected":
+                for actor in self._actors.values():
+                    actor.cast(lambda state, now: state.wake(0.0, now))
+                self._spawn(self._follow_queues())
+            case "queue":
+                self._spawn(self._follow_queues([change.name]))
+            case "rejoined":
+                # A new slot: ids go on from the last one made, under it.
+                self._ids = NodeIds(self._shared_storage.node_slot, self._ids(), self._clock)
+
+    async def _follow_queues(self, names: Iterable[str] | None = None) -> None:
+        """Make this node's actors of ``names`` (all) match storage (other nodes changed them)."""
+        try:
+            stored = {q.name: q for q in await self.storage.load_queues()}
+        except Exception as exc:
+            logger.opt(exception=exc).warning("reading changed queues failed")
+            return
+        for name in names if names is not None else set(stored) | set(self._actors):
+            await self._follow_queue(name, stored.get(name))
+
+    async def _follow_queue(self, name: str, stored: StoredQueue | None) -> None:
+        actor = self._actors.get(name)
+        if stored is None:
+            if actor is not None:
+                await self._drop_actor(actor)
+                logger.info("queue deleted by another node", queue=name)
+            return
+        if actor is None:
+            self._meta[name] = _QueueMeta(stored.created_at, stored.updated_at)
+            self._start_actor(self._new_state(name, stored.options))
+            self._emit(QueueEvent(type="queue_created", queue=name, at=self._clock()))
+            return
+        meta = self._meta[name]
+        if stored.updated_at != meta.updated_at or stored.options != actor.state.options:
+            meta.updated_at = stored.updated_at
+            options = stored.options
+            actor.cast(lambda state, _: state.set_options(options))
+
+    async def _count_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_COUNTS_EVERY_S)
+            try:
+                await self.sync_counts()
+            except Exception as exc:
+                logger.opt(exception=exc).warning("reading message counts failed")
+
+    async def sync_counts(self, names: Iterable[str] | None = None) -> None:
+        """Read message counts from shared storage for `info` and `totals` (no-op otherwise).
+
+        On shared storage the counts are every node's; a node reads them
+        in the background every second, and the transports call this
+        before answering a request that shows counts.
+        """
+        if not self.shared:
+            return
+        wanted = list(names) if names is not None else list(self._actors)
+        counts = await self._shared_storage.counts(wanted)
+        self._counts.update(counts)
+        for name, counted in counts.items():
+            actor = self._actors.get(name)
+            if actor is not None:
+                actor.state.stored_pending = counted.pending
+                actor.state.stored_bytes = counted.pending_bytes
 
     # -- hooks the actors call ----------------------------------------------------
 
@@ -232,19 +349,31 @@ class Broker:
         """Names of all queues, sorted."""
         return sorted(self._actors)
 
+    def _queue_counts(self, state: QueueState) -> QueueCounts:
+        if self.shared:
+            return self._counts.get(state.name, QueueCounts())
+        return QueueCounts(
+            pending=state.pending_count + state.delayed_count,
+            delayed=state.delayed_count,
+            processing=len(state.processing),
+            processed=state.processed,
+            failed=state.failed,
+        )
+
     def info(self, name: str) -> QueueInfo:
-        """Counts and options of one queue, read from its actor's counters."""
+        """Counts and options of one queue (from its actor, or as last read from shared storage)."""
         state = self.actor(name).state
         meta = self._meta[name]
+        counts = self._queue_counts(state)
         return QueueInfo(
             name=name,
             created_at=from_timestamp(meta.created_at),
             updated_at=from_timestamp(meta.updated_at),
-            pending=state.pending_count + state.delayed_count,
-            processing=len(state.processing),
-            processed=state.processed,
-            failed=state.failed,
-            delayed=state.delayed_count,
+            pending=counts.pending,
+            processing=counts.processing,
+            processed=counts.processed,
+            failed=counts.failed,
+            delayed=counts.delayed,
             consumers=len(state.consumers),
             published_total=state.published_total,
             delivered_total=state.delivered_total,
@@ -258,7 +387,7 @@ class Broker:
         return [self.info(name) for name in (names if names is not None else self.queue_names())]
 
     def totals(self, names: Iterable[str] | None = None) -> dict[str, int]:
-        """Message counts over some queues (all by default), from the actors' counters."""
+        """Message counts over some queues (all by default), as `info` counts them."""
         pending = processing = processed = failed = 0
         actors = (
             self._actors.values()
@@ -266,11 +395,11 @@ class Broker:
             else [self._actors[n] for n in names if n in self._actors]
         )
         for actor in actors:
-            state = actor.state
-            pending += state.pending_count + state.delayed_count
-            processing += len(state.processing)
-            processed += state.processed
-            failed += state.failed
+            counts = self._queue_counts(actor.state)
+            pending += counts.pending
+            processing += counts.processing
+            processed += counts.processed
+            failed += counts.failed
         return {
             "pending": pending,
             "processing": processing,
@@ -322,20 +451,28 @@ class Broker:
         for other in self._actors.values():
             if other is not actor and other.state.options.dead_letter_queue == name:
                 raise QueueInUse(name, other.name)
+        await self._drop_actor(actor)
+        await self.storage.write([DeleteQueue(name)])
+        logger.info("queue deleted", queue=name)
+
+    async def _drop_actor(self, actor: QueueActor) -> None:
+        """Stop a deleted queue's actor: its calls fail, its consumers are closed."""
+        name = actor.name
         del self._actors[name]
         self._meta.pop(name, None)
+        self._counts.pop(name, None)
         await actor.stop(QueueDeleted(name))
         for id in list(actor.state.processing):
             self._inflight.pop(id, None)
         actor.state.purge()
         actor.state.take_ops()
-        await self.storage.write([DeleteQueue(name)])
         self._emit(QueueEvent(type="queue_deleted", queue=name, at=self._clock()))
-        logger.info("queue deleted", queue=name)
 
     async def purge(self, name: str) -> int:
         """Delete the pending messages of a queue; return how many went."""
         count = await self.actor(name).call(lambda state, _: state.purge(), durable=True)
+        if self.shared:
+            count += await self._shared_storage.purge_ready(name)
         self._emit(QueueEvent(type="queue_purged", queue=name, at=self._clock()))
         return count
 
@@ -356,7 +493,7 @@ class Broker:
         if degraded is not None:
             raise Unavailable(degraded)
         return self.actor(name).call(
-            lambda state, now: state.publish(requests, now, self._allocate_id), durable=True
+            lambda state, now: state.publish(requests, now, self._ids), durable=True
         )
 
     async def publish(self, name: str, requests: Sequence[PublishRequest]) -> list[PublishResult]:
@@ -386,7 +523,7 @@ class Broker:
         results = []
         for actor in actors:
             published, commit = actor.apply_now(
-                lambda state, now: state.publish([request], now, self._allocate_id)
+                lambda state, now: state.publish([request], now, self._ids)
             )
             if commit is not None:
                 commits.append(commit)
@@ -421,7 +558,12 @@ class Broker:
         self, ids: Sequence[int], *, allowed: Callable[[str], bool] | None = None
     ) -> SettleResult:
         """Ack in-flight messages by id (any queue); ``allowed`` filters by queue name."""
-        return await self._settle(ids, allowed, lambda state, group, now: state.ack(group, now))
+        return await self._settle(
+            ids,
+            allowed,
+            lambda state, group, now: state.ack(group, now),
+            lambda held, _, now: Ack(held.queue, held.entry.id, now),
+        )
 
     async def nack(
         self,
@@ -436,6 +578,9 @@ class Broker:
             ids,
             allowed,
             lambda state, group, now: state.nack(group, now, requeue=requeue, reason=reason),
+            lambda held, options, now: give_back_op(
+                held.queue, options, held.entry, requeue, reason or "rejected", now
+            ),
         )
 
     async def _settle(
@@ -443,16 +588,23 @@ class Broker:
         ids: Sequence[int],
         allowed: Callable[[str], bool] | None,
         settle: Callable[[QueueState, list[int], float], SettleOutcome],
+        foreign: Callable[[StoredMessage, QueueOptions, float], Op],
     ) -> SettleResult:
         groups: dict[str, list[int]] = {}
         errors: dict[str, str] = {}
+        elsewhere: list[int] = []
         for id in dict.fromkeys(ids):
             queue = self._inflight.get(id)
+            if queue is None and self.shared and 0 < id <= _MAX_MESSAGE_ID:
+                elsewhere.append(id)
+                continue
             if queue is None or (allowed is not None and not allowed(queue)):
                 errors[str(id)] = str(InvalidTransition(id, "settle", "not processing"))
                 continue
             groups.setdefault(queue, []).append(id)
         settled: list[int] = []
+        if elsewhere:
+            settled.extend(await self._settle_elsewhere(elsewhere, allowed, foreign, errors))
         for queue, group in groups.items():
             actor = self._actors.get(queue)
             if actor is None:
@@ -462,6 +614,28 @@ class Broker:
             settled.extend(outcome.settled)
             errors.update({str(id): str(exc) for id, exc in outcome.errors.items()})
         return SettleResult(settled=settled, errors=errors)
+
+    async def _settle_elsewhere(
+        self,
+        ids: list[int],
+        allowed: Callable[[str], bool] | None,
+        foreign: Callable[[StoredMessage, QueueOptions, float], Op],
+        errors: dict[str, str],
+    ) -> list[int]:
+        """Settle messages that no actor here holds: another node's leases (shared storage)."""
+        now = self._clock()
+
+        def outcome(held: StoredMessage) -> Op | None:
+            actor = self._actors.get(held.queue)
+            if actor is None or (allowed is not None and not allowed(held.queue)):
+                return None
+            return foreign(held, actor.state.options, now)
+
+        done = await self._shared_storage.settle_elsewhere(ids, outcome)
+        settled = [id for _, id in done]
+        for id in set(ids).difference(settled):
+            errors[str(id)] = str(InvalidTransition(id, "settle", "not processing"))
+        return settled
 
     async def touch(
         self, id: int, lease: float, *, allowed: Callable[[str], bool] | None = None
@@ -610,7 +784,7 @@ class Broker:
             def take(state: QueueState, now: float) -> None:
                 if was_failed:
                     state.failed -= 1
-                elif state.remove_pending(id) is None:
+                elif state.remove_pending(id) is None and not self.shared:
                     raise InvalidTransition(id, "retry", "no longer pending")
                 state.emit(Restore(id, target_name))
 

@@ -16,12 +16,13 @@ from .messages import Entry, QueueOptions
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from .types import MessageStatus
 
 __all__ = [
     "Ack",
+    "Change",
     "DeadLetter",
     "DeleteQueue",
     "Deliver",
@@ -32,9 +33,12 @@ __all__ = [
     "Op",
     "PurgeQueue",
     "PutQueue",
+    "QueueCounts",
+    "Release",
     "ReplayedQueue",
     "Requeue",
     "Restore",
+    "SharedStorage",
     "Storage",
     "StoredMessage",
     "StoredQueue",
@@ -61,6 +65,14 @@ class Requeue(msgspec.Struct, frozen=True, gc=False):
 
     id: int
     attempt: int
+    queue: str
+
+
+class Release(msgspec.Struct, frozen=True, gc=False):
+    """A message claimed from shared storage went back to ``pending`` undelivered (as it was)."""
+
+    queue: str
+    id: int
 
 
 class Ack(msgspec.Struct, frozen=True, gc=False):
@@ -127,6 +139,7 @@ Op = (
     Insert
     | Deliver
     | Requeue
+    | Release
     | Ack
     | Fail
     | DeadLetter
@@ -202,6 +215,11 @@ class Storage(Journal, Protocol):
     """
 
     @property
+    def shared(self) -> bool:
+        """Whether several broker nodes share this storage (then it is a `SharedStorage`)."""
+        ...
+
+    @property
     def degraded(self) -> str | None:
         """Why writes fail now (publishes are refused), or ``None`` when they commit."""
         ...
@@ -250,4 +268,81 @@ class Storage(Journal, Protocol):
 
     async def retryable_ids(self, queue: str, limit: int) -> list[int]:
         """Ids in ``queue`` that a redrive moves: failed ones and dead-lettered pending ones."""
+        ...
+
+
+class Change(NamedTuple):
+    """What another node (or this one) changed in shared storage, told to every node.
+
+    ``kind`` is ``"messages"`` (``name`` is a queue that got ready messages, or
+    will at ``at`` for a delayed one; ``at`` is 0 for now), ``"queue"`` (a
+    queue was created, changed or deleted) or ``"user"`` (a user changed).
+    ``"resync"`` asks every queue to look for ready messages (a periodic
+    fallback); ``"reconnected"`` means notifications may have been missed;
+    ``"rejoined"`` that this node has a new identity and slot.
+    """
+
+    kind: str
+    name: str
+    at: float = 0.0
+
+
+class QueueCounts(NamedTuple):
+    """A queue's message counts as storage holds them (every node's share)."""
+
+    pending: int = 0
+    delayed: int = 0
+    pending_bytes: int = 0
+    processing: int = 0
+    processed: int = 0
+    failed: int = 0
+
+
+class SharedStorage(Storage, Protocol):
+    """A storage that several broker nodes serve the same queues from (PostgreSQL).
+
+    The database, not a node's actor, owns the pending order and the leases:
+    an actor claims ready messages for its own consumers (`claim`), and its
+    journal writes only touch messages this node holds. Every node learns
+    of new ready messages and of queue and user changes through `watch`.
+    """
+
+    @property
+    def node_name(self) -> str:
+        """This node's name (``/stats`` and the node table)."""
+        ...
+
+    @property
+    def node_slot(self) -> int:
+        """This node's slot (0-1023) among the live nodes: part of the message ids it makes."""
+        ...
+
+    def watch(self, callback: Callable[[Change], None]) -> None:
+        """Call ``callback`` with every `Change` (it must not block)."""
+        ...
+
+    async def claim(self, queue: str, count: int, now: float) -> list[Entry]:
+        """Lease up to ``count`` ready messages of ``queue`` to this node, in delivery order."""
+        ...
+
+    async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        """Message counts of ``queues`` (all nodes' messages)."""
+        ...
+
+    async def purge_ready(self, queue: str) -> int:
+        """Delete the pending messages of ``queue`` now; return how many."""
+        ...
+
+    async def shared_secret(self, key: str, generate: Callable[[], str]) -> str:
+        """A secret all nodes share (the JWT signing key), made with ``generate`` by the first."""
+        ...
+
+    async def settle_elsewhere(
+        self, ids: Sequence[int], outcome: Callable[[StoredMessage], Op | None]
+    ) -> list[tuple[str, int]]:
+        """Settle messages another node holds (a REST ack or nack sent to this node).
+
+        ``outcome`` turns each held message into the op that settles it (or
+        ``None`` to leave it); returns ``(queue, id)`` of those settled.
+        """
         ...

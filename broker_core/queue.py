@@ -14,6 +14,13 @@ storage until it nears the head of the queue and is loaded in a batch
 Ordering: messages of one priority are delivered in publish order; a
 requeued message goes back to the head of its priority, so redeliveries may
 overtake. Higher priorities always go first.
+
+In *shared* mode (several nodes on one database, `journal.SharedStorage`)
+the database owns the pending order: a publish only writes its `Insert`, a
+requeue or dead letter only writes its op, and ``pending`` holds just the
+messages this node *claimed* for its consumers' credit. `balance` asks for
+claims (`take_claims`, answered by `claimed`) while messages may be ready
+(`wake`), and releases claimed messages no consumer here can take.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from .journal import (
     Insert,
     Op,
     PurgeQueue,
+    Release,
     Requeue,
 )
 from .messages import Entry
@@ -50,6 +58,8 @@ __all__ = [
     "Published",
     "QueueState",
     "SettleOutcome",
+    "give_back_op",
+    "give_up_reason",
     "pack_cold",
     "unpack_cold",
 ]
@@ -57,6 +67,8 @@ __all__ = [
 PRIORITIES = 10
 LOAD_BATCH = 256
 """How many cold messages one storage read brings back."""
+_MAX_CLAIM = 1000
+"""Most messages one claim from shared storage leases (shared mode)."""
 
 Item = Entry | int
 
@@ -81,6 +93,30 @@ def _item_size(item: Item) -> int:
 
 def _needs_load(item: Item) -> bool:
     return isinstance(item, int) or item.content is None
+
+
+def give_up_reason(options: QueueOptions, attempt: int, requeue: bool, reason: str) -> str | None:
+    """Why a message given back after ``attempt`` deliveries leaves its queue, or ``None``.
+
+    It stays (requeued) when asked to and ``max_attempts`` allows another try.
+    """
+    max_attempts = options.max_attempts
+    if requeue and (max_attempts is None or attempt < max_attempts):
+        return None
+    return reason if not requeue else "max_attempts"
+
+
+def give_back_op(
+    queue: str, options: QueueOptions, entry: Entry, requeue: bool, reason: str, now: float
+) -> Op:
+    """The op that gives back a message held on another node (shared storage's REST nack)."""
+    why = give_up_reason(options, entry.attempt, requeue, reason)
+    if why is None:
+        return Requeue(entry.id, entry.attempt, queue)
+    target = options.dead_letter_queue
+    if target is not None and target != queue:
+        return DeadLetter(entry.id, queue, target, why)
+    return Fail(queue, entry.id, why, now)
 
 
 class BodyBudget:
@@ -149,6 +185,7 @@ class QueueState:
         options: its options (`QueueOptions`); replace with `set_options`.
         budget: the body budget shared with the other queues.
         dedup_window_s: how long a ``dedup_id`` is remembered.
+        shared: the database owns the pending order (see the module docstring).
     """
 
     def __init__(
@@ -160,8 +197,18 @@ class QueueState:
         dedup_window_s: float = 300.0,
         processed: int = 0,
         failed: int = 0,
+        shared: bool = False,
     ) -> None:
         self.name = name
+        self.shared = shared
+        self.stored_pending = 0
+        self.stored_bytes = 0
+        self._want = shared
+        self._woken = 0
+        self._woken_at_claim = 0
+        self._claiming = False
+        self._claims: list[int] = []
+        self._wakes: list[float] = []
         self.options = options
         self.budget = budget
         self.dedup_window_s = dedup_window_s
@@ -212,6 +259,11 @@ class QueueState:
         out, self._loads = self._loads, []
         return out
 
+    def take_claims(self) -> int:
+        """Return and clear how many messages to claim from shared storage (then `claimed`)."""
+        out, self._claims = sum(self._claims), []
+        return out
+
     # -- counts -----------------------------------------------------------------
 
     @property
@@ -223,6 +275,11 @@ class QueueState:
     def ready_count(self) -> int:
         """Messages that may be delivered now (cold ones included)."""
         return self.pending_count
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of pending messages, those in shared storage included."""
+        return self.pending_bytes + self.stored_bytes
 
     def set_options(self, options: QueueOptions) -> None:
         """Apply new options; they govern the next publish, lease and nack."""
@@ -270,7 +327,11 @@ class QueueState:
                 self._dedup_order.append((expires, dedup_id))
             self._ops.append(Insert(self.name, entry))
             self.published_total += 1
-            if entry.deliver_at > now:
+            if self.shared:
+                # Every node claims it from storage; count it until counts are read again.
+                self.stored_pending += 1
+                self.stored_bytes += entry.size
+            elif entry.deliver_at > now:
                 self._add_delayed(entry)
             else:
                 entry.deliver_at = 0.0
@@ -318,10 +379,10 @@ class QueueState:
             if options.max_bytes is not None and size > options.max_bytes:
                 raise QueueFull(self.name, f"max_bytes {options.max_bytes}")
             return
-        total = self.pending_count + self.delayed_count
+        total = self.pending_count + self.delayed_count + self.stored_pending
         if options.max_length is not None and total + count > options.max_length:
             raise QueueFull(self.name, f"max_length {options.max_length}")
-        if options.max_bytes is not None and self.pending_bytes + size > options.max_bytes:
+        if options.max_bytes is not None and self.held_bytes + size > options.max_bytes:
             raise QueueFull(self.name, f"max_bytes {options.max_bytes}")
 
     def _make_room(self, count: int, size: int, now: float) -> None:
@@ -329,12 +390,12 @@ class QueueState:
         max_length, max_bytes = options.max_length, options.max_bytes
         if max_length is None and max_bytes is None:
             return
-        total = self.pending_count + self.delayed_count
+        total = self.pending_count + self.delayed_count + self.stored_pending
 
         def over() -> str | None:
             if max_length is not None and total + count > max_length:
                 return f"max_length {max_length}"
-            if max_bytes is not None and self.pending_bytes + size > max_bytes:
+            if max_bytes is not None and self.held_bytes + size > max_bytes:
                 return f"max_bytes {max_bytes}"
             return None
 
@@ -434,6 +495,9 @@ class QueueState:
 
     def adopt(self, item: Item, now: float) -> None:
         """Take a message dead-lettered (or restored) from another queue; storage moved it."""
+        if self.shared:
+            # It waits in storage for a claim, like any pending message there.
+            return
         if isinstance(item, int):
             _, priority, size = unpack_cold(item)
             self._pending[priority].append(item)
@@ -492,6 +556,68 @@ class QueueState:
             self._deliveries.append((consumer_id, entry))
             if consumer.credit > 0:
                 ready.append(consumer_id)
+
+    def balance(self, waiting: int) -> None:
+        """Shared mode: claim what consumers' credit and ``waiting`` pulls need, release the rest.
+
+        A claim is asked for (`take_claims`) only while ready messages may be
+        in storage (`wake`) and no claim is on its way. Claimed messages no
+        consumer here has credit for, with no pull waiting, go back to storage.
+        """
+        if not self.shared:
+            return
+        consumers = self.consumers
+        credit = sum(consumers[id].credit for id in self._ready)
+        if not credit and not waiting and self.pending_count:
+            self._release_pending()
+            return
+        demand = min(credit + waiting - self.pending_count, _MAX_CLAIM)
+        if demand > 0 and self._want and not self._claiming:
+            self._claiming = True
+            self._woken_at_claim = self._woken
+            self._claims.append(demand)
+
+    def claimed(self, entries: Sequence[Entry], requested: int) -> None:
+        """Take the messages a claim of ``requested`` leased to this node (then `dispatch`)."""
+        self._claiming = False
+        if len(entries) < requested and self._woken == self._woken_at_claim:
+            # Storage had no more ready, and nothing was told since the claim
+            # left (it may have missed that): wait to be told before asking again.
+            self._want = False
+        for entry in entries:
+            entry.deliver_at = 0.0
+            self._pending[entry.priority].append(entry)
+            self.pending_count += 1
+            self.pending_bytes += entry.size
+            self.budget.force(entry.size)
+            if entry.expires_at:
+                self._expiring[entry.id] = entry
+                heapq.heappush(self._expiries, (entry.expires_at, entry.id))
+
+    @property
+    def claiming(self) -> bool:
+        """Whether a claim was asked for and not yet answered."""
+        return self._claiming
+
+    def claim_failed(self) -> None:
+        """The claim asked for failed; the next `balance` asks again."""
+        self._claiming = False
+
+    def wake(self, at: float, now: float) -> None:
+        """Shared mode: messages are ready in storage now, or will be at ``at``."""
+        if at > now:
+            heapq.heappush(self._wakes, at)
+        else:
+            self._want = True
+            self._woken += 1
+
+    def _release_pending(self) -> None:
+        for dq in self._pending:
+            while dq:
+                entry = dq.popleft()
+                assert isinstance(entry, Entry), "shared mode keeps no cold items"
+                self._forget_pending(entry)
+                self._ops.append(Release(self.name, entry.id))
 
     def pull(self, max_count: int, lease_s: float | None, now: float) -> list[Entry]:
         """Lease up to ``max_count`` ready messages to a pull consumer (REST long poll)."""
@@ -671,22 +797,26 @@ class QueueState:
         return deadline
 
     def _give_back(self, entry: Entry, requeue: bool, reason: str, now: float) -> None:
-        max_attempts = self.options.max_attempts
-        if requeue and (max_attempts is None or entry.attempt < max_attempts):
+        why = give_up_reason(self.options, entry.attempt, requeue, reason)
+        if why is None:
             self._requeue(entry)
         else:
-            self._dead_letter(entry, reason if not requeue else "max_attempts", now)
+            self._dead_letter(entry, why, now)
 
     def _requeue(self, entry: Entry) -> None:
         entry.redelivered = True
         entry.consumer = None
         entry.lease_deadline = 0.0
+        if self.shared:
+            # Back to storage, where any node may claim it.
+            self._ops.append(Requeue(entry.id, entry.attempt, self.name))
+            return
         self._pending[entry.priority].appendleft(entry)
         self.pending_count += 1
         self.pending_bytes += entry.size
         if entry.content is not None:
             self.budget.force(entry.size)
-        self._ops.append(Requeue(entry.id, entry.attempt))
+        self._ops.append(Requeue(entry.id, entry.attempt, self.name))
 
     def _dead_letter(self, item: Item, reason: str, now: float, *, drop: bool = False) -> None:
         """Send a message that left the queue to the dead-letter queue, or end it.
@@ -708,7 +838,8 @@ class QueueState:
                 # dead-lettered message doesn't expire again in the target.
                 item.expires_at = 0.0
             self._ops.append(DeadLetter(id, self.name, target, reason))
-            self._dead.append((target, item))
+            if not self.shared:
+                self._dead.append((target, item))
         elif drop:
             self._ops.append(Drop(id))
         else:
@@ -736,6 +867,11 @@ class QueueState:
         while expiries and expiries[0][0] <= now:
             _, id = heapq.heappop(expiries)
             self._expire_pending(id, now)
+        wakes = self._wakes
+        while wakes and wakes[0] <= now:
+            heapq.heappop(wakes)
+            self._want = True
+            self._woken += 1
         self._prune_dedup(now)
 
     def _expire_pending(self, id: int, now: float) -> None:
@@ -754,6 +890,8 @@ class QueueState:
     def next_deadline(self) -> float | None:
         """The earliest instant at which `tick` has work, or ``None``."""
         candidates = [heap[0][0] for heap in (self._leases, self._delayed, self._expiries) if heap]
+        if self._wakes:
+            candidates.append(self._wakes[0])
         if self._dedup_order:
             candidates.append(self._dedup_order[0][0])
         return min(candidates) if candidates else None
@@ -769,8 +907,16 @@ class QueueState:
     # -- bulk -------------------------------------------------------------------
 
     def purge(self) -> int:
-        """Delete every pending and delayed message; leased ones stay. Return how many."""
+        """Delete every pending and delayed message; leased ones stay. Return how many.
+
+        In shared mode only the messages claimed here are deleted by this
+        (the storage deletes its own pending ones).
+        """
         count = self.pending_count + self.delayed_count
+        if self.shared:
+            for dq in self._pending:
+                for item in dq:
+                    self._ops.append(Drop(_item_id(item)))
         for dq in self._pending:
             for item in dq:
                 if isinstance(item, Entry) and item.content is not None:
@@ -785,7 +931,8 @@ class QueueState:
         self._expiring.clear()
         self.pending_count = 0
         self.pending_bytes = 0
-        self._ops.append(PurgeQueue(self.name))
+        if not self.shared:
+            self._ops.append(PurgeQueue(self.name))
         return count
 
     def remove_pending(self, id: int) -> Item | None:

@@ -111,6 +111,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """``postgresql://...`` for the scale-out backend; None is SQLite at :attr:`sqlite_path`."""
     sqlite_synchronous: str = "NORMAL"
     """SQLite ``PRAGMA synchronous`` in WAL mode: ``NORMAL`` or ``FULL``."""
+    node_name: str | None = None
+    """This node's name among the nodes sharing a PostgreSQL database; default ``host:port``."""
+    node_timeout_s: float = 10.0
+    """A node sharing the database whose heartbeat stops this long is presumed dead (its
+    leases go to the other nodes)."""
+    cluster_poll_s: float = 1.0
+    """How often a node sharing the database looks for work a lost notification would have
+    told (delayed messages, a listener reconnecting)."""
     flush_interval_ms: float = 0.0
     """How long a small write-behind batch waits for company before it commits.
 

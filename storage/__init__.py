@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeGuard
 
@@ -16,7 +17,6 @@ from .backend import StorageBackend
 from .errors import (
     StorageCorrupt,
     StorageError,
-    StorageInUse,
     StorageUnavailable,
     StorageUnreachable,
 )
@@ -31,7 +31,6 @@ __all__ = [
     "StorageBackend",
     "StorageCorrupt",
     "StorageError",
-    "StorageInUse",
     "StorageUnavailable",
     "StorageUnreachable",
     "WriteBehind",
@@ -77,6 +76,9 @@ def _postgres_storage(url: str, settings: Settings) -> StorageBackend:
 
     return PostgresStorage(
         url,
+        node_name=settings.node_name or f"{socket.gethostname()}:{settings.port}",
+        node_timeout_s=settings.node_timeout_s,
+        poll_s=settings.cluster_poll_s,
         linger_ms=settings.flush_interval_ms,
         max_batch=settings.flush_max_ops,
         processed_retention_s=settings.processed_retention_s,
@@ -93,13 +95,12 @@ def _require_asyncpg() -> None:
 def check_storage(settings: Settings) -> None:
     """Fail fast, before serving, when the configured storage can't be opened.
 
-    For SQLite, `check_database` on the file. For PostgreSQL, connect, check
-    that no other node holds the database and that its schema is known
-    (nothing is written: recovery stays for the real open).
+    For SQLite, `check_database` on the file. For PostgreSQL, connect and
+    check that its schema is known (nothing is written).
 
     Raises:
         StorageError: with a one-line reason (`StorageCorrupt`,
-            `StorageUnreachable`, `StorageInUse`).
+            `StorageUnreachable`).
     """
     url = settings.storage_url
     if is_postgres_url(url):

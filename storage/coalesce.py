@@ -28,6 +28,7 @@ from broker_core.journal import (
     Insert,
     PurgeQueue,
     PutQueue,
+    Release,
     Requeue,
     Restore,
 )
@@ -130,6 +131,8 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                 segment.patch(
                     id, status=PENDING, attempt=attempt, redelivered=True, lease_deadline=0.0
                 )
+            case Release(id=id):
+                segment.patch(id, status=PENDING, lease_deadline=0.0)
             case Ack(queue=queue, id=id, at=at):
                 segment.patch(id, status=PROCESSED, settled_at=at, lease_deadline=0.0)
                 segment.acked[queue] = segment.acked.get(queue, 0) + 1

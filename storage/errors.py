@@ -5,7 +5,6 @@ The tree::
     StorageError
     ├── StorageCorrupt     the database file can't be opened as a broker database
     ├── StorageUnreachable the database server doesn't answer or refuses the connection
-    ├── StorageInUse       another broker node holds the database (PostgreSQL, phase 1)
     └── StorageUnavailable (also a broker_core Unavailable) writes can't commit now
 """
 
@@ -16,7 +15,6 @@ from broker_core.errors import Unavailable
 __all__ = [
     "StorageCorrupt",
     "StorageError",
-    "StorageInUse",
     "StorageUnavailable",
     "StorageUnreachable",
 ]
@@ -40,17 +38,6 @@ class StorageUnreachable(StorageError):
     def __init__(self, where: str, reason: str) -> None:
         self.where = where
         super().__init__(f"database {where} cannot be reached: {reason}")
-
-
-class StorageInUse(StorageError):
-    """Another broker node holds the database at ``where``: phase 1 runs one node per database."""
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-        super().__init__(
-            f"database {where} is in use by another broker node "
-            "(one node per PostgreSQL database until multi-node claiming lands)"
-        )
 
 
 class StorageUnavailable(StorageError, Unavailable):

@@ -1,38 +1,36 @@
-"""`PostgresStorage`: the PostgreSQL backend, phase 1 (one broker node per database).
+"""`PostgresStorage`: the PostgreSQL backend, where several broker nodes serve the same queues.
 
-Same contract and semantics as `storage.sqlite.SQLiteStorage` (the suite in
-``tests/storage/test_contract.py`` runs on both): write-behind group commit
-through the same `WriteBehind` buffer, one transaction per batch, each batch
-coalesced per message by `storage.coalesce`. Rendered here: all inserts as
-one ``INSERT ... SELECT FROM unnest(...)`` (one array per column), each
-patch shape as one pipelined ``executemany``, drops as one ``DELETE ... =
-ANY``. Measured on 2 cores with ``synchronous_commit=off`` (statement cost
-only, median per batch of 500): inserts 5.6-6.1 ms with ``unnest`` against
-7.1-8.3 ms with ``executemany``; single-shape updates 6.9-7.5 ms with
-``executemany`` against 12-14 ms as ``UPDATE ... FROM unnest``.
+The journal is SQLite's: write-behind group commit through the same
+`WriteBehind` buffer, one transaction per batch, each batch coalesced per
+message by `storage.coalesce`. Rendered here: all inserts as one ``INSERT
+... SELECT FROM unnest(...)`` (one array per column), each patch shape as one
+pipelined ``executemany``, drops as one ``DELETE ... = ANY``. Measured on 2
+cores with ``synchronous_commit=off`` (statement cost only, median per batch
+of 500): inserts 5.6-6.1 ms with ``unnest`` against 7.1-8.3 ms with
+``executemany``; single-shape updates 6.9-7.5 ms with ``executemany``
+against 12-14 ms as ``UPDATE ... FROM unnest``.
 
-Recovery at open is SQLite's: processing messages come back pending and
-redelivered; after an unclean stop (no clean-stop mark in ``broker_meta``)
-ready pending messages are marked redelivered and message ids jump
-`UNCLEAN_ID_GAP` ahead. ``last_id`` is kept in ``broker_meta`` too.
-Durability is the server's: with its default ``synchronous_commit = on`` a
-committed batch, hence a confirmed publish, is on the server's disk.
+Unlike SQLite, the database and not the node owns the pending order and the
+leases (a `broker_core.journal.SharedStorage`, the core runs its queues in
+shared mode):
 
-The schema (``schema_postgres.sql``) is created at open, or migrated by the
-numbered steps in `_MIGRATIONS`, from the version in ``broker_schema_version``.
+- a node's actor `claim`s ready messages for its own consumers' credit in
+  one statement (``FOR UPDATE SKIP LOCKED``, in delivery order), which
+  marks them processing and owned by the node (``owner``): one consumer at
+  a time across all nodes holds a message;
+- every batch holds the node's row in ``broker_nodes`` (`ClusterNode.fence`)
+  and every patch only touches a message that no other node holds, so a
+  node presumed dead writes nothing after its leases were given away;
+- each batch tells the other nodes (``NOTIFY``, sent at commit) which queues
+  got ready messages and which queues changed; users' changes too;
+- a dead node's leases come back pending and redelivered through the
+  reaper of `storage.cluster`, which also expires pending TTLs.
 
-What phase 1 does NOT do (issue #12 phase 2): several broker nodes on one
-database. Here, as with SQLite, a node's actors own the pending order and
-the leases in memory and write them behind; a second node on the same
-database would deliver the same messages and overwrite the first one's
-writes. So `PostgresStorage.open` takes a session-level advisory lock
-(``pg_try_advisory_lock`` on `LOCK_KEY`, held by a connection of its own for
-as long as the storage is open) and refuses to start with `StorageInUse`
-while another node holds it. If that session ends (server restart, network),
-no batch commits and the storage reports itself degraded until the lock is
-taken again. Not here yet: claiming with ``FOR UPDATE SKIP LOCKED``, lease
-deadlines kept in the database, ``LISTEN/NOTIFY`` wake-ups, and redelivery
-of a dead node's leases by the others.
+A publish is confirmed once its batch committed: with the server's default
+``synchronous_commit = on`` it is on the server's disk. The schema
+(``schema_postgres.sql``, then the numbered ``schema_postgres_<n>.sql``
+migrations) is created or migrated at open, from the version in
+``broker_schema_version``, by one node at a time.
 """
 
 from __future__ import annotations
@@ -47,38 +45,41 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from loguru import logger
 
-from broker_core.journal import DeleteQueue, PurgeQueue, PutQueue, ReplayedQueue, StoredQueue
+from broker_core.journal import (
+    DeadLetter,
+    DeleteQueue,
+    Insert,
+    PurgeQueue,
+    PutQueue,
+    QueueCounts,
+    Release,
+    ReplayedQueue,
+    Requeue,
+    Restore,
+    StoredQueue,
+)
 from broker_core.messages import Entry
 
+from .cluster import CHANNEL, ClusterNode, encode_change, notify
 from .coalesce import Segment, coalesce
-from .errors import StorageCorrupt, StorageInUse, StorageUnavailable, StorageUnreachable
-from .rows import (
-    ENTRY_COLUMNS,
-    NO_HORIZON,
-    DeliveryHorizon,
-    decode_options,
-    encode_options,
-    stored_message,
-)
-from .sqlite import UNCLEAN_ID_GAP
+from .errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
+from .rows import ENTRY_COLUMNS, decode_options, encode_options, stored_message
 from .write_behind import BatchStats, WriteBehind
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
-    from broker_core.journal import Op, StoredMessage
+    from broker_core.journal import Change, Op, StoredMessage
     from broker_core.types import MessageStatus
 
     from .backend import RefreshRow
 
-__all__ = ["LOCK_KEY", "SCHEMA_VERSION", "PostgresStorage", "check_postgres", "display_url"]
+__all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_postgres", "display_url"]
 
-SCHEMA_VERSION = 1
-LOCK_KEY = int.from_bytes(b"wsbroker", "big")
-"""The advisory lock a node holds on its database (``'wsbroker'`` as a bigint)."""
-
-_MIGRATIONS: dict[int, str] = {}
-"""SQL that takes the schema from version ``n - 1`` to ``n`` (version 1 is the schema file)."""
+SCHEMA_VERSION = 2
+"""Version 1 is ``schema_postgres.sql``; version ``n`` adds ``schema_postgres_<n>.sql``."""
+_MIGRATION_LOCK = int.from_bytes(b"wsbmigra", "big")
+_PRUNE_LOCK = int.from_bytes(b"wsbprune", "big")
 
 _TABLES = (
     "broker_schema_version",
@@ -87,6 +88,7 @@ _TABLES = (
     "broker_messages",
     "broker_users",
     "broker_refresh_tokens",
+    "broker_nodes",
 )
 _COLUMN_TYPES = {
     "id": "bigint", "queue": "text", "status": "smallint", "priority": "integer",
@@ -107,13 +109,26 @@ _PUT_META = (
     "INSERT INTO broker_meta (key, value) VALUES ($1, $2) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
+_CLAIM = (
+    # One statement, one round trip: hold this node's row (a node presumed
+    # dead claims nothing), take the first ready messages no one else is
+    # taking, and mark them processing and ours.
+    "WITH me AS (SELECT id FROM broker_nodes WHERE id = $3 AND NOT dead FOR SHARE), "
+    "ready AS (SELECT id FROM broker_messages WHERE queue = $1 AND status = 0 "
+    "AND deliver_at <= $4 AND (expires_at = 0 OR expires_at > $4) AND EXISTS (SELECT 1 FROM me) "
+    "ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
+    "UPDATE broker_messages AS m SET status = 1, owner = $3, lease_deadline = $4 "
+    f"FROM ready WHERE m.id = ready.id RETURNING {', '.join('m.' + c for c in ENTRY_COLUMNS)}"
+)
+_FENCE = "status <> 2 AND (status <> 1 OR owner = ${n} OR owner IS NULL)"
+"""What a node's patch or drop may touch: no processed message, no message another node holds."""
+_DELAYED_WAKES = 16
+"""Delivery times told per queue and batch; later ones wait for the fallback poll at worst."""
 _APPLICATION = "wsbroker"
-_LOCK_APPLICATION = "wsbroker node lock"
-"""``application_name`` of the pool's sessions and of the lock's (see ``pg_stat_activity``)."""
+_LISTEN_APPLICATION = "wsbroker listener"
+"""``application_name`` of the pool's sessions and of the listener's (``pg_stat_activity``)."""
 _CONNECT_TIMEOUT_S = 10.0
 _COMMAND_TIMEOUT_S = 60.0
-_LOCK_GRACE_S = 2.0
-"""How long open() retries the lock: a crashed node's session may take a moment to end."""
 _SIZE_TTL_S = 5.0
 
 
@@ -126,9 +141,38 @@ def display_url(url: str) -> str:
 
 
 def _update_sql(columns: tuple[str, ...]) -> str:
-    """The ``UPDATE`` of one patch shape: the columns' values, then the id."""
+    """The fenced ``UPDATE`` of one patch shape: the columns' values, the id, the node."""
     assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(columns, 1))
-    return f"UPDATE broker_messages SET {assignments} WHERE id = ${len(columns) + 1}"
+    id, node = len(columns) + 1, len(columns) + 2
+    return f"UPDATE broker_messages SET {assignments} WHERE id = ${id} AND {_FENCE.format(n=node)}"
+
+
+def _wakes(ops: Sequence[Op]) -> list[str]:
+    """The ``NOTIFY`` payloads of a batch: queues with new ready messages, changed queues."""
+    ready: set[str] = set()
+    delayed: dict[str, set[float]] = {}
+    changed: list[str] = []
+    for op in ops:
+        match op:
+            case Insert(queue=queue, entry=entry):
+                at = entry.deliver_at
+                if at:
+                    times = delayed.setdefault(queue, set())
+                    if len(times) < _DELAYED_WAKES:
+                        times.add(at)
+                else:
+                    ready.add(queue)
+            case Requeue(queue=queue) | Release(queue=queue) | Restore(queue=queue):
+                ready.add(queue)
+            case DeadLetter(target=target):
+                ready.add(target)
+            case PutQueue(name=name) | DeleteQueue(name=name):
+                changed.append(encode_change("q", name))
+    return (
+        [encode_change("m", queue) for queue in ready]
+        + [encode_change("m", queue, at) for queue, times in delayed.items() for at in times]
+        + changed
+    )
 
 
 def _count(status: str) -> int:
@@ -137,7 +181,7 @@ def _count(status: str) -> int:
 
 
 class PostgresStorage:
-    """Queues, messages, users and refresh tokens in one PostgreSQL database (one node).
+    """Queues, messages, users and refresh tokens in one PostgreSQL database, shared by nodes.
 
     Args:
         url: ``postgresql://user[:password]@host[:port]/database[?...]`` (asyncpg DSN).
@@ -145,7 +189,10 @@ class PostgresStorage:
         max_batch: a batch this large commits without lingering.
         processed_retention_s: processed messages older than this are pruned.
         processed_retention_count: at most this many processed messages are kept per queue.
-        pool_size: connections for commits and reads (the lock has one more of its own).
+        pool_size: connections for commits, claims and reads (the listener has one more).
+        node_name: this node's name among the nodes.
+        node_timeout_s: a node whose heartbeat stops this long is presumed dead.
+        poll_s: how often idle queues look for messages a lost notification would have told.
     """
 
     def __init__(
@@ -157,21 +204,24 @@ class PostgresStorage:
         processed_retention_s: float = 3600.0,
         processed_retention_count: int = 10_000,
         pool_size: int = 4,
+        node_name: str = "node",
+        node_timeout_s: float = 10.0,
+        poll_s: float = 1.0,
     ) -> None:
         self.url = url
         self.where = display_url(url)
         self.processed_retention_s = processed_retention_s
         self.processed_retention_count = processed_retention_count
         self.pool_size = pool_size
+        self._node_name = node_name
+        self._node_timeout_s = node_timeout_s
+        self._poll_s = poll_s
         self._pool: Any = None
-        self._lock_conn: Any = None
-        self._locked = False
-        self._relock_task: asyncio.Task[None] | None = None
+        self._node: ClusterNode | None = None
+        self._watchers: list[Callable[[Change], None]] = []
         self._buffer: WriteBehind[Op] = WriteBehind(
             self._commit, linger_s=linger_ms / 1000, max_batch=max_batch
         )
-        self._last_id = 0
-        self._horizon = NO_HORIZON
         self._tx_lock = asyncio.Lock()
         self._updates: dict[tuple[str, ...], str] = {}
         self._size = 0
@@ -184,20 +234,37 @@ class PostgresStorage:
         return "postgres"
 
     @property
-    def degraded(self) -> str | None:
-        """Why writes fail now (the node lock is lost, a commit failed), or ``None``."""
-        if self._pool is not None and not self._locked:
-            return self._lock_problem
-        return self._buffer.degraded
+    def shared(self) -> bool:
+        """Always: nodes on one database serve the same queues."""
+        return True
 
     @property
-    def _lock_problem(self) -> str:
-        return f"lost the node lock on database {self.where}; writes wait until it is back"
+    def node_name(self) -> str:
+        """This node's name."""
+        return self._node_name
 
-    def _check_lock(self) -> None:
-        """Refuse to write without the node lock: another node may hold the database now."""
-        if not self._locked:
-            raise StorageUnavailable(self._lock_problem)
+    @property
+    def node_slot(self) -> int:
+        """This node's slot among the live nodes (part of its message ids)."""
+        return self.node.slot
+
+    @property
+    def node(self) -> ClusterNode:
+        """This node's membership (open() first)."""
+        assert self._node is not None, "open() first"
+        return self._node
+
+    @property
+    def degraded(self) -> str | None:
+        """Why writes fail now (this node was presumed dead, a commit failed), or ``None``."""
+        if self._node is not None and self._node.evicted:
+            return f"node {self._node_name} was presumed dead by the other nodes; rejoining"
+        return self._buffer.degraded
+
+    def _check_writable(self) -> None:
+        problem = self.degraded
+        if problem is not None and self._node is not None and self._node.evicted:
+            raise StorageUnavailable(problem)
 
     @property
     def batch_stats(self) -> BatchStats:
@@ -242,23 +309,17 @@ class PostgresStorage:
     # -- lifecycle --------------------------------------------------------------
 
     async def open(self) -> bool:
-        """Connect, take the node lock, create or migrate the schema, recover.
+        """Connect, create or migrate the schema, join the cluster.
 
         Returns:
-            Whether the last stop was clean.
+            ``True``: a node's crash is recovered by the other nodes' reaper
+            (or this one's, once it runs), not at open.
 
         Raises:
             StorageUnreachable: the server can't be connected to.
-            StorageInUse: another broker node holds this database.
             StorageCorrupt: the schema is from an unknown version or can't be set up.
         """
         try:
-            self._lock_conn = await _connect(self.url, _LOCK_APPLICATION)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StorageUnreachable(self.where, _reason(exc)) from exc
-        try:
-            await _take_lock(self._lock_conn, self.where)
-            await self._migrate()
             self._pool = await asyncpg.create_pool(
                 self.url,
                 min_size=1,
@@ -267,13 +328,17 @@ class PostgresStorage:
                 command_timeout=_COMMAND_TIMEOUT_S,
                 server_settings={"application_name": _APPLICATION},
             )
-            clean = await self._meta("clean", "1") == "1"
-            self._last_id = int(await self._meta("last_id", "0"))
-            self._horizon = DeliveryHorizon(
-                int(await self._meta("horizon_id", "0")),
-                float(await self._meta("horizon_at", "0")),
+            await self._migrate()
+            self._node = ClusterNode(
+                self._pool,
+                lambda: _connect(self.url, _LISTEN_APPLICATION),
+                name=self._node_name,
+                timeout_s=self._node_timeout_s,
+                poll_s=self._poll_s,
             )
-            await self._recover(clean)
+            for callback in self._watchers:
+                self._node.watch(callback)
+            await self._node.join()
             await self._refresh_size()
         except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
             await self._terminate()
@@ -284,144 +349,74 @@ class PostgresStorage:
         except BaseException:
             await self._terminate()
             raise
-        self._hold_lock(self._lock_conn)
         self._buffer.start()
-        return clean
-
-    def _hold_lock(self, conn: Any) -> None:
-        self._lock_conn = conn
-        self._locked = True
-        conn.add_termination_listener(self._lock_lost)
-
-    def _lock_lost(self, connection: object) -> None:
-        """The lock's session ended (server restart, network): stop writing, take it again.
-
-        Phase 1 runs one node per database: without the lock another node
-        may start on it, so no batch commits until this node holds it again.
-        """
-        if connection is not self._lock_conn:
-            return
-        self._lock_conn = None
-        self._locked = False
-        logger.error("lost the database lock; writes wait", database=self.where)
-        self._relock_task = asyncio.get_running_loop().create_task(self._relock())
-
-    async def _relock(self) -> None:
-        delay = 0.1
-        told = False
-        while True:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-            try:
-                conn = await _connect(self.url, _LOCK_APPLICATION)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                continue
-            try:
-                got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                conn.terminate()
-                continue
-            if got:
-                self._hold_lock(conn)
-                logger.info("database lock taken again", database=self.where)
-                return
-            await conn.close(timeout=_CONNECT_TIMEOUT_S)
-            if not told:
-                told = True
-                logger.error(
-                    "another broker node holds the database: this node can't write, stop it",
-                    database=self.where,
-                )
+        return True
 
     async def _migrate(self) -> None:
-        conn = self._lock_conn
-        async with conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Nodes started together: one creates or migrates, the others then see it done.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             if not await conn.fetchval("SELECT to_regclass('broker_schema_version') IS NOT NULL"):
-                schema = resources.files("storage").joinpath("schema_postgres.sql").read_text()
-                await conn.execute(schema)
-                await conn.execute("INSERT INTO broker_schema_version VALUES ($1)", SCHEMA_VERSION)
+                await conn.execute(_schema_file(1))
+                await conn.execute("INSERT INTO broker_schema_version VALUES (1)")
+                version = 1
                 logger.info("database schema created", database=self.where)
-                return
-            version = await conn.fetchval("SELECT max(version) FROM broker_schema_version")
-            if version is None or not 1 <= version <= SCHEMA_VERSION:
-                raise StorageCorrupt(self.where, f"unknown schema version {version}")
+            else:
+                version = await conn.fetchval("SELECT max(version) FROM broker_schema_version")
+                if version is None or not 1 <= version <= SCHEMA_VERSION:
+                    raise StorageCorrupt(self.where, f"unknown schema version {version}")
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                await conn.execute(_MIGRATIONS[step])
+                await conn.execute(_schema_file(step))
             if version != SCHEMA_VERSION:
                 await conn.execute("UPDATE broker_schema_version SET version = $1", SCHEMA_VERSION)
                 logger.info("database schema migrated", database=self.where, version=SCHEMA_VERSION)
 
-    async def _meta(self, key: str, default: str) -> str:
-        value = await self.pool.fetchval("SELECT value FROM broker_meta WHERE key = $1", key)
-        return str(value) if value is not None else default
-
-    async def _recover(self, clean: bool) -> None:
-        now = time.time()
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE broker_messages SET status = 0, redelivered = true, lease_deadline = 0 "
-                "WHERE status = 1"
-            )
-            if not clean:
-                # A delivery may have left before its record was written behind:
-                # move the horizon instead of rewriting every pending row.
-                self._horizon = self._horizon.after_unclean_stop(self._last_id, now)
-                logger.warning("unclean stop: pending messages read as redelivered")
-                # Ids handed out after the last commit may have reached consumers.
-                self._last_id += UNCLEAN_ID_GAP
-                await conn.execute(_PUT_META, "last_id", str(self._last_id))
-                await conn.execute(_PUT_META, "horizon_id", str(self._horizon.id))
-                await conn.execute(_PUT_META, "horizon_at", repr(self._horizon.at))
-            await conn.execute(_PUT_META, "clean", "0")
-
     async def close(self) -> None:
-        """Commit the buffer, mark the stop clean, release the node lock and disconnect."""
+        """Commit the buffer, give this node's leases back, leave the cluster and disconnect."""
         if self._pool is None:
             return
         try:
             await self._buffer.close()
-            if self.degraded is None:
-                await self.pool.execute(_PUT_META, "clean", "1")
+            if self._node is not None:
+                await self._node.leave()
         finally:
             await self._disconnect()
 
+    async def crash(self) -> None:
+        """Drop every connection as a ``kill -9`` would (tests): the row and leases stay."""
+        await self._terminate()
+
     async def _disconnect(self) -> None:
-        """Close the pool and the lock connection (which releases the lock)."""
         await self._cancel_tasks()
         pool, self._pool = self._pool, None
-        lock_conn, self._lock_conn = self._lock_conn, None
-        self._locked = False
-        try:
-            if pool is not None:
-                try:
-                    await asyncio.wait_for(pool.close(), _CONNECT_TIMEOUT_S)
-                except TimeoutError:
-                    pool.terminate()
-        finally:
-            if lock_conn is not None:
-                lock_conn.remove_termination_listener(self._lock_lost)
-                await lock_conn.close(timeout=_CONNECT_TIMEOUT_S)
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), _CONNECT_TIMEOUT_S)
+            except TimeoutError:
+                pool.terminate()
 
     async def _terminate(self) -> None:
-        """Drop every connection at once, without a clean-stop mark (failed open, or a crash)."""
+        """Drop every connection at once (failed open, or a crash)."""
         await self._cancel_tasks()
         pool, self._pool = self._pool, None
-        lock_conn, self._lock_conn = self._lock_conn, None
-        self._locked = False
         if pool is not None:
             pool.terminate()
-        if lock_conn is not None:
-            lock_conn.remove_termination_listener(self._lock_lost)
-            lock_conn.terminate()
 
     async def _cancel_tasks(self) -> None:
-        tasks = (self._size_task, self._relock_task)
-        self._size_task = self._relock_task = None
-        for task in tasks:
-            if task is not None and not task.done():
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
+        node = self._node
+        if node is not None:
+            await node.stop()
+        task, self._size_task = self._size_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    def watch(self, callback: Callable[[Change], None]) -> None:
+        """Call ``callback`` with every change any node makes (this one's too)."""
+        self._watchers.append(callback)
+        if self._node is not None:
+            self._node.watch(callback)
 
     # -- writes -----------------------------------------------------------------
 
@@ -434,18 +429,14 @@ class PostgresStorage:
         await self._buffer.flush()
 
     async def _commit(self, ops: list[Op]) -> None:
-        if not self._locked:
-            # WriteBehind retries the batch (and reports the storage degraded) until it commits.
-            raise ConnectionError(self._lock_problem)
         async with self._tx_lock, self.pool.acquire() as conn, conn.transaction():
-            last_id = await self._apply(conn, ops)
-        # Only once committed: a failed batch is retried and must write it again.
-        self._last_id = last_id
+            await self.node.fence(conn)
+            await self._apply(conn, ops)
+            await notify(conn, _wakes(ops))
 
-    async def _apply(self, conn: Any, ops: list[Op]) -> int:
-        """Write ``ops`` in the open transaction; return the highest message id now stored."""
-        plan = coalesce(ops, self._last_id)
-        for step in plan.steps:
+    async def _apply(self, conn: Any, ops: list[Op]) -> None:
+        """Write ``ops`` in the open transaction."""
+        for step in coalesce(ops, 0).steps:
             match step:
                 case Segment():
                     await self._write_segment(conn, step)
@@ -466,9 +457,6 @@ class PostgresStorage:
                 case DeleteQueue(name=name):
                     await conn.execute("DELETE FROM broker_messages WHERE queue = $1", name)
                     await conn.execute("DELETE FROM broker_queues WHERE name = $1", name)
-        if plan.last_id != self._last_id:
-            await conn.execute(_PUT_META, "last_id", str(plan.last_id))
-        return plan.last_id
 
     async def _write_segment(self, conn: Any, segment: Segment) -> None:
         """Render one coalesced segment: inserts, patches (one statement per shape), drops, counts.
@@ -479,26 +467,123 @@ class PostgresStorage:
         """
         if segment.inserts:
             await conn.execute(_INSERT, *zip(*segment.inserts.values(), strict=True))
+        node = self.node.id
         for columns, params in segment.shapes().items():
             sql = self._updates.get(columns)
             if sql is None:
                 sql = self._updates[columns] = _update_sql(columns)
-            await conn.executemany(sql, params)
+            await conn.executemany(sql, [(*row, node) for row in params])
         if segment.drops:
             await conn.execute(
-                "DELETE FROM broker_messages WHERE id = ANY($1::bigint[])", segment.drops
+                f"DELETE FROM broker_messages WHERE id = ANY($1::bigint[]) "
+                f"AND {_FENCE.format(n=2)}",
+                segment.drops,
+                node,
             )
         if segment.acked:
+            # In name order: nodes' batches lock these rows in one order, never in a cycle.
             await conn.executemany(
                 "UPDATE broker_queues SET processed = processed + $1 WHERE name = $2",
-                [(count, queue) for queue, count in segment.acked.items()],
+                [(segment.acked[queue], queue) for queue in sorted(segment.acked)],
             )
+
+    # -- shared queues ------------------------------------------------------------
+
+    async def claim(self, queue: str, count: int, now: float) -> list[Entry]:
+        """Lease up to ``count`` ready messages of ``queue`` to this node, in delivery order.
+
+        They come back as they were pending (``attempt`` not yet counted):
+        the actor's delivery counts it and writes it behind.
+        """
+        self._check_writable()
+        rows = await self.pool.fetch(_CLAIM, queue, count, self.node.id, now)
+        entries = [stored_message(row).entry for row in rows]
+        entries.sort(key=lambda entry: (-entry.priority, entry.id))
+        return entries
+
+    async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        """Message counts of ``queues``, all nodes' messages (processed from the counter)."""
+        await self._buffer.flush()
+        names = list(queues)
+        rows = await self.pool.fetch(
+            "SELECT queue, status, count(*), coalesce(sum(size), 0)::bigint, "
+            "count(*) FILTER (WHERE deliver_at > $2) FROM broker_messages "
+            "WHERE queue = ANY($1::text[]) AND status <> 2 GROUP BY queue, status",
+            names,
+            time.time(),
+        )
+        found: dict[str, dict[str, int]] = {name: {} for name in names}
+        for queue, status, count, size, delayed in rows:
+            counts = found[queue]
+            if status == 0:
+                counts.update(pending=count, pending_bytes=size, delayed=delayed)
+            elif status == 1:
+                counts["processing"] = count
+            else:
+                counts["failed"] = count
+        for name, processed in await self.pool.fetch(
+            "SELECT name, processed FROM broker_queues WHERE name = ANY($1::text[])", names
+        ):
+            found[name]["processed"] = processed
+        return {name: QueueCounts(**counts) for name, counts in found.items()}
+
+    async def purge_ready(self, queue: str) -> int:
+        """Delete the pending messages of ``queue`` (delayed ones too) now; return how many."""
+        return await self._direct(
+            "DELETE FROM broker_messages WHERE queue = $1 AND status = 0", queue
+        )
+
+    async def settle_elsewhere(
+        self, ids: Sequence[int], outcome: Callable[[StoredMessage], Op | None]
+    ) -> list[tuple[str, int]]:
+        """Settle messages that other nodes hold (see `broker_core.journal.SharedStorage`).
+
+        The rows are taken over by this node first (so the write's fence lets
+        them through), then settled like this node's own; their holders' later
+        writes about them are fenced out.
+        """
+        await self._buffer.flush()
+        self._check_writable()
+        async with self._tx_lock, self.pool.acquire() as conn, conn.transaction():
+            await self.node.fence(conn)
+            rows = await conn.fetch(
+                f"{_SELECT} WHERE id = ANY($1::bigint[]) AND status = 1 ORDER BY id FOR UPDATE",
+                list(ids),
+            )
+            held = [stored_message(row) for row in rows]
+            ops = [op for op in map(outcome, held) if op is not None]
+            if not ops:
+                return []
+            settled = [(m.queue, m.entry.id) for m in held]
+            await conn.execute(
+                "UPDATE broker_messages SET owner = $2 WHERE id = ANY($1::bigint[])",
+                [id for _, id in settled],
+                self.node.id,
+            )
+            await self._apply(conn, ops)
+            await notify(conn, _wakes(ops))
+        return settled
+
+    async def shared_secret(self, key: str, generate: Callable[[], str]) -> str:
+        """The value of a secret every node shares (the JWT key), made by the first to ask."""
+        await self.pool.execute(
+            "INSERT INTO broker_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            key,
+            generate(),
+        )
+        return str(await self.pool.fetchval("SELECT value FROM broker_meta WHERE key = $1", key))
 
     # -- start-up reads ---------------------------------------------------------
 
     async def last_message_id(self) -> int:
-        """The highest message id ever stored, kept in ``broker_meta``: pruning reuses none."""
-        return self._last_id
+        """The highest message id stored (version 1 kept the highest ever in ``broker_meta``).
+
+        Ids made by nodes are later than any stored one (`broker_core.ids`),
+        so a pruned id is not made again.
+        """
+        stored = await self.pool.fetchval("SELECT coalesce(max(id), 0) FROM broker_messages")
+        kept = await self.pool.fetchval("SELECT value FROM broker_meta WHERE key = 'last_id'")
+        return max(int(stored), int(kept or 0))
 
     async def load_queues(self) -> list[StoredQueue]:
         """Every queue with its options, processed count and failed count."""
@@ -552,7 +637,7 @@ class PostgresStorage:
                         deliver_at=deliver_at,
                         expires_at=expires,
                         attempt=attempt,
-                        redelivered=redelivered or self._horizon.covers(id, deliver_at),
+                        redelivered=redelivered,
                     )
                 )
             if dedup_window_s > 0:
@@ -575,13 +660,13 @@ class PostgresStorage:
         rows = await self.pool.fetch(
             f"{_SELECT} WHERE id = ANY($1::bigint[]) AND status = 0 ORDER BY id", list(ids)
         )
-        return [stored_message(row, self._horizon).entry for row in rows]
+        return [stored_message(row).entry for row in rows]
 
     async def get_message(self, id: int) -> StoredMessage | None:
         """One message by id, whatever its status."""
         await self._buffer.flush()
         row = await self.pool.fetchrow(f"{_SELECT} WHERE id = $1", id)
-        return stored_message(row, self._horizon) if row is not None else None
+        return stored_message(row) if row is not None else None
 
     async def browse(
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None
@@ -603,7 +688,7 @@ class PostgresStorage:
                 int(status),
                 limit,
             )
-        return [stored_message(row, self._horizon) for row in rows]
+        return [stored_message(row) for row in rows]
 
     async def retryable_ids(self, queue: str, limit: int) -> list[int]:
         """Failed messages of ``queue`` and its dead-lettered pending ones, oldest first."""
@@ -619,9 +704,11 @@ class PostgresStorage:
     async def prune_failed(self, before: float) -> dict[str, int]:
         """Delete failed messages settled before ``before``; return how many per queue."""
         await self._buffer.flush()
-        self._check_lock()
-        async with self._tx_lock:
-            rows = await self.pool.fetch(
+        self._check_writable()
+        async with self._tx_lock, self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _PRUNE_LOCK):
+                return {}  # another node is pruning
+            rows = await conn.fetch(
                 "WITH gone AS (DELETE FROM broker_messages WHERE status = 3 AND settled_at < $1 "
                 "RETURNING queue) SELECT queue, count(*) FROM gone GROUP BY queue",
                 before,
@@ -631,9 +718,12 @@ class PostgresStorage:
     async def prune(self, now: float) -> int:
         """Delete processed messages past their retention time or count; return how many."""
         await self._buffer.flush()
-        self._check_lock()
-        # Out of the batches' way: a prune never joins (or deadlocks with) a batch.
-        async with self._tx_lock, self.pool.acquire() as conn:
+        self._check_writable()
+        # Out of the batches' way: a prune never joins (or deadlocks with) a batch;
+        # and one node at a time, so that two never delete the same rows.
+        async with self._tx_lock, self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _PRUNE_LOCK):
+                return 0
             deleted = _count(
                 await conn.execute(
                     "DELETE FROM broker_messages WHERE id IN (SELECT id FROM broker_messages "
@@ -667,18 +757,25 @@ class PostgresStorage:
         return [bytes(row[0]) for row in rows]
 
     async def put_user(self, username: str, document: bytes) -> None:
-        """Create or replace a user."""
+        """Create or replace a user (every node is told)."""
         await self._direct(
-            "INSERT INTO broker_users (username, document) VALUES ($1, $2) "
-            "ON CONFLICT (username) DO UPDATE SET document = excluded.document",
+            "WITH put AS (INSERT INTO broker_users (username, document) VALUES ($1, $2) "
+            "ON CONFLICT (username) DO UPDATE SET document = excluded.document) "
+            f"SELECT pg_notify('{CHANNEL}', $3)",
             username,
             document,
+            encode_change("u", username),
         )
 
     async def delete_user(self, username: str) -> bool:
         """Delete a user and revoke its refresh tokens; return whether it existed."""
         await self.revoke_user_tokens(username)
-        return await self._direct("DELETE FROM broker_users WHERE username = $1", username) > 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            deleted = _count(
+                await conn.execute("DELETE FROM broker_users WHERE username = $1", username)
+            )
+            await notify(conn, [encode_change("u", username)])
+        return deleted > 0
 
     async def put_refresh(self, jti: str, family: str, username: str, expires_at: float) -> None:
         """Remember an issued refresh token."""
@@ -729,7 +826,7 @@ class PostgresStorage:
         transaction: a batch that rolls back can't take a revocation with it.
         """
         await self._buffer.flush()
-        self._check_lock()
+        self._check_writable()
         return _count(await self.pool.execute(sql, *args))
 
 
@@ -739,13 +836,10 @@ async def _connect(url: str, application: str) -> Any:
     )
 
 
-async def _take_lock(conn: Any, where: str) -> None:
-    """Take the node lock on ``conn``'s session, or raise `StorageInUse`."""
-    deadline = time.monotonic() + _LOCK_GRACE_S
-    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
-        if time.monotonic() > deadline:
-            raise StorageInUse(where)
-        await asyncio.sleep(0.05)
+def _schema_file(version: int) -> str:
+    """The SQL of schema version ``version`` (1: the schema; later: the migration to it)."""
+    name = "schema_postgres.sql" if version == 1 else f"schema_postgres_{version}.sql"
+    return resources.files("storage").joinpath(name).read_text()
 
 
 def _reason(exc: BaseException) -> str:
@@ -759,7 +853,6 @@ async def check_postgres(url: str) -> None:
 
     Raises:
         StorageUnreachable: the server can't be connected to.
-        StorageInUse: another broker node holds the database.
         StorageCorrupt: its schema is from an unknown version.
     """
     where = display_url(url)
@@ -768,8 +861,6 @@ async def check_postgres(url: str) -> None:
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StorageUnreachable(where, _reason(exc)) from exc
     try:
-        await _take_lock(conn, where)
-        await conn.fetchval("SELECT pg_advisory_unlock($1)", LOCK_KEY)
         if await conn.fetchval("SELECT to_regclass('broker_schema_version') IS NOT NULL"):
             version = await conn.fetchval("SELECT max(version) FROM broker_schema_version")
             if version is None or not 1 <= version <= SCHEMA_VERSION:

@@ -133,6 +133,11 @@ class SQLiteStorage:
         return "sqlite"
 
     @property
+    def shared(self) -> bool:
+        """Never: one broker process owns a SQLite database."""
+        return False
+
+    @property
     def degraded(self) -> str | None:
         """Why writes fail now, or ``None`` when they commit."""
         return self._buffer.degraded

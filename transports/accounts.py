@@ -1,7 +1,8 @@
 """`Accounts`: users, logins and the rotation of refresh tokens, over the storage.
 
-Users are cached in memory (the broker is their only writer on SQLite) so
-that authenticating a request costs one JWT verification and one dict
+Users are cached in memory (the broker is their only writer on SQLite; on
+shared storage every node is told of each change and reads the user again)
+so that authenticating a request costs one JWT verification and one dict
 look-up. Refresh tokens rotate: each use revokes the old token, and using a
 revoked one revokes its whole family (the token was stolen or replayed).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import msgspec
 from loguru import logger
@@ -31,6 +32,7 @@ from broker_core.auth import (
 )
 
 if TYPE_CHECKING:
+    from broker_core.journal import Change, SharedStorage
     from storage import StorageBackend
 
 __all__ = [
@@ -118,12 +120,48 @@ class Accounts:
         self.tokens = tokens
         self._users: dict[str, User] = {}
         self._verified: dict[str, Claims] = {}
+        self._reloads: set[asyncio.Task[None]] = set()
 
     async def load(self) -> None:
-        """Read every user into the cache (at start)."""
+        """Read every user into the cache (at start); on shared storage, follow other nodes."""
+        if self._storage.shared:
+            cast("SharedStorage", self._storage).watch(self._on_change)
         self._users = {
             user.username: user
             for user in (_user_decoder.decode(doc) for doc in await self._storage.list_users())
+        }
+
+    def _on_change(self, change: Change) -> None:
+        # Another node (or this one) changed a user: read it again, so that a
+        # token revoked on any node is refused here too.
+        if change.kind == "user":
+            task = asyncio.get_running_loop().create_task(self._reload(change.name))
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
+        elif change.kind == "reconnected":
+            task = asyncio.get_running_loop().create_task(self._reload_all())
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self, username: str) -> None:
+        try:
+            document = await self._storage.get_user(username)
+        except Exception as exc:
+            logger.opt(exception=exc).warning("reading a changed user failed", username=username)
+            return
+        if document is None:
+            self._users.pop(username, None)
+        else:
+            self._users[username] = _user_decoder.decode(document)
+
+    async def _reload_all(self) -> None:
+        try:
+            documents = await self._storage.list_users()
+        except Exception as exc:
+            logger.opt(exception=exc).warning("reading users failed")
+            return
+        self._users = {
+            user.username: user for user in (_user_decoder.decode(doc) for doc in documents)
         }
 
     async def bootstrap_admin(self, username: str, password: str | None) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from loguru import logger
 
@@ -20,9 +20,10 @@ from storage import storage_from_settings
 
 from .accounts import Accounts
 from .ratelimit import TokenBucketLimiter
-from .secrets import ensure_data_dir, load_or_create_secret
+from .secrets import ensure_data_dir, generate_secret, load_or_create_secret
 
 if TYPE_CHECKING:
+    from broker_core.journal import SharedStorage
     from broker_core.settings import Settings
 
 __all__ = ["BrokerContext", "Limits"]
@@ -55,11 +56,7 @@ class BrokerContext:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started_at = time.time()
-        data_dir = ensure_data_dir(settings.data_dir)
-        secret = settings.jwt_secret or load_or_create_secret(data_dir / "jwt.secret")
-        self.tokens = TokenService(
-            secret, settings.access_token_ttl_s, settings.refresh_token_ttl_s
-        )
+        self._data_dir = ensure_data_dir(settings.data_dir)
         self.storage = storage_from_settings(settings)
         self.broker = Broker(
             self.storage,
@@ -67,15 +64,21 @@ class BrokerContext:
             dedup_window_s=settings.dedup_window_s,
             body_cache_bytes=settings.body_cache_bytes,
         )
-        self.accounts = Accounts(self.storage, self.tokens)
+        # Made at start: on shared storage the signing key is in the database.
+        self.tokens: TokenService
+        self.accounts: Accounts
         self.limits = Limits(settings)
         self.generated_admin_password: str | None = None
         self._pruner: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> BrokerContext:
         await self.broker.start()
-        await self.accounts.load()
         settings = self.settings
+        self.tokens = TokenService(
+            await self._jwt_secret(), settings.access_token_ttl_s, settings.refresh_token_ttl_s
+        )
+        self.accounts = Accounts(self.storage, self.tokens)
+        await self.accounts.load()
         generated = await self.accounts.bootstrap_admin(
             settings.admin_username, settings.admin_password
         )
@@ -89,6 +92,15 @@ class BrokerContext:
             )
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
         return self
+
+    async def _jwt_secret(self) -> str:
+        """The configured key, else the one all nodes share (in their database), else the file's."""
+        if self.settings.jwt_secret is not None:
+            return self.settings.jwt_secret
+        if self.storage.shared:
+            shared = cast("SharedStorage", self.storage)
+            return await shared.shared_secret("jwt_secret", generate_secret)
+        return load_or_create_secret(self._data_dir / "jwt.secret")
 
     async def __aexit__(self, *exc: object) -> None:
         if self._pruner is not None:

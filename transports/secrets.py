@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["ensure_data_dir", "generate_password", "load_or_create_secret"]
+__all__ = ["ensure_data_dir", "generate_password", "generate_secret", "load_or_create_secret"]
 
 _PRIVATE_FILE = 0o600
 _PRIVATE_DIR = 0o700
@@ -76,7 +76,7 @@ def load_or_create_secret(path: Path, nbytes: int = 32) -> str:
     if path.exists():
         return _read_secret(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(nbytes)
+    value = generate_secret(nbytes)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_FILE)
     try:
@@ -115,6 +115,11 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def generate_secret(nbytes: int = 32) -> str:
+    """A new random secret of ``nbytes`` bytes, URL-safe text (a JWT signing key)."""
+    return secrets.token_urlsafe(nbytes)
 
 
 def generate_password() -> str:

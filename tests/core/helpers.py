@@ -5,7 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from broker_core.journal import Ack, DeadLetter, Deliver, Drop, Fail, Insert, PurgeQueue, Requeue
+from broker_core.journal import (
+    Ack,
+    DeadLetter,
+    Deliver,
+    Drop,
+    Fail,
+    Insert,
+    PurgeQueue,
+    Release,
+    Requeue,
+)
 from tests.conftest import MS
 
 if TYPE_CHECKING:
@@ -32,6 +42,8 @@ def describe(op: Op) -> tuple[Any, ...]:
             return ("dead_letter", id, target, reason)
         case Drop(id=id):
             return ("drop", id)
+        case Release(id=id):
+            return ("release", id)
         case PurgeQueue():
             return ("purge",)
         case _:

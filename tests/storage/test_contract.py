@@ -93,9 +93,9 @@ class Backend:
         )
 
     async def fail_next_commit(self, storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Make the next batch that records a new last id fail at COMMIT, once.
+        """Make the next batch that inserts a message fail at COMMIT, once.
 
-        PostgreSQL: a deferred constraint trigger on ``broker_meta`` raises
+        PostgreSQL: a deferred constraint trigger on ``broker_messages`` raises
         at COMMIT; a sequence (not rolled back) makes it raise only once.
         """
         if isinstance(storage, SQLiteStorage):
@@ -116,7 +116,7 @@ class Backend:
             "CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             "IF nextval('fault_once') = 1 THEN RAISE EXCEPTION 'injected commit failure'; "
             "END IF; RETURN NULL; END $$; "
-            "CREATE CONSTRAINT TRIGGER fail_commit AFTER INSERT OR UPDATE ON broker_meta "
+            "CREATE CONSTRAINT TRIGGER fail_commit AFTER INSERT ON broker_messages "
             "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_once()"
         )
 
@@ -128,6 +128,11 @@ class Backend:
             await conn.execute(sql)
         finally:
             await conn.close()
+
+    def only_sqlite(self, why: str) -> None:
+        """Skip on PostgreSQL, where nodes share the database and ``why`` (cluster.py) holds."""
+        if self.kind != "sqlite":
+            pytest.skip(f"PostgreSQL: {why}")
 
     async def close_all(self) -> None:
         for storage in self.opened:
@@ -204,6 +209,7 @@ async def test_reopen_after_close_is_clean(backend: Backend) -> None:
 
 async def test_reopen_after_crash_is_unclean(backend: Backend) -> None:
     """A stop without close() is reported once; the open after a clean close is clean again."""
+    backend.only_sqlite("a node's crash is recovered by the others' reaper, not at open")
     storage = backend.make()
     await storage.open()
     await write(storage, put_queue())
@@ -376,7 +382,7 @@ async def test_deliver_marks_processing_with_attempt_and_lease(storage: Storage)
 async def test_requeue_makes_it_pending_and_redelivered(storage: Storage) -> None:
     """Requeue puts a message back to pending, marked redelivered."""
     await write(storage, put_queue(), Insert("q", entry(1)), Deliver(1, 1, NOW + 30))
-    await write(storage, Requeue(1, 1))
+    await write(storage, Requeue(1, 1, "q"))
     row = await storage.get_message(1)
     assert row is not None
     assert row.status is MessageStatus.PENDING
@@ -409,7 +415,9 @@ async def test_dead_letter_moves_it_to_the_target(storage: Storage) -> None:
         put_queue("dlq"),
         Insert("q", entry(1, dedup_id="x", expires_at=NOW - 5)),
     )
-    await write(storage, Deliver(1, 2, NOW), Requeue(1, 2), DeadLetter(1, "q", "dlq", "expired"))
+    await write(
+        storage, Deliver(1, 2, NOW), Requeue(1, 2, "q"), DeadLetter(1, "q", "dlq", "expired")
+    )
     row = await storage.get_message(1)
     assert row is not None
     assert (row.queue, row.status) == ("dlq", MessageStatus.PENDING)
@@ -489,13 +497,14 @@ async def test_insert_and_drop_in_one_batch_leaves_nothing(storage: Storage) -> 
     """A message dropped in the batch that inserted it is never stored."""
     await write(storage, put_queue(), Insert("q", entry(1)), Drop(1))
     assert await storage.get_message(1) is None
-    assert await storage.last_message_id() == 1
+    if isinstance(storage, SQLiteStorage):  # PostgreSQL's ids come from the clock (ids.py)
+        assert await storage.last_message_id() == 1
 
 
 async def test_later_patches_win_within_a_batch(storage: Storage) -> None:
     """Deliver, Requeue, Deliver in one batch leave the last state."""
     await write(storage, put_queue(), Insert("q", entry(1)))
-    await write(storage, Deliver(1, 1, NOW), Requeue(1, 1), Deliver(1, 2, NOW + 9))
+    await write(storage, Deliver(1, 1, NOW), Requeue(1, 1, "q"), Deliver(1, 2, NOW + 9))
     row = await storage.get_message(1)
     assert row is not None
     assert row.status is MessageStatus.PROCESSING
@@ -546,6 +555,7 @@ async def test_last_message_id_tracks_the_highest_insert(storage: Storage) -> No
 
 async def test_last_message_id_survives_prune_and_reopen(backend: Backend) -> None:
     """Pruning processed messages never lets last_message_id go back."""
+    backend.only_sqlite("ids are made from the clock and the node slot (broker_core.ids)")
     storage = await backend.open(processed_retention_count=0)
     await write(storage, put_queue(), *(Insert("q", entry(i)) for i in (1, 2, 3)))
     await write(storage, *(Deliver(i, 1, NOW) for i in (1, 2, 3)))
@@ -599,6 +609,7 @@ async def test_replay_returns_ready_ids_in_order_and_delayed_entries(storage: St
 
 async def test_processing_comes_back_pending_and_redelivered(backend: Backend) -> None:
     """After a restart, a message that was processing is pending again, redelivered."""
+    backend.only_sqlite("a node's leases come back when it leaves or is presumed dead")
     storage = await backend.open()
     await write(storage, put_queue(), Insert("q", entry(1)), Insert("q", entry(2)))
     await write(storage, Deliver(2, 1, NOW + 30))
@@ -620,6 +631,7 @@ async def test_processing_comes_back_pending_and_redelivered(backend: Backend) -
 
 async def test_unclean_stop_marks_ready_pending_redelivered(backend: Backend) -> None:
     """After a crash, ready pending messages come back redelivered; delayed ones don't."""
+    backend.only_sqlite("a claim is committed before its delivery: no horizon is needed")
     storage = await backend.open()
     await write(
         storage,

@@ -1,4 +1,4 @@
-"""What only the PostgreSQL backend does: the one-node lock, server errors, schema version, size."""
+"""What only the PostgreSQL backend does: nodes sharing a database, server errors, schema, size."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from broker_core.journal import Insert, PutQueue
+from broker_core.journal import Ack, Change, Deliver, Insert, PutQueue
 from broker_core.messages import Entry, QueueOptions
 from broker_core.settings import Settings
 from storage import (
     StorageCorrupt,
-    StorageInUse,
     StorageUnavailable,
     StorageUnreachable,
     storage_from_settings,
@@ -21,16 +20,17 @@ from storage import (
 from tests.storage.pg_database import reset_database
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
 asyncpg = pytest.importorskip("asyncpg", reason="the postgres backend needs asyncpg")
 
-from storage.postgres import LOCK_KEY, PostgresStorage, check_postgres  # noqa: E402
+from storage.postgres import SCHEMA_VERSION, PostgresStorage, check_postgres  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
 NOW = time.time()
+TIMEOUT_S = 1.0
 
 
 @pytest.fixture
@@ -41,25 +41,212 @@ async def url(postgres_url: str) -> str:
 
 
 @pytest.fixture
-async def storage(url: str) -> AsyncIterator[PostgresStorage]:
-    """An open storage on the emptied database; closed after the test."""
-    storage = PostgresStorage(url)
-    await storage.open()
-    yield storage
-    await storage.close()
+async def nodes(url: str) -> AsyncIterator[Callable[..., Awaitable[PostgresStorage]]]:
+    """Opens storages (nodes) on the emptied database; closes those still open after the test."""
+    opened: list[PostgresStorage] = []
+
+    async def node(name: str = "n", **options: object) -> PostgresStorage:
+        storage = PostgresStorage(url, node_name=name, node_timeout_s=TIMEOUT_S, **options)  # type: ignore[arg-type]
+        await storage.open()
+        opened.append(storage)
+        return storage
+
+    yield node
+    for storage in opened:
+        if storage._pool is not None:
+            await storage.close()
 
 
-async def test_second_node_is_refused_while_the_first_holds_the_database(
-    url: str, storage: PostgresStorage
+@pytest.fixture
+async def storage(nodes: Callable[..., Awaitable[PostgresStorage]]) -> PostgresStorage:
+    """One open node."""
+    return await nodes()
+
+
+def entry(id: int, priority: int = 0, **fields: float) -> Entry:
+    return Entry(id, content=b"{}", size=2, created_at=NOW, priority=priority, **fields)
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.05)
+
+
+async def published(storage: PostgresStorage, *entries: Entry, queue: str = "q") -> None:
+    await storage.write(
+        [PutQueue(queue, QueueOptions(), NOW, NOW), *(Insert(queue, e) for e in entries)]
+    )
+
+
+# -- nodes sharing one database ---------------------------------------------------------------
+
+
+async def test_nodes_get_their_own_identity_and_slot(
+    nodes: Callable[..., Awaitable[PostgresStorage]],
 ) -> None:
-    """open() raises StorageInUse while another storage holds the advisory lock."""
-    second = PostgresStorage(url)
-    with pytest.raises(StorageInUse) as caught:
-        await second.open()
-    assert "another broker node" in str(caught.value)
-    await storage.close()
-    assert await second.open() is True
-    await second.close()
+    """Each node has a row of its own: distinct ids and slots; a leaving node frees its row."""
+    a, b = await nodes("a"), await nodes("b")
+    assert a.node.id != b.node.id
+    assert {a.node_slot, b.node_slot} == {0, 1}
+    assert (a.node_name, b.node_name) == ("a", "b")
+    await a.close()
+    c = await nodes("c")
+    assert c.node_slot == a.node_slot
+
+
+async def test_claims_of_two_nodes_are_disjoint_and_in_delivery_order(
+    nodes: Callable[..., Awaitable[PostgresStorage]],
+) -> None:
+    """Concurrent claims never lease one message twice; each comes by priority, then id."""
+    a, b = await nodes("a"), await nodes("b")
+    await published(a, *(entry(i, priority=i % 3) for i in range(1, 301)))
+    first, second = await asyncio.gather(a.claim("q", 200, NOW), b.claim("q", 200, NOW))
+    ids = [e.id for e in first] + [e.id for e in second]
+    assert sorted(ids) == list(range(1, 301))
+    for claimed in (first, second):
+        keys = [(-e.priority, e.id) for e in claimed]
+        assert keys == sorted(keys)
+        assert all(e.content == b"{}" and e.attempt == 0 for e in claimed)
+    assert await a.claim("q", 10, NOW) == []
+
+
+async def test_claims_skip_delayed_and_expired_messages(storage: PostgresStorage) -> None:
+    """A claim takes only what is due and not expired."""
+    await published(
+        storage,
+        entry(1, deliver_at=NOW + 60),
+        entry(2, expires_at=NOW - 1),
+        entry(3),
+    )
+    assert [e.id for e in await storage.claim("q", 10, NOW)] == [3]
+    assert [e.id for e in await storage.claim("q", 10, NOW + 61)] == [1]
+
+
+async def test_a_node_cannot_settle_what_another_node_holds(
+    nodes: Callable[..., Awaitable[PostgresStorage]],
+) -> None:
+    """Writes are fenced: B's ack of a message A claimed changes nothing."""
+    a, b = await nodes("a"), await nodes("b")
+    await published(a, entry(1))
+    [claimed] = await a.claim("q", 1, NOW)
+    await b.write([Ack("q", claimed.id, NOW)])
+    row = await b.get_message(1)
+    assert row is not None
+    assert row.status.label == "processing"
+    await a.write([Deliver(1, 1, NOW + 30), Ack("q", 1, NOW)])
+    row = await b.get_message(1)
+    assert row is not None
+    assert row.status.label == "processed"
+
+
+async def test_settle_elsewhere_takes_over_another_nodes_lease(
+    nodes: Callable[..., Awaitable[PostgresStorage]],
+) -> None:
+    """settle_elsewhere acks a message another node holds, and only held ones."""
+    a, b = await nodes("a"), await nodes("b")
+    await published(a, entry(1), entry(2))
+    [claimed] = await a.claim("q", 1, NOW)
+    done = await b.settle_elsewhere(
+        [claimed.id, 2], lambda held: Ack(held.queue, held.entry.id, NOW)
+    )
+    assert done == [("q", claimed.id)]
+    counts = await b.counts(["q"])
+    assert (counts["q"].processed, counts["q"].pending, counts["q"].processing) == (1, 1, 0)
+
+
+async def test_a_crashed_nodes_leases_come_back_redelivered(
+    nodes: Callable[..., Awaitable[PostgresStorage]],
+) -> None:
+    """After a node stops heartbeating, the others' reaper requeues what it held, redelivered."""
+    a, b = await nodes("a"), await nodes("b")
+    await published(a, entry(1), entry(2))
+    assert len(await a.claim("q", 2, NOW)) == 2
+    await a.crash()
+
+    async def back() -> bool:
+        return len(await b.claim("q", 10, time.time())) == 2
+
+    started = time.monotonic()
+    await until(back, "the leases come back", seconds=TIMEOUT_S * 10)
+    assert time.monotonic() - started >= TIMEOUT_S * 0.5
+    for id in (1, 2):
+        row = await b.get_message(id)
+        assert row is not None
+        assert row.entry.redelivered is True
+
+
+async def test_a_node_presumed_dead_writes_nothing_then_rejoins(
+    url: str, nodes: Callable[..., Awaitable[PostgresStorage]]
+) -> None:
+    """A node marked dead is refused at its next batch, then takes a new identity."""
+    a = await nodes("a")
+    old = a.node.id
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("UPDATE broker_nodes SET dead = true WHERE id = $1", old)
+    finally:
+        await conn.close()
+    with pytest.raises(StorageUnavailable, match="presumed dead"):
+        await a.write([PutQueue("q", QueueOptions(), NOW, NOW)])
+
+    async def rejoined() -> bool:
+        return a.node.id != old and a.degraded is None
+
+    await until(rejoined, "the node rejoins and its batch commits")
+    assert [q.name for q in await a.load_queues()] == ["q"]
+
+
+async def test_every_node_is_told_of_ready_messages_and_changes(
+    nodes: Callable[..., Awaitable[PostgresStorage]],
+) -> None:
+    """Commits notify every node: ready and delayed messages, queue and user changes."""
+    a, b = await nodes("a"), await nodes("b")
+    told: list[Change] = []
+    b.watch(told.append)
+    await published(a, entry(1), entry(2, deliver_at=NOW + 60))
+    await a.put_user("carol", b"{}")
+    expected = {
+        Change("queue", "q"),
+        Change("messages", "q"),
+        Change("messages", "q", NOW + 60),
+        Change("user", "carol"),
+    }
+
+    async def all_told() -> bool:
+        return expected <= set(told)
+
+    await until(all_told, "b is told")
+
+
+async def test_the_reaper_expires_pending_messages(storage: PostgresStorage) -> None:
+    """Pending messages past their TTL go to the dead-letter queue, or are deleted."""
+    await storage.write(
+        [
+            PutQueue("dlq", QueueOptions(), NOW, NOW),
+            PutQueue("q", QueueOptions(dead_letter_queue="dlq"), NOW, NOW),
+            PutQueue("plain", QueueOptions(), NOW, NOW),
+            Insert("q", entry(1, expires_at=NOW - 1)),
+            Insert("plain", entry(2, expires_at=NOW - 1)),
+            Insert("plain", entry(3, expires_at=NOW + 600)),
+        ]
+    )
+    await storage.node.reap(time.time())
+    moved = await storage.get_message(1)
+    assert moved is not None
+    assert (moved.queue, moved.entry.dead_lettered_from) == ("dlq", "q")
+    assert await storage.get_message(2) is None
+    assert await storage.get_message(3) is not None
+
+
+async def test_the_jwt_secret_is_made_once_for_every_node(
+    nodes: Callable[..., Awaitable[PostgresStorage]],
+) -> None:
+    """shared_secret keeps the first node's value."""
+    a, b = await nodes("a"), await nodes("b")
+    assert await a.shared_secret("k", lambda: "first") == "first"
+    assert await b.shared_secret("k", lambda: "second") == "first"
 
 
 async def test_unreachable_server_is_one_line_without_the_password() -> None:
@@ -74,20 +261,12 @@ async def test_unreachable_server_is_one_line_without_the_password() -> None:
 
 
 async def test_open_records_the_schema_version(url: str, storage: PostgresStorage) -> None:
-    """A fresh database gets the schema and version 1 in broker_schema_version."""
+    """A fresh database gets the schema and the current version in broker_schema_version."""
     conn = await asyncpg.connect(url)
     try:
-        assert await conn.fetchval("SELECT version FROM broker_schema_version") == 1
+        assert await conn.fetchval("SELECT version FROM broker_schema_version") == SCHEMA_VERSION
     finally:
         await conn.close()
-
-
-async def test_check_postgres_refuses_a_held_database(url: str, storage: PostgresStorage) -> None:
-    """The CLI's preflight says the database is in use while a node holds it."""
-    with pytest.raises(StorageInUse):
-        await check_postgres(url)
-    await storage.close()
-    await check_postgres(url)
 
 
 async def test_check_postgres_refuses_an_unknown_schema_version(url: str) -> None:
@@ -96,7 +275,7 @@ async def test_check_postgres_refuses_an_unknown_schema_version(url: str) -> Non
     try:
         await conn.execute(
             "CREATE TABLE broker_schema_version (version integer NOT NULL); "
-            "INSERT INTO broker_schema_version VALUES (2)"
+            f"INSERT INTO broker_schema_version VALUES ({SCHEMA_VERSION + 1})"
         )
     finally:
         await conn.close()
@@ -137,51 +316,3 @@ def test_settings_with_a_postgres_url_build_postgres_storage(scheme: str, tmp_pa
     assert isinstance(storage, PostgresStorage)
     assert storage.name == "postgres"
     assert storage._buffer.max_batch == 64
-
-
-async def _until(condition: Callable[[], bool], what: str, seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.02)
-
-
-async def _kill_lock_session(url: str, storage: PostgresStorage) -> None:
-    pid = storage._lock_conn.get_server_pid()
-    admin = await asyncpg.connect(url)
-    try:
-        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-    finally:
-        await admin.close()
-
-
-async def test_a_lost_lock_is_taken_again(url: str, storage: PostgresStorage) -> None:
-    """When the lock's session dies, the storage takes the lock again and writes go on."""
-    await _kill_lock_session(url, storage)
-    await _until(lambda: not storage._locked, "the loss is seen")
-    await _until(lambda: storage._locked, "the lock is back")
-    assert storage.degraded is None
-    await storage.write([PutQueue("q", QueueOptions(), NOW, NOW)])
-    assert [q.name for q in await storage.load_queues()] == ["q"]
-
-
-async def test_no_write_commits_while_another_node_holds_the_lock(
-    url: str, storage: PostgresStorage
-) -> None:
-    """A node that lost its lock to another refuses writes until it holds the lock again."""
-    other = await asyncpg.connect(url)
-    try:
-        # Queued behind the storage's lock: granted the moment its session ends.
-        taken = asyncio.ensure_future(other.execute("SELECT pg_advisory_lock($1)", LOCK_KEY))
-        await asyncio.sleep(0.1)
-        await _kill_lock_session(url, storage)
-        await taken
-        await _until(lambda: storage.degraded is not None, "the storage is degraded")
-        assert "lost the node lock" in (storage.degraded or "")
-        with pytest.raises(StorageUnavailable):
-            await storage.write([PutQueue("q", QueueOptions(), NOW, NOW)])
-        assert await storage.load_queues() == []
-    finally:
-        await other.close()
-    await _until(lambda: storage.degraded is None, "the lock is back and the batch committed")
-    assert [q.name for q in await storage.load_queues()] == ["q"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -76,18 +75,6 @@ async def test_publish_consume_ack_and_restart_on_postgres(server: BrokerServer)
         assert settled.status_code == 200, settled.text
         processed = await http.get("/queues/jobs/messages", params={"status": "processed"})
         assert [m["message_id"] for m in processed.json()["messages"]] == ids
-
-
-async def test_serve_refuses_a_database_another_node_holds(
-    server: BrokerServer, postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``broker serve`` on a database a running node holds exits 1 with one line, no traceback."""
-    argv = ["serve", "--storage", postgres_url, "--data-dir", str(tmp_path / "other"), "--no-tls"]
-    assert await asyncio.to_thread(main, argv) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert err.startswith("broker: database ")
-    assert "in use by another broker node" in err
 
 
 def test_serve_without_a_postgres_server_is_one_line(

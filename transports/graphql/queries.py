@@ -42,22 +42,26 @@ class Query:
     @strawberry.field(
         graphql_type=list[Queue], description="Every queue you have a permission on, by name."
     )
-    def queues(self, info: strawberry.Info) -> list[QueueInfo]:
+    async def queues(self, info: strawberry.Info) -> list[QueueInfo]:
         context = context_of(info)
         user = context.caller()
         context.spend(context.ctx.limits.default)
         broker = context.ctx.broker
-        return broker.infos(name for name in broker.queue_names() if visible(user, name))
+        names = [name for name in broker.queue_names() if visible(user, name)]
+        await broker.sync_counts(names)
+        return broker.infos(names)
 
     @strawberry.field(
         graphql_type=Queue | None,
         description="One queue; null with a queue_not_found error if you can't see it.",
     )
-    def queue(self, info: strawberry.Info, name: str) -> QueueInfo:
+    async def queue(self, info: strawberry.Info, name: str) -> QueueInfo:
         context = context_of(info)
         require_visible(context.caller(), name)
         context.spend(context.ctx.limits.default)
-        return context.ctx.broker.info(name)
+        broker = context.ctx.broker
+        await broker.sync_counts([name])
+        return broker.info(name)
 
     @strawberry.field(
         graphql_type=MessagesPage,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from litestar import Request, get
@@ -31,6 +31,7 @@ from .telemetry import telemetry_of
 
 if TYPE_CHECKING:
     from broker_core.auth import User
+    from broker_core.journal import SharedStorage
 
     from ..context import BrokerContext
 
@@ -96,6 +97,9 @@ class BrokerSpecific(msgspec.Struct, frozen=True, kw_only=True):
     framework: str
     framework_version: str
     version: str
+    node: str | None
+    """This node's name when several nodes share the storage (PostgreSQL), else None. The
+    message counts are then every node's."""
     storage: StorageStats
     auth_method: str
     tls: bool
@@ -216,6 +220,7 @@ def build_stats(ctx: BrokerContext, *, user: User | None = None) -> StatsRespons
             framework=FRAMEWORK,
             framework_version=FRAMEWORK_VERSION,
             version=BROKER_VERSION,
+            node=cast("SharedStorage", storage).node_name if storage.shared else None,
             storage=StorageStats(
                 backend=storage.name,
                 size_bytes=storage.size_bytes(),
@@ -246,4 +251,6 @@ async def get_stats(request: Request[Any, Any, Any]) -> StatsResponse:
     ``broker_specific.queues`` lists only the queues the caller has a
     permission on.
     """
-    return build_stats(ctx_of(request), user=user_of(request))
+    ctx = ctx_of(request)
+    await ctx.broker.sync_counts()
+    return build_stats(ctx, user=user_of(request))

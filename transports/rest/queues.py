@@ -95,7 +95,9 @@ class QueueController(Controller):
         """Every queue the caller has a permission on."""
         user = user_of(request)
         broker = ctx_of(request).broker
-        return broker.infos(name for name in broker.queue_names() if visible(user, name))
+        names = [name for name in broker.queue_names() if visible(user, name)]
+        await broker.sync_counts(names)
+        return broker.infos(names)
 
     @post("/", status_code=HTTP_201_CREATED, opt={"rate_limit": "admin"})
     async def create_queue(
@@ -109,7 +111,9 @@ class QueueController(Controller):
     async def get_queue(self, request: Request[Any, Any, Any], name: Name) -> QueueInfo:
         """Counts and options of one queue."""
         require_visible(user_of(request), name)
-        return ctx_of(request).broker.info(name)
+        broker = ctx_of(request).broker
+        await broker.sync_counts([name])
+        return broker.info(name)
 
     @patch("/{name:str}", opt={"rate_limit": "admin"})
     async def update_queue(

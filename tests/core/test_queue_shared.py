@@ -1,0 +1,139 @@
+"""Tests of `QueueState` in shared mode: the database owns pending order, the state claims."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from broker_core.errors import QueueFull
+from broker_core.messages import Entry, QueueOptions
+from broker_core.queue import BodyBudget, QueueState
+from tests.core.test_queue_state import BODY, Ids, deliveries, ops, publish
+
+
+def shared_state(**options: Any) -> QueueState:
+    return QueueState(
+        "q", QueueOptions(**options), budget=BodyBudget(1 << 20), dedup_window_s=60.0, shared=True
+    )
+
+
+def stored(*ids: int, priority: int = 0, attempt: int = 0) -> list[Entry]:
+    """Entries as a claim returns them from storage."""
+    return [
+        Entry(id, content=BODY, size=len(BODY), created_at=0.0, priority=priority, attempt=attempt)
+        for id in ids
+    ]
+
+
+def test_a_publish_is_only_written_never_kept() -> None:
+    """The message goes to storage for any node to claim; it counts toward limits until read."""
+    state = shared_state()
+    [id] = publish(state, Ids())
+    assert ops(state) == [("insert", id)]
+    assert (state.pending_count, state.stored_pending, state.stored_bytes) == (0, 1, len(BODY))
+    state.add_consumer(1, prefetch=5)
+    state.dispatch(0.0)
+    assert deliveries(state) == []
+
+
+def test_consumers_credit_asks_for_one_claim_at_a_time() -> None:
+    """A claim of the free credit is asked for once; its answer is dispatched."""
+    state = shared_state()
+    state.add_consumer(1, prefetch=3)
+    state.balance(0)
+    assert state.take_claims() == 3
+    state.balance(0)
+    assert state.take_claims() == 0, "one claim on its way at a time"
+    state.claimed(stored(10, 11), 3)
+    state.dispatch(0.0)
+    assert deliveries(state) == [(1, 10), (1, 11)]
+    assert ops(state) == [("deliver", 10, 1), ("deliver", 11, 1)]
+
+
+def test_a_short_claim_waits_for_a_wake() -> None:
+    """After a claim that found fewer than asked, the next waits until storage tells of more."""
+    state = shared_state()
+    state.add_consumer(1, prefetch=2)
+    state.balance(0)
+    state.claimed([], state.take_claims())
+    state.balance(0)
+    assert state.take_claims() == 0
+    state.wake(0.0, now=1.0)
+    state.balance(0)
+    assert state.take_claims() == 2
+
+
+def test_a_wake_during_a_claim_is_not_lost() -> None:
+    """Told of new messages while a claim was on its way: the short answer doesn't end the want."""
+    state = shared_state()
+    state.add_consumer(1, prefetch=2)
+    state.balance(0)
+    count = state.take_claims()
+    state.wake(0.0, now=1.0)
+    state.claimed([], count)
+    state.balance(0)
+    assert state.take_claims() == 2
+
+
+def test_a_wake_in_the_future_arms_the_timer() -> None:
+    """A delayed message's time is a deadline; at it, claims resume."""
+    state = shared_state()
+    state.add_consumer(1, prefetch=1)
+    state.balance(0)
+    state.claimed([], state.take_claims())
+    state.wake(50.0, now=10.0)
+    assert state.next_deadline() == 50.0
+    state.tick(49.0)
+    state.balance(0)
+    assert state.take_claims() == 0
+    state.tick(50.0)
+    state.balance(0)
+    assert state.take_claims() == 1
+
+
+def test_waiting_pulls_count_in_the_demand() -> None:
+    """A parked REST pull asks for its count, served from what the claim brings."""
+    state = shared_state()
+    state.balance(4)
+    assert state.take_claims() == 4
+    state.claimed(stored(1, 2), 4)
+    assert [e.id for e in state.pull(4, None, 0.0)] == [1, 2]
+
+
+def test_a_nack_goes_back_to_storage_not_to_this_node() -> None:
+    """Requeued and dead-lettered messages are ops only: any node claims them next."""
+    state = shared_state(max_attempts=2, dead_letter_queue="dlq")
+    state.add_consumer(1, prefetch=2)
+    state.balance(0)
+    state.claimed(stored(7) + stored(8, attempt=1), state.take_claims())
+    state.dispatch(0.0)
+    deliveries(state)
+    ops(state)
+    state.nack([7, 8], 1.0, consumer_id=1)
+    assert ops(state) == [("requeue", 7, 1), ("dead_letter", 8, "dlq", "max_attempts")]
+    assert state.take_dead_letters() == []
+    assert state.pending_count == 0
+
+
+def test_claimed_messages_no_consumer_can_take_are_released() -> None:
+    """A consumer gone before its claim came back: the messages return to storage as they were."""
+    state = shared_state()
+    state.add_consumer(1, prefetch=2)
+    state.balance(0)
+    count = state.take_claims()
+    state.remove_consumer(1, 0.0)
+    state.claimed(stored(3, 4), count)
+    state.dispatch(0.0)
+    state.balance(0)
+    assert ops(state) == [("release", 3), ("release", 4)]
+    assert state.pending_count == 0
+
+
+def test_max_length_counts_what_storage_holds() -> None:
+    """reject_publish refuses once storage's pending count (as last read) is at the limit."""
+    state = shared_state(max_length=3)
+    state.stored_pending = 2
+    publish(state, Ids())
+    with pytest.raises(QueueFull):
+        publish(state, Ids())
