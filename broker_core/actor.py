@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from loguru import logger
 
+from .journal import Deliver
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
@@ -320,7 +322,12 @@ class QueueActor:
         commit = None
         ops = state.take_ops()
         if ops:
-            commit = self._journal.write(ops)
+            if state.shared:
+                # The claim recorded the deliveries in storage already.
+                written = [op for op in ops if type(op) is not Deliver]
+                commit = self._journal.write(written) if written else None
+            else:
+                commit = self._journal.write(ops)
             self._hooks.ops_written(self.name, ops)
         dead = state.take_dead_letters()
         if dead:

@@ -73,6 +73,7 @@ class Release(msgspec.Struct, frozen=True, gc=False):
 
     queue: str
     id: int
+    attempt: int
 
 
 class Ack(msgspec.Struct, frozen=True, gc=False):
@@ -322,7 +323,11 @@ class SharedStorage(Storage, Protocol):
         ...
 
     async def claim(self, queue: str, count: int, now: float) -> list[Entry]:
-        """Lease up to ``count`` ready messages of ``queue`` to this node, in delivery order."""
+        """Lease up to ``count`` ready messages of ``queue`` to this node, in delivery order.
+
+        Storage records the delivery (processing, attempt counted): the
+        actor doesn't write its `Deliver` ops to a shared storage.
+        """
         ...
 
     async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:

@@ -617,7 +617,7 @@ class QueueState:
                 entry = dq.popleft()
                 assert isinstance(entry, Entry), "shared mode keeps no cold items"
                 self._forget_pending(entry)
-                self._ops.append(Release(self.name, entry.id))
+                self._ops.append(Release(self.name, entry.id, entry.attempt))
 
     def pull(self, max_count: int, lease_s: float | None, now: float) -> list[Entry]:
         """Lease up to ``max_count`` ready messages to a pull consumer (REST long poll)."""

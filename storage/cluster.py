@@ -165,15 +165,19 @@ class ClusterNode:
         if conn is not None:
             conn.terminate()
 
-    async def fence(self, conn: Any) -> None:
+    async def fence(self, conn: Any, payloads: Iterable[str] = ()) -> None:
         """In a write's transaction: hold this node's row, or raise `NodeEvicted`.
 
         The row lock keeps the reaper from declaring this node dead until the
         transaction ends, so nothing this node writes lands after its leases
-        were given away.
+        were given away. ``payloads`` are notified at commit, in the same
+        round trip.
         """
         alive = await conn.fetchval(
-            "SELECT NOT dead FROM broker_nodes WHERE id = $1 FOR SHARE", self.id
+            f"SELECT NOT dead, (SELECT count(pg_notify('{CHANNEL}', p)) "
+            "FROM unnest($2::text[]) AS p) FROM broker_nodes WHERE id = $1 FOR SHARE",
+            self.id,
+            list(dict.fromkeys(payloads)),
         )
         if not alive:
             self._evicted()

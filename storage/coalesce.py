@@ -131,8 +131,8 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                 segment.patch(
                     id, status=PENDING, attempt=attempt, redelivered=True, lease_deadline=0.0
                 )
-            case Release(id=id):
-                segment.patch(id, status=PENDING, lease_deadline=0.0)
+            case Release(id=id, attempt=attempt):
+                segment.patch(id, status=PENDING, attempt=attempt, lease_deadline=0.0)
             case Ack(queue=queue, id=id, at=at):
                 segment.patch(id, status=PROCESSED, settled_at=at, lease_deadline=0.0)
                 segment.acked[queue] = segment.acked.get(queue, 0) + 1

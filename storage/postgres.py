@@ -117,8 +117,12 @@ _CLAIM = (
     "ready AS (SELECT id FROM broker_messages WHERE queue = $1 AND status = 0 "
     "AND deliver_at <= $4 AND (expires_at = 0 OR expires_at > $4) AND EXISTS (SELECT 1 FROM me) "
     "ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
-    "UPDATE broker_messages AS m SET status = 1, owner = $3, lease_deadline = $4 "
-    f"FROM ready WHERE m.id = ready.id RETURNING {', '.join('m.' + c for c in ENTRY_COLUMNS)}"
+    # The delivery is counted here (a crash before the node writes anything
+    # still counts it); the entry comes back as it was, the actor counts it again.
+    "UPDATE broker_messages AS m SET status = 1, owner = $3, lease_deadline = $4, "
+    "attempt = m.attempt + 1, redelivered = m.redelivered OR m.attempt > 0 "
+    "FROM ready WHERE m.id = ready.id RETURNING "
+    + ", ".join("m.attempt - 1" if c == "attempt" else f"m.{c}" for c in ENTRY_COLUMNS)
 )
 _FENCE = "status <> 2 AND (status <> 1 OR owner = ${n} OR owner IS NULL)"
 """What a node's patch or drop may touch: no processed message, no message another node holds."""
@@ -430,9 +434,8 @@ class PostgresStorage:
 
     async def _commit(self, ops: list[Op]) -> None:
         async with self._tx_lock, self.pool.acquire() as conn, conn.transaction():
-            await self.node.fence(conn)
+            await self.node.fence(conn, _wakes(ops))
             await self._apply(conn, ops)
-            await notify(conn, _wakes(ops))
 
     async def _apply(self, conn: Any, ops: list[Op]) -> None:
         """Write ``ops`` in the open transaction."""
@@ -492,8 +495,9 @@ class PostgresStorage:
     async def claim(self, queue: str, count: int, now: float) -> list[Entry]:
         """Lease up to ``count`` ready messages of ``queue`` to this node, in delivery order.
 
-        They come back as they were pending (``attempt`` not yet counted):
-        the actor's delivery counts it and writes it behind.
+        Storage counts the delivery (``attempt``, ``redelivered``) as it
+        claims; the entries come back as they were pending, and the actor's
+        lease counts it the same way without writing it again.
         """
         self._check_writable()
         rows = await self.pool.fetch(_CLAIM, queue, count, self.node.id, now)
@@ -545,7 +549,6 @@ class PostgresStorage:
         await self._buffer.flush()
         self._check_writable()
         async with self._tx_lock, self.pool.acquire() as conn, conn.transaction():
-            await self.node.fence(conn)
             rows = await conn.fetch(
                 f"{_SELECT} WHERE id = ANY($1::bigint[]) AND status = 1 ORDER BY id FOR UPDATE",
                 list(ids),
@@ -555,13 +558,13 @@ class PostgresStorage:
             if not ops:
                 return []
             settled = [(m.queue, m.entry.id) for m in held]
+            await self.node.fence(conn, _wakes(ops))
             await conn.execute(
                 "UPDATE broker_messages SET owner = $2 WHERE id = ANY($1::bigint[])",
                 [id for _, id in settled],
                 self.node.id,
             )
             await self._apply(conn, ops)
-            await notify(conn, _wakes(ops))
         return settled
 
     async def shared_secret(self, key: str, generate: Callable[[], str]) -> str:
