@@ -27,14 +27,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import msgspec
 import psutil
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
     from .worker import Spec
@@ -46,6 +48,7 @@ __all__ = [
     "Worker",
     "WorkerError",
     "Workers",
+    "attempt",
     "code_state",
     "cpu_seconds",
     "free_port",
@@ -55,7 +58,10 @@ __all__ = [
     "raise_open_files",
     "reachable",
     "save",
+    "say",
 ]
+
+T = TypeVar("T")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PASSWORD = "benchmark-admin-password"
@@ -428,3 +434,30 @@ def save(name: str, results: dict[str, Any], directory: Path = RESULTS) -> Path:
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
+
+
+def say(text: str) -> None:
+    """Progress for the person running a benchmark (stderr; stdout is the report)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def attempt(
+    errors: dict[str, str],
+    label: str,
+    work: Callable[[], T],
+    quiet: tuple[type[BaseException], ...] = (),
+) -> T | None:
+    """Run ``work``; on failure record why in ``errors[label]``, say so and return None.
+
+    A phase that fails doesn't end the run: the others still measure. The
+    traceback is printed too, except for ``quiet`` errors whose message
+    says it all.
+    """
+    try:
+        return work()
+    except Exception as exc:
+        errors[label] = f"{type(exc).__name__}: {exc}"
+        say(f"  ! {label} failed: {type(exc).__name__}: {exc}")
+        if not isinstance(exc, quiet):
+            traceback.print_exc(file=sys.stderr)
+        return None

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SYSTEMS", "profile_tables", "table", "targets", "targets_table"]
+__all__ = ["SYSTEMS", "median_of", "number", "profile_tables", "table", "targets", "targets_table"]
 
 SYSTEMS = ("wsbroker", "rabbitmq", "nats")
 _NAMES = {"wsbroker": "wsbroker", "rabbitmq": "RabbitMQ", "nats": "NATS JetStream"}
 
 
-def _median(cell: Any) -> float | None:
+def median_of(cell: Any) -> float | None:
+    """The median of a summarised cell (``{"median": ...}``) or the number itself; else None."""
     if isinstance(cell, dict):
         value = cell.get("median")
         return float(value) if isinstance(value, int | float) else None
     return float(cell) if isinstance(cell, int | float) else None
 
 
-def _num(value: float | None, digits: int = 0) -> str:
+def number(value: float | None, digits: int = 0) -> str:
+    """``value`` with thousands separators, ``-`` when missing or NaN."""
     if value is None or value != value:
         return "-"
     return f"{value:,.{digits}f}"
@@ -33,28 +35,28 @@ def _rate(summary: dict[str, Any] | None, key: str = "msgs_per_s") -> str:
     if not summary or key not in summary:
         return "-"
     cell = summary[key]
-    median = _median(cell)
+    median = median_of(cell)
     if median is None:
         return "-"
     if isinstance(cell, dict) and len(cell.get("runs", [])) > 1:
-        return f"{_num(median)} ({_num(cell['min'])}-{_num(cell['max'])})"
-    return _num(median)
+        return f"{number(median)} ({number(cell['min'])}-{number(cell['max'])})"
+    return number(median)
 
 
 def _latency(summary: dict[str, Any] | None, kind: str) -> str:
     if not summary:
         return "-"
-    values = [_median(summary.get(f"{kind}_{p}_ms")) for p in ("p50", "p99", "max")]
-    return " / ".join(_num(value, 2) for value in values)
+    values = [median_of(summary.get(f"{kind}_{p}_ms")) for p in ("p50", "p99", "max")]
+    return " / ".join(number(value, 2) for value in values)
 
 
 def _cpu(summary: dict[str, Any] | None) -> str:
     """Server CPU per message, with the clients' in parentheses (medians, microseconds)."""
     if not summary:
         return "-"
-    server = _median(summary.get("server_cpu_us"))
-    client = _median(summary.get("client_cpu_us"))
-    return f"{_num(server)} (clients {_num(client)})"
+    server = median_of(summary.get("server_cpu_us"))
+    client = median_of(summary.get("client_cpu_us"))
+    return f"{number(server)} (clients {number(client)})"
 
 
 def _row(label: str, cells: list[str], ceiling: str = "") -> str:
@@ -90,13 +92,13 @@ def table(document: dict[str, Any]) -> str:
         lines.append(_row("Drain only (consume + ack a backlog), msg/s",
                           per_system(results["drain"], _rate)))  # fmt: skip
     if "latency" in results:
-        rate = _num(plan.get("rate"))
+        rate = number(plan.get("rate"))
         for kind, what in (("deliver", "publish to deliver"), ("confirm", "publish to confirm")):
             cells = per_system(results["latency"], lambda s, kind=kind: _latency(s, kind))
             lines.append(_row(f"Latency at {rate} msg/s, {what}: p50 / p99 / max, ms", cells))
 
         def load(summary: dict[str, Any] | None) -> str:
-            server = _median((summary or {}).get("server_cpu_us"))
+            server = median_of((summary or {}).get("server_cpu_us"))
             return "-" if server is None else f"{server * plan.get('rate', 0) / 1e4:.0f}%"
 
         cells = per_system(results["latency"], load)
@@ -122,11 +124,11 @@ def table(document: dict[str, Any]) -> str:
         restart = memory.get("restart", {})
         lines.append(_row(
             f"{memory['pending']:,} pending 1 KiB messages: broker RSS, MB",
-            [f"{_num(memory['rss_pending_mb'])} (peak {_num(memory['rss_peak_mb'])})", "", ""],
+            [f"{number(memory['rss_pending_mb'])} (peak {number(memory['rss_peak_mb'])})", "", ""],
         ))  # fmt: skip
         lines.append(_row(
             "Restart with them until a consume returns one, s",
-            [f"{_num(restart.get('ready_s'), 1)} (health {_num(restart.get('health_s'), 1)})",
+            [f"{number(restart.get('ready_s'), 1)} (health {number(restart.get('health_s'), 1)})",
              "", ""],
         ))  # fmt: skip
     consumers = results.get("consumers")
@@ -134,7 +136,7 @@ def table(document: dict[str, Any]) -> str:
         delivered = f"{consumers['distinct']:,}/{consumers['published']:,} delivered"
         lines.append(_row(
             f"{consumers['consumers']:,} WebSocket consumers: broker RSS peak, MB",
-            [f"{_num(consumers['rss_peak_mb'])}, {delivered}", "", ""],
+            [f"{number(consumers['rss_peak_mb'])}, {delivered}", "", ""],
         ))  # fmt: skip
     return "\n".join(lines)
 
@@ -149,9 +151,9 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue #8's targets, each with what was measured and whether it was met (None: not run)."""
     results = document.get("results", {})
     e2e = results.get("e2e", {})
-    ours = _median((e2e.get("wsbroker") or {}).get("msgs_per_s"))
-    nats = _median((e2e.get("nats") or {}).get("msgs_per_s"))
-    rabbit = _median((e2e.get("rabbitmq") or {}).get("msgs_per_s"))
+    ours = median_of((e2e.get("wsbroker") or {}).get("msgs_per_s"))
+    nats = median_of((e2e.get("nats") or {}).get("msgs_per_s"))
+    rabbit = median_of((e2e.get("rabbitmq") or {}).get("msgs_per_s"))
     rows: list[dict[str, Any]] = []
 
     def add(target: str, measured: str, met: bool | None) -> None:
@@ -160,31 +162,31 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
     ratio = _ratio(ours, nats)
     add(
         "End-to-end durable throughput over WebSocket >= NATS JetStream's",
-        f"{_num(ours)} vs {_num(nats)} msg/s ({_num(ratio, 2)}x)",
+        f"{number(ours)} vs {number(nats)} msg/s ({number(ratio, 2)}x)",
         None if ratio is None else ratio >= 1.0,
     )
     ratio = _ratio(ours, rabbit)
     add(
         "End-to-end durable throughput over WebSocket >= 5x RabbitMQ's",
-        f"{_num(ours)} vs {_num(rabbit)} msg/s ({_num(ratio, 2)}x)",
+        f"{number(ours)} vs {number(rabbit)} msg/s ({number(ratio, 2)}x)",
         None if ratio is None else ratio >= 5.0,
     )
     latency = results.get("latency", {})
-    ours_p99 = _median((latency.get("wsbroker") or {}).get("deliver_p99_ms"))
-    rabbit_p99 = _median((latency.get("rabbitmq") or {}).get("deliver_p99_ms"))
+    ours_p99 = median_of((latency.get("wsbroker") or {}).get("deliver_p99_ms"))
+    rabbit_p99 = median_of((latency.get("rabbitmq") or {}).get("deliver_p99_ms"))
     add(
         "p99 publish-to-deliver at 1,000 msg/s <= RabbitMQ's",
-        f"{_num(ours_p99, 2)} vs {_num(rabbit_p99, 2)} ms",
+        f"{number(ours_p99, 2)} vs {number(rabbit_p99, 2)} ms",
         None if ours_p99 is None or rabbit_p99 is None else ours_p99 <= rabbit_p99,
     )
     rest = results.get("rest", {})
-    ours_rest = _median((rest.get("wsbroker") or {}).get("requests_per_s"))
-    bare = _median((rest.get("bare_litestar") or {}).get("requests_per_s"))
+    ours_rest = median_of((rest.get("wsbroker") or {}).get("requests_per_s"))
+    bare = median_of((rest.get("bare_litestar") or {}).get("requests_per_s"))
     ratio = _ratio(ours_rest, bare)
     add(
         "REST publish >= 70% of the bare Litestar endpoint",
-        f"{_num(ours_rest)} vs {_num(bare)} req/s "
-        f"({_num(None if ratio is None else 100 * ratio)}%)",
+        f"{number(ours_rest)} vs {number(bare)} req/s "
+        f"({number(None if ratio is None else 100 * ratio)}%)",
         None if ratio is None else ratio >= 0.7,
     )
     memory = results.get("memory")
@@ -194,15 +196,15 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
         scale = "" if full else f" (quick run: {memory['pending']:,} pending)"
         add(
             "1,000,000 pending: RSS < 256 MB",
-            f"{_num(memory['rss_pending_mb'])} MB (peak while publishing "
-            f"{_num(memory['rss_peak_mb'])} MB){scale}",
+            f"{number(memory['rss_pending_mb'])} MB (peak while publishing "
+            f"{number(memory['rss_peak_mb'])} MB){scale}",
             memory["rss_pending_mb"] < 256 if full else None,
         )
         ready = memory.get("restart", {}).get("ready_s")
         add(
             "1,000,000 pending: ready after restart < 10 s",
-            f"{_num(ready, 1)} s (after kill -9: "
-            f"{_num(memory.get('restart_after_kill', {}).get('ready_s'), 1)} s){scale}",
+            f"{number(ready, 1)} s (after kill -9: "
+            f"{number(memory.get('restart_after_kill', {}).get('ready_s'), 1)} s){scale}",
             None if ready is None or not full else ready < 10,
         )
     else:
@@ -214,7 +216,7 @@ def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
         scale = "" if full else f" (quick run: {consumers['consumers']:,} consumers)"
         add(
             "5,000 WebSocket consumers: RSS < 1 GB, every message delivered",
-            f"peak {_num(consumers['rss_peak_mb'])} MB; {consumers['distinct']:,} of "
+            f"peak {number(consumers['rss_peak_mb'])} MB; {consumers['distinct']:,} of "
             f"{consumers['published']:,} delivered{scale}",
             consumers["rss_peak_mb"] < 1024 and bool(consumers["every_message_delivered"])
             if full

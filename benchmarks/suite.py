@@ -36,7 +36,6 @@ import contextlib
 import json
 import sys
 import time
-import traceback
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +45,15 @@ import msgspec
 from . import memory, plots, report
 from .bench_http import bare_endpoint, broker_publish, have_wrk, wrk
 from .ceilings import sqlite_run, ws_echo
-from .harness import RESULTS, code_state, load_average, machine, raise_open_files
+from .harness import (
+    RESULTS,
+    attempt,
+    code_state,
+    load_average,
+    machine,
+    raise_open_files,
+    say,
+)
 from .ours import Ours
 from .peers import Nats, RabbitMQ
 from .phases import flow, latency, publish_then_drain, queue_names
@@ -77,10 +84,6 @@ PHASES = (
 SYSTEM_TYPES: dict[str, Any] = {"wsbroker": Ours, "rabbitmq": RabbitMQ, "nats": Nats}
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 class Suite:
     """One run of the suite: its plan, the systems under test, and the document it fills."""
 
@@ -96,17 +99,11 @@ class Suite:
 
     def attempt(self, label: str, work: Callable[[], Any]) -> Any:
         """Run ``work``; on failure record why under ``label`` and return None."""
-        try:
-            return work()
-        except Exception as exc:
-            self.errors[label] = f"{type(exc).__name__}: {exc}"
-            _say(f"  ! {label} failed: {type(exc).__name__}: {exc}")
-            traceback.print_exc(file=sys.stderr)
-            return None
+        return attempt(self.errors, label, work)
 
     def _phase(self, name: str) -> None:
         self.phase_load[name] = load_average()
-        _say(f"\n== {name} (load average {self.phase_load[name]})")
+        say(f"\n== {name} (load average {self.phase_load[name]})")
 
     # -- the phases -----------------------------------------------------------------
 
@@ -127,7 +124,7 @@ class Suite:
                     )
                     if result is not None:
                         runs["e2e"][system.key].append(result)
-                        _say(f"  e2e {label}: {result['msgs_per_s']:,.0f} msg/s")
+                        say(f"  e2e {label}: {result['msgs_per_s']:,.0f} msg/s")
                 if drains:
                     pair = self.attempt(
                         f"publish/drain {label}",
@@ -139,7 +136,7 @@ class Suite:
                         for phase, result in zip(("publish", "drain"), pair, strict=True):
                             if phase in runs:
                                 runs[phase][system.key].append(result)
-                        _say(
+                        say(
                             f"  publish {label}: {pair[0]['msgs_per_s']:,.0f} msg/s, "
                             f"drain {pair[1]['msgs_per_s']:,.0f} msg/s"
                         )
@@ -158,7 +155,7 @@ class Suite:
                 )
                 if result is not None:
                     runs[system.key].append(result)
-                    _say(
+                    say(
                         f"  {label}: deliver p50 {result['deliver_p50_ms']:.2f} "
                         f"p99 {result['deliver_p99_ms']:.2f} max {result['deliver_max_ms']:.2f} ms"
                     )
@@ -168,7 +165,7 @@ class Suite:
         self._phase("rest")
         if not have_wrk():
             self.errors["rest"] = "skipped: wrk is not installed"
-            _say("  skipping: wrk is not installed")
+            say("  skipping: wrk is not installed")
             return
         if self.ours is None:
             self.errors["rest"] = "skipped: our broker is not in --systems"
@@ -194,7 +191,7 @@ class Suite:
                 for key, result in (("bare_litestar", bare), ("wsbroker", ours)):
                     if result is not None:
                         runs[key].append(result)
-                        _say(f"  rest {key} run {run + 1}: {result['requests_per_s']:,.0f} req/s")
+                        say(f"  rest {key} run {run + 1}: {result['requests_per_s']:,.0f} req/s")
         self.results["rest"] = {key: summarise_runs(rs) for key, rs in runs.items() if rs}
 
     def scaling(self) -> None:
@@ -212,7 +209,7 @@ class Suite:
                         )
                         if result is not None:
                             runs[system.key].append(result)
-                            _say(f"  {label}: {result['msgs_per_s']:,.0f} msg/s")
+                            say(f"  {label}: {result['msgs_per_s']:,.0f} msg/s")
                 out[axis][str(n)] = {key: summarise_runs(rs) for key, rs in runs.items() if rs}
         self.results["scaling"] = out
 
@@ -224,14 +221,14 @@ class Suite:
                 result = self.attempt(f"ceilings {key} run {run + 1}", partial(work, self.plan))
                 if result is not None:
                     runs[key].append(result)
-                    _say(f"  {key} run {run + 1}: {result['msgs_per_s']:,.0f} /s")
+                    say(f"  {key} run {run + 1}: {result['msgs_per_s']:,.0f} /s")
         self.results["ceilings"] = {key: summarise_runs(rs) for key, rs in runs.items() if rs}
 
     def profile(self) -> None:
         self._phase("profile")
         if py_spy() is None:
             self.errors["profile"] = "skipped: py-spy is not installed"
-            _say("  skipping: py-spy is not installed (.venv/bin/pip install py-spy)")
+            say("  skipping: py-spy is not installed (.venv/bin/pip install py-spy)")
             return
         if self.ours is None:
             self.errors["profile"] = "skipped: our broker is not in --systems"
@@ -269,14 +266,14 @@ class Suite:
         result = self.attempt("memory", partial(memory.pending, self.plan))
         if result is not None:
             self.results["memory"] = result
-            _say(f"  {json.dumps(result)}")
+            say(f"  {json.dumps(result)}")
 
     def consumers(self) -> None:
         self._phase("consumers")
         result = self.attempt("consumers", partial(memory.consumers, self.plan))
         if result is not None:
             self.results["consumers"] = result
-            _say(f"  {json.dumps(result)}")
+            say(f"  {json.dumps(result)}")
 
     # -- the run --------------------------------------------------------------------
 
@@ -291,7 +288,7 @@ class Suite:
                 kind = SYSTEM_TYPES[key]
                 reason = kind.unavailable()
                 if reason is not None:
-                    _say(f"skipping {kind.name}: {reason}")
+                    say(f"skipping {kind.name}: {reason}")
                     systems[key] = {"name": kind.name, "skipped": reason}
                     continue
                 system: System = stack.enter_context(kind())
@@ -299,7 +296,7 @@ class Suite:
                 self.systems.append(system)
                 if isinstance(system, Ours):
                     self.ours = system
-            _say(f"systems: {json.dumps(systems)}")
+            say(f"systems: {json.dumps(systems)}")
             if {"e2e", "publish", "drain"} & set(self.phases):
                 self.throughput()
             for name in PHASES[3:]:
