@@ -16,6 +16,7 @@ From the client::
     touch        {tags, lease, ref?}
     publish      {queue, content, headers?, priority?, delay_ms?, deliver_at?,
                   ttl_ms?, dedup_id?, ref}
+    batch        {frames: [any of the above but batch]}
 
 From the server::
 
@@ -26,6 +27,12 @@ From the server::
                    attempt, redelivered}
     confirm       {ref, message_id, duplicate?}
     error         {code, detail, ref?, tags?}
+    batch         {frames: [any of the above but batch]}
+
+A ``batch`` carries several frames in one WebSocket message, handled in order
+as if each had come alone: under load one message per event-loop turn
+replaces hundreds. A client may always send one; the server sends them to a
+connection opened with ``?batch=true`` (see `transports.ws`).
 
 `Publish` is a `PublishRequest` with a queue and a ``ref``: the broker takes
 the decoded frame as it is. ``content`` stays `msgspec.Raw`, so a JSON body is
@@ -45,6 +52,7 @@ __all__ = [
     "Ack",
     "Auth",
     "Authenticated",
+    "ClientBatch",
     "ClientFrame",
     "Confirm",
     "Deliver",
@@ -52,12 +60,15 @@ __all__ = [
     "Nack",
     "Publish",
     "Ref",
+    "ServerBatch",
     "ServerFrame",
     "Subscribe",
     "Subscribed",
     "Touch",
     "Unsubscribe",
     "Unsubscribed",
+    "join_json",
+    "join_msgpack",
     "json_client_decoder",
     "json_encoder",
     "json_server_decoder",
@@ -137,11 +148,21 @@ class Publish(
     ref: Ref
 
 
-ClientFrame = Publish | Ack | Nack | Subscribe | Unsubscribe | Touch | Auth
+ClientOne = Publish | Ack | Nack | Subscribe | Unsubscribe | Touch | Auth
+
+
+class ClientBatch(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag="batch"):
+    """Several client frames in one message, handled in order."""
+
+    frames: Annotated[list[ClientOne], msgspec.Meta(min_length=1, max_length=10_000)]
+    ref: None = None  # a batch has no answer of its own: its frames do
+
+
+ClientFrame = ClientOne | ClientBatch
 """Every frame a client may send."""
 
 CLIENT_OPS = frozenset(
-    {"publish", "ack", "nack", "subscribe", "unsubscribe", "touch", "auth"},
+    {"publish", "ack", "nack", "subscribe", "unsubscribe", "touch", "auth", "batch"},
 )
 """The ``op`` of every client frame."""
 
@@ -209,8 +230,44 @@ class Error(_Frame, frozen=True, kw_only=True, tag="error"):
     tags: list[int] | None = None
 
 
-ServerFrame = Deliver | Confirm | Error | Subscribed | Unsubscribed | Authenticated
+ServerOne = Deliver | Confirm | Error | Subscribed | Unsubscribed | Authenticated
+
+
+class ServerBatch(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag="batch"):
+    """Several server frames in one message (to a connection that asked for batches)."""
+
+    frames: list[ServerOne]
+
+
+ServerFrame = ServerOne | ServerBatch
 """Every frame the server sends."""
+
+_JSON_BATCH_HEAD = '{"op":"batch","frames":['
+_JSON_BATCH_HEAD_BYTES = _JSON_BATCH_HEAD.encode()
+_MSGPACK_BATCH_HEAD = msgspec.msgpack.encode({"op": "batch", "frames": []})[:-1]
+"""A two-entry map whose second value, an array, follows: its header, then the frames."""
+
+
+def join_json(frames: list[str] | list[bytes]) -> str | bytes:
+    """One ``batch`` frame of JSON frames already encoded (no frame is encoded again).
+
+    Text in, text out (the server's ASGI text frames); bytes in, bytes out.
+    """
+    if frames and isinstance(frames[0], bytes):
+        return _JSON_BATCH_HEAD_BYTES + b",".join(frames) + b"]}"
+    return _JSON_BATCH_HEAD + ",".join(frames) + "]}"  # type: ignore[arg-type]
+
+
+def join_msgpack(frames: list[bytes]) -> bytes:
+    """One ``batch`` frame of MessagePack frames already encoded."""
+    count = len(frames)
+    if count < 16:
+        header = bytes((0x90 | count,))
+    elif count < 1 << 16:
+        header = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + count.to_bytes(4, "big")
+    return _MSGPACK_BATCH_HEAD + header + b"".join(frames)
 
 
 class _Envelope(msgspec.Struct):

@@ -38,10 +38,13 @@ from broker_core.frames import (
     Error,
     Nack,
     Publish,
+    ServerBatch,
     Subscribe,
     Subscribed,
     Unsubscribe,
     Unsubscribed,
+    join_json,
+    join_msgpack,
     json_encoder,
     json_server_decoder,
     msgpack_encoder,
@@ -53,11 +56,11 @@ from .messages import Message
 from .rest import DEFAULT_URL, RestClient, ssl_context
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator, Callable, Iterable
 
     from websockets.asyncio.client import ClientConnection
 
-    from broker_core.frames import Ref, ServerFrame
+    from broker_core.frames import Ref, ServerFrame, ServerOne
 
 __all__ = ["Client", "Subscription"]
 
@@ -185,6 +188,8 @@ class Client(RestClient):
         connect_timeout: how long a publish or ack waits for a connection (``None``: for ever).
         window: publishes `publish_many` keeps in flight.
         compression: ``"deflate"`` to compress frames (off by default: it costs CPU).
+        batch: ask the broker for ``batch`` frames, and send the publishes of one
+            event-loop turn as one (fewer WebSocket messages under load).
         **options: the `RestClient` arguments (credentials, ``insecure``, ``timeout``, ...).
 
     Use it as an async context manager (``async with Client(...) as client``)
@@ -201,6 +206,7 @@ class Client(RestClient):
         connect_timeout: float | None = 30.0,
         window: int = 500,
         compression: str | None = None,
+        batch: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(url, **options)
@@ -211,8 +217,13 @@ class Client(RestClient):
         self.window = window
         self.compression = compression
         scheme, rest = self.url.split("://", 1) if "://" in self.url else ("http", self.url)
+        self.batch = batch
         self.ws_url = f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws"
+        if batch:
+            self.ws_url += "?batch=true"
         self._encode = msgpack_encoder.encode if msgpack else json_encoder.encode
+        self._join: Callable[[list[bytes]], bytes | str] = join_msgpack if msgpack else join_json
+        self._sends: set[asyncio.Task[None]] = set()
         self._content_encode = self._encode
         self._decode = (msgpack_server_decoder if msgpack else json_server_decoder).decode
         self._text = not msgpack
@@ -229,6 +240,8 @@ class Client(RestClient):
         self._subs: set[Subscription] = set()
         self._by_server_id: dict[int, Subscription] = {}
         self._settle_out: dict[tuple[int, bool, bool, str | None], list[int]] = {}
+        self._publish_out: list[bytes] = []
+        self._publish_flush: asyncio.Handle | None = None
         self._fatal: BaseException | None = None
         self._closed = False
         self.reconnects = 0
@@ -350,12 +363,33 @@ class Client(RestClient):
         )
         data = self._encode(frame)
         ws = await self._ready()
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
         self._publishes[ref] = _Pending(data, future)
+        if self.batch:
+            # The publishes of this turn of the loop leave together, as one batch.
+            self._publish_out.append(data)
+            if self._publish_flush is None:
+                self._publish_flush = loop.call_soon(self._send_publishes, ws)
+            return future
         with contextlib.suppress(ConnectionClosed):
             # If the connection is lost now, the reconnection re-sends it.
             await ws.send(data, text=self._text)
         return future
+
+    def _send_publishes(self, ws: ClientConnection) -> None:
+        self._publish_flush = None
+        out, self._publish_out = self._publish_out, []
+        if ws is not self._ws or not out:
+            return  # the connection changed: the reconnection re-sends what is pending
+        data = out[0] if len(out) == 1 else self._join(out)
+        task = asyncio.get_running_loop().create_task(self._send_quietly(ws, data))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send_quietly(self, ws: ClientConnection, data: bytes | str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(data, text=self._text)
 
     # -- subscribe ------------------------------------------------------------------
 
@@ -575,9 +609,13 @@ class Client(RestClient):
                 except msgspec.DecodeError as exc:
                     logger.warning("unreadable frame from the broker", error=str(exc))
                     continue
-                dispatch(frame)
+                if isinstance(frame, ServerBatch):
+                    for one in frame.frames:
+                        dispatch(one)
+                else:
+                    dispatch(frame)
 
-    def _dispatch(self, frame: ServerFrame) -> None:
+    def _dispatch(self, frame: ServerOne) -> None:
         match frame:
             case Deliver():
                 sub = self._by_server_id.get(frame.subscription)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from broker_core.frames import (
+    join_json,
+    join_msgpack,
     json_client_decoder,
     json_encoder,
     msgpack_client_decoder,
@@ -43,6 +45,10 @@ class Codec:
         """Encode one server frame as the payload of a WebSocket message."""
         return json_encoder.encode(frame).decode()
 
+    def join(self, frames: list[Any]) -> str | bytes:
+        """One ``batch`` message of frames this codec encoded."""
+        return join_json(frames)
+
     def content_in(self, content: msgspec.Raw) -> msgspec.Raw:
         """The JSON body to store for a published ``content``."""
         return content
@@ -68,6 +74,10 @@ class MsgpackCodec(Codec):
     def encode(self, frame: Any) -> str | bytes:
         """Encode one server frame as a binary WebSocket message."""
         return msgpack_encoder.encode(frame)
+
+    def join(self, frames: list[Any]) -> str | bytes:
+        """One ``batch`` message of MessagePack frames."""
+        return join_msgpack(frames)
 
     def content_in(self, content: msgspec.Raw) -> msgspec.Raw:
         """Re-encode a MessagePack body as JSON (raises `msgspec.ValidationError` if it can't)."""

@@ -15,7 +15,8 @@ WebSocket denial response; a bare 403 on servers without it):
 Without an ``Authorization`` header the connection is accepted and its first
 frame must be ``auth`` within ``ws_auth_timeout_s``, else it is closed with
 1008 and a reason. The subprotocol ``msgpack`` switches to MessagePack binary
-frames; JSON text frames are the default (also as subprotocol ``json``).
+frames; JSON text frames are the default (also as subprotocol ``json``). The
+query ``?batch=true`` asks for ``batch`` frames (`broker_core.frames`).
 """
 
 from __future__ import annotations
@@ -112,6 +113,14 @@ def origin_allowed(origin: str, host: str | None, scheme: str, allowed: tuple[st
     except ValueError:
         return False
     return (source.hostname, source_port) == (target.hostname, target_port)
+
+
+def wants_batches(query_string: bytes) -> bool:
+    """Whether the client asked for ``batch`` frames (``?batch=true``)."""
+    if not query_string:
+        return False
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    return any(name == "batch" and value.lower() in ("1", "true") for name, value in pairs)
 
 
 def token_in_url(query_string: bytes) -> bool:
@@ -225,7 +234,8 @@ async def _serve(socket: WebSocket[Any, Any, Any], ctx: BrokerContext) -> None:
             await socket.send(event)
             authenticated = user, claims
         user, claims = authenticated
-        session = Session(socket.send, socket.receive, ctx, codec, user, claims)
+        batch = wants_batches(scope.get("query_string", b""))
+        session = Session(socket.send, socket.receive, ctx, codec, user, claims, batch=batch)
         registry.sessions.add(session)
         log = logger.bind(user=user.username, codec=codec.name)
         log.info("websocket connected")

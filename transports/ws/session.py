@@ -44,6 +44,7 @@ from broker_core.frames import (
     Ack,
     Auth,
     Authenticated,
+    ClientBatch,
     Confirm,
     Deliver,
     Error,
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from broker_core.auth import Claims, User
-    from broker_core.frames import Ref
+    from broker_core.frames import ClientOne, Ref
     from broker_core.messages import Entry
     from broker_core.queue import Published
 
@@ -90,6 +91,8 @@ CLOSE_INTERNAL = 1011
 CLOSE_EXPIRED = 4001
 """The access token expired and no ``auth`` frame renewed it."""
 
+_BATCH_BYTES = 256 << 10
+"""A batch to a client that asked for batches stops growing past this many bytes."""
 _PAUSE_BYTES = 8 << 20
 """Buffered bytes past which the reader stops reading client frames."""
 _MAX_BYTES = 64 << 20
@@ -158,6 +161,8 @@ class Session:
         codec: the frame format the client chose.
         user: who the connection speaks for.
         claims: the claims of its access token (for expiry and revocation).
+        batch: the client asked for ``batch`` frames: what is buffered leaves
+            as one WebSocket message (up to `_BATCH_BYTES`) instead of one each.
     """
 
     def __init__(
@@ -168,8 +173,11 @@ class Session:
         codec: Codec,
         user: User,
         claims: Claims,
+        *,
+        batch: bool = False,
     ) -> None:
         self._send = send
+        self._batch = batch
         self._receive = receive
         self._ctx = ctx
         self._broker = ctx.broker
@@ -220,6 +228,11 @@ class Session:
                 await self._release
             await self._release_all()
             self._buffer.clear()
+
+    @property
+    def closing(self) -> bool:
+        """Whether the session is closing (frames that come now are dropped)."""
+        return self._closing is not None
 
     @property
     def buffered(self) -> int:
@@ -289,6 +302,22 @@ class Session:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _take(self) -> str | bytes:
+        """The next WebSocket message to send: one frame, or a batch of what is buffered."""
+        buffer = self._buffer
+        data = buffer.popleft()
+        size = len(data)
+        if self._batch and buffer and size < _BATCH_BYTES:
+            frames = [data]
+            while buffer and size < _BATCH_BYTES:
+                data = buffer.popleft()
+                frames.append(data)
+                size += len(data)
+            self._buffered_bytes -= size
+            return self._codec.join(frames)
+        self._buffered_bytes -= size
+        return data
+
     async def _write_loop(self) -> None:
         send = self._send
         buffer = self._buffer
@@ -296,8 +325,7 @@ class Session:
         try:
             while True:
                 while buffer:
-                    data = buffer.popleft()
-                    self._buffered_bytes -= len(data)
+                    data = self._take()
                     await send({"type": "websocket.send", kind: data})
                     if self._reader_wakeup is not None:
                         self._wake_reader()
@@ -352,24 +380,33 @@ class Session:
             except msgspec.DecodeError as exc:
                 self._bad_frame(data, exc)
                 continue
-            try:
-                match frame:
-                    case Publish():
-                        self._publish(frame)
-                    case Ack(tags=tags, ref=ref):
-                        await self._settle(tags, ref, None)
-                    case Nack(tags=tags, ref=ref, requeue=requeue, reason=reason):
-                        await self._settle(tags, ref, (requeue, reason))
-                    case Subscribe():
-                        await self._subscribe(frame)
-                    case Unsubscribe():
-                        await self._unsubscribe(frame)
-                    case Touch():
-                        await self._touch(frame)
-                    case Auth():
-                        self._reauthenticate(frame)
-            except Exception as exc:
-                self._fail(frame.ref, exc)
+            if isinstance(frame, ClientBatch):
+                for one in frame.frames:
+                    if self.closing:
+                        break  # as for frames that come after the close
+                    await self._handle(one)
+            else:
+                await self._handle(frame)
+
+    async def _handle(self, frame: ClientOne) -> None:
+        try:
+            match frame:
+                case Publish():
+                    self._publish(frame)
+                case Ack(tags=tags, ref=ref):
+                    await self._settle(tags, ref, None)
+                case Nack(tags=tags, ref=ref, requeue=requeue, reason=reason):
+                    await self._settle(tags, ref, (requeue, reason))
+                case Subscribe():
+                    await self._subscribe(frame)
+                case Unsubscribe():
+                    await self._unsubscribe(frame)
+                case Touch():
+                    await self._touch(frame)
+                case Auth():
+                    self._reauthenticate(frame)
+        except Exception as exc:
+            self._fail(frame.ref, exc)
 
     def _bad_frame(self, data: str | bytes, exc: msgspec.DecodeError) -> None:
         op, ref = peek(data, self._codec.binary)

@@ -1,0 +1,111 @@
+"""``batch`` frames on ``/ws``: many frames in one WebSocket message, both ways, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from tests.conftest import MS
+from tests.transports.test_ws import make_queue, open_ws, publish_rest, recv, send
+
+if TYPE_CHECKING:
+    import httpx
+    from websockets.asyncio.client import ClientConnection
+
+    from tests.conftest import BrokerServer
+
+
+async def frames_until(
+    ws: ClientConnection, count: int, op: str
+) -> tuple[list[dict[str, Any]], int]:
+    """Read messages until ``count`` frames of ``op`` came; the frames and how many batches."""
+    seen: list[dict[str, Any]] = []
+    batches = 0
+    while sum(1 for f in seen if f["op"] == op) < count:
+        message = await recv(ws)
+        if message["op"] == "batch":
+            batches += 1
+            assert len(message) == 2, message  # {"op", "frames"} and nothing else
+            seen.extend(message["frames"])
+        else:
+            seen.append(message)
+    return seen, batches
+
+
+async def test_a_client_batch_is_handled_frame_by_frame(
+    server: BrokerServer, admin_token: str, client: httpx.AsyncClient
+) -> None:
+    """Publishes sent as one batch are each confirmed, in order, as if sent alone."""
+    await make_queue(client)
+    async with await open_ws(server, admin_token) as ws:
+        frames = [
+            {"op": "publish", "queue": "jobs", "content": {"n": n}, "ref": n} for n in range(20)
+        ]
+        await send(ws, op="batch", frames=frames)
+        confirms, batches = await frames_until(ws, 20, "confirm")
+        assert batches == 0, "a connection that did not ask gets single frames"
+    assert [c["ref"] for c in confirms] == list(range(20))
+    ids = [c["message_id"] for c in confirms]
+    assert ids == sorted(ids)
+    info = (await client.get("/queues/jobs")).json()
+    assert info["pending"] == 20
+
+
+async def test_a_connection_that_asks_gets_batches_in_order(
+    server: BrokerServer, admin_token: str, client: httpx.AsyncClient
+) -> None:
+    """With ``?batch=true``, confirms and deliveries come batched, each once and in order."""
+    await make_queue(client)
+    ids = await publish_rest(client, [{"n": n} for n in range(300)])
+    async with await open_ws(server, admin_token, query="?batch=true") as ws:
+        await send(ws, op="subscribe", queue="jobs", prefetch=300, ref="s")
+        frames, delivered_in_batches = await frames_until(ws, 300, "deliver")
+        assert delivered_in_batches >= 1
+        subscribed, *deliveries = frames
+        assert subscribed["op"] == "subscribed", "the subscription is known before its deliveries"
+        assert [d["message_id"] for d in deliveries] == ids
+        assert [d["content"] for d in deliveries] == [{"n": n} for n in range(300)]
+        await send(ws, op="ack", tags=[d["tag"] for d in deliveries])
+        # Pipelined publishes: their confirms leave together once their batch committed.
+        for n in range(200):
+            await send(ws, op="publish", queue="jobs", content=n, ref=f"p{n}")
+        confirms, confirmed_in_batches = await frames_until(ws, 200, "confirm")
+        assert confirmed_in_batches >= 1
+        assert [c["ref"] for c in confirms if c["op"] == "confirm"] == [f"p{n}" for n in range(200)]
+
+
+async def test_msgpack_batches_carry_msgpack_frames(
+    server: BrokerServer, admin_token: str, client: httpx.AsyncClient
+) -> None:
+    """A MessagePack connection's batches are MessagePack maps, its frames decoded alike."""
+    await make_queue(client)
+    async with await open_ws(
+        server, admin_token, query="?batch=true", subprotocols=["msgpack"]
+    ) as ws:
+        frames = [{"op": "publish", "queue": "jobs", "content": n, "ref": n} for n in range(50)]
+        await ws.send(msgspec.msgpack.encode({"op": "batch", "frames": frames}))
+        refs: list[int] = []
+        while len(refs) < 50:
+            message = msgspec.msgpack.decode(await asyncio.wait_for(ws.recv(), 5000 * MS))
+            for frame in message["frames"] if message["op"] == "batch" else [message]:
+                assert frame["op"] == "confirm", frame
+                refs.append(frame["ref"])
+    assert refs == list(range(50))
+
+
+async def test_a_bad_frame_in_a_batch_refuses_the_batch_and_keeps_the_connection(
+    server: BrokerServer, admin_token: str, client: httpx.AsyncClient
+) -> None:
+    """A batch is decoded whole: one invalid frame refuses it all; nothing of it is published."""
+    await make_queue(client)
+    async with await open_ws(server, admin_token) as ws:
+        good = {"op": "publish", "queue": "jobs", "content": 1, "ref": 1}
+        await ws.send(json.dumps({"op": "batch", "frames": [good, {"op": "nope"}]}))
+        error = await recv(ws)
+        assert (error["op"], error["code"]) == ("error", "invalid"), error
+        await send(ws, op="batch", frames=[good])
+        assert (await recv(ws))["op"] == "confirm"
+    assert (await client.get("/queues/jobs")).json()["pending"] == 1
