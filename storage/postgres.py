@@ -63,6 +63,7 @@ from broker_core.messages import Entry
 from .cluster import CHANNEL, ClusterNode, encode_change, notify
 from .coalesce import Segment, coalesce
 from .errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
+from .retention import PRUNE_BATCH, prune_in_batches
 from .rows import ENTRY_COLUMNS, decode_options, encode_options, stored_message
 from .write_behind import BatchStats, WriteBehind
 
@@ -134,6 +135,8 @@ _LISTEN_APPLICATION = "wsbroker listener"
 _CONNECT_TIMEOUT_S = 10.0
 _COMMAND_TIMEOUT_S = 60.0
 _SIZE_TTL_S = 5.0
+_VACUUM_EVERY_S = 10.0
+_VACUUM_MIN_DEAD = 10_000
 
 
 def display_url(url: str) -> str:
@@ -231,6 +234,7 @@ class PostgresStorage:
         self._size = 0
         self._size_at = 0.0
         self._size_task: asyncio.Task[None] | None = None
+        self._vacuumed_at = -_VACUUM_EVERY_S
 
     @property
     def name(self) -> str:
@@ -719,31 +723,68 @@ class PostgresStorage:
         return {str(queue): int(count) for queue, count in rows}
 
     async def prune(self, now: float) -> int:
-        """Delete processed messages past their retention time or count; return how many."""
+        """Delete processed messages past their retention time or count; return how many.
+
+        One node at a time (the others skip the pass), in batches
+        (`storage.retention`); then VACUUM the table if dead rows piled up.
+        """
         await self._buffer.flush()
         self._check_writable()
+        deleted = await prune_in_batches(lambda: self._prune_batch(now))
+        if deleted:
+            await self._vacuum_if_needed()
+        return deleted
+
+    async def _prune_batch(self, now: float) -> tuple[int, bool]:
         # Out of the batches' way: a prune never joins (or deadlocks with) a batch;
         # and one node at a time, so that two never delete the same rows.
         async with self._tx_lock, self.pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _PRUNE_LOCK):
-                return 0
-            deleted = _count(
+                return 0, False
+            old = _count(
                 await conn.execute(
                     "DELETE FROM broker_messages WHERE id IN (SELECT id FROM broker_messages "
-                    "WHERE status = 2 AND settled_at < $1 LIMIT 5000)",
+                    "WHERE status = 2 AND settled_at < $1 LIMIT $2)",
                     now - self.processed_retention_s,
+                    PRUNE_BATCH,
                 )
             )
+            deleted, full = old, old == PRUNE_BATCH
             for row in await conn.fetch("SELECT name FROM broker_queues"):
-                deleted += _count(
+                over = _count(
                     await conn.execute(
                         "DELETE FROM broker_messages WHERE id IN (SELECT id FROM broker_messages "
-                        "WHERE queue = $1 AND status = 2 ORDER BY id DESC OFFSET $2 LIMIT 5000)",
+                        "WHERE queue = $1 AND status = 2 ORDER BY id DESC OFFSET $2 LIMIT $3)",
                         row[0],
                         self.processed_retention_count,
+                        PRUNE_BATCH,
                     )
                 )
-        return deleted
+                deleted += over
+                full = full or over == PRUNE_BATCH
+        return deleted, full
+
+    async def _vacuum_if_needed(self) -> None:
+        """VACUUM the messages table when its dead rows outnumber a fifth of the live ones.
+
+        Every settled message leaves dead row versions behind; autovacuum
+        reclaims them where it runs (and may be off, or too slow for a
+        queue's churn): without this the table grows with every message
+        ever published instead of with what is retained.
+        """
+        if time.monotonic() - self._vacuumed_at < _VACUUM_EVERY_S:
+            return
+        row = await self.pool.fetchrow(
+            "SELECT n_live_tup, n_dead_tup FROM pg_stat_user_tables "
+            "WHERE relid = 'broker_messages'::regclass"
+        )
+        if row is None or row[1] < max(_VACUUM_MIN_DEAD, row[0] // 5):
+            return
+        self._vacuumed_at = time.monotonic()
+        try:
+            await self.pool.execute("VACUUM (ANALYZE) broker_messages")
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            logger.warning("vacuuming the messages table failed", reason=_reason(exc))
 
     # -- users and refresh tokens -------------------------------------------------
 

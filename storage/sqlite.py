@@ -44,6 +44,7 @@ from broker_core.messages import Entry
 from .backend import RefreshRow
 from .coalesce import Segment, coalesce
 from .errors import StorageCorrupt
+from .retention import PRUNE_BATCH, prune_in_batches
 from .rows import (
     ENTRY_COLUMNS,
     NO_HORIZON,
@@ -450,30 +451,35 @@ class SQLiteStorage:
         return counts
 
     async def prune(self, now: float) -> int:
-        """Delete processed messages past their retention time or count; return how many."""
-        await self._buffer.flush()
-        async with self._tx_lock:
-            return await self._prune_processed(now)
+        """Delete processed messages past their retention time or count; return how many.
 
-    async def _prune_processed(self, now: float) -> int:
-        db = self.db
-        deleted = 0
-        cursor = await db.execute(
-            "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
-            "WHERE status = 2 AND settled_at < ? LIMIT 5000)",
-            (now - self.processed_retention_s,),
-        )
-        deleted += max(cursor.rowcount, 0)
-        async with db.execute("SELECT name FROM queues") as names:
-            queues = [row[0] for row in await names.fetchall()]
-        for queue in queues:
+        In batches (`storage.retention`); SQLite reuses the freed pages.
+        """
+        await self._buffer.flush()
+        return await prune_in_batches(lambda: self._prune_batch(now))
+
+    async def _prune_batch(self, now: float) -> tuple[int, bool]:
+        async with self._tx_lock:
+            db = self.db
             cursor = await db.execute(
                 "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
-                "WHERE queue = ? AND status = 2 ORDER BY id DESC LIMIT 5000 OFFSET ?)",
-                (queue, self.processed_retention_count),
+                "WHERE status = 2 AND settled_at < ? LIMIT ?)",
+                (now - self.processed_retention_s, PRUNE_BATCH),
             )
-            deleted += max(cursor.rowcount, 0)
-        return deleted
+            deleted = max(cursor.rowcount, 0)
+            full = deleted == PRUNE_BATCH
+            async with db.execute("SELECT name FROM queues") as names:
+                queues = [row[0] for row in await names.fetchall()]
+            for queue in queues:
+                cursor = await db.execute(
+                    "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+                    "WHERE queue = ? AND status = 2 ORDER BY id DESC LIMIT ? OFFSET ?)",
+                    (queue, PRUNE_BATCH, self.processed_retention_count),
+                )
+                over = max(cursor.rowcount, 0)
+                deleted += over
+                full = full or over == PRUNE_BATCH
+            return deleted, full
 
     # -- users and refresh tokens -------------------------------------------------
 

@@ -31,6 +31,7 @@ from broker_core.journal import (
 from broker_core.messages import Entry, QueueOptions
 from broker_core.types import MessageStatus, Overflow
 from storage import SQLiteStorage, StorageCorrupt, StorageUnavailable
+from storage.retention import PRUNE_BATCH
 from tests.storage.pg_database import reset_database
 
 if TYPE_CHECKING:
@@ -731,6 +732,16 @@ async def test_prune_by_count_keeps_the_newest_processed(backend: Backend) -> No
     ]
     [queue] = await storage.load_queues()
     assert queue.processed == 4
+
+
+async def test_one_prune_deletes_more_than_one_batch(backend: Backend) -> None:
+    """A backlog of processed messages larger than a batch goes in one pass."""
+    storage = await backend.open(processed_retention_count=0)
+    ids = range(1, PRUNE_BATCH * 2 + 501)
+    await write(storage, put_queue(), *(Insert("q", entry(i)) for i in ids))
+    await write(storage, *(op for i in ids for op in (Deliver(i, 1, NOW), Ack("q", i, NOW))))
+    assert await storage.prune(NOW) == len(ids)
+    assert await storage.browse("q", None, 10, None) == []
 
 
 async def test_prune_by_age_deletes_old_processed(backend: Backend) -> None:
