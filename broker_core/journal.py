@@ -322,8 +322,11 @@ class SharedStorage(Storage, Protocol):
         """Call ``callback`` with every `Change` (it must not block)."""
         ...
 
-    async def claim(self, queue: str, count: int, now: float) -> list[Entry]:
+    async def claim(self, queue: str, count: int, now: float, lease_s: float = 30.0) -> list[Entry]:
         """Lease up to ``count`` ready messages of ``queue`` to this node, in delivery order.
+
+        The lease deadline storage records is ``now + lease_s`` (the queue's
+        lease; the node keeps each delivery's own and ends it when due).
 
         Storage records the delivery (processing, attempt counted): the
         actor doesn't write its `Deliver` ops to a shared storage.

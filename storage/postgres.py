@@ -120,7 +120,7 @@ _CLAIM = (
     "ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
     # The delivery is counted here (a crash before the node writes anything
     # still counts it); the entry comes back as it was, the actor counts it again.
-    "UPDATE broker_messages AS m SET status = 1, owner = $3, lease_deadline = $4, "
+    "UPDATE broker_messages AS m SET status = 1, owner = $3, lease_deadline = $5, "
     "attempt = m.attempt + 1, redelivered = m.redelivered OR m.attempt > 0 "
     "FROM ready WHERE m.id = ready.id RETURNING "
     + ", ".join("m.attempt - 1" if c == "attempt" else f"m.{c}" for c in ENTRY_COLUMNS)
@@ -496,7 +496,7 @@ class PostgresStorage:
 
     # -- shared queues ------------------------------------------------------------
 
-    async def claim(self, queue: str, count: int, now: float) -> list[Entry]:
+    async def claim(self, queue: str, count: int, now: float, lease_s: float = 30.0) -> list[Entry]:
         """Lease up to ``count`` ready messages of ``queue`` to this node, in delivery order.
 
         Storage counts the delivery (``attempt``, ``redelivered``) as it
@@ -504,7 +504,7 @@ class PostgresStorage:
         lease counts it the same way without writing it again.
         """
         self._check_writable()
-        rows = await self.pool.fetch(_CLAIM, queue, count, self.node.id, now)
+        rows = await self.pool.fetch(_CLAIM, queue, count, self.node.id, now, now + lease_s)
         entries = [stored_message(row).entry for row in rows]
         entries.sort(key=lambda entry: (-entry.priority, entry.id))
         return entries

@@ -120,8 +120,11 @@ async def test_claims_skip_delayed_and_expired_messages(storage: PostgresStorage
         entry(2, expires_at=NOW - 1),
         entry(3),
     )
-    assert [e.id for e in await storage.claim("q", 10, NOW)] == [3]
+    assert [e.id for e in await storage.claim("q", 10, NOW, lease_s=45)] == [3]
     assert [e.id for e in await storage.claim("q", 10, NOW + 61)] == [1]
+    held = await storage.get_message(3)
+    assert held is not None
+    assert (held.status.label, held.entry.lease_deadline) == ("processing", NOW + 45)
 
 
 async def test_a_node_cannot_settle_what_another_node_holds(
