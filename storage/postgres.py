@@ -265,13 +265,17 @@ class PostgresStorage:
     @property
     def degraded(self) -> str | None:
         """Why writes fail now (this node was presumed dead, a commit failed), or ``None``."""
+        return self._evicted_problem() or self._buffer.degraded
+
+    def _evicted_problem(self) -> str | None:
         if self._node is not None and self._node.evicted:
             return f"node {self._node_name} was presumed dead by the other nodes; rejoining"
-        return self._buffer.degraded
+        return None
 
     def _check_writable(self) -> None:
-        problem = self.degraded
-        if problem is not None and self._node is not None and self._node.evicted:
+        """Refuse a write outside the batches while this node is presumed dead."""
+        problem = self._evicted_problem()
+        if problem is not None:
             raise StorageUnavailable(problem)
 
     @property
