@@ -8,7 +8,9 @@ fencing token its leases carry in ``broker_messages.owner``) and a ``slot``
   gave this node's leases away: the node takes a new identity (`rejoin`)
   and its writes are refused meanwhile;
 - the **reaper** (one node at a time, under a transaction-scoped advisory
-  lock) marks nodes whose heartbeat is older than the timeout dead, puts
+  lock, and only on a node whose own heartbeats have gone through for a
+  timeout's time, so that a database outage doesn't make every node look
+  dead) marks nodes whose heartbeat is older than the timeout dead, puts
   their leases back to pending marked redelivered, expires pending messages
   past their TTL (dead-lettered or deleted, as the queue says) and forgets
   dead nodes after a while (their slot is then free again);
@@ -101,6 +103,7 @@ class ClusterNode:
         self.id = 0
         self.slot = 0
         self.evicted = False
+        self._healthy_since: float | None = None
         self._callbacks: list[Callable[[Change], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._listen_conn: Any = None
@@ -140,6 +143,7 @@ class ClusterNode:
             )
             self.slot = free
         self.evicted = False
+        self._healthy_since = time.monotonic()
         logger.info("joined the cluster", node=self.name, node_id=self.id, slot=self.slot)
 
     async def leave(self) -> None:
@@ -206,7 +210,10 @@ class ClusterNode:
                 )
                 if beat.endswith(" 0"):
                     self._evicted()
+                elif self._healthy_since is None:
+                    self._healthy_since = time.monotonic()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self._healthy_since = None
                 logger.warning("heartbeat failed", node=self.name, reason=str(exc))
 
     # -- the reaper -------------------------------------------------------------------
@@ -215,6 +222,11 @@ class ClusterNode:
         interval = max(0.1, min(1.0, self.timeout_s / 4))
         while True:
             await asyncio.sleep(interval)
+            healthy = self._healthy_since
+            if healthy is None or time.monotonic() - healthy < self.timeout_s:
+                # After an outage every node's heartbeat looks stale: judge the others
+                # only once they, like this node, have had a timeout's time to beat again.
+                continue
             try:
                 await self.reap(time.time())
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
