@@ -149,7 +149,10 @@ class Broker:
         now = self._clock()
         for stored in await self.storage.load_queues():
             state = self._new_state(stored.name, stored.options, stored.processed, stored.failed)
-            if not self.shared:
+            if self.shared:
+                since = now - self.dedup_window_s
+                state.restore((), (), await self._shared_storage.recent_dedup(stored.name, since))
+            else:
                 replayed = await self.storage.replay(stored.name, now, self.dedup_window_s)
                 state.restore(replayed.cold, replayed.delayed, replayed.dedup)
             self._meta[stored.name] = _QueueMeta(stored.created_at, stored.updated_at)
@@ -230,6 +233,11 @@ class Broker:
                 self._spawn(self._follow_queues())
             case "queue":
                 self._spawn(self._follow_queues([change.name]))
+            case "dedup":
+                actor = self._actors.get(change.name)
+                if actor is not None:
+                    key, id, at = change.key, change.id, change.at
+                    actor.cast(lambda state, now: state.remember_dedup(key, id, at, now))
             case "rejoined":
                 # A new slot: ids go on from the last one made, under it.
                 self._ids = NodeIds(self._shared_storage.node_slot, self._ids(), self._clock)

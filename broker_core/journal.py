@@ -278,6 +278,8 @@ class Change(NamedTuple):
     ``kind`` is ``"messages"`` (``name`` is a queue that got ready messages, or
     will at ``at`` for a delayed one; ``at`` is 0 for now), ``"queue"`` (a
     queue was created, changed or deleted) or ``"user"`` (a user changed).
+    ``"dedup"`` tells that message ``id`` of queue ``name`` was published at
+    ``at`` with the ``dedup_id`` ``key``, so that every node's window knows it.
     ``"resync"`` asks every queue to look for ready messages (a periodic
     fallback); ``"reconnected"`` means notifications may have been missed;
     ``"rejoined"`` that this node has a new identity and slot.
@@ -286,6 +288,8 @@ class Change(NamedTuple):
     kind: str
     name: str
     at: float = 0.0
+    id: int = 0
+    key: str = ""
 
 
 class QueueCounts(NamedTuple):
@@ -331,6 +335,10 @@ class SharedStorage(Storage, Protocol):
         Storage records the delivery (processing, attempt counted): the
         actor doesn't write its `Deliver` ops to a shared storage.
         """
+        ...
+
+    async def recent_dedup(self, queue: str, since: float) -> list[tuple[str, int, float]]:
+        """``(dedup_id, id, created_at)`` of the messages of ``queue`` published since ``since``."""
         ...
 
     async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:

@@ -493,6 +493,15 @@ class QueueState:
         for entry in delayed:
             self._add_delayed(entry)
 
+    def remember_dedup(self, dedup_id: str, id: int, created_at: float, now: float) -> None:
+        """Shared mode: a node published ``id`` with ``dedup_id``: a repeat here is one too."""
+        expires = created_at + self.dedup_window_s
+        if dedup_id in self._dedup or expires <= now:
+            return
+        self._dedup[dedup_id] = (id, created_at, expires)
+        # Another node's clock: close enough to keep the order for pruning.
+        self._dedup_order.append((expires, dedup_id))
+
     def adopt(self, item: Item, now: float) -> None:
         """Take a message dead-lettered (or restored) from another queue; storage moved it."""
         if self.shared:

@@ -45,7 +45,7 @@ __all__ = ["CHANNEL", "ClusterNode", "NodeEvicted", "encode_change"]
 CHANNEL = "wsbroker"
 """The ``NOTIFY`` channel of the broker's changes."""
 _SEPARATOR = "\x1f"
-_KINDS = {"m": "messages", "q": "queue", "u": "user"}
+_KINDS = {"m": "messages", "q": "queue", "u": "user", "d": "dedup"}
 _REAPER_LOCK = int.from_bytes(b"wsbreapr", "big")
 _FORGET_DEAD_S = 300.0
 """A dead node's row (and slot) is kept this long: a node that was only slow learns it was
@@ -58,19 +58,23 @@ class NodeEvicted(ConnectionError):
     """This node was presumed dead by the others: its leases were given away."""
 
 
-def encode_change(kind: str, name: str, at: float = 0.0) -> str:
-    """The ``NOTIFY`` payload of a change (``kind`` is ``m``, ``q`` or ``u``)."""
+def encode_change(kind: str, name: str, at: float = 0.0, id: int = 0, key: str = "") -> str:
+    """The ``NOTIFY`` payload of a change (``kind`` is ``m``, ``q``, ``u`` or ``d``).
+
+    ``key`` (a client's ``dedup_id``, any text) goes last: it may hold the separator.
+    """
+    if key:
+        return _SEPARATOR.join((kind, name, repr(at), str(id), key))
     return f"{kind}{_SEPARATOR}{name}{_SEPARATOR}{at!r}" if at else f"{kind}{_SEPARATOR}{name}"
 
 
 def _decode_change(payload: str) -> Change | None:
-    kind, _, rest = payload.partition(_SEPARATOR)
-    name, _, at = rest.partition(_SEPARATOR)
+    kind, name, at, id, key = [*payload.split(_SEPARATOR, 4), "", "", "", ""][:5]
     full = _KINDS.get(kind)
     if full is None:
         return None
     try:
-        return Change(full, name, float(at) if at else 0.0)
+        return Change(full, name, float(at) if at else 0.0, int(id) if id else 0, key)
     except ValueError:
         return None
 

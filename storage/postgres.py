@@ -162,6 +162,10 @@ def _wakes(ops: Sequence[Op]) -> list[str]:
     for op in ops:
         match op:
             case Insert(queue=queue, entry=entry):
+                if entry.dedup_id is not None:
+                    changed.append(
+                        encode_change("d", queue, entry.created_at, entry.id, entry.dedup_id)
+                    )
                 at = entry.deliver_at
                 if at:
                     times = delayed.setdefault(queue, set())
@@ -512,6 +516,16 @@ class PostgresStorage:
         entries = [stored_message(row).entry for row in rows]
         entries.sort(key=lambda entry: (-entry.priority, entry.id))
         return entries
+
+    async def recent_dedup(self, queue: str, since: float) -> list[tuple[str, int, float]]:
+        """``(dedup_id, id, created_at)`` of the messages of ``queue`` published since ``since``."""
+        rows = await self.pool.fetch(
+            "SELECT dedup_id, id, created_at FROM broker_messages "
+            "WHERE queue = $1 AND dedup_id IS NOT NULL AND created_at > $2",
+            queue,
+            since,
+        )
+        return [(str(key), int(id), float(at)) for key, id, at in rows]
 
     async def counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
         """Message counts of ``queues``, all nodes' messages (processed from the counter)."""

@@ -9,7 +9,7 @@ import pytest
 from broker_core.errors import QueueFull
 from broker_core.messages import Entry, QueueOptions
 from broker_core.queue import BodyBudget, QueueState
-from tests.core.test_queue_state import BODY, Ids, deliveries, ops, publish
+from tests.core.test_queue_state import BODY, Ids, deliveries, ops, publish, req
 
 
 def shared_state(**options: Any) -> QueueState:
@@ -137,3 +137,15 @@ def test_max_length_counts_what_storage_holds() -> None:
     publish(state, Ids())
     with pytest.raises(QueueFull):
         publish(state, Ids())
+
+
+def test_a_dedup_id_another_node_published_is_a_repeat_here() -> None:
+    """Told of another node's dedup_id, a publish of it here answers that node's message."""
+    state = shared_state()
+    state.remember_dedup("order-7", 41, created_at=100.0, now=100.5)
+    [repeat] = state.publish([req(dedup_id="order-7")], 101.0, Ids())
+    assert (repeat.id, repeat.created_at, repeat.duplicate) == (41, 100.0, True)
+    assert ops(state) == []
+    state.remember_dedup("old", 42, created_at=0.0, now=100.0)  # its window is over
+    [fresh] = state.publish([req(dedup_id="old")], 101.0, Ids())
+    assert fresh.duplicate is False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -63,7 +63,7 @@ async def storage(nodes: Callable[..., Awaitable[PostgresStorage]]) -> PostgresS
     return await nodes()
 
 
-def entry(id: int, priority: int = 0, **fields: float) -> Entry:
+def entry(id: int, priority: int = 0, **fields: Any) -> Entry:
     return Entry(id, content=b"{}", size=2, created_at=NOW, priority=priority, **fields)
 
 
@@ -204,16 +204,18 @@ async def test_a_node_presumed_dead_writes_nothing_then_rejoins(
 async def test_every_node_is_told_of_ready_messages_and_changes(
     nodes: Callable[..., Awaitable[PostgresStorage]],
 ) -> None:
-    """Commits notify every node: ready and delayed messages, queue and user changes."""
+    """Commits notify every node: ready and delayed messages, dedup ids, queue and user changes."""
     a, b = await nodes("a"), await nodes("b")
     told: list[Change] = []
     b.watch(told.append)
-    await published(a, entry(1), entry(2, deliver_at=NOW + 60))
+    key = "order\x1f7"  # a dedup_id may hold the payload's separator
+    await published(a, entry(1), entry(2, deliver_at=NOW + 60), entry(3, dedup_id=key))
     await a.put_user("carol", b"{}")
     expected = {
         Change("queue", "q"),
         Change("messages", "q"),
         Change("messages", "q", NOW + 60),
+        Change("dedup", "q", NOW, 3, key),
         Change("user", "carol"),
     }
 
@@ -221,6 +223,8 @@ async def test_every_node_is_told_of_ready_messages_and_changes(
         return expected <= set(told)
 
     await until(all_told, "b is told")
+    assert await b.recent_dedup("q", NOW - 1) == [(key, 3, NOW)]
+    assert await b.recent_dedup("q", NOW) == []
 
 
 async def test_the_reaper_expires_pending_messages(storage: PostgresStorage) -> None:
