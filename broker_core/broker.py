@@ -233,6 +233,12 @@ class Broker:
                 self._spawn(self._follow_queues())
             case "queue":
                 self._spawn(self._follow_queues([change.name]))
+            case "touch":
+                queue = self._inflight.get(change.id)
+                actor = self._actors.get(queue) if queue is not None else None
+                if actor is not None:
+                    id, deadline = change.id, change.at
+                    actor.cast(lambda state, now: _touch_if_held(state, id, deadline, now))
             case "dedup":
                 actor = self._actors.get(change.name)
                 if actor is not None:
@@ -648,8 +654,17 @@ class Broker:
     async def touch(
         self, id: int, lease: float, *, allowed: Callable[[str], bool] | None = None
     ) -> float:
-        """Extend the lease of an in-flight message; return the new deadline."""
+        """Extend the lease of an in-flight message; return the new deadline.
+
+        On shared storage a message another node holds is extended there:
+        storage records the deadline and tells that node.
+        """
         queue = self._inflight.get(id)
+        if queue is None and self.shared and 0 < id <= _MAX_MESSAGE_ID:
+            deadline = self._clock() + lease
+            held = await self._shared_storage.touch_elsewhere(id, deadline, allowed)
+            if held:
+                return deadline
         if queue is None or (allowed is not None and not allowed(queue)):
             raise InvalidTransition(id, "touch", "not processing")
         return await self.actor(queue).call(lambda state, now: state.touch(id, lease, now))
@@ -834,6 +849,12 @@ class Broker:
                 await self.retry(name, id)
                 moved += 1
         return moved
+
+
+def _touch_if_held(state: QueueState, id: int, deadline: float, now: float) -> None:
+    """Another node extended a lease this node holds (if it still does)."""
+    if id in state.processing and deadline > now:
+        state.touch(id, deadline - now, now)
 
 
 def _forget_failed(state: QueueState, count: int) -> None:

@@ -278,6 +278,8 @@ class Change(NamedTuple):
     ``kind`` is ``"messages"`` (``name`` is a queue that got ready messages, or
     will at ``at`` for a delayed one; ``at`` is 0 for now), ``"queue"`` (a
     queue was created, changed or deleted) or ``"user"`` (a user changed).
+    ``"touch"`` tells the node holding message ``id`` that its lease now
+    ends at ``at`` (a REST touch sent to another node).
     ``"dedup"`` tells that message ``id`` of queue ``name`` was published at
     ``at`` with the ``dedup_id`` ``key``, so that every node's window knows it.
     ``"resync"`` asks every queue to look for ready messages (a periodic
@@ -347,6 +349,15 @@ class SharedStorage(Storage, Protocol):
 
     async def purge_ready(self, queue: str) -> int:
         """Delete the pending messages of ``queue`` now; return how many."""
+        ...
+
+    async def touch_elsewhere(
+        self, id: int, deadline: float, allowed: Callable[[str], bool] | None
+    ) -> bool:
+        """Extend to ``deadline`` the lease of a message another node holds; tell that node.
+
+        Returns whether a processing message (of a queue ``allowed`` accepts) was found.
+        """
         ...
 
     async def shared_secret(self, key: str, generate: Callable[[], str]) -> str:

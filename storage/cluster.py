@@ -45,7 +45,7 @@ __all__ = ["CHANNEL", "ClusterNode", "NodeEvicted", "encode_change"]
 CHANNEL = "wsbroker"
 """The ``NOTIFY`` channel of the broker's changes."""
 _SEPARATOR = "\x1f"
-_KINDS = {"m": "messages", "q": "queue", "u": "user", "d": "dedup"}
+_KINDS = {"m": "messages", "q": "queue", "u": "user", "d": "dedup", "t": "touch"}
 _REAPER_LOCK = int.from_bytes(b"wsbreapr", "big")
 _FORGET_DEAD_S = 300.0
 """A dead node's row (and slot) is kept this long: a node that was only slow learns it was
@@ -59,11 +59,11 @@ class NodeEvicted(ConnectionError):
 
 
 def encode_change(kind: str, name: str, at: float = 0.0, id: int = 0, key: str = "") -> str:
-    """The ``NOTIFY`` payload of a change (``kind`` is ``m``, ``q``, ``u`` or ``d``).
+    """The ``NOTIFY`` payload of a change (``kind`` is one of `_KINDS`).
 
     ``key`` (a client's ``dedup_id``, any text) goes last: it may hold the separator.
     """
-    if key:
+    if key or id:
         return _SEPARATOR.join((kind, name, repr(at), str(id), key))
     return f"{kind}{_SEPARATOR}{name}{_SEPARATOR}{at!r}" if at else f"{kind}{_SEPARATOR}{name}"
 

@@ -589,6 +589,23 @@ class PostgresStorage:
             await self._apply(conn, ops)
         return settled
 
+    async def touch_elsewhere(
+        self, id: int, deadline: float, allowed: Callable[[str], bool] | None
+    ) -> bool:
+        """Record a new lease deadline of a message another node holds, and tell that node."""
+        self._check_writable()
+        async with self.pool.acquire() as conn, conn.transaction():
+            queue = await conn.fetchval(
+                "SELECT queue FROM broker_messages WHERE id = $1 AND status = 1 FOR UPDATE", id
+            )
+            if queue is None or (allowed is not None and not allowed(queue)):
+                return False
+            await conn.execute(
+                "UPDATE broker_messages SET lease_deadline = $2 WHERE id = $1", id, deadline
+            )
+            await notify(conn, [encode_change("t", queue, deadline, id)])
+        return True
+
     async def shared_secret(self, key: str, generate: Callable[[], str]) -> str:
         """The value of a secret every node shares (the JWT key), made by the first to ask."""
         await self.pool.execute(

@@ -480,3 +480,23 @@ async def test_a_message_pulled_on_one_node_is_acked_on_another(cluster: Cluster
     assert acked.status_code == 200, acked.text
     assert acked.json() == {"message_id": message_id, "status": "processed"}
     await settle_counts([http_a, http_b], "handoff", pending=0, processing=0, processed=1)
+
+
+async def test_a_lease_taken_on_one_node_is_extended_through_another(cluster: Cluster) -> None:
+    """A 1 s REST lease from A, touched through B for 60 s, outlives its first deadline on A."""
+    a, b = await cluster.start("a", "b")
+    http_a, http_b = await cluster.admin(a), await cluster.admin(b)
+    await create_queue(http_a, "slow")
+    await known_to(http_b, "slow")
+    message_id = await publish(http_a, "slow", "x")
+    [message] = await pull(http_a, "slow", max=1, wait=2, lease=1)
+    touched = await http_b.post(f"/messages/{message_id}/touch", json={"lease": 60})
+    assert touched.status_code == 200, touched.text
+    # Past the first deadline: had A not been told, it would have requeued it by now.
+    await asyncio.sleep(2000 * MS)
+    assert await pull(http_b, "slow", max=1, wait=0) == []
+    await settle_counts([http_a, http_b], "slow", pending=0, processing=1)
+    acked = await http_a.post(f"/messages/{message['message_id']}/ack")
+    assert acked.status_code == 200, acked.text
+    unknown = await http_b.post("/messages/123456789/touch", json={"lease": 5})
+    assert unknown.status_code == 409, unknown.text
