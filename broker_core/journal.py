@@ -42,6 +42,7 @@ __all__ = [
     "Storage",
     "StoredMessage",
     "StoredQueue",
+    "Trim",
 ]
 
 
@@ -115,6 +116,21 @@ class Restore(msgspec.Struct, frozen=True, gc=False):
     queue: str
 
 
+class Trim(msgspec.Struct, frozen=True, gc=False):
+    """Shared storage: make room in ``queue`` by its oldest pending messages (``drop_head``).
+
+    At least ``count`` messages and ``size`` bytes go, oldest first, to
+    ``target`` (the dead-letter queue, reason ``maxlen``), or are deleted
+    when it is ``None``. A node's state can't do it itself: the oldest
+    messages are in the database, not in its memory.
+    """
+
+    queue: str
+    count: int
+    size: int
+    target: str | None
+
+
 class PutQueue(msgspec.Struct, frozen=True, gc=False):
     """A queue was created or its options changed."""
 
@@ -149,6 +165,7 @@ Op = (
     | PutQueue
     | DeleteQueue
     | PurgeQueue
+    | Trim
 )
 
 

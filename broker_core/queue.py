@@ -41,6 +41,7 @@ from .journal import (
     PurgeQueue,
     Release,
     Requeue,
+    Trim,
 )
 from .messages import Entry
 from .types import Overflow
@@ -408,6 +409,15 @@ class QueueState:
             raise QueueFull(self.name, limit)
         if max_bytes is not None and size > max_bytes:
             raise QueueFull(self.name, f"max_bytes {max_bytes}")
+        if self.shared:
+            # The oldest messages are in storage: it drops them in this batch.
+            drop = max(0, total + count - max_length) if max_length is not None else 0
+            free = max(0, self.held_bytes + size - max_bytes) if max_bytes is not None else 0
+            target = options.dead_letter_queue
+            self._ops.append(Trim(self.name, drop, free, target if target != self.name else None))
+            self.stored_pending = max(0, self.stored_pending - drop)
+            self.stored_bytes = max(0, self.stored_bytes - free)
+            return
         while over() is not None:
             item = self._pop_oldest()
             if item is None:

@@ -2,7 +2,7 @@
 
 A batch becomes a `Plan`: a list of steps, each either a `Segment` (the
 message operations between two queue-level operations) or one of those
-queue-level operations (`PutQueue`, `PurgeQueue`, `DeleteQueue`), which are
+queue-level operations (`PutQueue`, `PurgeQueue`, `DeleteQueue`, `Trim`), which are
 barriers and keep their place in the order. Within a segment every message
 is written once: a message published and settled in the same batch becomes
 one inserted row in its final state; a message already stored gets one
@@ -31,6 +31,7 @@ from broker_core.journal import (
     Release,
     Requeue,
     Restore,
+    Trim,
 )
 
 from .rows import COLUMN_INDEX, FAILED, PENDING, PROCESSED, PROCESSING, insert_row
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Barrier", "Plan", "Segment", "coalesce"]
 
-Barrier = PutQueue | PurgeQueue | DeleteQueue
+Barrier = PutQueue | PurgeQueue | DeleteQueue | Trim
 """Queue-level operations: written in their place, between segments."""
 
 
@@ -167,7 +168,7 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                 )
             case Drop(id=id):
                 segment.drop(id)
-            case PutQueue() | PurgeQueue() | DeleteQueue():
+            case PutQueue() | PurgeQueue() | DeleteQueue() | Trim():
                 if not segment.empty:
                     steps.append(segment)
                     segment = Segment()

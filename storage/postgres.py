@@ -48,6 +48,7 @@ from loguru import logger
 from broker_core.journal import (
     DeadLetter,
     DeleteQueue,
+    Drop,
     Insert,
     PurgeQueue,
     PutQueue,
@@ -57,6 +58,7 @@ from broker_core.journal import (
     Requeue,
     Restore,
     StoredQueue,
+    Trim,
 )
 from broker_core.messages import Entry
 
@@ -127,6 +129,8 @@ _CLAIM = (
 )
 _FENCE = "status <> 2 AND (status <> 1 OR owner = ${n} OR owner IS NULL)"
 """What a node's patch or drop may touch: no processed message, no message another node holds."""
+_TRIM_BY_BYTES_ROWS = 1000
+"""Rows a ``drop_head`` by bytes looks at beyond its count (bodies are at least 1 byte)."""
 _DELAYED_WAKES = 16
 """Delivery times told per queue and batch; later ones wait for the fallback poll at worst."""
 _APPLICATION = "wsbroker"
@@ -175,7 +179,7 @@ def _wakes(ops: Sequence[Op]) -> list[str]:
                     ready.add(queue)
             case Requeue(queue=queue) | Release(queue=queue) | Restore(queue=queue):
                 ready.add(queue)
-            case DeadLetter(target=target):
+            case DeadLetter(target=target) | Trim(target=str() as target):
                 ready.add(target)
             case PutQueue(name=name) | DeleteQueue(name=name):
                 changed.append(encode_change("q", name))
@@ -472,6 +476,32 @@ class PostgresStorage:
                 case DeleteQueue(name=name):
                     await conn.execute("DELETE FROM broker_messages WHERE queue = $1", name)
                     await conn.execute("DELETE FROM broker_queues WHERE name = $1", name)
+                case Trim():
+                    await self._trim(conn, step)
+
+    async def _trim(self, conn: Any, trim: Trim) -> None:
+        """Drop (or dead-letter) the oldest pending messages of a queue for ``drop_head``."""
+        extra = _TRIM_BY_BYTES_ROWS if trim.size else 0
+        rows = await conn.fetch(
+            "SELECT id, size FROM broker_messages WHERE queue = $1 AND status = 0 "
+            "ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            trim.queue,
+            trim.count + extra,
+        )
+        ids: list[int] = []
+        freed = 0
+        for id, size in rows:
+            if len(ids) >= trim.count and freed >= trim.size:
+                break
+            ids.append(id)
+            freed += size
+        if trim.target is None:
+            ops: list[Op] = [Drop(id) for id in ids]
+        else:
+            ops = [DeadLetter(id, trim.queue, trim.target, "maxlen") for id in ids]
+        for step in coalesce(ops, 0).steps:
+            assert isinstance(step, Segment), "drops and dead letters only"
+            await self._write_segment(conn, step)
 
     async def _write_segment(self, conn: Any, segment: Segment) -> None:
         """Render one coalesced segment: inserts, patches (one statement per shape), drops, counts.

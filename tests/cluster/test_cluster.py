@@ -500,3 +500,20 @@ async def test_a_lease_taken_on_one_node_is_extended_through_another(cluster: Cl
     assert acked.status_code == 200, acked.text
     unknown = await http_b.post("/messages/123456789/touch", json={"lease": 5})
     assert unknown.status_code == 409, unknown.text
+
+
+async def test_drop_head_drops_the_oldest_from_the_database(cluster: Cluster) -> None:
+    """max_length 3 with drop_head: five publishes leave the three newest, the others in the DLQ."""
+    a, b = await cluster.start("a", "b")
+    http_a, http_b = await cluster.admin(a), await cluster.admin(b)
+    await create_queue(http_a, "overflowed")
+    await create_queue(
+        http_a, "capped", max_length=3, overflow="drop_head", dead_letter_queue="overflowed"
+    )
+    await known_to(http_b, "capped")
+    ids = [await publish(http_a, "capped", n) for n in range(5)]
+    await settle_counts([http_a, http_b], "capped", pending=3)
+    kept = (await http_b.get("/queues/capped/messages", params={"status": "pending"})).json()
+    assert [m["message_id"] for m in kept["messages"]] == ids[2:]
+    moved = (await http_b.get("/queues/overflowed/messages")).json()
+    assert [m["message_id"] for m in moved["messages"]] == ids[:2]

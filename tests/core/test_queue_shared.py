@@ -149,3 +149,15 @@ def test_a_dedup_id_another_node_published_is_a_repeat_here() -> None:
     state.remember_dedup("old", 42, created_at=0.0, now=100.0)  # its window is over
     [fresh] = state.publish([req(dedup_id="old")], 101.0, Ids())
     assert fresh.duplicate is False
+
+
+def test_drop_head_asks_storage_to_drop_the_oldest() -> None:
+    """Past max_length, drop_head writes a Trim for storage (the oldest aren't in memory here)."""
+    state = shared_state(max_length=3, overflow="drop_head", dead_letter_queue="dlq")
+    state.stored_pending = 3
+    state.stored_bytes = 3 * len(BODY)
+    publish(state, Ids(), count=2)
+    [trim, *inserts] = state.take_ops()
+    assert (type(trim).__name__, trim.count, trim.size, trim.target) == ("Trim", 2, 0, "dlq")
+    assert len(inserts) == 2
+    assert state.stored_pending == 3

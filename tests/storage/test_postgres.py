@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from broker_core.journal import Ack, Change, Deliver, Insert, PutQueue
+from broker_core.journal import Ack, Change, Deliver, Insert, PutQueue, Trim
 from broker_core.messages import Entry, QueueOptions
 from broker_core.settings import Settings
+from broker_core.types import MessageStatus
 from storage import (
     StorageCorrupt,
     StorageUnavailable,
@@ -245,6 +246,26 @@ async def test_the_reaper_expires_pending_messages(storage: PostgresStorage) -> 
     assert (moved.queue, moved.entry.dead_lettered_from) == ("dlq", "q")
     assert await storage.get_message(2) is None
     assert await storage.get_message(3) is not None
+
+
+async def test_trim_drops_or_dead_letters_the_oldest_pending(storage: PostgresStorage) -> None:
+    """drop_head's Trim takes the oldest pending messages by count, then by bytes."""
+    await storage.write(
+        [
+            PutQueue("dlq", QueueOptions(), NOW, NOW),
+            PutQueue("q", QueueOptions(), NOW, NOW),
+            *(Insert("q", entry(i)) for i in range(1, 8)),
+        ]
+    )
+    [held] = await storage.claim("q", 1, NOW)  # processing: never trimmed
+    await storage.write([Trim("q", 2, 0, None)])
+    await storage.write([Trim("q", 0, 3, "dlq")])  # 2-byte bodies: two messages
+    remaining = await storage.browse("q", MessageStatus.PENDING, 10, None)
+    assert [m.entry.id for m in remaining] == [6, 7]
+    moved = await storage.browse("dlq", None, 10, None)
+    assert [(m.entry.id, m.entry.last_error) for m in moved] == [(4, "maxlen"), (5, "maxlen")]
+    assert held.id == 1
+    assert await storage.get_message(2) is None
 
 
 async def test_the_jwt_secret_is_made_once_for_every_node(
