@@ -65,6 +65,21 @@ async def test_publish_many_confirms_every_message_in_order(
     assert (await client.get("/queues/jobs")).json()["pending"] == 1000
 
 
+async def test_publishes_of_one_turn_past_the_frame_limit_leave_in_several_batches(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """300 publishes of 8 KiB in one turn (2.4 MB) are split under the broker's 1 MiB frame."""
+    await make_queue(client)
+    body = "x" * 8192
+    # No reconnection: a connection closed for a too-big frame must fail the test.
+    async with Client(
+        server.url, username="admin", password=ADMIN_PASSWORD, reconnect=False
+    ) as api:
+        ids = await api.publish_many("jobs", [body] * 300, window=300)
+    assert len(set(ids)) == 300
+    assert (await client.get("/queues/jobs")).json()["pending"] == 300
+
+
 async def test_publish_to_a_missing_queue_raises(api: Client) -> None:
     """A refused publish raises `RequestError` with the broker's code."""
     with pytest.raises(RequestError) as refused:

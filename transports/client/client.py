@@ -66,6 +66,9 @@ __all__ = ["Client", "Subscription"]
 
 _MAX_TAGS = 10_000
 """Most tags in one ack or nack frame (the server's limit)."""
+_BATCH_BYTES = 256 << 10
+_BATCH_FRAMES = 1000
+"""A batch of publishes stops growing past this many bytes or frames."""
 _FATAL_STATUSES = frozenset({400, 403, 404})
 """Handshake answers that retrying won't change."""
 
@@ -382,14 +385,26 @@ class Client(RestClient):
         out, self._publish_out = self._publish_out, []
         if ws is not self._ws or not out:
             return  # the connection changed: the reconnection re-sends what is pending
-        data = out[0] if len(out) == 1 else self._join(out)
-        task = asyncio.get_running_loop().create_task(self._send_quietly(ws, data))
+        # Batches stay well under the broker's largest frame (1 MiB by default).
+        chunks: list[list[bytes]] = [[]]
+        size = 0
+        for data in out:
+            chunk = chunks[-1]
+            if chunk and (size + len(data) > _BATCH_BYTES or len(chunk) >= _BATCH_FRAMES):
+                chunk = []
+                chunks.append(chunk)
+                size = 0
+            chunk.append(data)
+            size += len(data)
+        messages = [chunk[0] if len(chunk) == 1 else self._join(chunk) for chunk in chunks]
+        task = asyncio.get_running_loop().create_task(self._send_quietly(ws, messages))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _send_quietly(self, ws: ClientConnection, data: bytes | str) -> None:
+    async def _send_quietly(self, ws: ClientConnection, messages: list[bytes | str]) -> None:
         with contextlib.suppress(ConnectionClosed):
-            await ws.send(data, text=self._text)
+            for data in messages:
+                await ws.send(data, text=self._text)
 
     # -- subscribe ------------------------------------------------------------------
 
