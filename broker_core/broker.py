@@ -129,6 +129,7 @@ class Broker:
         self._ids: Callable[[], int] = self._allocate_id
         self._counts: dict[str, QueueCounts] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._counting = asyncio.Lock()
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -294,13 +295,24 @@ class Broker:
         if not self.shared:
             return
         wanted = list(names) if names is not None else list(self._actors)
-        counts = await self._shared_storage.counts(wanted)
-        self._counts.update(counts)
-        for name, counted in counts.items():
-            actor = self._actors.get(name)
-            if actor is not None:
-                actor.state.stored_pending = counted.pending
-                actor.state.stored_bytes = counted.pending_bytes
+        async with self._counting:
+            # A queue's own publishes (and drop_head trims) move its figures while
+            # storage counts: keep those moves on top of what storage answers.
+            before = {
+                name: (actor.state.stored_pending, actor.state.stored_bytes)
+                for name in wanted
+                if (actor := self._actors.get(name)) is not None
+            }
+            counts = await self._shared_storage.counts(wanted)
+            self._counts.update(counts)
+            for name, counted in counts.items():
+                actor = self._actors.get(name)
+                if actor is None or name not in before:
+                    continue
+                state = actor.state
+                pending, size = before[name]
+                state.stored_pending = max(0, counted.pending + state.stored_pending - pending)
+                state.stored_bytes = max(0, counted.pending_bytes + state.stored_bytes - size)
 
     # -- hooks the actors call ----------------------------------------------------
 

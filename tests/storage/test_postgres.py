@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pytest
 
 from broker_core.journal import Ack, Change, Deliver, Insert, PutQueue, Trim
@@ -344,3 +345,23 @@ def test_settings_with_a_postgres_url_build_postgres_storage(scheme: str, tmp_pa
     assert isinstance(storage, PostgresStorage)
     assert storage.name == "postgres"
     assert storage._buffer.max_batch == 64
+
+
+async def test_counting_while_publishing_keeps_the_publishes(url: str) -> None:
+    """A count read while a node publishes doesn't lose those publishes from its limit figure."""
+    from broker_core.broker import Broker
+    from broker_core.messages import CreateQueueRequest, PublishRequest
+
+    broker = Broker(PostgresStorage(url, node_name="n", node_timeout_s=TIMEOUT_S))
+    await broker.start()
+    try:
+        await broker.create_queue(CreateQueueRequest(name="q", max_length=1000))
+        request = PublishRequest(content=msgspec.Raw(b"1"))
+        for _ in range(20):
+            await asyncio.gather(broker.sync_counts(["q"]), broker.publish("q", [request]))
+        state = broker.actor("q").state
+        assert state.stored_pending == 20
+        await broker.sync_counts(["q"])
+        assert state.stored_pending == broker.info("q").pending == 20
+    finally:
+        await broker.close()
