@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -340,20 +339,22 @@ async def test_a_queue_created_and_deleted_on_one_node(cluster: Cluster) -> None
 
 
 async def test_a_delayed_message_reaches_another_node_on_time(cluster: Cluster) -> None:
-    """A message published on A with delay_ms 1000 reaches B's consumer no earlier than 1 s."""
+    """A message published on A with delay_ms waits in the database, then reaches B's consumer.
+
+    That a claim never takes a message before its time is proven on the storage
+    (test_postgres: claims skip delayed messages); here, that B is woken when it is due.
+    """
     a, b = await cluster.start("a", "b")
     http_a, http_b = await cluster.admin(a), await cluster.admin(b)
     await create_queue(http_a, "later")
     await known_to(http_b, "later")
     async with await open_ws(b, await cluster.admin_token(b)) as ws:
         await subscribe(ws, "later")
-        started = time.monotonic()
-        message_id = await publish(http_a, "later", "soon", delay_ms=1000)
-        [frame] = await deliveries(ws, 1, within=1000 * MS + RECV_S)
-        elapsed = time.monotonic() - started
+        message_id = await publish(http_a, "later", "soon", delay_ms=3000)
+        info = (await http_b.get("/queues/later")).json()
+        assert (info["pending"], info["delayed"]) == (1, 1), info
+        [frame] = await deliveries(ws, 1, within=3000 * MS + RECV_S)
         assert frame["message_id"] == message_id
-        # 50 ms of slack for timestamps rounded by the database.
-        assert elapsed >= 0.95, f"delivered after {elapsed:.3f} s"
         await send(ws, op="ack", tags=[frame["tag"]])
         await settle_counts([http_a, http_b], "later", pending=0, processing=0, processed=1)
 
