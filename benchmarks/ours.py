@@ -30,7 +30,7 @@ from transports.client import Client
 
 from .harness import BrokerProcess
 from .worker import Spec, wait_for_stop
-from .workload import body, consumer_report, stamp, timed_sends
+from .workload import Tally, body, timed_sends
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -107,27 +107,13 @@ async def consume(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
     subs: list[Subscription] = [
         client.subscribe(queue, spec.prefetch) for client in clients for queue in spec.queues
     ]
-    latencies: list[float] = []
-    ids: list[int] = []
-    done = asyncio.Event()
-    received = 0
-    first = 0.0
-    measure = spec.rate > 0
+    tally = Tally(spec.count, measure=spec.rate > 0, record_ids=spec.record_ids)
 
     async def drain(sub: Subscription) -> None:
-        nonlocal received, first
         async for message in sub:
-            now = time.monotonic()
-            if measure:
-                latencies.append(now - stamp(message.raw))
-            if spec.record_ids:
-                ids.append(message.message_id)
+            at = tally.arrived(message.raw, message.message_id)
             await message.ack()
-            if not received:
-                first = now
-            received += 1
-            if received == spec.count:
-                done.set()
+            tally.counted(at)
 
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -136,7 +122,7 @@ async def consume(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
         subscribed = time.monotonic()
         tasks = [asyncio.ensure_future(drain(sub)) for sub in subs]
         ready()
-        await (wait_for_stop() if spec.until_stop else done.wait())
+        await (wait_for_stop() if spec.until_stop else tally.done.wait())
         for client in clients:
             await client.flush()
         last = time.monotonic()
@@ -145,15 +131,7 @@ async def consume(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await _close(clients)
-    return consumer_report(
-        received=received,
-        subscribing=subscribing,
-        subscribed=subscribed,
-        first=first,
-        last=last,
-        latencies=latencies,
-        ids=ids,
-    )
+    return tally.report(subscribing=subscribing, subscribed=subscribed, last=last)
 
 
 ROLES = {"produce": produce, "consume": consume}

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 __all__ = [
     "PAYLOAD_BYTES",
     "Plan",
+    "Tally",
     "body",
-    "consumer_report",
     "paced",
     "pipelined",
     "rest_body",
@@ -195,23 +195,53 @@ async def timed_sends(
     return latencies, published / seconds if seconds > 0 else 0.0
 
 
-def consumer_report(
-    *,
-    received: int,
-    subscribing: float,
-    subscribed: float,
-    first: float,
-    last: float,
-    latencies: list[float],
-    ids: list[int] | None = None,
-) -> dict[str, Any]:
-    """What every consumer role hands back to the coordinator (monotonic times)."""
-    return {
-        "received": received,
-        "subscribe_started": subscribing,
-        "subscribe_seconds": subscribed - subscribing,
-        "first": first,
-        "last": last,
-        "deliver": latencies,
-        "ids": ids or [],
-    }
+class Tally:
+    """What a consumer role counts, the same way for every system.
+
+    Call `arrived` when a message comes (before acking it: its latency is
+    taken then) and `counted` once it is acked; `done` is set at ``count``.
+
+    Args:
+        count: messages to wait for.
+        measure: keep publish-to-deliver latencies (the stamp in the body).
+        record_ids: keep the message ids seen (for duplicates).
+    """
+
+    def __init__(self, count: int, *, measure: bool, record_ids: bool = False) -> None:
+        self.count = count
+        self.measure = measure
+        self.record_ids = record_ids
+        self.latencies: list[float] = []
+        self.ids: list[int] = []
+        self.received = 0
+        self.first = 0.0
+        self.done = asyncio.Event()
+
+    def arrived(self, data: bytes, message_id: int | None = None) -> float:
+        """A message came: note its latency (and id); return when it came."""
+        now = time.monotonic()
+        if self.measure:
+            self.latencies.append(now - stamp(data))
+        if self.record_ids and message_id is not None:
+            self.ids.append(message_id)
+        return now
+
+    def counted(self, at: float) -> None:
+        """The message that `arrived` at ``at`` is acked."""
+        if not self.received:
+            self.first = at
+        self.received += 1
+        if self.received == self.count:
+            self.done.set()
+
+    def report(self, *, subscribing: float, subscribed: float, last: float) -> dict[str, Any]:
+        """What every consumer role hands back to the coordinator (monotonic times)."""
+        return {
+            "received": self.received,
+            "subscribe_started": subscribing,
+            "subscribe_seconds": subscribed - subscribing,
+            "first": self.first,
+            "last": last,
+            "deliver": self.latencies,
+            "ids": self.ids,
+        }

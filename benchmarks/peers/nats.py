@@ -27,7 +27,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from ..worker import Spec, wait_for_stop
-from ..workload import body, consumer_report, stamp, timed_sends
+from ..workload import Tally, body, timed_sends
 from .service import PeerService
 
 if TYPE_CHECKING:
@@ -81,23 +81,12 @@ async def produce(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
 
 async def consume(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
     """Subscribe ``connections`` times to each stream's push consumer; ack each message."""
-    latencies: list[float] = []
-    done = asyncio.Event()
-    received = 0
-    first = 0.0
-    measure = spec.rate > 0
+    tally = Tally(spec.count, measure=spec.rate > 0)
 
     async def on_message(msg: Msg) -> None:
-        nonlocal received, first
-        now = time.monotonic()
-        if measure:
-            latencies.append(now - stamp(msg.data))
+        at = tally.arrived(msg.data)
         await msg.ack()
-        if not received:
-            first = now
-        received += 1
-        if received == spec.count:
-            done.set()
+        tally.counted(at)
 
     connections: list[NATS] = []
     try:
@@ -110,21 +99,14 @@ async def consume(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
             await nc.flush()
         subscribed = time.monotonic()
         ready()
-        await (wait_for_stop() if spec.until_stop else done.wait())
+        await (wait_for_stop() if spec.until_stop else tally.done.wait())
         for nc in connections:
             await nc.flush()
         last = time.monotonic()
     finally:
         for nc in connections:
             await nc.close()
-    return consumer_report(
-        received=received,
-        subscribing=subscribing,
-        subscribed=subscribed,
-        first=first,
-        last=last,
-        latencies=latencies,
-    )
+    return tally.report(subscribing=subscribing, subscribed=subscribed, last=last)
 
 
 ROLES = {"produce": produce, "consume": consume}

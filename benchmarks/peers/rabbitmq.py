@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 
 from ..worker import Spec, wait_for_stop
-from ..workload import body, consumer_report, pipelined, stamp, timed_sends
+from ..workload import Tally, body, pipelined, timed_sends
 from .service import PeerService
 
 if TYPE_CHECKING:
@@ -61,23 +61,12 @@ async def produce(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
 
 async def consume(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
     """Consume with prefetch on ``connections`` connections (a channel per queue); ack each."""
-    latencies: list[float] = []
-    done = asyncio.Event()
-    received = 0
-    first = 0.0
-    measure = spec.rate > 0
+    tally = Tally(spec.count, measure=spec.rate > 0)
 
     async def on_message(message: AbstractIncomingMessage) -> None:
-        nonlocal received, first
-        now = time.monotonic()
-        if measure:
-            latencies.append(now - stamp(message.body))
+        at = tally.arrived(message.body)
         await message.ack()
-        if not received:
-            first = now
-        received += 1
-        if received == spec.count:
-            done.set()
+        tally.counted(at)
 
     connections: list[AbstractConnection] = []
     try:
@@ -92,19 +81,12 @@ async def consume(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
                 await queue.consume(on_message, no_ack=False)
         subscribed = time.monotonic()
         ready()
-        await (wait_for_stop() if spec.until_stop else done.wait())
+        await (wait_for_stop() if spec.until_stop else tally.done.wait())
         last = time.monotonic()
     finally:
         for opened in connections:
             await opened.close()
-    return consumer_report(
-        received=received,
-        subscribing=subscribing,
-        subscribed=subscribed,
-        first=first,
-        last=last,
-        latencies=latencies,
-    )
+    return tally.report(subscribing=subscribing, subscribed=subscribed, last=last)
 
 
 ROLES = {"produce": produce, "consume": consume}
