@@ -48,6 +48,7 @@ import msgspec
 from .messages import PublishRequest, QueueNameField
 
 __all__ = [
+    "BATCH_BYTES",
     "CLIENT_OPS",
     "Ack",
     "Auth",
@@ -241,6 +242,10 @@ class ServerBatch(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag
 
 ServerFrame = ServerOne | ServerBatch
 """Every frame the server sends."""
+
+BATCH_BYTES = 256 << 10
+"""A sender's batch stops growing past this many bytes: well under the broker's 1 MiB frame
+limit and websockets' default ``max_size``."""
 
 _JSON_BATCH_HEAD = '{"op":"batch","frames":['
 _JSON_BATCH_HEAD_BYTES = _JSON_BATCH_HEAD.encode()

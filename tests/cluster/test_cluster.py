@@ -518,3 +518,34 @@ async def test_drop_head_drops_the_oldest_from_the_database(cluster: Cluster) ->
     assert [m["message_id"] for m in kept["messages"]] == ids[2:]
     moved = (await http_b.get("/queues/overflowed/messages")).json()
     assert [m["message_id"] for m in moved["messages"]] == ids[:2]
+
+
+async def test_another_nodes_lease_is_settled_only_with_permission(cluster: Cluster) -> None:
+    """Through B, a user without rights on the queue can't ack, nack or touch A's lease."""
+    a, b = await cluster.start("a", "b")
+    http_a, http_b = await cluster.admin(a), await cluster.admin(b)
+    await create_queue(http_a, "theirs")
+    await known_to(http_b, "theirs")
+    created = await http_a.post(
+        "/users",
+        json={
+            "username": "dora",
+            "password": "dora-password",
+            "permissions": [{"pattern": "mine", "actions": ["publish", "consume"]}],
+        },
+    )
+    assert created.status_code == 201, created.text
+    message_id = await publish(http_a, "theirs", "x")
+    [_] = await pull(http_a, "theirs", max=1, wait=2)
+    token = (await login(b.url, "dora", "dora-password"))["access_token"]
+    async with client_of(b, token) as dora:
+        for path, body in (
+            (f"/messages/{message_id}/ack", None),
+            (f"/messages/{message_id}/nack", None),
+            (f"/messages/{message_id}/touch", {"lease": 60}),
+        ):
+            refused = await dora.post(path, json=body)
+            assert refused.status_code in (403, 404, 409), (path, refused.text)
+    await settle_counts([http_a, http_b], "theirs", pending=0, processing=1)
+    acked = await http_b.post(f"/messages/{message_id}/ack")
+    assert acked.status_code == 200, acked.text

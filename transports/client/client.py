@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from broker_core.frames import (
+    BATCH_BYTES,
     Ack,
     Auth,
     Authenticated,
@@ -66,9 +67,8 @@ __all__ = ["Client", "Subscription"]
 
 _MAX_TAGS = 10_000
 """Most tags in one ack or nack frame (the server's limit)."""
-_BATCH_BYTES = 256 << 10
 _BATCH_FRAMES = 1000
-"""A batch of publishes stops growing past this many bytes or frames."""
+"""A batch of publishes stops growing past this many frames (or `BATCH_BYTES`)."""
 _FATAL_STATUSES = frozenset({400, 403, 404})
 """Handshake answers that retrying won't change."""
 
@@ -390,7 +390,7 @@ class Client(RestClient):
         size = 0
         for data in out:
             chunk = chunks[-1]
-            if chunk and (size + len(data) > _BATCH_BYTES or len(chunk) >= _BATCH_FRAMES):
+            if chunk and (size + len(data) > BATCH_BYTES or len(chunk) >= _BATCH_FRAMES):
                 chunk = []
                 chunks.append(chunk)
                 size = 0

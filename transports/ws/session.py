@@ -40,6 +40,7 @@ from loguru import logger
 from broker_core.auth import Action, InvalidToken, TokenType, allowed, token_is_current
 from broker_core.errors import QueueNotFound
 from broker_core.frames import (
+    BATCH_BYTES,
     CLIENT_OPS,
     Ack,
     Auth,
@@ -91,8 +92,6 @@ CLOSE_INTERNAL = 1011
 CLOSE_EXPIRED = 4001
 """The access token expired and no ``auth`` frame renewed it."""
 
-_BATCH_BYTES = 256 << 10
-"""A batch to a client that asked for batches stops growing past this many bytes."""
 _PAUSE_BYTES = 8 << 20
 """Buffered bytes past which the reader stops reading client frames."""
 _MAX_BYTES = 64 << 20
@@ -162,7 +161,7 @@ class Session:
         user: who the connection speaks for.
         claims: the claims of its access token (for expiry and revocation).
         batch: the client asked for ``batch`` frames: what is buffered leaves
-            as one WebSocket message (up to `_BATCH_BYTES`) instead of one each.
+            as one WebSocket message (up to `BATCH_BYTES`) instead of one each.
     """
 
     def __init__(
@@ -307,9 +306,9 @@ class Session:
         buffer = self._buffer
         data = buffer.popleft()
         size = len(data)
-        if self._batch and buffer and size < _BATCH_BYTES:
+        if self._batch and buffer and size < BATCH_BYTES:
             frames = [data]
-            while buffer and size < _BATCH_BYTES:
+            while buffer and size < BATCH_BYTES:
                 data = buffer.popleft()
                 frames.append(data)
                 size += len(data)
