@@ -9,7 +9,8 @@ loguru's and the standard library's (uvicorn, Litestar, websockets), to
 
 A JSON line holds ``time`` (ISO 8601 UTC), ``level``, ``message``, ``logger``,
 ``module``, ``function``, ``line``, ``extra`` (what was ``bind()``-ed, such as
-``request_id`` or ``queue``) and ``exception``: the full traceback in
+``request_id`` or ``queue``; the id of the HTTP request being served,
+from `REQUEST_ID`, joins every record logged while it runs) and ``exception``: the full traceback in
 development mode, only ``Type: message`` otherwise (the console follows the
 same rule). Bearer tokens, JWTs and passwords are masked in every message
 (:func:`redact`) before any sink sees it, so an access-log line with a token
@@ -28,6 +29,7 @@ import os
 import re
 import sys
 import traceback
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import msgspec
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOG_FILE_GLOB",
+    "REQUEST_ID",
     "InterceptHandler",
     "configure_logging",
     "parse_log_line",
@@ -50,6 +53,14 @@ __all__ = [
 
 LOG_FILE_GLOB = "broker_*.jsonl"
 """Matches the JSON log files in ``Settings.logs_dir`` (the ``/logs`` API lists these)."""
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+"""The id of the HTTP request being served (set by the request middleware).
+
+A plain context variable rather than ``logger.contextualize``, which copies
+loguru's context under a lock on every request: the id is read only when a
+record is actually logged.
+"""
 
 _FILE_PREFIX = "broker_"
 _HOUR_FORMAT = "%Y-%m-%d_%H"
@@ -115,8 +126,11 @@ def redact(text: str) -> str:
     return text
 
 
-def _redact_record(record: Record) -> None:
+def _patch_record(record: Record) -> None:
     record["message"] = redact(record["message"])
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        record["extra"].setdefault("request_id", request_id)
 
 
 # -- formatting ---------------------------------------------------------------
@@ -279,7 +293,7 @@ def configure_logging(settings: Settings) -> None:
         settings: Uses ``log_level``, ``dev``, ``logs_dir`` and ``log_retention_hours``.
     """
     logger.remove()
-    logger.configure(patcher=_redact_record)
+    logger.configure(patcher=_patch_record)
     level = settings.log_level
     logger.add(
         sys.stderr,

@@ -19,9 +19,9 @@ router and CORS included, so that every response carries the headers.
 
 The request id is the client's ``X-Request-ID`` when it is a short token of
 safe characters (so a gateway's id follows the request through our logs),
-else a new one; it is bound into loguru's context
-(``logger.contextualize``) for every record logged while the request runs,
-and lands in the JSON log's ``extra.request_id``.
+else a new one; it is set in `transports.logging.REQUEST_ID` while the
+request runs, so every record logged meanwhile carries it in the JSON log's
+``extra.request_id``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ import secrets
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from loguru import logger
-
+from ..logging import REQUEST_ID
 from .telemetry import UNMATCHED, WEBSOCKET, telemetry_of
 
 if TYPE_CHECKING:
@@ -138,14 +137,16 @@ class RequestMetricsMiddleware:
                 counters.record(_route_of(scope), method, status, elapsed)
             await send(message)
 
-        with logger.contextualize(request_id=request_id):
-            try:
-                await self.app(scope, receive, send_wrapper)
-            except Exception:
-                if not answered:
-                    answered = True
-                    counters.record(_route_of(scope), method, 500, perf_counter() - started)
-                raise
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            if not answered:
+                answered = True
+                counters.record(_route_of(scope), method, 500, perf_counter() - started)
+            raise
+        finally:
+            REQUEST_ID.reset(token)
         if not answered:
             status = _HTTP_NO_RESPONSE if kind == "http" else _WS_REFUSED
             counters.record(_route_of(scope), method, status, perf_counter() - started)
