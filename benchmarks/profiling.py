@@ -4,7 +4,8 @@
 samples grouped by function, ``--nonblocking``: the broker is not paused)
 to a running process and stops it with SIGINT when the phase ends;
 `summarise` turns the samples into, for the event-loop thread (which
-bounds throughput) and for aiosqlite's worker thread separately:
+bounds throughput) and for the SQLite writer thread (``sqlite-writer``, its
+group commits) separately; aiosqlite's read thread counts as ``sqlite_reads``:
 
 * how busy it was (% of the wall time);
 * self time: the function on top of the stack (where CPU is spent);
@@ -44,7 +45,8 @@ _ENTRY = ("transports/__main__.py", "transports/cli.py", "transports/server.py")
 """Our frames at the bottom of every stack (100% inclusive, nothing to learn)."""
 _NATIVE = {
     "Runner.run": ("uvloop, sockets (C)", "C below it: uvloop's loop, socket reads and writes"),
-    "_connection_worker_thread": ("sqlite (C)", "C below it: SQLite running the statements"),
+    "_connection_worker_thread": ("sqlite (C)", "C below it: SQLite running the reads"),
+    "SQLiteWriter._main": ("sqlite (C)", "C below it: SQLite running the statements"),
 }
 """Without ``--native`` C time counts as the nearest Python frame's own: name what it is."""
 _ROOT = str(Path(__file__).resolve().parent.parent) + "/"
@@ -120,6 +122,14 @@ def _shares(counter: Counter[str], total: int, top: int, keep: Any = None) -> li
     return [{"frame": name, "percent": round(100 * n / max(1, total), 1)} for name, n in rows[:top]]
 
 
+def _thread_kind(name: str) -> str:
+    if "sqlite-writer" in name:
+        return "sqlite"
+    if "_connection_worker_thread" in name:
+        return "sqlite_reads"
+    return "loop"
+
+
 def summarise(
     record: Recording, busy_seconds: float | None = None, top: int = 15
 ) -> dict[str, Any]:
@@ -128,8 +138,8 @@ def summarise(
     The event loop (the main thread, plus uvloop's small helper thread) is
     what limits throughput: its busy share of the wall time, its self time
     by function and by package, and the inclusive time of our functions,
-    all in % of its samples. aiosqlite's thread runs SQLite beside it
-    (mostly without the GIL): its busy share and its top frames. Busy shares
+    all in % of its samples. The SQLite writer thread commits beside it
+    (partly without the GIL): its busy share and its top frames. Busy shares
     are of ``busy_seconds`` (the phase's traffic, without its clients'
     start-up) when given, else of the whole recording.
     """
@@ -147,7 +157,7 @@ def summarise(
             packages.append(native[0])
     kinds: dict[str, dict[str, Any]] = {}
     for profile in document["profiles"]:
-        kind = "sqlite" if "_connection_worker_thread" in profile["name"] else "loop"
+        kind = _thread_kind(profile["name"])
         counts = kinds.setdefault(
             kind, {"samples": 0, "self": Counter(), "inclusive": Counter(), "packages": Counter()}
         )

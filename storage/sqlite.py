@@ -22,10 +22,10 @@ seen by a consumer for a message the crash lost, and must never name another.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from contextlib import suppress
+from contextlib import contextmanager, suppress
+from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,8 @@ from broker_core.journal import (
 from broker_core.messages import Entry
 
 from .backend import RefreshRow
-from .coalesce import Segment, coalesce
+from .checkpointer import Checkpointer
+from .coalesce import Barrier, Segment, coalesce
 from .errors import StorageCorrupt
 from .retention import PRUNE_BATCH, prune_in_batches
 from .rows import (
@@ -53,20 +54,25 @@ from .rows import (
     encode_options,
     stored_message,
 )
-from .write_behind import BatchStats, WriteBehind
+from .sqlite_writer import SQLiteWriter
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    import asyncio
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
 
     from broker_core.journal import Op, StoredMessage
     from broker_core.types import MessageStatus
+
+    from .write_behind import BatchStats
 
 __all__ = ["UNCLEAN_ID_GAP", "RefreshRow", "SQLiteStorage", "check_database"]
 
 SCHEMA_VERSION = 1
 UNCLEAN_ID_GAP = 1 << 24
 """Ids skipped after an unclean stop: more than the write-behind buffer ever holds uncommitted."""
+_WAL_SIZE_LIMIT = 64 * 1024 * 1024
+"""Bytes the WAL file is trimmed to when it starts over (it is reused, not regrown, below that)."""
 _ENTRY_COLUMNS = ", ".join(ENTRY_COLUMNS)
 _INSERT = f"INSERT INTO messages ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})"
 
@@ -97,6 +103,11 @@ def check_database(path: Path) -> None:
 class SQLiteStorage:
     """Queues, messages, users and refresh tokens in one SQLite file.
 
+    Writes go through one writer thread (`storage.sqlite_writer`): message
+    operations in group-committed batches, everything else as calls
+    between batches. Reads go through a second, read-only connection
+    (aiosqlite), which WAL lets run beside a commit.
+
     Args:
         path: the database file (created with its directory's permissions).
         synchronous: ``"NORMAL"`` or ``"FULL"`` (see the module docstring).
@@ -120,12 +131,12 @@ class SQLiteStorage:
         self.synchronous = synchronous
         self.processed_retention_s = processed_retention_s
         self.processed_retention_count = processed_retention_count
-        self._db: aiosqlite.Connection | None = None
-        self._buffer: WriteBehind[Op] = WriteBehind(
-            self._commit, linger_s=linger_ms / 1000, max_batch=max_batch
+        self._reader: aiosqlite.Connection | None = None
+        self.checkpointer = Checkpointer(lambda: sqlite3.connect(self.path))
+        self.writer = SQLiteWriter(
+            self._connect_writer, self._write_batch, linger_s=linger_ms / 1000, max_batch=max_batch
         )
         self._last_id = 0
-        self._tx_lock = asyncio.Lock()
         self._horizon = NO_HORIZON
 
     @property
@@ -141,12 +152,12 @@ class SQLiteStorage:
     @property
     def degraded(self) -> str | None:
         """Why writes fail now, or ``None`` when they commit."""
-        return self._buffer.degraded
+        return self.writer.degraded
 
     @property
     def batch_stats(self) -> BatchStats:
         """Commit counters (batches, ops, seconds, failures)."""
-        return self._buffer.stats
+        return self.writer.stats
 
     def size_bytes(self) -> int:
         """Bytes of the database file and its WAL."""
@@ -157,9 +168,10 @@ class SQLiteStorage:
         return total
 
     @property
-    def db(self) -> aiosqlite.Connection:
-        assert self._db is not None, "open() first"
-        return self._db
+    def reader(self) -> aiosqlite.Connection:
+        """The read-only connection."""
+        assert self._reader is not None, "open() first"
+        return self._reader
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -170,138 +182,123 @@ class SQLiteStorage:
             StorageCorrupt: the file is not a SQLite database or fails its check.
         """
         try:
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            db = self._db
-            await db.execute(f"PRAGMA synchronous={self.synchronous}")
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA busy_timeout=5000")
-            await db.execute("PRAGMA cache_size=-32768")
-            async with db.execute("PRAGMA quick_check") as cursor:
-                check = await cursor.fetchone()
-            if check is None or check[0] != "ok":
-                raise StorageCorrupt(str(self.path), f"integrity check says {check}")
-            async with db.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
-            version = row[0] if row else 0
-            if version == 0:
-                schema = resources.files("storage").joinpath("schema.sql").read_text()
-                await db.executescript(schema)
-                await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            elif version != SCHEMA_VERSION:
-                raise StorageCorrupt(str(self.path), f"unknown schema version {version}")
-            clean = await self._meta("clean", "1") == "1"
-            self._last_id = int(await self._meta("last_id", "0"))
-            self._horizon = DeliveryHorizon(
-                int(await self._meta("horizon_id", "0")),
-                float(await self._meta("horizon_at", "0")),
-            )
-            await self._recover(clean)
-        except aiosqlite.DatabaseError as exc:
+            await self.writer.start()
+            clean = await self.writer.call(self._prepare)
+            self.checkpointer.start()
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._reader.execute("PRAGMA query_only=ON")
+            await self._reader.execute("PRAGMA busy_timeout=5000")
+            await self._reader.execute("PRAGMA cache_size=-16384")
+        except sqlite3.DatabaseError as exc:
             await self._close_db()
             raise StorageCorrupt(str(self.path), str(exc)) from exc
         except StorageCorrupt:
             await self._close_db()
             raise
-        self._buffer.start()
         return clean
 
-    async def _close_db(self) -> None:
-        if self._db is not None:
-            try:
-                await self._db.close()
-            finally:
-                self._db = None
+    def _connect_writer(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            connection.execute(f"PRAGMA synchronous={self.synchronous}")
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA busy_timeout=5000")
+            connection.execute("PRAGMA cache_size=-32768")
+            # Checkpoints run in their own thread (`storage.checkpointer`), not in a commit.
+            connection.execute("PRAGMA wal_autocheckpoint=0")
+            connection.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
-    async def _meta(self, key: str, default: str) -> str:
-        async with self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
-            row = await cursor.fetchone()
-        return str(row[0]) if row else default
+    def _prepare(self, db: sqlite3.Connection) -> bool:
+        """Check, create or recognise the schema, read the meta rows, recover (writer thread)."""
+        check = db.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise StorageCorrupt(str(self.path), f"integrity check says {check}")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            db.executescript(resources.files("storage").joinpath("schema.sql").read_text())
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            raise StorageCorrupt(str(self.path), f"unknown schema version {version}")
+        meta: dict[str, str] = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        clean = meta.get("clean", "1") == "1"
+        self._last_id = int(meta.get("last_id", 0))
+        self._horizon = DeliveryHorizon(
+            int(meta.get("horizon_id", 0)), float(meta.get("horizon_at", 0))
+        )
+        self._recover(db, clean)
+        return clean
 
-    async def _recover(self, clean: bool) -> None:
-        db = self.db
-        now = time.time()
-        await db.execute("BEGIN")
-        await db.execute(
+    def _recover(self, db: sqlite3.Connection, clean: bool) -> None:
+        db.execute("BEGIN")
+        db.execute(
             "UPDATE messages SET status = 0, redelivered = 1, lease_deadline = 0 WHERE status = 1"
         )
         if not clean:
             # A delivery may have left before its record was written behind:
             # move the horizon instead of rewriting every pending row.
-            self._horizon = self._horizon.after_unclean_stop(self._last_id, now)
+            self._horizon = self._horizon.after_unclean_stop(self._last_id, time.time())
             logger.warning("unclean stop: pending messages read as redelivered")
             # Ids handed out after the last commit may have reached consumers.
             self._last_id += UNCLEAN_ID_GAP
-            for key, value in (
-                ("last_id", self._last_id),
-                ("horizon_id", self._horizon.id),
-                ("horizon_at", self._horizon.at),
-            ):
-                await db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
-        await db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
-        await db.execute("COMMIT")
+            db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [
+                    ("last_id", str(self._last_id)),
+                    ("horizon_id", str(self._horizon.id)),
+                    ("horizon_at", str(self._horizon.at)),
+                ],
+            )
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
+        db.execute("COMMIT")
 
     async def close(self) -> None:
         """Commit the buffer, mark the stop clean and close the file."""
-        if self._db is None:
+        if self._reader is None:
             return
-        await self._buffer.close()
-        if self._buffer.degraded is None:
-            await self.db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
+        await self.writer.drain()
+        if self.writer.degraded is None:
+            await self.writer.call(
+                lambda db: db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
+            )
         await self._close_db()
+
+    async def _close_db(self) -> None:
+        """Stop the writer (dropping what it still buffers, as a crash would) and the reader."""
+        await self.writer.stop()
+        self.checkpointer.stop()
+        if self._reader is not None:
+            try:
+                await self._reader.close()
+            finally:
+                self._reader = None
 
     # -- writes -----------------------------------------------------------------
 
     def write(self, ops: Sequence[Op]) -> asyncio.Future[None]:
         """Buffer ``ops``; the future resolves when their batch committed."""
-        return self._buffer.write(ops)
+        return self.writer.write(ops)
 
     async def flush(self) -> None:
         """Wait for everything written so far to commit."""
-        await self._buffer.flush()
+        await self.writer.flush()
 
-    async def _commit(self, ops: list[Op]) -> None:
-        async with self._tx_lock:
-            await self._commit_locked(ops)
-
-    async def _commit_locked(self, ops: list[Op]) -> None:
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            last_id = await self._apply(db, ops)
-            await db.execute("COMMIT")
-        except BaseException:
-            # SQLite may have rolled back already (SQLITE_FULL, I/O errors):
-            # the original error is the one to report.
-            with suppress(aiosqlite.Error):
-                await db.execute("ROLLBACK")
-            raise
-        # Only once committed: a failed batch is retried and must write it again.
-        self._last_id = last_id
-
-    async def _apply(self, db: aiosqlite.Connection, ops: list[Op]) -> int:
-        """Write ``ops`` in the open transaction; return the highest message id now stored."""
+    def _write_batch(self, db: sqlite3.Connection, ops: list[Op]) -> None:
+        """Write one batch in one transaction (writer thread)."""
         plan = coalesce(ops, self._last_id)
-        for step in plan.steps:
-            match step:
-                case Segment():
-                    await _write_segment(db, step)
-                case PutQueue(name=name, options=options, created_at=created, updated_at=updated):
-                    await db.execute(
-                        "INSERT INTO queues (name, options, created_at, updated_at) "
-                        "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
-                        "options = excluded.options, updated_at = excluded.updated_at",
-                        (name, encode_options(options), created, updated),
-                    )
-                case PurgeQueue(name=name):
-                    await db.execute("DELETE FROM messages WHERE queue = ? AND status = 0", (name,))
-                case DeleteQueue(name=name):
-                    await db.execute("DELETE FROM messages WHERE queue = ?", (name,))
-                    await db.execute("DELETE FROM queues WHERE name = ?", (name,))
-        if plan.last_id != self._last_id:
-            await db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('last_id', ?)", (str(plan.last_id),)
-            )
-        return plan.last_id
+        with _transaction(db):
+            for step in plan.steps:
+                _write_step(db, step)
+            if plan.last_id != self._last_id:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('last_id', ?)", (str(plan.last_id),)
+                )
+        # Only once committed: a failed batch is retried and must write it again.
+        self._last_id = plan.last_id
+        self.checkpointer.wrote()
 
     # -- start-up reads ---------------------------------------------------------
 
@@ -312,13 +309,13 @@ class SQLiteStorage:
     async def load_queues(self) -> list[StoredQueue]:
         """Every queue with its options, processed count and failed count."""
         failed: dict[str, int] = {}
-        async with self.db.execute(
+        async with self.reader.execute(
             "SELECT queue, count(*) FROM messages WHERE status = 3 GROUP BY queue"
         ) as cursor:
             async for queue, count in cursor:
                 failed[queue] = count
         queues = []
-        async with self.db.execute(
+        async with self.reader.execute(
             "SELECT name, options, created_at, updated_at, processed FROM queues ORDER BY name"
         ) as cursor:
             async for name, options, created_at, updated_at, processed in cursor:
@@ -337,7 +334,7 @@ class SQLiteStorage:
     async def replay(self, queue: str, now: float, dedup_window_s: float = 0.0) -> ReplayedQueue:
         """Ids, priorities and sizes of ready messages in id order; delayed ones as entries."""
         cold: list[tuple[int, int, int]] = []
-        async with self.db.execute(
+        async with self.reader.execute(
             "SELECT id, priority, size FROM messages "
             "WHERE queue = ? AND status = 0 AND deliver_at <= ? ORDER BY id",
             (queue, now),
@@ -345,7 +342,7 @@ class SQLiteStorage:
             while rows := await cursor.fetchmany(20_000):
                 cold.extend((row[0], row[1], row[2]) for row in rows)
         delayed = []
-        async with self.db.execute(
+        async with self.reader.execute(
             "SELECT id, priority, size, created_at, deliver_at, expires_at, attempt, redelivered "
             "FROM messages WHERE queue = ? AND status = 0 AND deliver_at > ? ORDER BY id",
             (queue, now),
@@ -366,7 +363,7 @@ class SQLiteStorage:
                 )
         dedup: list[tuple[str, int, float]] = []
         if dedup_window_s > 0:
-            async with self.db.execute(
+            async with self.reader.execute(
                 "SELECT dedup_id, id, created_at FROM messages "
                 "WHERE queue = ? AND dedup_id IS NOT NULL AND created_at > ?",
                 (queue, now - dedup_window_s),
@@ -378,12 +375,12 @@ class SQLiteStorage:
 
     async def load_entries(self, ids: Sequence[int]) -> list[Entry]:
         """Entries (with bodies) of those ``ids`` that are still pending."""
-        await self._buffer.flush()
+        await self.writer.flush()
         out: list[Entry] = []
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            async with self.db.execute(
+            async with self.reader.execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE id IN ({marks}) AND status = 0",
                 tuple(chunk),
             ) as cursor:
@@ -394,8 +391,8 @@ class SQLiteStorage:
 
     async def get_message(self, id: int) -> StoredMessage | None:
         """One message by id, whatever its status."""
-        await self._buffer.flush()
-        async with self.db.execute(
+        await self.writer.flush()
+        async with self.reader.execute(
             f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE id = ?", (id,)
         ) as cursor:
             row = await cursor.fetchone()
@@ -405,20 +402,20 @@ class SQLiteStorage:
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None
     ) -> list[StoredMessage]:
         """Messages of ``queue`` (of one status, or all) by ascending id after ``after``."""
-        await self._buffer.flush()
+        await self.writer.flush()
         sql = f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE queue = ? AND id > ?"
         params: tuple[Any, ...] = (queue, after or 0)
         if status is not None:
             sql += " AND status = ?"
             params += (int(status),)
         sql += " ORDER BY id LIMIT ?"
-        async with self.db.execute(sql, (*params, limit)) as cursor:
+        async with self.reader.execute(sql, (*params, limit)) as cursor:
             return [stored_message(row, self._horizon) for row in await cursor.fetchall()]
 
     async def retryable_ids(self, queue: str, limit: int) -> list[int]:
         """Failed messages of ``queue`` and its dead-lettered pending ones, oldest first."""
-        await self._buffer.flush()
-        async with self.db.execute(
+        await self.writer.flush()
+        async with self.reader.execute(
             "SELECT id FROM messages WHERE queue = ? AND (status = 3 OR "
             "(status = 0 AND dead_lettered_from IS NOT NULL)) ORDER BY id LIMIT ?",
             (queue, limit),
@@ -427,65 +424,59 @@ class SQLiteStorage:
 
     async def prune_failed(self, before: float) -> dict[str, int]:
         """Delete failed messages settled before ``before``; return how many per queue."""
-        await self._buffer.flush()
-        async with self._tx_lock:
-            db = self.db
-            counts: dict[str, int] = {}
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                async with db.execute(
-                    "SELECT queue, count(*) FROM messages WHERE status = 3 AND settled_at < ? "
-                    "GROUP BY queue",
-                    (before,),
-                ) as cursor:
-                    counts = {row[0]: row[1] for row in await cursor.fetchall()}
+        await self.writer.flush()
+
+        def prune(db: sqlite3.Connection) -> dict[str, int]:
+            with _transaction(db):
+                counts = dict(
+                    db.execute(
+                        "SELECT queue, count(*) FROM messages WHERE status = 3 AND settled_at < ? "
+                        "GROUP BY queue",
+                        (before,),
+                    ).fetchall()
+                )
                 if counts:
-                    await db.execute(
+                    db.execute(
                         "DELETE FROM messages WHERE status = 3 AND settled_at < ?", (before,)
                     )
-                await db.execute("COMMIT")
-            except BaseException:
-                with suppress(aiosqlite.Error):
-                    await db.execute("ROLLBACK")
-                raise
-        return counts
+            self.checkpointer.wrote()
+            return counts
+
+        return await self.writer.call(prune)
 
     async def prune(self, now: float) -> int:
         """Delete processed messages past their retention time or count; return how many.
 
         In batches (`storage.retention`); SQLite reuses the freed pages.
         """
-        await self._buffer.flush()
-        return await prune_in_batches(lambda: self._prune_batch(now))
+        await self.writer.flush()
+        return await prune_in_batches(lambda: self.writer.call(partial(self._prune_batch, now)))
 
-    async def _prune_batch(self, now: float) -> tuple[int, bool]:
-        async with self._tx_lock:
-            db = self.db
-            cursor = await db.execute(
+    def _prune_batch(self, now: float, db: sqlite3.Connection) -> tuple[int, bool]:
+        cursor = db.execute(
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+            "WHERE status = 2 AND settled_at < ? LIMIT ?)",
+            (now - self.processed_retention_s, PRUNE_BATCH),
+        )
+        deleted = max(cursor.rowcount, 0)
+        full = deleted == PRUNE_BATCH
+        for (queue,) in db.execute("SELECT name FROM queues").fetchall():
+            cursor = db.execute(
                 "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
-                "WHERE status = 2 AND settled_at < ? LIMIT ?)",
-                (now - self.processed_retention_s, PRUNE_BATCH),
+                "WHERE queue = ? AND status = 2 ORDER BY id DESC LIMIT ? OFFSET ?)",
+                (queue, PRUNE_BATCH, self.processed_retention_count),
             )
-            deleted = max(cursor.rowcount, 0)
-            full = deleted == PRUNE_BATCH
-            async with db.execute("SELECT name FROM queues") as names:
-                queues = [row[0] for row in await names.fetchall()]
-            for queue in queues:
-                cursor = await db.execute(
-                    "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
-                    "WHERE queue = ? AND status = 2 ORDER BY id DESC LIMIT ? OFFSET ?)",
-                    (queue, PRUNE_BATCH, self.processed_retention_count),
-                )
-                over = max(cursor.rowcount, 0)
-                deleted += over
-                full = full or over == PRUNE_BATCH
-            return deleted, full
+            over = max(cursor.rowcount, 0)
+            deleted += over
+            full = full or over == PRUNE_BATCH
+        self.checkpointer.wrote()
+        return deleted, full
 
     # -- users and refresh tokens -------------------------------------------------
 
     async def get_user(self, username: str) -> bytes | None:
         """A user's stored document, or ``None``."""
-        async with self.db.execute(
+        async with self.reader.execute(
             "SELECT document FROM users WHERE username = ?", (username,)
         ) as cursor:
             row = await cursor.fetchone()
@@ -493,7 +484,7 @@ class SQLiteStorage:
 
     async def list_users(self) -> list[bytes]:
         """Every user's document, by username."""
-        async with self.db.execute("SELECT document FROM users ORDER BY username") as cursor:
+        async with self.reader.execute("SELECT document FROM users ORDER BY username") as cursor:
             return [bytes(row[0]) for row in await cursor.fetchall()]
 
     async def put_user(self, username: str, document: bytes) -> None:
@@ -517,7 +508,7 @@ class SQLiteStorage:
 
     async def get_refresh(self, jti: str) -> RefreshRow | None:
         """``(family, username, expires_at, revoked)`` of a refresh token, or ``None``."""
-        async with self.db.execute(
+        async with self.reader.execute(
             "SELECT family, username, expires_at, revoked FROM refresh_tokens WHERE jti = ?",
             (jti,),
         ) as cursor:
@@ -542,28 +533,55 @@ class SQLiteStorage:
         await self._direct("UPDATE refresh_tokens SET revoked = 1 WHERE username = ?", (username,))
 
     async def _direct(self, sql: str, params: tuple[Any, ...]) -> int:
-        """Run one statement in its own transaction, ordered after the buffered writes.
-
-        The lock keeps it out of a batch's transaction: a batch that rolls
-        back must not take a token revocation with it.
-        """
-        await self._buffer.flush()
-        async with self._tx_lock:
-            cursor = await self.db.execute(sql, params)
-            return max(cursor.rowcount, 0)
+        """Run one statement in the writer thread, after the operations buffered before it."""
+        await self.writer.flush()
+        return await self.writer.call(lambda db: max(db.execute(sql, params).rowcount, 0))
 
 
-async def _write_segment(db: aiosqlite.Connection, segment: Segment) -> None:
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back when the body raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        # SQLite may have rolled back already (SQLITE_FULL, I/O errors):
+        # the original error is the one to report.
+        with suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _write_step(db: sqlite3.Connection, step: Segment | Barrier) -> None:
+    match step:
+        case Segment():
+            _write_segment(db, step)
+        case PutQueue(name=name, options=options, created_at=created, updated_at=updated):
+            db.execute(
+                "INSERT INTO queues (name, options, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "options = excluded.options, updated_at = excluded.updated_at",
+                (name, encode_options(options), created, updated),
+            )
+        case PurgeQueue(name=name):
+            db.execute("DELETE FROM messages WHERE queue = ? AND status = 0", (name,))
+        case DeleteQueue(name=name):
+            db.execute("DELETE FROM messages WHERE queue = ?", (name,))
+            db.execute("DELETE FROM queues WHERE name = ?", (name,))
+
+
+def _write_segment(db: sqlite3.Connection, segment: Segment) -> None:
     """Render one coalesced segment: inserts, one ``executemany`` per patch shape, drops, counts."""
     if segment.inserts:
-        await db.executemany(_INSERT, list(segment.inserts.values()))
+        db.executemany(_INSERT, list(segment.inserts.values()))
     for columns, params in segment.shapes().items():
         assignments = ", ".join(f"{column} = ?" for column in columns)
-        await db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
+        db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
     if segment.drops:
-        await db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in segment.drops])
+        db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in segment.drops])
     if segment.acked:
-        await db.executemany(
+        db.executemany(
             "UPDATE queues SET processed = processed + ? WHERE name = ?",
             [(count, queue) for queue, count in segment.acked.items()],
         )

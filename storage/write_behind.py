@@ -25,7 +25,7 @@ from .errors import StorageUnavailable
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-__all__ = ["BatchStats", "WriteBehind"]
+__all__ = ["BatchStats", "WriteBehind", "ignore_unretrieved"]
 
 T = TypeVar("T")
 
@@ -90,7 +90,7 @@ class WriteBehind(Generic[T]):
         if future is None:
             future = self._future = asyncio.get_running_loop().create_future()
             # Nobody may await it (casts, acks): don't warn about unretrieved errors.
-            future.add_done_callback(_consume)
+            future.add_done_callback(ignore_unretrieved)
         self._buffer.extend(ops)
         assert self._kick is not None, "start() first"
         self._kick.set()
@@ -171,6 +171,7 @@ class WriteBehind(Generic[T]):
             return
 
 
-def _consume(future: asyncio.Future[None]) -> None:
+def ignore_unretrieved(future: asyncio.Future[None]) -> None:
+    """A done callback that marks a batch's error as seen: nobody may await a cast's batch."""
     if not future.cancelled():
         future.exception()

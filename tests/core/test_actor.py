@@ -403,17 +403,17 @@ async def test_publish_fails_when_its_batch_fails_to_commit(
 ) -> None:
     """A publish whose batch can't commit raises Unavailable (storage retries behind it)."""
     actor = await rig.start()
-    db = rig.storage.db
-    real_execute = db.execute
+    writer = rig.storage.writer
+    real_commit = writer.commit
     failures = ["COMMIT"]
 
-    def flaky_execute(sql: str, *args: Any) -> Any:
-        if failures and sql == "COMMIT":
+    def flaky_commit(db: sqlite3.Connection, ops: list[Op]) -> None:
+        if failures:
             failures.pop()
             raise sqlite3.OperationalError("database or disk is full")
-        return real_execute(sql, *args)
+        real_commit(db, ops)
 
-    monkeypatch.setattr(db, "execute", flaky_execute)
+    monkeypatch.setattr(writer, "commit", flaky_commit)
     with pytest.raises(Unavailable):
         await rig.publish(actor, b"1")
     assert [p.id for p in await rig.publish(actor, b"2")] == [2]
@@ -424,7 +424,7 @@ async def test_failed_body_load_is_retried(rig: Rig, monkeypatch: pytest.MonkeyP
     """When loading cold bodies fails, the actor asks again and delivers."""
     actor = await rig.start(budget=0)
     await rig.publish(actor, b"1")
-    db = rig.storage.db
+    db = rig.storage.reader
     real_execute = db.execute
     failures = ["load"]
 

@@ -84,8 +84,6 @@ async def crash(broker: Broker) -> None:
         if actor._timer is not None:
             actor._timer.cancel()
         tasks += [t for t in (actor._task, actor._loader) if t is not None]
-    if storage._buffer._task is not None:
-        tasks.append(storage._buffer._task)
     for task in tasks:
         task.cancel()
     for task in tasks:
@@ -637,7 +635,7 @@ async def test_unclean_restart_after_unjournaled_delivery_marks_redelivered(
     await broker.start()
     await create(broker)
     [id] = await publish(broker, "q", b"1")
-    storage._buffer.linger_s = 60.0  # from now on, batches wait in the buffer
+    storage.writer.linger_s = 60.0  # from now on, batches wait in the buffer
     await broker.pull("q", 1, 0, None)
     assert committed_ids(db_path) == [id]
     await crash(broker)
@@ -720,7 +718,7 @@ async def test_publish_is_refused_while_storage_is_degraded(
     """While commits fail, new publishes are refused up front with Unavailable."""
     await create(broker)
     assert isinstance(broker.storage, SQLiteStorage)
-    monkeypatch.setattr(broker.storage._buffer, "degraded", "disk full")
+    monkeypatch.setattr(broker.storage.writer, "degraded", "disk full")
     with pytest.raises(Unavailable):
         await publish(broker, "q", b"1")
     with pytest.raises(Unavailable):

@@ -33,9 +33,10 @@ def _settings(data_dir: Path, environ: dict[str, str]) -> Settings:
 
 
 async def _pragma(server: BrokerServer, name: str) -> object:
-    async with server.ctx.storage.db.execute(f"PRAGMA {name}") as cursor:
-        row = await cursor.fetchone()
-    return row[0]
+    # Pragmas such as synchronous are per connection: read the writer's.
+    return await server.ctx.storage.writer.call(
+        lambda db: db.execute(f"PRAGMA {name}").fetchone()[0]
+    )
 
 
 async def _read_back(data_dir: Path, environ: dict[str, str], name: str) -> object:

@@ -74,13 +74,14 @@ class Backend:
 
         PostgreSQL: the pool and the lock connection are dropped at once.
         """
+        if isinstance(storage, SQLiteStorage):
+            # The writer stops dropping what it buffers; the reader closes.
+            await storage._close_db()
+            return
         buffer = storage._buffer
         assert buffer._task is not None
         buffer._task.cancel()
-        if isinstance(storage, SQLiteStorage):
-            await storage._close_db()
-        else:
-            await storage._terminate()
+        await storage._terminate()
 
     async def set_schema_version(self, version: int) -> None:
         """Make the (empty) database claim schema ``version``."""
@@ -100,17 +101,17 @@ class Backend:
         at COMMIT; a sequence (not rolled back) makes it raise only once.
         """
         if isinstance(storage, SQLiteStorage):
-            db = storage.db
-            real_execute = db.execute
-            failed: list[str] = []
+            writer = storage.writer
+            real_commit = writer.commit
+            failed: list[bool] = []
 
-            def flaky_execute(sql: str, *args: Any) -> Any:
-                if sql == "COMMIT" and not failed:
-                    failed.append(sql)
+            def flaky_commit(db: sqlite3.Connection, ops: list[Op]) -> None:
+                if not failed and any(isinstance(op, Insert) for op in ops):
+                    failed.append(True)
                     raise sqlite3.OperationalError("disk I/O error")
-                return real_execute(sql, *args)
+                real_commit(db, ops)
 
-            monkeypatch.setattr(db, "execute", flaky_execute)
+            monkeypatch.setattr(writer, "commit", flaky_commit)
             return
         await self._sql(
             "CREATE SEQUENCE fault_once; "
@@ -251,7 +252,7 @@ async def test_garbage_file_is_storage_corrupt(backend: Backend) -> None:
     with pytest.raises(StorageCorrupt) as caught:
         await storage.open()
     assert str(backend.path) in str(caught.value)
-    assert storage._db is None
+    assert storage._reader is None
 
 
 async def test_unknown_schema_version_is_storage_corrupt(backend: Backend) -> None:

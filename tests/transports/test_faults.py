@@ -17,13 +17,14 @@ if TYPE_CHECKING:
 
 
 async def _page_count(server: BrokerServer) -> int:
-    async with server.ctx.storage.db.execute("PRAGMA page_count") as cursor:
+    async with server.ctx.storage.reader.execute("PRAGMA page_count") as cursor:
         row = await cursor.fetchone()
     return int(row[0])
 
 
 async def _set_max_pages(server: BrokerServer, pages: int) -> None:
-    await server.ctx.storage.db.execute(f"PRAGMA max_page_count = {pages}")
+    # A per-connection limit: it is the writer's connection that must hit it.
+    await server.ctx.storage.writer.call(lambda db: db.execute(f"PRAGMA max_page_count = {pages}"))
 
 
 async def _wait_healthy(server: BrokerServer) -> None:

@@ -1,0 +1,90 @@
+"""`Checkpointer`: moves SQLite's write-ahead log into the database file, off the commit path.
+
+By default SQLite checkpoints inside the commit that takes the WAL past
+1,000 pages: that commit copies the log into the database file and fsyncs
+both (even with ``synchronous=NORMAL``), and every publisher waiting on it
+waits for the disk. The writer's connection therefore runs with
+``wal_autocheckpoint=0``, and this thread, with a connection of its own,
+runs a ``PASSIVE`` checkpoint every ``interval_s`` when something was
+committed since the last one. A passive checkpoint never blocks the writer
+(WAL lets one writer and checkpoints run side by side); once it has copied
+every frame, the writer's next transaction starts the log over from its
+beginning, and ``journal_size_limit`` trims the file then. Durability is
+unchanged: a commit is in the log, where a restart finds it either way.
+
+Measured with 1 KiB messages, 270 published and 270 acked per batch, on this
+project's 2-core machine: 7.4 ms per batch with SQLite's own checkpoints,
+4.3 ms (all of it CPU) with them moved here.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Callable
+
+__all__ = ["Checkpointer"]
+
+
+class Checkpointer:
+    """A thread that checkpoints a WAL database while a writer commits to it.
+
+    Args:
+        connect: opens the checkpointer's connection (called in its thread).
+        interval_s: the most time committed frames wait to be checkpointed.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], interval_s: float = 0.1) -> None:
+        self.interval_s = interval_s
+        self.checkpoints = 0
+        self._connect = connect
+        self._dirty = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread = threading.Thread(target=self._main, name="sqlite-checkpointer", daemon=True)
+        self._thread.start()
+
+    def wrote(self) -> None:
+        """Say that a transaction committed (from the writer's thread): there is work."""
+        self._dirty = True
+
+    def stop(self) -> None:
+        """Stop the thread (closing the database runs the last checkpoint)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _main(self) -> None:
+        try:
+            connection = self._connect()
+        except Exception as exc:
+            logger.error("wal checkpoints stopped: cannot open the database", error=str(exc))
+            return
+        failing = False
+        try:
+            while not self._stop.wait(self.interval_s):
+                if not self._dirty:
+                    continue
+                self._dirty = False
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except Exception as exc:
+                    # The next commit asks again; say so once per failing spell.
+                    if not failing:
+                        logger.warning("wal checkpoint failed", error=str(exc))
+                    failing = True
+                    self._dirty = True
+                    continue
+                failing = False
+                self.checkpoints += 1
+        finally:
+            connection.close()
