@@ -5,7 +5,8 @@ samples grouped by function, ``--nonblocking``: the broker is not paused)
 to a running process and stops it with SIGINT when the phase ends;
 `summarise` turns the samples into, for the event-loop thread (which
 bounds throughput) and for the SQLite writer thread (``sqlite-writer``, its
-group commits) separately; aiosqlite's read thread counts as ``sqlite_reads``:
+group commits) separately; aiosqlite's read thread counts as ``sqlite_reads``
+and the WAL checkpointer as ``sqlite_checkpoints``:
 
 * how busy it was (% of the wall time);
 * self time: the function on top of the stack (where CPU is spent);
@@ -125,6 +126,8 @@ def _shares(counter: Counter[str], total: int, top: int, keep: Any = None) -> li
 def _thread_kind(name: str) -> str:
     if "sqlite-writer" in name:
         return "sqlite"
+    if "sqlite-checkpointer" in name:
+        return "sqlite_checkpoints"
     if "_connection_worker_thread" in name:
         return "sqlite_reads"
     return "loop"
