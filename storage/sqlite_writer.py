@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from loguru import logger
 
 from .errors import StorageUnavailable
-from .write_behind import BatchStats, ignore_unretrieved
+from .write_behind import FIRST_RETRY_S, LAST_RETRY_S, CommitHealth, ignore_unretrieved
 
 if TYPE_CHECKING:
     import sqlite3
@@ -49,11 +49,8 @@ R = TypeVar("R")
 Call = tuple["asyncio.Future[Any]", "Callable[[sqlite3.Connection], Any]"]
 """A one-off job: its future and the function to run on the writer's connection."""
 
-_FIRST_RETRY_S = 0.05
-_LAST_RETRY_S = 2.0
 
-
-class SQLiteWriter:
+class SQLiteWriter(CommitHealth):
     """A writer thread with its own SQLite connection.
 
     Args:
@@ -73,11 +70,10 @@ class SQLiteWriter:
         linger_s: float = 0.0,
         max_batch: int = 512,
     ) -> None:
+        super().__init__()
         self.commit = commit
         self.linger_s = linger_s
         self.max_batch = max_batch
-        self.degraded: str | None = None
-        self.stats = BatchStats()
         self._connect = connect
         self._cond = threading.Condition(threading.Lock())
         self._buffer: list[Op] = []
@@ -294,29 +290,18 @@ class SQLiteWriter:
     def _commit_until_done(self, connection: sqlite3.Connection, ops: list[Op]) -> None:
         future = self._inflight
         assert future is not None, "a batch has a future"
-        delay = _FIRST_RETRY_S
+        delay = FIRST_RETRY_S
         while True:
             started = time.perf_counter()
             try:
                 self.commit(connection, ops)
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                self.stats.failures += 1
-                self.stats.last_error = reason
-                if self.degraded is None:
-                    logger.error("storage commit failed, retrying", reason=reason)
-                self.degraded = reason
-                self._resolve(future, StorageUnavailable(reason))
+                self._resolve(future, self._failed(exc))
                 if not self._wait_to_retry(connection, delay):
                     break
-                delay = min(delay * 2, _LAST_RETRY_S)
+                delay = min(delay * 2, LAST_RETRY_S)
                 continue
-            self.stats.batches += 1
-            self.stats.ops += len(ops)
-            self.stats.seconds += time.perf_counter() - started
-            if self.degraded is not None:
-                logger.info("storage recovered")
-                self.degraded = None
+            self._committed(len(ops), time.perf_counter() - started)
             self._resolve(future, None)
             break
         with self._cond:

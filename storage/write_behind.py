@@ -25,7 +25,14 @@ from .errors import StorageUnavailable
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-__all__ = ["BatchStats", "WriteBehind", "ignore_unretrieved"]
+__all__ = [
+    "FIRST_RETRY_S",
+    "LAST_RETRY_S",
+    "BatchStats",
+    "CommitHealth",
+    "WriteBehind",
+    "ignore_unretrieved",
+]
 
 T = TypeVar("T")
 
@@ -43,7 +50,40 @@ class BatchStats:
         self.last_error: str | None = None
 
 
-class WriteBehind(Generic[T]):
+FIRST_RETRY_S = 0.05
+"""The wait before a failed batch is tried again; it doubles with each failure..."""
+LAST_RETRY_S = 2.0
+"""...up to this."""
+
+
+class CommitHealth:
+    """Whether commits go through (`degraded`), and their counters: what both writers keep."""
+
+    def __init__(self) -> None:
+        self.degraded: str | None = None
+        self.stats = BatchStats()
+
+    def _failed(self, exc: Exception) -> StorageUnavailable:
+        """Count a failed commit, degrade (logged once), and return the batch's error."""
+        reason = f"{type(exc).__name__}: {exc}"
+        self.stats.failures += 1
+        self.stats.last_error = reason
+        if self.degraded is None:
+            logger.error("storage commit failed, retrying", reason=reason)
+        self.degraded = reason
+        return StorageUnavailable(reason)
+
+    def _committed(self, ops: int, seconds: float) -> None:
+        """Count a committed batch of ``ops`` operations; recover if degraded."""
+        self.stats.batches += 1
+        self.stats.ops += ops
+        self.stats.seconds += seconds
+        if self.degraded is not None:
+            logger.info("storage recovered")
+            self.degraded = None
+
+
+class WriteBehind(CommitHealth, Generic[T]):
     """A write-behind buffer of ``T`` operations committed by ``commit`` in batches.
 
     Args:
@@ -60,6 +100,7 @@ class WriteBehind(Generic[T]):
         linger_s: float = 0.0,
         max_batch: int = 512,
     ) -> None:
+        super().__init__()
         self._commit = commit
         self.linger_s = linger_s
         self.max_batch = max_batch
@@ -68,8 +109,6 @@ class WriteBehind(Generic[T]):
         self._kick: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
-        self.degraded: str | None = None
-        self.stats = BatchStats()
         self._closing = False
 
     def start(self) -> None:
@@ -142,30 +181,20 @@ class WriteBehind(Generic[T]):
             self._inflight = None
 
     async def _commit_until_done(self, ops: list[T], future: asyncio.Future[None]) -> None:
-        delay = 0.05
+        delay = FIRST_RETRY_S
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
             try:
                 await self._commit(ops)
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                self.stats.failures += 1
-                self.stats.last_error = reason
-                if self.degraded is None:
-                    logger.error("storage commit failed, retrying", reason=reason)
-                self.degraded = reason
+                error = self._failed(exc)
                 if not future.done():
-                    future.set_exception(StorageUnavailable(reason))
+                    future.set_exception(error)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, LAST_RETRY_S)
                 continue
-            self.stats.batches += 1
-            self.stats.ops += len(ops)
-            self.stats.seconds += loop.time() - started
-            if self.degraded is not None:
-                logger.info("storage recovered")
-                self.degraded = None
+            self._committed(len(ops), loop.time() - started)
             if not future.done():
                 future.set_result(None)
             return
