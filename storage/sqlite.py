@@ -71,6 +71,14 @@ __all__ = ["UNCLEAN_ID_GAP", "RefreshRow", "SQLiteStorage", "check_database"]
 SCHEMA_VERSION = 1
 UNCLEAN_ID_GAP = 1 << 24
 """Ids skipped after an unclean stop: more than the write-behind buffer ever holds uncommitted."""
+_WAL_PAGES = 8192
+"""The WAL size (pages) past which the writer checkpoints in a commit: a safety net.
+
+The checkpointer copies the log in the background, but with commits
+arriving all the time the log is never found fully copied when the next
+transaction starts, so it would never start over. At this size the writer
+checkpoints the little the checkpointer left, and the log starts over.
+"""
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file is trimmed to when it starts over (it is reused, not regrown, below that)."""
 _ENTRY_COLUMNS = ", ".join(ENTRY_COLUMNS)
@@ -204,8 +212,8 @@ class SQLiteStorage:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA busy_timeout=5000")
             connection.execute("PRAGMA cache_size=-32768")
-            # Checkpoints run in their own thread (`storage.checkpointer`), not in a commit.
-            connection.execute("PRAGMA wal_autocheckpoint=0")
+            # Checkpoints run in their own thread (`storage.checkpointer`); this one is a net.
+            connection.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
             connection.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
         except BaseException:
             connection.close()
