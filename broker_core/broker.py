@@ -522,6 +522,37 @@ class Broker:
             lambda state, now: state.publish(requests, now, self._ids), durable=True
         )
 
+    def publish_each_nowait(
+        self, name: str, requests: Sequence[PublishRequest]
+    ) -> asyncio.Future[list[Published | BrokerError]]:
+        """Queue publishes that succeed or fail one by one, in order, without awaiting them.
+
+        For a pipelining transport's frames: one mailbox entry and one
+        future for all of them, where `publish_nowait` per frame would cost
+        one of each per message. Unlike a batch, each request is published
+        on its own: a full queue refuses those that no longer fit (their
+        outcome is the error), not the others. The future resolves once the
+        batch holding them committed.
+
+        Raises:
+            QueueNotFound: no such queue.
+            Unavailable: storage refuses writes now; nothing was enqueued.
+        """
+        degraded = self.storage.degraded
+        if degraded is not None:
+            raise Unavailable(degraded)
+
+        def publish_each(state: QueueState, now: float) -> list[Published | BrokerError]:
+            outcomes: list[Published | BrokerError] = []
+            for request in requests:
+                try:
+                    outcomes += state.publish((request,), now, self._ids)
+                except BrokerError as exc:
+                    outcomes.append(exc)
+            return outcomes
+
+        return self.actor(name).call(publish_each, durable=True)
+
     async def publish(self, name: str, requests: Sequence[PublishRequest]) -> list[PublishResult]:
         """Publish messages to one queue; return once their batch has committed."""
         published = await self.publish_nowait(name, requests)

@@ -109,3 +109,68 @@ async def test_a_bad_frame_in_a_batch_refuses_the_batch_and_keeps_the_connection
         await send(ws, op="batch", frames=[good])
         assert (await recv(ws))["op"] == "confirm"
     assert (await client.get("/queues/jobs")).json()["pending"] == 1
+
+
+async def test_a_full_queue_refuses_only_the_batched_publishes_that_do_not_fit(
+    server: BrokerServer, admin_token: str, client: httpx.AsyncClient
+) -> None:
+    """Publishes batched together are not atomic: those past max_length fail, the others land."""
+    await make_queue(client, max_length=2)
+    async with await open_ws(server, admin_token) as ws:
+        frames = [
+            {"op": "publish", "queue": "jobs", "content": {"n": n}, "ref": n} for n in range(4)
+        ]
+        await send(ws, op="batch", frames=frames)
+        answers = [await recv(ws) for _ in range(4)]
+    assert [(a["op"], a["ref"]) for a in answers] == [
+        ("confirm", 0),
+        ("confirm", 1),
+        ("error", 2),
+        ("error", 3),
+    ]
+    assert answers[2]["code"] == answers[3]["code"] == "queue_full", answers[2]
+    assert (await client.get("/queues/jobs")).json()["pending"] == 2
+
+
+async def test_batched_publishes_to_several_queues_keep_their_order_and_errors(
+    server: BrokerServer, admin_token: str, client: httpx.AsyncClient
+) -> None:
+    """Runs of publishes per queue with refused frames and an ack among them: each answered."""
+    await make_queue(client, "a")
+    await make_queue(client, "b")
+    too_big = "x" * (server.settings.max_message_bytes + 1)
+    async with await open_ws(server, admin_token) as ws:
+        frames = [
+            {"op": "publish", "queue": "a", "content": 1, "ref": "a1"},
+            {"op": "publish", "queue": "a", "content": 2, "ref": "a2"},
+            {"op": "publish", "queue": "b", "content": 3, "ref": "b1"},
+            {"op": "publish", "queue": "b", "content": too_big, "ref": "big"},
+            {"op": "publish", "queue": "b", "content": 4, "ref": "b2"},
+            {"op": "publish", "queue": "missing", "content": 5, "ref": "nowhere"},
+            {"op": "ack", "tags": [999], "ref": "ack"},
+            {"op": "publish", "queue": "a", "content": 6, "ref": "a3"},
+        ]
+        await send(ws, op="batch", frames=frames)
+        answers = {}
+        while len(answers) < len(frames):
+            answer = await recv(ws)
+            answers[answer["ref"]] = answer
+    assert {ref: a["op"] for ref, a in answers.items()} == {
+        "a1": "confirm",
+        "a2": "confirm",
+        "b1": "confirm",
+        "big": "error",
+        "b2": "confirm",
+        "nowhere": "error",
+        "ack": "error",
+        "a3": "confirm",
+    }
+    assert (answers["big"]["code"], answers["nowhere"]["code"]) == ("too_large", "queue_not_found")
+    for queue, refs, contents in (
+        ("a", ["a1", "a2", "a3"], [1, 2, 6]),
+        ("b", ["b1", "b2"], [3, 4]),
+    ):
+        ids = [answers[ref]["message_id"] for ref in refs]
+        assert ids == sorted(ids)
+        listed = (await client.get(f"/queues/{queue}/messages")).json()
+        assert [m["content"] for m in listed["messages"]] == contents

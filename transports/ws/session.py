@@ -38,7 +38,7 @@ import msgspec
 from loguru import logger
 
 from broker_core.auth import Action, InvalidToken, TokenType, allowed, token_is_current
-from broker_core.errors import QueueNotFound
+from broker_core.errors import BrokerError, QueueNotFound
 from broker_core.frames import (
     BATCH_BYTES,
     CLIENT_OPS,
@@ -380,12 +380,31 @@ class Session:
                 self._bad_frame(data, exc)
                 continue
             if isinstance(frame, ClientBatch):
-                for one in frame.frames:
-                    if self.closing:
-                        break  # as for frames that come after the close
-                    await self._handle(one)
+                await self._handle_batch(frame.frames)
             else:
                 await self._handle(frame)
+
+    async def _handle_batch(self, frames: list[ClientOne]) -> None:
+        """Handle a batch's frames in order; consecutive publishes to a queue go as one group."""
+        group: list[Publish] = []
+        for one in frames:
+            if self.closing:
+                break  # as for frames that come after the close
+            if type(one) is Publish:
+                if group and group[0].queue != one.queue:
+                    self._publish_group(group)
+                    group = []
+                try:
+                    group.append(self._checked(one))
+                except Exception as exc:
+                    self._fail(one.ref, exc)
+                continue
+            if group:
+                self._publish_group(group)
+                group = []
+            await self._handle(one)
+        if group:
+            self._publish_group(group)
 
     async def _handle(self, frame: ClientOne) -> None:
         try:
@@ -450,6 +469,10 @@ class Session:
     # -- publish --------------------------------------------------------------------
 
     def _publish(self, frame: Publish) -> None:
+        self._publish_group([self._checked(frame)])
+
+    def _checked(self, frame: Publish) -> Publish:
+        """``frame`` as it will be published, once the caller may and it fits; else raise."""
         user = self._current_user()
         queue = frame.queue
         permitted = self._can_publish.get(queue)
@@ -478,26 +501,41 @@ class Session:
             )
         if content is not frame.content:
             frame = msgspec.structs.replace(frame, content=content)
-        future = self._broker.publish_nowait(queue, [frame])
-        self.inflight = inflight = self.inflight + 1
+        return frame
+
+    def _publish_group(self, frames: list[Publish]) -> None:
+        """Publish checked frames to their (one) queue; each is confirmed or fails on its own."""
+        refs = [frame.ref for frame in frames]
+        try:
+            future = self._broker.publish_each_nowait(frames[0].queue, frames)
+        except Exception as exc:
+            for ref in refs:
+                self._fail(ref, exc)
+            return
+        self.inflight = inflight = self.inflight + len(frames)
         if inflight > self.peak_inflight:
             self.peak_inflight = inflight
-        future.add_done_callback(functools.partial(self._confirm, frame.ref))
+        future.add_done_callback(functools.partial(self._confirm, refs))
 
-    def _confirm(self, ref: Ref, future: asyncio.Future[list[Published]]) -> None:
-        self.inflight -= 1
+    def _confirm(
+        self, refs: list[Ref], future: asyncio.Future[list[Published | BrokerError]]
+    ) -> None:
+        self.inflight -= len(refs)
         error = future.exception() if not future.cancelled() else asyncio.CancelledError()
         if self._ended:
             return
         if error is not None:
-            self._fail(ref, error)
+            for ref in refs:
+                self._fail(ref, error)
         else:
-            published = future.result()[0]
-            self._push(
-                self._codec.encode(
-                    Confirm(ref=ref, message_id=published.id, duplicate=published.duplicate)
-                )
-            )
+            encode = self._codec.encode
+            for ref, outcome in zip(refs, future.result(), strict=True):
+                if isinstance(outcome, BrokerError):
+                    self._fail(ref, outcome)
+                else:
+                    self._push(
+                        encode(Confirm(ref=ref, message_id=outcome.id, duplicate=outcome.duplicate))
+                    )
         if self._reader_wakeup is not None:
             self._wake_reader()
 
