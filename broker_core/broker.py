@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import msgspec
 from loguru import logger
@@ -76,6 +76,8 @@ __all__ = ["Broker", "EventListener"]
 
 EventListener: TypeAlias = "Callable[[QueueEvent], None]"
 """A function called with every `QueueEvent`; it must not block."""
+
+T = TypeVar("T")
 
 _OPTION_FIELDS = QueueOptions.__struct_fields__
 _MAX_MESSAGE_ID = 2**63 - 1
@@ -515,12 +517,7 @@ class Broker:
             QueueNotFound: no such queue.
             Unavailable: storage refuses writes now; nothing was enqueued.
         """
-        degraded = self.storage.degraded
-        if degraded is not None:
-            raise Unavailable(degraded)
-        return self.actor(name).call(
-            lambda state, now: state.publish(requests, now, self._ids), durable=True
-        )
+        return self._publish_call(name, lambda state, now: state.publish(requests, now, self._ids))
 
     def publish_each_nowait(
         self, name: str, requests: Sequence[PublishRequest]
@@ -534,13 +531,8 @@ class Broker:
         outcome is the error), not the others. The future resolves once the
         batch holding them committed.
 
-        Raises:
-            QueueNotFound: no such queue.
-            Unavailable: storage refuses writes now; nothing was enqueued.
+        Raises: as `publish_nowait`.
         """
-        degraded = self.storage.degraded
-        if degraded is not None:
-            raise Unavailable(degraded)
 
         def publish_each(state: QueueState, now: float) -> list[Published | BrokerError]:
             outcomes: list[Published | BrokerError] = []
@@ -551,7 +543,16 @@ class Broker:
                     outcomes.append(exc)
             return outcomes
 
-        return self.actor(name).call(publish_each, durable=True)
+        return self._publish_call(name, publish_each)
+
+    def _publish_call(
+        self, name: str, command: Callable[[QueueState, float], T]
+    ) -> asyncio.Future[T]:
+        """Run a publishing ``command`` on the queue's actor; its future resolves once committed."""
+        degraded = self.storage.degraded
+        if degraded is not None:
+            raise Unavailable(degraded)
+        return self.actor(name).call(command, durable=True)
 
     async def publish(self, name: str, requests: Sequence[PublishRequest]) -> list[PublishResult]:
         """Publish messages to one queue; return once their batch has committed."""
