@@ -56,7 +56,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -81,14 +81,14 @@ from .phases import queue_names
 from .report import median_of, number
 from .stats import percentiles, summarise
 from .worker import Spec, wait_for_stop
-from .workload import body
+from .workload import Plan, body
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from .harness import Worker
 
-__all__ = ["CONFIGS", "ROLES", "ClusterPlan", "Config", "consume", "main", "produce"]
+__all__ = ["CLUSTER_PLAN", "CONFIGS", "ROLES", "Config", "consume", "main", "produce"]
 
 MODULE = "benchmarks.cluster"
 """This module, as the client processes import it (``__name__`` is ``__main__`` here)."""
@@ -118,27 +118,12 @@ CONFIGS = (
 )
 
 
-class ClusterPlan(msgspec.Struct, frozen=True, kw_only=True):
-    """The sizes of one run."""
-
-    count: int = 20_000
-    """Messages per throughput run, over all producers."""
-    runs: int = 3
-    window: int = 500
-    """Publishes in flight over all producers (the suite's e2e window)."""
-    prefetch: int = 500
-    """Unacked deliveries over all consumers (the suite's e2e prefetch)."""
-    rate: float = 500.0
-    """Publishes per second in the latency phase."""
-    duration: float = 5.0
-    """Seconds of the latency phase."""
-
-    def throughput_timeout(self) -> float:
-        # Generous (a floor of 250 msg/s) but bounded; stalls end a run much sooner.
-        return 60.0 + self.count / 250.0
-
-    def latency_timeout(self) -> float:
-        return self.duration + 60.0
+CLUSTER_PLAN = Plan(count=20_000, rate=500.0, duration=5.0)
+"""The sizes of one run: the suite's window and prefetch, fewer messages, a slower latency phase."""
+QUICK_PLAN = Plan(count=3_000, runs=1, rate=500.0, duration=2.0)
+"""``--quick``: small enough to debug with."""
+_PLAN_FIELDS = ("count", "runs", "window", "prefetch", "rate", "duration")
+"""What of the `Plan` a cluster run uses (and saves)."""
 
 
 # -- the client roles (run by `benchmarks.worker`, one process each) ---------------------
@@ -538,10 +523,11 @@ def _how_far(consumers: Sequence[Worker], total: int) -> str:
     )
 
 
-def throughput(cluster: Cluster, plan: ClusterPlan, queue: str) -> dict[str, Any]:
+def throughput(cluster: Cluster, plan: Plan, queue: str) -> dict[str, Any]:
     """One throughput run: a producer and a consumer per node on one queue."""
     nodes = len(cluster.nodes)
-    timeout = plan.throughput_timeout()
+    # Generous (a floor of 250 msg/s) but bounded; stalls end a run much sooner.
+    timeout = plan.timeout(floor_per_s=250.0)
     deadline = time.monotonic() + timeout
     # The suite's window and prefetch, spread over the nodes: more nodes get
     # the same credit in all, so the figure measures the nodes, not the credit.
@@ -620,10 +606,10 @@ def throughput(cluster: Cluster, plan: ClusterPlan, queue: str) -> dict[str, Any
     }
 
 
-def latency(cluster: Cluster, plan: ClusterPlan, queue: str) -> dict[str, Any]:
+def latency(cluster: Cluster, plan: Plan, queue: str) -> dict[str, Any]:
     """One latency run: ``rate`` msg/s published on node 1, consumed on the last node."""
     total = round(plan.rate * plan.duration)
-    timeout = plan.latency_timeout()
+    timeout = plan.duration + 60.0
     deadline = time.monotonic() + timeout
     cluster.create(queue)
     try:
@@ -683,10 +669,41 @@ def latency(cluster: Cluster, plan: ClusterPlan, queue: str) -> dict[str, Any]:
 # -- the run --------------------------------------------------------------------------
 
 
+def _describe_throughput(result: dict[str, Any], plan: Plan) -> str:
+    return (
+        f"{result['msgs_per_s']:,.0f} msg/s, "
+        f"{result['unique']:,}/{plan.count:,} delivered, "
+        f"{result['duplicates']} duplicates, per consumer "
+        f"{result['per_node_received']}; CPU s brokers "
+        f"{result['broker_cpu_s']:.1f}, postgres "
+        f"{result.get('postgres_cpu_s', 0):.1f}, clients "
+        f"{result['clients_cpu_s']:.1f}; machine {result['machine_busy_pct']}% busy"
+    )
+
+
+def _describe_latency(result: dict[str, Any], plan: Plan) -> str:
+    return (
+        f"deliver p50 {result['deliver_p50_ms']:.2f} "
+        f"p99 {result['deliver_p99_ms']:.2f} max {result['deliver_max_ms']:.2f} ms"
+        f", confirm p50 {result['confirm_p50_ms']:.2f} "
+        f"p99 {result['confirm_p99_ms']:.2f} ms, missing {result['missing']}"
+    )
+
+
+_Measure: TypeAlias = "Callable[[Cluster, Plan, str], dict[str, Any]]"
+_Describe: TypeAlias = "Callable[[dict[str, Any], Plan], str]"
+_Phase: TypeAlias = "tuple[str, _Measure, _Describe]"
+_PHASES: tuple[_Phase, ...] = (
+    ("throughput", throughput, _describe_throughput),
+    ("latency", latency, _describe_latency),
+)
+"""Each run's phases: name (and key in the results), measurement, one-line summary."""
+
+
 class Run:
     """One run of the benchmark: the configurations, their runs, and the document."""
 
-    def __init__(self, plan: ClusterPlan, configs: Sequence[Config], out: Path) -> None:
+    def __init__(self, plan: Plan, configs: Sequence[Config], out: Path) -> None:
         self.plan = plan
         self.configs = list(configs)
         self.out = out
@@ -696,7 +713,7 @@ class Run:
             config.key: {"throughput": [], "latency": []} for config in self.configs
         }
         self.info: dict[str, Any] = {
-            "plan": msgspec.to_builtins(plan),
+            "plan": {field: getattr(plan, field) for field in _PLAN_FIELDS},
             "configs": [msgspec.to_builtins(config) for config in self.configs],
             "code": code_state(),
             "load": {"start": load_average(), "phases": {}},
@@ -762,34 +779,15 @@ class Run:
         def phases() -> None:
             with Cluster(config, url) as cluster:
                 cluster.token()  # log in now: the password hash is not what we measure
-                result = self.attempt(
-                    f"{label} throughput",
-                    partial(throughput, cluster, self.plan, queue_names("cluster-e2e", run)[0]),
-                )
-                if result is not None:
-                    self.runs[config.key]["throughput"].append(result)
-                    say(
-                        f"  throughput: {result['msgs_per_s']:,.0f} msg/s, "
-                        f"{result['unique']:,}/{self.plan.count:,} delivered, "
-                        f"{result['duplicates']} duplicates, per consumer "
-                        f"{result['per_node_received']}; CPU s brokers "
-                        f"{result['broker_cpu_s']:.1f}, postgres "
-                        f"{result.get('postgres_cpu_s', 0):.1f}, clients "
-                        f"{result['clients_cpu_s']:.1f}; machine {result['machine_busy_pct']}% busy"
+                for name, measure, describe in _PHASES:
+                    queue = queue_names(f"cluster-{name}", run)[0]
+                    result = self.attempt(
+                        f"{label} {name}", partial(measure, cluster, self.plan, queue)
                     )
-                self.save()
-                result = self.attempt(
-                    f"{label} latency",
-                    partial(latency, cluster, self.plan, queue_names("cluster-latency", run)[0]),
-                )
-                if result is not None:
-                    self.runs[config.key]["latency"].append(result)
-                    say(
-                        f"  latency: deliver p50 {result['deliver_p50_ms']:.2f} "
-                        f"p99 {result['deliver_p99_ms']:.2f} max {result['deliver_max_ms']:.2f} ms"
-                        f", confirm p50 {result['confirm_p50_ms']:.2f} "
-                        f"p99 {result['confirm_p99_ms']:.2f} ms, missing {result['missing']}"
-                    )
+                    if result is not None:
+                        self.runs[config.key][name].append(result)
+                        say(f"  {name}: {describe(result, self.plan)}")
+                    self.save()
 
         self.attempt(f"{label} cluster", phases)
         self.save()
@@ -934,7 +932,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "cluster.json",
                         help="the JSON (the PNG goes beside it)")  # fmt: skip
     args = parser.parse_args(argv)
-    base = ClusterPlan(count=3_000, runs=1, duration=2.0) if args.quick else ClusterPlan()
+    base = QUICK_PLAN if args.quick else CLUSTER_PLAN
     plan = msgspec.structs.replace(
         base,
         count=base.count if args.messages is None else args.messages,
