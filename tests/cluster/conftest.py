@@ -209,6 +209,14 @@ async def known_to(http: httpx.AsyncClient, name: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+async def shared_queue(
+    creator: httpx.AsyncClient, other: httpx.AsyncClient, name: str, **options: Any
+) -> dict[str, Any]:
+    """Create a queue through one node and wait until another knows it; its info there."""
+    await create_queue(creator, name, **options)
+    return await known_to(other, name)
+
+
 async def publish(http: httpx.AsyncClient, queue: str, content: Any, **options: Any) -> int:
     """Publish one message over REST; its id once committed."""
     response = await http.post(f"/queues/{queue}/messages", json={"content": content, **options})

@@ -38,6 +38,7 @@ from tests.cluster.conftest import (
     recv,
     send,
     settle_counts,
+    shared_queue,
     subscribe,
 )
 from tests.conftest import ADMIN_PASSWORD, MS, login
@@ -56,8 +57,7 @@ async def test_published_on_one_node_consumed_on_another(cluster: Cluster) -> No
     """A REST publish on A wakes B's idle WebSocket consumer; the ack counts on both nodes."""
     a, b = await cluster.start("a", "b")
     http_a, http_b = await cluster.admin(a), await cluster.admin(b)
-    await create_queue(http_a, "jobs")
-    await known_to(http_b, "jobs")
+    await shared_queue(http_a, http_b, "jobs")
     async with await open_ws(b, await cluster.admin_token(b)) as ws:
         subscription = await subscribe(ws, "jobs")
         # Published after B's consumer went idle: only a wake-up from A's commit
@@ -86,8 +86,7 @@ async def test_the_python_client_publishes_on_one_node_and_consumes_on_another(
     """Pipelined WebSocket publishes confirmed by A are all consumed and acked through B."""
     a, b = await cluster.start("a", "b")
     http_a, http_b = await cluster.admin(a), await cluster.admin(b)
-    await create_queue(http_a, "piped")
-    await known_to(http_b, "piped")
+    await shared_queue(http_a, http_b, "piped")
     options: dict[str, Any] = {"username": "admin", "password": ADMIN_PASSWORD}
     # No reconnection: a lost connection must fail the test, not be papered over.
     async with (
@@ -190,8 +189,7 @@ async def test_leases_of_a_killed_node_go_to_a_consumer_on_another(cluster: Clus
     a, b = await cluster.start("a", "b")
     http_a, http_b = await cluster.admin(a), await cluster.admin(b)
     # A lease far longer than the test: only the node's death can free them.
-    await create_queue(http_a, "leases", lease=600)
-    await known_to(http_b, "leases")
+    await shared_queue(http_a, http_b, "leases", lease=600)
     ids = await publish_batch(http_a, "leases", [{"n": n} for n in range(40)])
 
     ws_a = await open_ws(a, await cluster.admin_token(a))
@@ -304,8 +302,7 @@ async def test_a_queue_created_and_deleted_on_one_node(cluster: Cluster) -> None
     """B learns a queue A created; when A deletes it, B ends its subscription and answers 404."""
     a, b = await cluster.start("a", "b")
     http_a, http_b = await cluster.admin(a), await cluster.admin(b)
-    await create_queue(http_a, "lifecycle", max_attempts=3)
-    info = await known_to(http_b, "lifecycle")
+    info = await shared_queue(http_a, http_b, "lifecycle", max_attempts=3)
     assert info["max_attempts"] == 3
     listed = await http_b.get("/queues")
     assert "lifecycle" in [q["name"] for q in listed.json()]
@@ -346,8 +343,7 @@ async def test_a_delayed_message_reaches_another_node_on_time(cluster: Cluster) 
     """
     a, b = await cluster.start("a", "b")
     http_a, http_b = await cluster.admin(a), await cluster.admin(b)
-    await create_queue(http_a, "later")
-    await known_to(http_b, "later")
+    await shared_queue(http_a, http_b, "later")
     async with await open_ws(b, await cluster.admin_token(b)) as ws:
         await subscribe(ws, "later")
         message_id = await publish(http_a, "later", "soon", delay_ms=3000)
@@ -363,8 +359,7 @@ async def test_priorities_hold_across_nodes(cluster: Cluster) -> None:
     """Priorities 1, 9, 5 published on A, B, C are pulled on A as 9, 5, 1."""
     nodes = await cluster.start("a", "b", "c")
     http_a, http_b, http_c = [await cluster.admin(node) for node in nodes]
-    await create_queue(http_a, "ranked")
-    await known_to(http_b, "ranked")
+    await shared_queue(http_a, http_b, "ranked")
     await known_to(http_c, "ranked")
     await publish(http_a, "ranked", "low", priority=1)
     await publish(http_b, "ranked", "high", priority=9)
@@ -385,8 +380,7 @@ async def test_a_dedup_id_is_one_message_across_nodes(cluster: Cluster) -> None:
     """A dedup_id published on A, then repeated on B (and on C, started later), is one message."""
     a, b = await cluster.start("a", "b")
     http_a, http_b = await cluster.admin(a), await cluster.admin(b)
-    await create_queue(http_a, "orders")
-    await known_to(http_b, "orders")
+    await shared_queue(http_a, http_b, "orders")
     first = await http_a.post("/queues/orders/messages", json={"content": 1, "dedup_id": "o-7"})
     assert first.status_code == 201, first.text
 
@@ -472,8 +466,7 @@ async def test_a_message_pulled_on_one_node_is_acked_on_another(cluster: Cluster
     """A REST lease taken through A is settled by POST /messages/{id}/ack through B."""
     a, b = await cluster.start("a", "b")
     http_a, http_b = await cluster.admin(a), await cluster.admin(b)
-    await create_queue(http_a, "handoff")
-    await known_to(http_b, "handoff")
+    await shared_queue(http_a, http_b, "handoff")
     message_id = await publish(http_a, "handoff", "x")
     [message] = await pull(http_a, "handoff", max=1, wait=2)
     assert message["message_id"] == message_id
@@ -487,8 +480,7 @@ async def test_a_lease_taken_on_one_node_is_extended_through_another(cluster: Cl
     """A 1 s REST lease from A, touched through B for 60 s, outlives its first deadline on A."""
     a, b = await cluster.start("a", "b")
     http_a, http_b = await cluster.admin(a), await cluster.admin(b)
-    await create_queue(http_a, "slow")
-    await known_to(http_b, "slow")
+    await shared_queue(http_a, http_b, "slow")
     message_id = await publish(http_a, "slow", "x")
     [message] = await pull(http_a, "slow", max=1, wait=2, lease=1)
     touched = await http_b.post(f"/messages/{message_id}/touch", json={"lease": 60})
@@ -524,8 +516,7 @@ async def test_another_nodes_lease_is_settled_only_with_permission(cluster: Clus
     """Through B, a user without rights on the queue can't ack, nack or touch A's lease."""
     a, b = await cluster.start("a", "b")
     http_a, http_b = await cluster.admin(a), await cluster.admin(b)
-    await create_queue(http_a, "theirs")
-    await known_to(http_b, "theirs")
+    await shared_queue(http_a, http_b, "theirs")
     created = await http_a.post(
         "/users",
         json={
