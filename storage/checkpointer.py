@@ -4,14 +4,15 @@ By default SQLite checkpoints inside the commit that takes the WAL past
 1,000 pages: that commit copies the log into the database file and fsyncs
 both (even with ``synchronous=NORMAL``), and every publisher waiting on it
 waits for the disk. Here a thread with a connection of its own runs a
-``PASSIVE`` checkpoint every ``interval_s`` when something was committed
-since the last one; a passive checkpoint never blocks the writer (WAL lets
-one writer and checkpoints run side by side). The log starts over from its
-beginning only when a transaction begins with every frame already copied,
-which back-to-back commits never allow: the writer's connection therefore
-keeps its own automatic checkpoint, at a much larger size
-(``storage.sqlite``: 8,192 pages), where it copies the little this thread
-left and the log starts over. Durability is unchanged: a commit is in the
+``PASSIVE`` checkpoint every ``interval_s`` when another connection
+committed since the last one (``PRAGMA data_version`` tells); a passive
+checkpoint never blocks the writer (WAL lets one writer and checkpoints run
+side by side). The log starts over from its beginning only when a
+transaction begins with every frame already copied, which back-to-back
+commits never allow: the writer's connection therefore keeps its own
+automatic checkpoint, at a much larger size (``storage.sqlite``: 8,192
+pages), where it copies the little this thread left and the log starts
+over. Durability is unchanged: a commit is in the
 log, where a restart finds it either way.
 
 Measured with 1 KiB messages, 270 published and 270 acked per batch, on this
@@ -46,7 +47,6 @@ class Checkpointer:
         self.interval_s = interval_s
         self.checkpoints = 0
         self._connect = connect
-        self._dirty = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -54,10 +54,6 @@ class Checkpointer:
         """Start the thread."""
         self._thread = threading.Thread(target=self._main, name="sqlite-checkpointer", daemon=True)
         self._thread.start()
-
-    def wrote(self) -> None:
-        """Say that a transaction committed (from the writer's thread): there is work."""
-        self._dirty = True
 
     def stop(self) -> None:
         """Stop the thread (closing the database runs the last checkpoint)."""
@@ -73,21 +69,23 @@ class Checkpointer:
             logger.error("wal checkpoints stopped: cannot open the database", error=str(exc))
             return
         failing = False
+        checkpointed = None
         try:
             while not self._stop.wait(self.interval_s):
-                if not self._dirty:
-                    continue
-                self._dirty = False
                 try:
+                    # Changes whenever another connection commits: nothing new, nothing to do.
+                    version = connection.execute("PRAGMA data_version").fetchone()[0]
+                    if version == checkpointed:
+                        continue
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except Exception as exc:
-                    # The next commit asks again; say so once per failing spell.
+                    # The next round tries again; say so once per failing spell.
                     if not failing:
                         logger.warning("wal checkpoint failed", error=str(exc))
                     failing = True
-                    self._dirty = True
                     continue
                 failing = False
+                checkpointed = version
                 self.checkpoints += 1
         finally:
             connection.close()

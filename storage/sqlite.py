@@ -306,7 +306,6 @@ class SQLiteStorage:
                 )
         # Only once committed: a failed batch is retried and must write it again.
         self._last_id = plan.last_id
-        self.checkpointer.wrote()
 
     # -- start-up reads ---------------------------------------------------------
 
@@ -447,8 +446,7 @@ class SQLiteStorage:
                     db.execute(
                         "DELETE FROM messages WHERE status = 3 AND settled_at < ?", (before,)
                     )
-            self.checkpointer.wrote()
-            return counts
+                return counts
 
         return await self.writer.call(prune)
 
@@ -477,7 +475,6 @@ class SQLiteStorage:
             over = max(cursor.rowcount, 0)
             deleted += over
             full = full or over == PRUNE_BATCH
-        self.checkpointer.wrote()
         return deleted, full
 
     # -- users and refresh tokens -------------------------------------------------
