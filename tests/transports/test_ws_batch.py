@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from tests.conftest import MS
+from tests.conftest import MS, make_user
 from tests.transports.test_ws import make_queue, open_ws, publish_rest, recv, send
 
 if TYPE_CHECKING:
@@ -174,3 +174,37 @@ async def test_batched_publishes_to_several_queues_keep_their_order_and_errors(
         assert ids == sorted(ids)
         listed = (await client.get(f"/queues/{queue}/messages")).json()
         assert [m["content"] for m in listed["messages"]] == contents
+
+
+async def test_a_batch_checks_publish_permission_frame_by_frame(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """In one batch, publishes to a queue the user may publish to land; the others are refused."""
+    await make_queue(client, "jobs")
+    await make_queue(client, "audit")
+    token = await make_user(
+        client,
+        server,
+        "producer",
+        [{"pattern": "jobs", "actions": ["publish"]}, {"pattern": "audit", "actions": ["consume"]}],
+    )
+    async with await open_ws(server, token) as ws:
+        frames = [
+            {"op": "publish", "queue": queue, "content": n, "ref": n}
+            for n, queue in enumerate(["jobs", "audit", "jobs", "audit", "jobs"])
+        ]
+        await send(ws, op="batch", frames=frames)
+        answers = {}
+        while len(answers) < len(frames):
+            answer = await recv(ws)
+            answers[answer["ref"]] = answer
+    assert [answers[n]["op"] for n in range(5)] == [
+        "confirm",
+        "error",
+        "confirm",
+        "error",
+        "confirm",
+    ]
+    assert answers[1]["code"] == answers[3]["code"] == "forbidden", answers[1]
+    assert (await client.get("/queues/jobs")).json()["pending"] == 3
+    assert (await client.get("/queues/audit")).json()["pending"] == 0
