@@ -267,66 +267,41 @@ class QueueEvent(msgspec.Struct, kw_only=True, frozen=True):
     detail: str | None = None
 
 
-class Entry:
+class _Identified(msgspec.Struct, gc=False, eq=False):
+    id: int
+
+
+class Entry(_Identified, kw_only=True, gc=False, eq=False):
     """The broker's in-memory record of one message (queue state and storage share it).
 
     ``content`` is ``None`` while the body lives only in storage (a cold entry
-    hydrated without its body is never delivered). Mutable and slotted: it is
-    the one per-message object on the hot path.
+    hydrated without its body is never delivered). Mutable: it is the one
+    per-message object on the hot path, built as ``Entry(id, content=...,
+    ...)``.
+
+    A struct the garbage collector never tracks (``gc=False``; it refers to
+    nothing that could refer back to it): with a backlog of pending messages
+    the collector's full passes would otherwise walk every entry, and each
+    body it points to, taking tens of milliseconds each time the backlog
+    grew by a quarter (``python -m benchmarks.gc_pauses``). ``eq=False``
+    keeps identity equality and hashing, as for the objects they are.
     """
 
-    __slots__ = (
-        "attempt",
-        "consumer",
-        "content",
-        "created_at",
-        "dead_lettered_from",
-        "dedup_id",
-        "deliver_at",
-        "delivered_at",
-        "expires_at",
-        "headers",
-        "id",
-        "last_error",
-        "lease_deadline",
-        "priority",
-        "redelivered",
-        "size",
-    )
-
-    def __init__(
-        self,
-        id: int,
-        *,
-        content: bytes | None,
-        size: int,
-        created_at: float,
-        priority: int = 0,
-        headers: dict[str, str] | None = None,
-        attempt: int = 0,
-        redelivered: bool = False,
-        deliver_at: float = 0.0,
-        expires_at: float = 0.0,
-        dedup_id: str | None = None,
-        dead_lettered_from: str | None = None,
-        last_error: str | None = None,
-    ) -> None:
-        self.id = id
-        self.content = content
-        self.size = size
-        self.created_at = created_at
-        self.priority = priority
-        self.headers = headers
-        self.attempt = attempt
-        self.redelivered = redelivered
-        self.deliver_at = deliver_at
-        self.expires_at = expires_at
-        self.dedup_id = dedup_id
-        self.dead_lettered_from = dead_lettered_from
-        self.last_error = last_error
-        self.consumer: int | None = None
-        self.lease_deadline = 0.0
-        self.delivered_at = 0.0
+    content: bytes | None
+    size: int
+    created_at: float
+    priority: int = 0
+    headers: dict[str, str] | None = None
+    attempt: int = 0
+    redelivered: bool = False
+    deliver_at: float = 0.0
+    expires_at: float = 0.0
+    dedup_id: str | None = None
+    dead_lettered_from: str | None = None
+    last_error: str | None = None
+    consumer: int | None = None
+    lease_deadline: float = 0.0
+    delivered_at: float = 0.0
 
     def __repr__(self) -> str:
         return f"<Entry {self.id} p{self.priority} attempt={self.attempt}>"

@@ -17,12 +17,14 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from loguru import logger
 
 from broker_core.settings import Settings
 
 from . import dashboard, graphql, observability, rest, ws
 from .context import BrokerContext
 from .errors import exception_handlers
+from .observability.collector import freeze_startup_objects
 from .security import BearerAuthMiddleware, security_headers
 
 if TYPE_CHECKING:
@@ -33,11 +35,14 @@ __all__ = ["VERSION", "create_app"]
 VERSION = "0.1.0"
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: Settings | None = None, *, freeze_startup: bool = False) -> Litestar:
     """Build the broker's ASGI app; its lifespan opens and closes the broker.
 
     Args:
         settings: the broker's settings (from the environment when ``None``).
+        freeze_startup: once the broker is open, freeze every object alive
+            out of the garbage collector's passes (the serving process
+            only: it is process-wide; `freeze_startup_objects`).
     """
     settings = settings or Settings.from_env()
     ctx = BrokerContext(settings)
@@ -45,6 +50,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with ctx:
+            if freeze_startup:
+                frozen = freeze_startup_objects()
+                logger.debug("startup objects frozen out of the collector", objects=frozen)
             yield
 
     cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None

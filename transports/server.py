@@ -34,7 +34,7 @@ def build_server(settings: Settings) -> uvicorn.Server:
             cert, key = ensure_self_signed(settings.data_dir)
         ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, freeze_startup=True),
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime
 from typing import Any
 
@@ -1195,3 +1196,24 @@ def test_remove_consumer_counts_attempts(ids: Ids) -> None:
     ops = [describe(op) for op in state.take_ops()]
     assert ops[-1] == ("fail", message_id, "max_attempts")
     assert state.failed == 1
+
+
+# -- memory --------------------------------------------------------------------------
+
+
+def test_pending_entries_are_not_tracked_by_the_collector(ids: Ids) -> None:
+    """A backlog adds nothing for the garbage collector to walk: entries are untracked."""
+    state = new_state()
+    publish(state, ids, 1000, headers={"trace": "abc"})
+    entries = [item for dq in state._pending for item in dq]
+    assert len(entries) == 1000
+    assert not any(gc.is_tracked(entry) for entry in entries)
+
+
+def test_entries_are_equal_only_to_themselves() -> None:
+    """Two entries with the same fields are two messages: identity equality, hashable."""
+    first = Entry(1, content=BODY, size=len(BODY), created_at=0.0)
+    second = Entry(1, content=BODY, size=len(BODY), created_at=0.0)
+    assert first == first
+    assert first != second
+    assert len({first, second}) == 2

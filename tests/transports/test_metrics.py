@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import make_user
+from tests.conftest import login, make_user
 from transports.observability.metrics import escape_label
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from tests.conftest import BrokerServer
+    from tests.conftest import BrokerServer, ServerProcess
 
 
 async def scrape(client: httpx.AsyncClient) -> dict[str, Metric]:
@@ -140,6 +141,38 @@ async def test_queues_a_user_cannot_see_have_no_series(
         families = await scrape(carol)
     queues: set[Any] = {s.labels["queue"] for s in families["broker_queue_messages"].samples}
     assert queues == {"alpha"}
+
+
+async def test_collector_passes_are_counted_and_timed(client: httpx.AsyncClient) -> None:
+    """Each garbage collector pass is counted per generation and its time added up."""
+    families = await scrape(client)
+    passes = value(families["python_gc_collections"], "python_gc_collections_total", generation="2")
+    gc.collect()
+    families = await scrape(client)
+    after = value(families["python_gc_collections"], "python_gc_collections_total", generation="2")
+    assert after >= passes + 1
+    paused = families["broker_gc_pause_seconds"]
+    assert value(paused, "broker_gc_pause_seconds_total", generation="2") > 0
+    longest = families["broker_gc_longest_pause_seconds"]
+    assert value(longest, "broker_gc_longest_pause_seconds") > 0
+    # Only the serving process freezes its startup objects (see the next test).
+    assert "broker_gc_frozen_objects" in families
+
+
+async def test_the_serving_process_freezes_its_startup_objects(
+    server_process_factory: Any,
+) -> None:
+    """``broker serve`` moves what startup built out of the collector's passes."""
+    process: ServerProcess = server_process_factory()
+    await process.start()
+    token = (await login(process.url))["access_token"]
+    async with httpx.AsyncClient(
+        base_url=process.url, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        families = await scrape(http)
+    frozen = value(families["broker_gc_frozen_objects"], "broker_gc_frozen_objects")
+    # Litestar, Strawberry and uvicorn alone are tens of thousands of objects.
+    assert frozen > 10_000
 
 
 def test_label_values_are_escaped() -> None:

@@ -25,7 +25,11 @@ Storage (from the write-behind buffer's counters)
 Process (psutil, the names of Prometheus's client libraries)
     ``process_cpu_seconds_total``, ``process_resident_memory_bytes``,
     ``process_virtual_memory_bytes``, ``process_open_fds``,
-    ``process_threads``, ``process_start_time_seconds``; plus
+    ``process_threads``, ``process_start_time_seconds``;
+    ``python_gc_collections_total{generation}`` counter,
+    ``broker_gc_pause_seconds_total{generation}`` counter,
+    ``broker_gc_longest_pause_seconds`` and ``broker_gc_frozen_objects``
+    gauges (`transports.observability.collector`); plus
     ``broker_info{version,framework,storage}`` (always 1) and
     ``broker_start_time_seconds``.
 
@@ -35,6 +39,7 @@ series of a non-admin cover only the queues it has a permission on.
 
 from __future__ import annotations
 
+import gc
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -196,6 +201,21 @@ def _process(out: _Exposition, ctx: BrokerContext) -> None:
     out.sample("process_threads", threads)
     out.family("process_start_time_seconds", "gauge", "Start of the process (Unix time).")
     out.sample("process_start_time_seconds", created)
+    collector = telemetry_of(ctx).collector
+    out.family("python_gc_collections_total", "counter", "Garbage collector passes.")
+    for generation, passes in enumerate(collector.passes):
+        out.sample("python_gc_collections_total", passes, (("generation", str(generation)),))
+    out.family(
+        "broker_gc_pause_seconds_total",
+        "counter",
+        "Time the garbage collector stopped the process.",
+    )
+    for generation, seconds in enumerate(collector.seconds):
+        out.sample("broker_gc_pause_seconds_total", seconds, (("generation", str(generation)),))
+    out.family("broker_gc_longest_pause_seconds", "gauge", "The longest garbage collector pass.")
+    out.sample("broker_gc_longest_pause_seconds", collector.longest_s)
+    out.family("broker_gc_frozen_objects", "gauge", "Startup objects the collector never walks.")
+    out.sample("broker_gc_frozen_objects", gc.get_freeze_count())
     out.family("broker_start_time_seconds", "gauge", "Start of the broker (Unix time).")
     out.sample("broker_start_time_seconds", ctx.started_at)
     out.family("broker_info", "gauge", "The broker's version, framework and storage backend.")

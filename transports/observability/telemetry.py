@@ -2,9 +2,9 @@
 
 One `Telemetry` belongs to each `BrokerContext` (`telemetry_of`), so every
 app built by `create_app` counts on its own (tests build many). It holds the
-request counters the middleware increments, the rate sampler and the cached
-system readings. ``/stats``, ``/metrics`` and GraphQL read it; nothing in it
-is touched per message.
+request counters the middleware increments, the rate sampler, the cached
+system readings and the garbage collector's pauses. ``/stats``, ``/metrics``
+and GraphQL read it; nothing in it is touched per message.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
+from .collector import CollectorPauses
 from .rates import RateSampler
 from .system import SystemSampler
 
@@ -111,17 +112,20 @@ class Telemetry:
         self.requests = RequestCounters()
         self.rates = RateSampler(ctx.broker)
         self.system = SystemSampler(ctx.settings.data_dir)
+        self.collector = CollectorPauses()
         self._sampler: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start sampling message rates once a second (call from the app's lifespan)."""
+        """Start sampling message rates once a second and timing the collector (app lifespan)."""
+        self.collector.install()
         if self._sampler is None:
             self._sampler = asyncio.get_running_loop().create_task(
                 self.rates.run(), name="rate-sampler"
             )
 
     async def stop(self) -> None:
-        """Stop the sampler task."""
+        """Stop the sampler task and the collector's timing."""
+        self.collector.remove()
         task, self._sampler = self._sampler, None
         if task is not None:
             task.cancel()
