@@ -71,8 +71,17 @@ __all__ = ["UNCLEAN_ID_GAP", "RefreshRow", "SQLiteStorage", "check_database"]
 SCHEMA_VERSION = 1
 UNCLEAN_ID_GAP = 1 << 24
 """Ids skipped after an unclean stop: more than the write-behind buffer ever holds uncommitted."""
-_WAL_PAGES = 8192
-"""The WAL size (pages) past which the writer checkpoints in a commit: a safety net.
+PAGE_SIZE = 16384
+"""Bytes per page of a new database (SQLite's default is 4096).
+
+A batch of 1 KiB messages appends rows and rewrites the rows its acks
+settle: with 16 KiB pages that is a quarter of the pages, B-tree splits and
+WAL frames to write. End to end, a group commit took about 20% less time
+(6.4 against 7.9 ms, medians of interleaved runs; the README's performance
+section). A database made with another page size keeps it.
+"""
+_WAL_NET_BYTES = 32 * 1024 * 1024
+"""The WAL size past which the writer checkpoints in a commit: a safety net.
 
 The checkpointer copies the log in the background, but with commits
 arriving all the time the log is never found fully copied when the next
@@ -208,12 +217,15 @@ class SQLiteStorage:
     def _connect_writer(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None)
         try:
+            # Only a new, empty database takes it (before WAL mode and the schema).
+            connection.execute(f"PRAGMA page_size={PAGE_SIZE}")
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA busy_timeout=5000")
             connection.execute("PRAGMA cache_size=-32768")
             # Checkpoints run in their own thread (`storage.checkpointer`); this one is a net.
-            connection.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+            (page_size,) = connection.execute("PRAGMA page_size").fetchone()
+            connection.execute(f"PRAGMA wal_autocheckpoint={_WAL_NET_BYTES // page_size}")
             connection.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
         except BaseException:
             connection.close()

@@ -1,4 +1,4 @@
-"""Tests of the SQLite checkpointer: the WAL reaches the database file, and stays bounded."""
+"""Tests of the SQLite file: the checkpointer copies the WAL, which stays bounded; page size."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from typing import TYPE_CHECKING
 
 from broker_core.journal import Ack, Deliver, Insert, Op, PutQueue
 from broker_core.messages import Entry, QueueOptions
-from storage import SQLiteStorage
+from storage import SQLiteStorage, sqlite as storage_sqlite
+from storage.sqlite import PAGE_SIZE
 from tests.conftest import MS
 
 if TYPE_CHECKING:
+    import sqlite3
     from pathlib import Path
+
+    import pytest
 
 BODY = b'"' + b"x" * 1022 + b'"'
 
@@ -25,10 +29,13 @@ async def test_commits_reach_the_database_file_without_checkpointing_in_a_commit
     storage = SQLiteStorage(path)
     await storage.open()
     try:
-        autocheckpoint = await storage.writer.call(
-            lambda db: db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        autocheckpoint, page_size = await storage.writer.call(
+            lambda db: (
+                db.execute("PRAGMA wal_autocheckpoint").fetchone()[0],
+                db.execute("PRAGMA page_size").fetchone()[0],
+            )
         )
-        assert autocheckpoint * 4096 > 16_000_000, "the writer checkpoints a large WAL only"
+        assert autocheckpoint * page_size > 16_000_000, "the writer checkpoints a large WAL only"
         before = path.stat().st_size
         await storage.write([PutQueue("q", QueueOptions(), time.time(), time.time())])
         for batch in range(8):
@@ -80,5 +87,50 @@ async def test_the_wal_starts_over_under_continuous_commits(tmp_path: Path) -> N
             await storage.write(ops)
             largest = max(largest, wal.stat().st_size)
         assert largest < 64_000_000, f"the WAL grew to {largest:,} bytes"
+    finally:
+        await storage.close()
+
+
+async def _page_settings(storage: SQLiteStorage) -> tuple[int, int]:
+    def read(db: sqlite3.Connection) -> tuple[int, int]:
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        (autocheckpoint,) = db.execute("PRAGMA wal_autocheckpoint").fetchone()
+        return page_size, autocheckpoint
+
+    return await storage.writer.call(read)
+
+
+async def test_a_new_database_has_large_pages(tmp_path: Path) -> None:
+    """A new database is made with `PAGE_SIZE` pages; the WAL net is 32 MiB in pages of it."""
+    storage = SQLiteStorage(tmp_path / "broker.db")
+    await storage.open()
+    try:
+        assert await _page_settings(storage) == (PAGE_SIZE, 32 * 1024 * 1024 // PAGE_SIZE)
+    finally:
+        await storage.close()
+
+
+async def test_a_database_made_with_other_pages_keeps_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database from before keeps its 4 KiB pages, its data, and a WAL net of the same bytes."""
+    path = tmp_path / "broker.db"
+    monkeypatch.setattr(storage_sqlite, "PAGE_SIZE", 4096)
+    storage = SQLiteStorage(path)
+    await storage.open()
+    try:
+        await storage.write([PutQueue("q", QueueOptions(), time.time(), time.time())])
+        await storage.write(
+            [Insert("q", Entry(1, content=BODY, size=len(BODY), created_at=time.time()))]
+        )
+    finally:
+        await storage.close()
+    monkeypatch.undo()
+    storage = SQLiteStorage(path)
+    await storage.open()
+    try:
+        assert await _page_settings(storage) == (4096, 8192)
+        assert [queue.name for queue in await storage.load_queues()] == ["q"]
+        assert len(await storage.browse("q", None, 10, 0)) == 1
     finally:
         await storage.close()
