@@ -121,6 +121,7 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
     steps: list[Segment | Barrier] = []
     segment = Segment()
     for op in ops:
+        # The cases are tried in order: the three of every message come first.
         match op:
             case Insert(queue=queue, entry=entry):
                 segment.insert(queue, entry)
@@ -128,15 +129,15 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                     last_id = entry.id
             case Deliver(id=id, attempt=attempt, lease_deadline=deadline):
                 segment.patch(id, status=PROCESSING, attempt=attempt, lease_deadline=deadline)
+            case Ack(queue=queue, id=id, at=at):
+                segment.patch(id, status=PROCESSED, settled_at=at, lease_deadline=0.0)
+                segment.acked[queue] = segment.acked.get(queue, 0) + 1
             case Requeue(id=id, attempt=attempt):
                 segment.patch(
                     id, status=PENDING, attempt=attempt, redelivered=True, lease_deadline=0.0
                 )
             case Release(id=id, attempt=attempt):
                 segment.patch(id, status=PENDING, attempt=attempt, lease_deadline=0.0)
-            case Ack(queue=queue, id=id, at=at):
-                segment.patch(id, status=PROCESSED, settled_at=at, lease_deadline=0.0)
-                segment.acked[queue] = segment.acked.get(queue, 0) + 1
             case Fail(id=id, reason=reason, at=at):
                 segment.patch(
                     id, status=FAILED, settled_at=at, last_error=reason, lease_deadline=0.0
