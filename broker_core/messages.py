@@ -268,6 +268,8 @@ class QueueEvent(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class _Identified(msgspec.Struct, gc=False, eq=False):
+    """The id, `Entry`'s one positional field (a base class keeps it out of ``kw_only``)."""
+
     id: int
 
 
