@@ -65,6 +65,40 @@ async def test_publish_many_confirms_every_message_in_order(
     assert (await client.get("/queues/jobs")).json()["pending"] == 1000
 
 
+async def test_publish_many_keeps_at_most_window_publishes_unconfirmed(
+    api: Client, client: httpx.AsyncClient
+) -> None:
+    """No more than ``window`` publishes wait for their confirm at any moment."""
+    await make_queue(client)
+    peak = 0
+    done = False
+
+    async def watch() -> None:
+        nonlocal peak
+        while not done:
+            peak = max(peak, len(api._publishes))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    ids = await api.publish_many("jobs", range(500), window=20)
+    done = True
+    await watcher
+    assert len(set(ids)) == 500
+    assert 1 < peak <= 20
+
+
+async def test_publish_many_awaits_every_publish_then_raises_the_first_failure(
+    api: Client, client: httpx.AsyncClient
+) -> None:
+    """Past a full queue's limit the others are still confirmed; the first refusal is raised."""
+    response = await client.post("/queues", json={"name": "jobs", "max_length": 5})
+    assert response.status_code == 201, response.text
+    with pytest.raises(RequestError) as refused:
+        await api.publish_many("jobs", range(12), window=3)
+    assert refused.value.code == "queue_full"
+    assert (await client.get("/queues/jobs")).json()["pending"] == 5
+
+
 async def test_publishes_of_one_turn_past_the_frame_limit_leave_in_several_batches(
     server: BrokerServer, client: httpx.AsyncClient
 ) -> None:
