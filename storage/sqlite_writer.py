@@ -129,6 +129,8 @@ class SQLiteWriter(CommitHealth):
                 future.add_done_callback(ignore_unretrieved)
             self._buffer.extend(ops)
             if self._idle or (self._lingering and len(self._buffer) >= self.max_batch):
+                # One wake-up is enough: what is written before the thread runs joins the batch.
+                self._idle = self._lingering = False
                 self._cond.notify()
         return future
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import MS
+from tests.transports.test_ws import open_ws, recv, send
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -63,6 +64,34 @@ async def test_full_disk_refuses_publishes_then_recovers(
     assert contents[0] == "before"
     assert contents[-1] == "after"
     assert kept["message_id"] == leased["messages"][0]["message_id"]
+
+
+async def test_batched_websocket_publishes_to_a_full_disk_each_fail_then_recover(
+    server: BrokerServer, admin_token: str, client: httpx.AsyncClient
+) -> None:
+    """A WebSocket batch whose commit fails gets one error per frame, no confirm; then recovers."""
+    await client.post("/queues", json={"name": "jobs"})
+    await _set_max_pages(server, await _page_count(server))
+    big = "x" * 100_000
+    async with await open_ws(server, admin_token) as ws:
+        await send(
+            ws,
+            op="batch",
+            frames=[{"op": "publish", "queue": "jobs", "content": big, "ref": n} for n in range(3)],
+        )
+        answers = [await recv(ws) for _ in range(3)]
+        assert [(a["op"], a["ref"], a["code"]) for a in answers] == [
+            ("error", n, "unavailable") for n in range(3)
+        ]
+        await _set_max_pages(server, 1_000_000)
+        await _wait_healthy(server)
+        await send(
+            ws,
+            op="batch",
+            frames=[{"op": "publish", "queue": "jobs", "content": n, "ref": n} for n in range(3)],
+        )
+        confirms = [await recv(ws) for _ in range(3)]
+    assert [(c["op"], c["ref"]) for c in confirms] == [("confirm", n) for n in range(3)]
 
 
 async def test_corrupt_database_at_start_is_a_clear_error(
