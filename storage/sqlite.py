@@ -90,6 +90,10 @@ checkpoints the little the checkpointer left, and the log starts over.
 """
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file is trimmed to when it starts over (it is reused, not regrown, below that)."""
+_WRITER_CACHE_BYTES = 8 * 1024 * 1024
+"""The writer's page cache: the pages new rows go to and the recent rows acks rewrite."""
+_READER_CACHE_BYTES = 8 * 1024 * 1024
+"""The reader's page cache: cold bodies are read once, in id order."""
 _ENTRY_COLUMNS = ", ".join(ENTRY_COLUMNS)
 _INSERT = f"INSERT INTO messages ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})"
 
@@ -205,7 +209,7 @@ class SQLiteStorage:
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute("PRAGMA query_only=ON")
             await self._reader.execute("PRAGMA busy_timeout=5000")
-            await self._reader.execute("PRAGMA cache_size=-16384")
+            await self._reader.execute(f"PRAGMA cache_size={-_READER_CACHE_BYTES // 1024}")
         except sqlite3.DatabaseError as exc:
             await self._close_db()
             raise StorageCorrupt(str(self.path), str(exc)) from exc
@@ -222,7 +226,7 @@ class SQLiteStorage:
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA busy_timeout=5000")
-            connection.execute("PRAGMA cache_size=-32768")
+            connection.execute(f"PRAGMA cache_size={-_WRITER_CACHE_BYTES // 1024}")
             # Checkpoints run in their own thread (`storage.checkpointer`); this one is a net.
             (page_size,) = connection.execute("PRAGMA page_size").fetchone()
             connection.execute(f"PRAGMA wal_autocheckpoint={_WAL_NET_BYTES // page_size}")
