@@ -78,7 +78,7 @@ def recording(pid: int, output: Path, rate: int = 250) -> Iterator[Recording]:
     """
     exe = py_spy()
     if exe is None:
-        raise RuntimeError("py-spy is not installed (.venv/bin/pip install py-spy)")
+        raise RuntimeError("py-spy is not installed (pip install -e '.[bench]')")
     output.parent.mkdir(parents=True, exist_ok=True)
     argv = [exe, "record", "--pid", str(pid), "--format", "speedscope", "--output", str(output)]
     argv += ["--rate", str(rate), "--nonblocking", "--full-filenames", "--function"]

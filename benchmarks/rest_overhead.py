@@ -1,6 +1,6 @@
 """Where a REST publish's CPU goes: the app called in-process, without an HTTP server.
 
-Run: ``python -m benchmarks.rest_overhead [--requests 20000] [--runs 3]``.
+Run: ``python -m benchmarks.rest_overhead [--requests 20000] [--runs 3] [--pyinstrument]``.
 
 The suite's ``rest`` phase measures the broker behind uvicorn and wrk,
 whose share of the machine hides the app's own cost. Here each app is
@@ -17,6 +17,15 @@ suite's 1 KiB body, and the process CPU per request is read around them:
 
 The writer thread's CPU is in the process CPU, as it is in the broker's.
 Variants alternate run by run; the table shows medians (min-max).
+
+``--pyinstrument`` adds one more ``broker`` run under pyinstrument (the
+event-loop thread, sampled every millisecond, tasks not told apart): it
+prints the call tree in % of wall time (the self time of ``Runner.run`` is
+uvloop's C code and the waits for a commit) and saves it as
+``rest_overhead.pyinstrument.txt`` beside the JSON. It complements the
+suite's py-spy profiles of the broker process: in-process, the tree shows
+the app's own layers (routing, auth, middleware, the publish) without
+uvicorn and the sockets around them.
 """
 
 from __future__ import annotations
@@ -38,11 +47,14 @@ from transports.app import create_app
 from transports.logging import configure_logging
 
 from . import bare_app
-from .harness import save
+from .harness import RESULTS, save
 from .workload import rest_body
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
+    from pathlib import Path
+
+    from pyinstrument import Profiler
 
 __all__ = ["main"]
 
@@ -90,7 +102,12 @@ async def _call(
     return sent
 
 
-async def _measure(app: Any, headers: Sequence[tuple[bytes, bytes]], requests: int) -> float:
+async def _measure(
+    app: Any,
+    headers: Sequence[tuple[bytes, bytes]],
+    requests: int,
+    profiler: Profiler | None = None,
+) -> float:
     """CPU microseconds per publish, ``requests`` of them over 64 concurrent callers."""
     body = rest_body()
 
@@ -100,8 +117,12 @@ async def _measure(app: Any, headers: Sequence[tuple[bytes, bytes]], requests: i
             assert sent[0]["status"] == 201, sent
 
     await caller(200)  # warm up
+    if profiler is not None:
+        profiler.start()
     started = time.process_time()
     await asyncio.gather(*(caller(requests // _CONCURRENCY) for _ in range(_CONCURRENCY)))
+    if profiler is not None:
+        profiler.stop()
     return 1e6 * (time.process_time() - started) / (requests // _CONCURRENCY * _CONCURRENCY)
 
 
@@ -123,7 +144,7 @@ async def _lifespan(app: Any) -> Callable[[], Awaitable[None]]:
     return stop
 
 
-async def _broker(requests: int, publish: bool) -> float:
+async def _broker(requests: int, publish: bool, profiler: Profiler | None = None) -> float:
     with tempfile.TemporaryDirectory() as directory:
         settings = Settings.from_env(
             {},
@@ -151,7 +172,7 @@ async def _broker(requests: int, publish: bool) -> float:
                     return [PublishResult(message_id=1, queue=name, created_at=now)]
 
                 app.state["ctx"].broker.publish = answer
-            return await _measure(app, headers, requests)
+            return await _measure(app, headers, requests, profiler)
         finally:
             await stop()
 
@@ -162,10 +183,26 @@ async def _run(variant: str, requests: int) -> float:
     return await _broker(requests, publish=variant == "broker")
 
 
+def _profile(requests: int, directory: Path) -> None:
+    """One ``broker`` run under pyinstrument: print and save its call tree."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001, async_mode="disabled")
+    cpu = uvloop.run(_broker(requests, publish=True, profiler=profiler))
+    tree = profiler.output_text(unicode=True, time="percent_of_total")
+    print(f"\nUnder pyinstrument ({cpu:.1f} µs per request with the profiler on):{tree}")
+    path = directory / "rest_overhead.pyinstrument.txt"
+    path.write_text(tree)
+    print(f"saved {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.rest_overhead", description=__doc__)
     parser.add_argument("--requests", type=int, default=20_000, help="publishes per run")
     parser.add_argument("--runs", type=int, default=3, help="runs per variant")
+    parser.add_argument(
+        "--pyinstrument", action="store_true", help="one more broker run under pyinstrument"
+    )
     args = parser.parse_args(argv)
     if min(args.requests, args.runs) <= 0:
         parser.error("every option must be positive")
@@ -182,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
             f"  ({min(values):.1f}-{max(values):.1f})"
         )
     print(f"\nsaved {save('rest_overhead', {'requests': args.requests, 'runs': runs})}")
+    if args.pyinstrument:
+        _profile(args.requests, RESULTS)
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ class Suite:
         self._phase("profile")
         if py_spy() is None:
             self.errors["profile"] = "skipped: py-spy is not installed"
-            say("  skipping: py-spy is not installed (.venv/bin/pip install py-spy)")
+            say("  skipping: py-spy is not installed (pip install -e '.[bench]')")
             return
         if self.ours is None:
             self.errors["profile"] = "skipped: our broker is not in --systems"
