@@ -18,7 +18,8 @@ it brings ``publish`` along):
   (`benchmarks.bench_http`);
 * ``scaling``: 1, 4, 16 queues; 1, 10, 100 consumers (`benchmarks.scaling`);
 * ``ceilings``: WebSocket echo, SQLite batched inserts (`benchmarks.ceilings`);
-* ``profile``: py-spy on the broker during WS end to end and REST publish
+* ``profile``: py-spy on the broker during WS end to end, WS end to end with
+  100 consumers on one queue, and REST publish
   (`benchmarks.profiling`);
 * ``memory``: 1,000,000 pending messages and the restart with them;
   ``consumers``: 5,000 WebSocket consumers (`benchmarks.memory`).
@@ -245,6 +246,16 @@ class Suite:
             return {"run": result, **summarise(record, result["seconds"])}
 
         out["ws_e2e"] = self.attempt("profile ws e2e", ws)
+        consumers_path = self.results_dir / "profile-ws-100-consumers.speedscope.json"
+
+        def ws_consumers() -> dict[str, Any]:
+            # The scaling row furthest from NATS: one queue, 100 competing consumers
+            # (a run number past the scaling phase's, for queue names of its own).
+            with recording(ours.broker.pid, consumers_path) as record:
+                result = point(ours, plan, "consumers", 100, plan.runs)
+            return {"run": result, **summarise(record, result["seconds"])}
+
+        out["ws_100_consumers"] = self.attempt("profile ws 100 consumers", ws_consumers)
         if have_wrk():
             rest_path = self.results_dir / "profile-rest-publish.speedscope.json"
 
