@@ -101,10 +101,15 @@ class Segment:
 
 
 class Plan(NamedTuple):
-    """What one batch writes, in order, and the highest message id stored once it commits."""
+    """What one batch writes, in order, and the highest message id stored once it commits.
+
+    ``removes`` tells whether the batch deletes messages (or never writes one
+    it inserted): only such a batch can take away the row of the highest id.
+    """
 
     steps: list[Segment | Barrier]
     last_id: int
+    removes: bool
 
 
 def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
@@ -115,11 +120,12 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
         last_id: the highest message id stored before it.
 
     Returns:
-        The plan; its ``last_id`` is the new highest id, to record in the
-        batch's transaction (pruning must never let an id be reused).
+        The plan; its ``last_id`` is the new highest id (pruning and drops
+        must never let an id be reused).
     """
     steps: list[Segment | Barrier] = []
     segment = Segment()
+    removes = False
     for op in ops:
         # The cases are tried in order: the three of every message come first.
         match op:
@@ -169,11 +175,13 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                 )
             case Drop(id=id):
                 segment.drop(id)
+                removes = True
             case PutQueue() | PurgeQueue() | DeleteQueue() | Trim():
+                removes = removes or type(op) is not PutQueue
                 if not segment.empty:
                     steps.append(segment)
                     segment = Segment()
                 steps.append(op)
     if not segment.empty:
         steps.append(segment)
-    return Plan(steps, last_id)
+    return Plan(steps, last_id, removes)

@@ -32,6 +32,7 @@ from broker_core.messages import Entry, QueueOptions
 from broker_core.types import MessageStatus, Overflow
 from storage import SQLiteStorage, StorageCorrupt, StorageUnavailable
 from storage.retention import PRUNE_BATCH
+from storage.sqlite import UNCLEAN_ID_GAP
 from tests.storage.pg_database import reset_database
 
 if TYPE_CHECKING:
@@ -566,6 +567,65 @@ async def test_last_message_id_survives_prune_and_reopen(backend: Backend) -> No
     await storage.close()
     again = await backend.open()
     assert await again.last_message_id() == 3
+
+
+_REMOVALS = {
+    "insert-and-drop-in-one-batch": [Insert("q", entry(4)), Drop(4)],
+    "drop": [Drop(3)],
+    "purge": [PurgeQueue("q")],
+    "delete-queue": [DeleteQueue("q")],
+}
+
+
+@pytest.mark.parametrize("stop", ["close", "crash"])
+@pytest.mark.parametrize("removal", list(_REMOVALS))
+async def test_last_message_id_survives_losing_the_highest_row(
+    backend: Backend, removal: str, stop: str
+) -> None:
+    """Whatever takes the highest message's row away, its id is never handed out again."""
+    backend.only_sqlite("ids are made from the clock and the node slot (broker_core.ids)")
+    storage = await backend.open()
+    await write(storage, put_queue(), *(Insert("q", entry(i)) for i in (1, 2, 3)))
+    ops = _REMOVALS[removal]
+    highest = max([3, *(op.entry.id for op in ops if isinstance(op, Insert))])
+    await write(storage, *ops)
+    assert await storage.last_message_id() == highest
+    if stop == "close":
+        await storage.close()
+    else:
+        await backend.crash(storage)
+        highest += UNCLEAN_ID_GAP
+    again = await backend.open()
+    assert await again.last_message_id() == highest
+
+
+async def test_last_message_id_survives_pruning_the_failed(backend: Backend) -> None:
+    """Deleting failed messages past their retention never lets the highest id go back."""
+    backend.only_sqlite("ids are made from the clock and the node slot (broker_core.ids)")
+    storage = await backend.open()
+    await write(storage, put_queue(), *(Insert("q", entry(i)) for i in (1, 2, 3)))
+    await write(storage, Deliver(3, 1, NOW), Fail("q", 3, "gave up", NOW))
+    assert await storage.prune_failed(NOW + 1) == {"q": 1}
+    await storage.close()
+    again = await backend.open()
+    assert await again.last_message_id() == 3
+
+
+async def test_batches_that_only_add_rows_leave_the_highest_id_in_them(tmp_path: Path) -> None:
+    """SQLite: ``meta`` is written only before rows go, not on every commit (a WAL page each)."""
+    storage = SQLiteStorage(tmp_path / "broker.db")
+    await storage.open()
+    await write(storage, put_queue(), *(Insert("q", entry(i)) for i in (1, 2, 3)))
+    await write(storage, Deliver(3, 1, NOW), Ack("q", 3, NOW), Insert("q", entry(7)))
+    with sqlite3.connect(tmp_path / "broker.db") as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'last_id'").fetchall() == []
+    await storage.close()
+    again = SQLiteStorage(tmp_path / "broker.db")
+    await again.open()
+    try:
+        assert await again.last_message_id() == 7
+    finally:
+        await again.close()
 
 
 async def test_last_message_id_survives_a_failed_commit(
