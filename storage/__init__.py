@@ -63,6 +63,7 @@ def storage_from_settings(settings: Settings) -> StorageBackend:
     return SQLiteStorage(
         path,
         synchronous=settings.sqlite_synchronous,
+        page_size=settings.sqlite_page_size,
         linger_ms=settings.flush_interval_ms,
         max_batch=settings.flush_max_ops,
         processed_retention_s=settings.processed_retention_s,

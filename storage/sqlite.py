@@ -72,13 +72,15 @@ SCHEMA_VERSION = 1
 UNCLEAN_ID_GAP = 1 << 24
 """Ids skipped after an unclean stop: more than the write-behind buffer ever holds uncommitted."""
 PAGE_SIZE = 16384
-"""Bytes per page of a new database (SQLite's default is 4096).
+"""Bytes per page of a new database by default (SQLite's default is 4096).
 
 A batch of 1 KiB messages appends rows and rewrites the rows its acks
 settle: with 16 KiB pages that is a quarter of the pages, B-tree splits and
 WAL frames to write. End to end, a group commit took about 20% less time
 (6.4 against 7.9 ms, medians of interleaved runs; the README's performance
-section). A database made with another page size keeps it.
+section). Small commits pay for it: each writes whole pages (see
+``Settings.sqlite_page_size``). A database made with another page size
+keeps it.
 """
 _WAL_NET_BYTES = 32 * 1024 * 1024
 """The WAL size past which the writer checkpoints in a commit: a safety net.
@@ -132,6 +134,7 @@ class SQLiteStorage:
     Args:
         path: the database file (created with its directory's permissions).
         synchronous: ``"NORMAL"`` or ``"FULL"`` (see the module docstring).
+        page_size: bytes per page if the database is new (see `PAGE_SIZE`).
         linger_ms: how long a small batch waits for company before committing.
         max_batch: a batch this large commits without lingering.
         processed_retention_s: processed messages older than this are pruned.
@@ -143,6 +146,7 @@ class SQLiteStorage:
         path: Path,
         *,
         synchronous: str = "NORMAL",
+        page_size: int = PAGE_SIZE,
         linger_ms: float = 0.0,
         max_batch: int = 512,
         processed_retention_s: float = 3600.0,
@@ -150,6 +154,7 @@ class SQLiteStorage:
     ) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.page_size = page_size
         self.processed_retention_s = processed_retention_s
         self.processed_retention_count = processed_retention_count
         self._reader: aiosqlite.Connection | None = None
@@ -223,7 +228,7 @@ class SQLiteStorage:
         connection = sqlite3.connect(self.path, isolation_level=None)
         try:
             # Only a new, empty database takes it (before WAL mode and the schema).
-            connection.execute(f"PRAGMA page_size={PAGE_SIZE}")
+            connection.execute(f"PRAGMA page_size={int(self.page_size)}")
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA busy_timeout=5000")

@@ -134,6 +134,12 @@ def test_zero_rate_limit_is_allowed() -> None:
         Settings(rate_publish_per_s=-1)
 
 
+@pytest.mark.parametrize("size", [0, 256, 1000, 12288, 131072])
+def test_sqlite_page_size_must_be_a_power_of_two_sqlite_takes(size: int) -> None:
+    with pytest.raises(ValueError, match="sqlite_page_size must be a power of two"):
+        Settings(sqlite_page_size=size)
+
+
 def test_sqlite_synchronous_is_validated_and_normalised() -> None:
     """Only NORMAL and FULL are accepted, in any case."""
     assert Settings(sqlite_synchronous="full").sqlite_synchronous == "FULL"

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from broker_core.journal import Ack, Deliver, Insert, Op, PutQueue
 from broker_core.messages import Entry, QueueOptions
-from storage import SQLiteStorage, sqlite as storage_sqlite
+from broker_core.settings import Settings
+from storage import SQLiteStorage, storage_from_settings
 from storage.sqlite import PAGE_SIZE
 from tests.conftest import MS
 
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
     import sqlite3
     from pathlib import Path
 
-    import pytest
 
 BODY = b'"' + b"x" * 1022 + b'"'
 
@@ -110,13 +110,22 @@ async def test_a_new_database_has_large_pages(tmp_path: Path) -> None:
         await storage.close()
 
 
-async def test_a_database_made_with_other_pages_keeps_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A database from before keeps its 4 KiB pages, its data, and a WAL net of the same bytes."""
+async def test_the_page_size_of_a_new_database_is_a_setting(tmp_path: Path) -> None:
+    """``BROKER_SQLITE_PAGE_SIZE`` reaches a new database (small pages for small commits)."""
+    settings = Settings.from_env({"BROKER_SQLITE_PAGE_SIZE": "4096"}, data_dir=tmp_path)
+    storage = storage_from_settings(settings)
+    assert isinstance(storage, SQLiteStorage)
+    await storage.open()
+    try:
+        assert await _page_settings(storage) == (4096, 32 * 1024 * 1024 // 4096)
+    finally:
+        await storage.close()
+
+
+async def test_a_database_made_with_other_pages_keeps_them(tmp_path: Path) -> None:
+    """A database made with 4 KiB pages keeps them, its data, and a WAL net of the same bytes."""
     path = tmp_path / "broker.db"
-    monkeypatch.setattr(storage_sqlite, "PAGE_SIZE", 4096)
-    storage = SQLiteStorage(path)
+    storage = SQLiteStorage(path, page_size=4096)
     await storage.open()
     try:
         await storage.write([PutQueue("q", QueueOptions(), time.time(), time.time())])
@@ -125,7 +134,6 @@ async def test_a_database_made_with_other_pages_keeps_them(
         )
     finally:
         await storage.close()
-    monkeypatch.undo()
     storage = SQLiteStorage(path)
     await storage.open()
     try:
