@@ -116,9 +116,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     Large pages suit throughput: a big group commit writes fewer pages. A
     small commit (one message at a time, at low rates) writes each page it
-    touches whole: at 1,000 msg/s about 80 KiB of disk writes per message
-    with 16 KiB pages, 48 with 8 KiB, 27 with 4 KiB (the README's
-    performance section). A database keeps the page size it was made with.
+    touches whole: at 1,000 msg/s about 92 KiB of disk writes per message
+    with 16 KiB pages, 45 with 8 KiB, 28 with 4 KiB, for the same end-to-end
+    throughput; 8 KiB pages cost bulk publishing about 10% and a restart
+    with 1,000,000 pending 0.4 s (``python -m benchmarks.disk_writes``, the
+    README's performance section). A database keeps the page size it was
+    made with.
     """
     node_name: str | None = None
     """This node's name among the nodes sharing a PostgreSQL database; default ``host:port``."""

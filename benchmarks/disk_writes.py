@@ -1,0 +1,151 @@
+"""Disk writes per message: this broker at each SQLite page size, beside its peers.
+
+Run: ``python -m benchmarks.disk_writes [--runs 3] [--page-sizes 4096 8192 16384]``.
+
+Each run reads the bytes the server process caused to be written
+(``write_bytes`` of its I/O counters: for this broker its WAL and the
+checkpoints copying it into the database; for the peers their logs and
+stores) around two of the suite's phases:
+
+* ``latency``: 1,000 msg/s for 10 s through one queue, so that nearly every
+  message is a group commit of its own, twice (its publish; its delivery
+  and ack);
+* ``e2e``: the end-to-end flow (50,000 messages, 500 in flight), where a
+  commit holds hundreds of messages.
+
+A SQLite commit writes every page it touches whole, so the page size that
+makes big commits cheaper (`storage.sqlite.PAGE_SIZE`) makes small ones
+write more: `Settings.sqlite_page_size` (``BROKER_SQLITE_PAGE_SIZE``) is the
+choice, for a new database. Our broker starts fresh for each page size and
+run; RabbitMQ and NATS JetStream are measured when they answer on
+127.0.0.1. Systems alternate run by run; the table shows medians (min-max).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import psutil
+
+from .harness import save
+from .ours import Ours
+from .peers import Nats, RabbitMQ
+from .phases import flow, latency, queue_names
+from .workload import Plan
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from .phases import System
+
+__all__ = ["main"]
+
+KIB = 1024
+
+
+def _written(pid: int | None) -> int | None:
+    """Bytes ``pid`` caused to be written to storage so far (None if unreadable)."""
+    if pid is None:
+        return None
+    try:
+        return int(psutil.Process(pid).io_counters().write_bytes)
+    except (psutil.Error, AttributeError):
+        return None
+
+
+def _kib_per_message(system: System, messages: int, phase: Callable[[], Any]) -> dict[str, Any]:
+    pid = system.server_pid()
+    before = _written(pid)
+    result = phase()
+    after = _written(pid)
+    kib = None if before is None or after is None else (after - before) / KIB / messages
+    return {"kib_per_message": kib, "result": result}
+
+
+def _measure(system: System, plan: Plan, run: int) -> dict[str, Any]:
+    system.endpoint()  # log in before the counters start
+    slow = _kib_per_message(
+        system,
+        round(plan.rate * plan.duration),
+        lambda: latency(system, plan, queue_names("disk-latency", run)[0]),
+    )
+    fast = _kib_per_message(
+        system, plan.count, lambda: flow(system, plan, queue_names("disk-e2e", run))
+    )
+    return {
+        "latency_kib_per_message": slow["kib_per_message"],
+        "e2e_kib_per_message": fast["kib_per_message"],
+        "e2e_msgs_per_s": fast["result"]["msgs_per_s"],
+    }
+
+
+def _systems(page_sizes: list[int]) -> Iterator[tuple[str, Callable[[], Any]]]:
+    for size in page_sizes:
+        yield (
+            f"wsbroker, {size // KIB} KiB pages",
+            lambda size=size: Ours(BROKER_SQLITE_PAGE_SIZE=str(size)),
+        )
+    for peer in (RabbitMQ, Nats):
+        reason = peer.unavailable()
+        if reason is None:
+            yield peer.name, peer
+        else:
+            print(f"skipping {peer.name}: {reason}")
+
+
+def _summary(values: list[float | None]) -> str:
+    known = [value for value in values if value is not None]
+    if not known:
+        return "-"
+    middle = statistics.median(known)
+    if middle >= 100:
+        return f"{middle:,.0f} ({min(known):,.0f}-{max(known):,.0f})"
+    return f"{middle:.1f} ({min(known):.1f}-{max(known):.1f})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.disk_writes", description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="runs per system")
+    parser.add_argument(
+        "--page-sizes",
+        type=int,
+        nargs="+",
+        default=[4096, 8192, 16384],
+        help="SQLite page sizes of our broker's fresh databases",
+    )
+    args = parser.parse_args(argv)
+    if args.runs <= 0:
+        parser.error("--runs must be positive")
+    plan = Plan(runs=args.runs)
+    systems = list(_systems(args.page_sizes))
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in systems}
+    for run in range(args.runs):
+        for label, make in systems:
+            with make() as system:
+                result = _measure(system, plan, run)
+            runs[label].append(result)
+            print(f"  {label} run {run + 1}/{args.runs}: {result}")
+    print(
+        f"\nDisk writes of the server per 1 KiB message: at {plan.rate:,.0f} msg/s, "
+        f"and end to end ({plan.count:,} messages, {plan.window} in flight)"
+    )
+    print(
+        f"| system | KiB per message at {plan.rate:,.0f} msg/s | KiB per message end to end"
+        " | end to end, msg/s |"
+    )
+    print("|---|---:|---:|---:|")
+    for label, results in runs.items():
+        cells = [
+            _summary([r[key] for r in results])
+            for key in ("latency_kib_per_message", "e2e_kib_per_message", "e2e_msgs_per_s")
+        ]
+        print(f"| {label} | {' | '.join(cells)} |")
+    document = {"plan": msgspec.to_builtins(plan), "runs": runs}
+    print(f"\nsaved {save('disk_writes', document)}")
+
+
+if __name__ == "__main__":
+    main()
