@@ -24,16 +24,16 @@ run; RabbitMQ and NATS JetStream are measured when they answer on
 from __future__ import annotations
 
 import argparse
-import statistics
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import psutil
 
-from .harness import save
+from .harness import positive_int, save, written_bytes
 from .ours import Ours
 from .peers import Nats, RabbitMQ
 from .phases import flow, latency, queue_names
+from .report import median_range
+from .stats import summarise
 from .workload import Plan
 
 if TYPE_CHECKING:
@@ -46,21 +46,11 @@ __all__ = ["main"]
 KIB = 1024
 
 
-def _written(pid: int | None) -> int | None:
-    """Bytes ``pid`` caused to be written to storage so far (None if unreadable)."""
-    if pid is None:
-        return None
-    try:
-        return int(psutil.Process(pid).io_counters().write_bytes)
-    except (psutil.Error, AttributeError):
-        return None
-
-
 def _kib_per_message(system: System, messages: int, phase: Callable[[], Any]) -> dict[str, Any]:
     pid = system.server_pid()
-    before = _written(pid)
+    before = written_bytes(pid)
     result = phase()
-    after = _written(pid)
+    after = written_bytes(pid)
     kib = None if before is None or after is None else (after - before) / KIB / messages
     return {"kib_per_message": kib, "result": result}
 
@@ -96,19 +86,9 @@ def _systems(page_sizes: list[int]) -> Iterator[tuple[str, Callable[[], Any]]]:
             print(f"skipping {peer.name}: {reason}")
 
 
-def _summary(values: list[float | None]) -> str:
-    known = [value for value in values if value is not None]
-    if not known:
-        return "-"
-    middle = statistics.median(known)
-    if middle >= 100:
-        return f"{middle:,.0f} ({min(known):,.0f}-{max(known):,.0f})"
-    return f"{middle:.1f} ({min(known):.1f}-{max(known):.1f})"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.disk_writes", description=__doc__)
-    parser.add_argument("--runs", type=int, default=3, help="runs per system")
+    parser.add_argument("--runs", type=positive_int, default=3, help="runs per system")
     parser.add_argument(
         "--page-sizes",
         type=int,
@@ -117,8 +97,6 @@ def main(argv: list[str] | None = None) -> None:
         help="SQLite page sizes of our broker's fresh databases",
     )
     args = parser.parse_args(argv)
-    if args.runs <= 0:
-        parser.error("--runs must be positive")
     plan = Plan(runs=args.runs)
     systems = list(_systems(args.page_sizes))
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in systems}
@@ -138,9 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("|---|---:|---:|---:|")
     for label, results in runs.items():
+        summary = summarise(results)
         cells = [
-            _summary([r[key] for r in results])
-            for key in ("latency_kib_per_message", "e2e_kib_per_message", "e2e_msgs_per_s")
+            median_range(summary, "latency_kib_per_message", 1),
+            median_range(summary, "e2e_kib_per_message", 1),
+            median_range(summary, "e2e_msgs_per_s"),
         ]
         print(f"| {label} | {' | '.join(cells)} |")
     document = {"plan": msgspec.to_builtins(plan), "runs": runs}

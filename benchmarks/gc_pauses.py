@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from .bench_http import have_wrk, wrk
-from .harness import BrokerProcess, save
+from .harness import BrokerProcess, positive_int, save
 
 __all__ = ["main"]
 
@@ -60,11 +60,11 @@ def _run(broker: BrokerProcess, seconds: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gc_pauses", description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10, help="seconds of each wrk run")
-    parser.add_argument("--runs", type=int, default=2, help="runs (the backlog keeps growing)")
+    parser.add_argument("--seconds", type=positive_int, default=10, help="seconds of each wrk run")
+    parser.add_argument(
+        "--runs", type=positive_int, default=2, help="runs (the backlog keeps growing)"
+    )
     args = parser.parse_args(argv)
-    if min(args.seconds, args.runs) <= 0:
-        parser.error("every option must be positive")
     if not have_wrk():
         parser.exit(1, "gc_pauses needs wrk (apt-get install wrk)\n")
     with BrokerProcess() as broker:

@@ -14,6 +14,7 @@ Everything listens on 127.0.0.1 only, and every wait has a deadline.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -55,10 +56,12 @@ __all__ = [
     "listener_pid",
     "load_average",
     "machine",
+    "positive_int",
     "raise_open_files",
     "reachable",
     "save",
     "say",
+    "written_bytes",
 ]
 
 T = TypeVar("T")
@@ -114,6 +117,24 @@ def cpu_seconds(pid: int | None) -> float | None:
     except psutil.Error:
         return None
     return float(times.user + times.system)
+
+
+def written_bytes(pid: int | None) -> int | None:
+    """Bytes a process caused to be written to storage so far (None if it can't be read)."""
+    if pid is None:
+        return None
+    try:
+        return int(psutil.Process(pid).io_counters().write_bytes)
+    except (psutil.Error, AttributeError):  # no I/O counters on this platform
+        return None
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer above zero."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
 
 
 def raise_open_files() -> int:

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SYSTEMS", "median_of", "number", "profile_tables", "table", "targets", "targets_table"]
+__all__ = [
+    "SYSTEMS",
+    "median_of",
+    "median_range",
+    "number",
+    "profile_tables",
+    "table",
+    "targets",
+    "targets_table",
+]
 
 SYSTEMS = ("wsbroker", "rabbitmq", "nats")
 _NAMES = {"wsbroker": "wsbroker", "rabbitmq": "RabbitMQ", "nats": "NATS JetStream"}
@@ -30,8 +39,8 @@ def number(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _rate(summary: dict[str, Any] | None, key: str = "msgs_per_s") -> str:
-    """``median (min-max)`` of a throughput."""
+def median_range(summary: dict[str, Any] | None, key: str = "msgs_per_s", digits: int = 0) -> str:
+    """``median (min-max)`` of ``key`` in a `stats.summarise` result (a throughput by default)."""
     if not summary or key not in summary:
         return "-"
     cell = summary[key]
@@ -39,8 +48,9 @@ def _rate(summary: dict[str, Any] | None, key: str = "msgs_per_s") -> str:
     if median is None:
         return "-"
     if isinstance(cell, dict) and len(cell.get("runs", [])) > 1:
-        return f"{number(median)} ({number(cell['min'])}-{number(cell['max'])})"
-    return number(median)
+        low, high = number(cell["min"], digits), number(cell["max"], digits)
+        return f"{number(median, digits)} ({low}-{high})"
+    return number(median, digits)
 
 
 def _latency(summary: dict[str, Any] | None, kind: str) -> str:
@@ -77,20 +87,20 @@ def table(document: dict[str, Any]) -> str:
         return [render(phase.get(key)) for key in SYSTEMS]
 
     ceilings = results.get("ceilings", {})
-    echo = _rate(ceilings.get("ws_echo"))
-    sqlite = _rate(ceilings.get("sqlite_inserts"))
+    echo = median_range(ceilings.get("ws_echo"))
+    sqlite = median_range(ceilings.get("sqlite_inserts"))
     if "e2e" in results:
-        cells = per_system(results["e2e"], _rate)
+        cells = per_system(results["e2e"], median_range)
         lines.append(_row("End to end (publish, confirm, deliver, ack), msg/s", cells,
                           f"WebSocket echo: {echo}"))  # fmt: skip
         lines.append(_row("End to end: server CPU per message, µs (clients' CPU)",
                           per_system(results["e2e"], _cpu)))  # fmt: skip
     if "publish" in results:
-        cells = per_system(results["publish"], _rate)
+        cells = per_system(results["publish"], median_range)
         lines.append(_row("Publish only, confirmed, msg/s", cells, f"SQLite inserts: {sqlite}"))
     if "drain" in results:
         lines.append(_row("Drain only (consume + ack a backlog), msg/s",
-                          per_system(results["drain"], _rate)))  # fmt: skip
+                          per_system(results["drain"], median_range)))  # fmt: skip
     if "latency" in results:
         rate = number(plan.get("rate"))
         for kind, what in (("deliver", "publish to deliver"), ("confirm", "publish to confirm")):
@@ -105,12 +115,12 @@ def table(document: dict[str, Any]) -> str:
         lines.append(_row(f"Server CPU at {rate} msg/s, % of one core", cells))
     rest = results.get("rest")
     if rest:
-        bare = _rate(rest.get("bare_litestar"), "requests_per_s")
+        bare = median_range(rest.get("bare_litestar"), "requests_per_s")
         connections = plan.get("rest_connections", "")
         lines.append(
             _row(
                 f"REST publish, {connections} keep-alive connections, req/s",
-                [_rate(rest.get("wsbroker"), "requests_per_s"), "n/a", "n/a"],
+                [median_range(rest.get("wsbroker"), "requests_per_s"), "n/a", "n/a"],
                 f"bare Litestar: {bare}",
             )
         )
@@ -118,7 +128,7 @@ def table(document: dict[str, Any]) -> str:
     for axis, unit in (("queues", "queue"), ("consumers", "consumer")):
         for n, point in scaling.get(axis, {}).items():
             label = f"Scaling: {n} {unit if n == '1' else axis}, end to end msg/s"
-            lines.append(_row(label, per_system(point, _rate)))
+            lines.append(_row(label, per_system(point, median_range)))
     memory = results.get("memory")
     if memory:
         restart = memory.get("restart", {})

@@ -47,7 +47,7 @@ from transports.app import create_app
 from transports.logging import configure_logging
 
 from . import bare_app
-from .harness import RESULTS, save
+from .harness import RESULTS, positive_int, save
 from .workload import rest_body
 
 if TYPE_CHECKING:
@@ -198,14 +198,12 @@ def _profile(requests: int, directory: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.rest_overhead", description=__doc__)
-    parser.add_argument("--requests", type=int, default=20_000, help="publishes per run")
-    parser.add_argument("--runs", type=int, default=3, help="runs per variant")
+    parser.add_argument("--requests", type=positive_int, default=20_000, help="publishes per run")
+    parser.add_argument("--runs", type=positive_int, default=3, help="runs per variant")
     parser.add_argument(
         "--pyinstrument", action="store_true", help="one more broker run under pyinstrument"
     )
     args = parser.parse_args(argv)
-    if min(args.requests, args.runs) <= 0:
-        parser.error("every option must be positive")
     variants = ("bare", "broker", "no_publish")
     runs: dict[str, list[float]] = {variant: [] for variant in variants}
     for _ in range(args.runs):

@@ -235,41 +235,42 @@ class Suite:
             self.errors["profile"] = "skipped: our broker is not in --systems"
             return
         ours, plan = self.ours, self.plan
-        out: dict[str, Any] = {}
-        ws_path = self.results_dir / "profile-ws-e2e.speedscope.json"
-
         ours.endpoint()  # log in now: the password hash is not the broker's hot path
-
-        def ws() -> dict[str, Any]:
-            with recording(ours.broker.pid, ws_path) as record:
-                result = flow(ours, plan, queue_names("profile-ws", 0))
-            return {"run": result, **summarise(record, result["seconds"])}
-
-        out["ws_e2e"] = self.attempt("profile ws e2e", ws)
-        consumers_path = self.results_dir / "profile-ws-100-consumers.speedscope.json"
-
-        def ws_consumers() -> dict[str, Any]:
-            # The scaling row furthest from NATS: one queue, 100 competing consumers
-            # (a run number past the scaling phase's, for queue names of its own).
-            with recording(ours.broker.pid, consumers_path) as record:
-                result = point(ours, plan, "consumers", 100, plan.runs)
-            return {"run": result, **summarise(record, result["seconds"])}
-
-        out["ws_100_consumers"] = self.attempt("profile ws 100 consumers", ws_consumers)
+        # (key, speedscope file, the work, its traffic's seconds from its result)
+        works: list[tuple[str, str, Callable[[], dict[str, Any]], Callable[[Any], float]]] = [
+            (
+                "ws_e2e",
+                "ws-e2e",
+                lambda: flow(ours, plan, queue_names("profile-ws", 0)),
+                lambda result: result["seconds"],
+            ),
+            (
+                # The scaling row furthest from NATS: one queue, 100 competing consumers
+                # (a run number past the scaling phase's, for queue names of its own).
+                "ws_100_consumers",
+                "ws-100-consumers",
+                lambda: point(ours, plan, "consumers", 100, plan.runs),
+                lambda result: result["seconds"],
+            ),
+        ]
         if have_wrk():
-            rest_path = self.results_dir / "profile-rest-publish.speedscope.json"
-
-            def rest() -> dict[str, Any]:
-                with recording(ours.broker.pid, rest_path) as record:
-                    result = broker_publish(
-                        ours.broker,
-                        queue_names("profile-rest", 0)[0],
-                        plan.rest_connections,
-                        plan.rest_seconds,
-                    )
-                return {"run": result, **summarise(record, plan.rest_seconds)}
-
-            out["rest_publish"] = self.attempt("profile rest publish", rest)
+            rest_queue = queue_names("profile-rest", 0)[0]
+            works.append(
+                (
+                    "rest_publish",
+                    "rest-publish",
+                    lambda: broker_publish(
+                        ours.broker, rest_queue, plan.rest_connections, plan.rest_seconds
+                    ),
+                    lambda _: plan.rest_seconds,
+                )
+            )
+        out: dict[str, Any] = {}
+        for key, name, work, seconds in works:
+            path = self.results_dir / f"profile-{name}.speedscope.json"
+            out[key] = self.attempt(
+                f"profile {key}", partial(_profiled, ours.broker.pid, path, work, seconds)
+            )
         self.results["profile"] = out
 
     def memory(self) -> None:
@@ -326,6 +327,18 @@ class Suite:
             "results": self.results,
             "errors": self.errors,
         }
+
+
+def _profiled(
+    pid: int,
+    path: Path,
+    work: Callable[[], dict[str, Any]],
+    seconds: Callable[[Any], float],
+) -> dict[str, Any]:
+    """Run ``work`` under py-spy; its result and where the broker's samples fell."""
+    with recording(pid, path) as record:
+        result = work()
+    return {"run": result, **summarise(record, seconds(result))}
 
 
 def _merge(previous: dict[str, Any], rerun: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from broker_core.journal import Ack, Deliver, Insert, Op, PutQueue
 from broker_core.messages import Entry, QueueOptions
 from storage import SQLiteStorage
 
-from .harness import save
+from .harness import positive_int, save
 
 __all__ = ["main"]
 
@@ -98,11 +98,9 @@ async def _run(share: float, batches: int, size: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.writer_gil", description=__doc__)
-    parser.add_argument("--batches", type=int, default=300, help="batches per share")
-    parser.add_argument("--size", type=int, default=270, help="messages per batch")
+    parser.add_argument("--batches", type=positive_int, default=300, help="batches per share")
+    parser.add_argument("--size", type=positive_int, default=270, help="messages per batch")
     args = parser.parse_args(argv)
-    if min(args.batches, args.size) <= 0:
-        parser.error("every option must be positive")
     rows = [asyncio.run(_run(share, args.batches, args.size)) for share in (0.0, 0.3, 0.5, 0.7)]
     print(f"\nSQLite writer, batches of {args.size} publishes + the last batch's acks")
     print("  busy Python thread   wall ms/batch   writer CPU ms/batch")
