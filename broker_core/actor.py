@@ -6,7 +6,9 @@ drains the state's outboxes once: journal operations go to storage in one
 ``write`` (so a burst of publishes joins one group commit), deliveries go to
 each consumer's sink in one call, and dead letters go to their queues. A
 publish's future resolves only after the batch holding its ``Insert``
-committed. Deadlines (leases, delays, TTLs) wake the actor through one timer.
+committed; when that batch fails, the publish is withdrawn from every
+queue (`ActorHooks.withdrawn`), as storage withdrew it. Deadlines (leases,
+delays, TTLs) wake the actor through one timer.
 
 On shared storage (several nodes, see `queue.QueueState`'s shared mode) the
 actor also runs the claims its state asks for, one at a time.
@@ -18,11 +20,12 @@ import asyncio
 import time
 from collections import deque
 from contextlib import suppress
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from loguru import logger
 
-from .journal import Deliver
+from .journal import Deliver, Insert
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -62,6 +65,9 @@ class ActorHooks(Protocol):
 
     def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
         """See every journal operation (in-flight index, events, metrics)."""
+
+    def withdrawn(self, queue: str, entries: list[Entry]) -> None:
+        """Messages published to ``queue`` whose batch failed: storage will never hold them."""
 
 
 class QueueActor:
@@ -328,6 +334,8 @@ class QueueActor:
                 commit = self._journal.write(written) if written else None
             else:
                 commit = self._journal.write(ops)
+            if commit is not None:
+                commit.add_done_callback(partial(self._check_commit, ops))
             self._hooks.ops_written(self.name, ops)
         dead = state.take_dead_letters()
         if dead:
@@ -345,6 +353,14 @@ class QueueActor:
         if deliveries:
             self._push(deliveries)
         return commit
+
+    def _check_commit(self, ops: list[Op], commit: asyncio.Future[None]) -> None:
+        """A failed batch withdrew its publishes (`journal.Journal.write`): so must the queues."""
+        if commit.cancelled() or commit.exception() is None:
+            return
+        entries = [op.entry for op in ops if type(op) is Insert]
+        if entries:
+            self._hooks.withdrawn(self.name, entries)
 
     def _balance(self, state: QueueState) -> None:
         waiters = self._waiters

@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
     from .actor import DeliverySink
     from .journal import Change, Op, SharedStorage, Storage, StoredMessage, StoredQueue
-    from .messages import PublishRequest, UpdateQueueRequest
+    from .messages import Entry, PublishRequest, UpdateQueueRequest
     from .queue import Item, Published, SettleOutcome
 
 __all__ = ["Broker", "EventListener"]
@@ -346,6 +346,17 @@ class Broker:
                 event = _event_of(queue, op, now)
                 if event is not None:
                     self._emit(event)
+
+    def withdrawn(self, queue: str, entries: list[Entry]) -> None:
+        """Take publishes whose batch failed out of every queue (a dead letter may move one)."""
+
+        def withdraw(state: QueueState, now: float) -> None:
+            for id in state.withdraw(queue, entries):
+                self._inflight.pop(id, None)
+
+        logger.warning("failed publishes withdrawn", queue=queue, count=len(entries))
+        for actor in self._actors.values():
+            actor.cast(withdraw)
 
     # -- events -------------------------------------------------------------------
 

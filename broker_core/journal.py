@@ -201,7 +201,9 @@ class Journal(Protocol):
 
     ``write`` is synchronous and cheap: it appends to the write-behind buffer
     and returns the future of the batch the operations joined, done once that
-    batch committed (or failed with `broker_core.errors.Unavailable`).
+    batch committed (or failed with `broker_core.errors.Unavailable`). A
+    failed batch's `Insert` ops are never stored, not even by a retry: a
+    publish answered with an error is not and never will be stored.
     """
 
     def write(self, ops: Sequence[Op]) -> asyncio.Future[None]:

@@ -954,6 +954,50 @@ class QueueState:
             self._ops.append(PurgeQueue(self.name))
         return count
 
+    def withdraw(self, queue: str, entries: Sequence[Entry]) -> list[int]:
+        """Take out messages whose publish failed to commit: storage will never hold them.
+
+        ``queue`` is where they were published; ``entries`` their entries (as
+        their `Insert` ops held them). Wherever a message is now, pending,
+        delayed or leased (its batch may have failed after it was pushed),
+        it goes without a journal op: a consumer's later ack of it is
+        refused, and it is never delivered again. A ``dedup_id`` that named
+        one is forgotten, so the client's retry is a new publish. Returns the
+        ids found here.
+        """
+        ids = {entry.id for entry in entries}
+        found: list[int] = []
+        if queue == self.name:
+            for dedup_id in [k for k, seen in self._dedup.items() if seen[0] in ids]:
+                del self._dedup[dedup_id]
+            self.published_total -= len(ids)
+            if self.shared:
+                self.stored_pending = max(0, self.stored_pending - len(ids))
+                self.stored_bytes = max(0, self.stored_bytes - sum(e.size for e in entries))
+        for dq in self._pending:
+            if any(_item_id(item) in ids for item in dq):
+                kept = [item for item in dq if _item_id(item) not in ids]
+                for item in dq:
+                    if _item_id(item) in ids:
+                        self._forget_pending(item)
+                        found.append(_item_id(item))
+                dq.clear()
+                dq.extend(kept)
+        if ids & self._delayed_ids:
+            delayed = []
+            for at, id, entry in self._delayed:
+                if id in ids:
+                    self._forget_delayed(entry)
+                    found.append(id)
+                else:
+                    delayed.append((at, id, entry))
+            heapq.heapify(delayed)
+            self._delayed = delayed
+        for id in ids & self.processing.keys():
+            self._take_leased(id, None, "withdraw")
+            found.append(id)
+        return found
+
     def remove_pending(self, id: int) -> Item | None:
         """Take one message out of ``pending`` (to move it elsewhere); ``None`` if not there."""
         for dq in self._pending:

@@ -37,6 +37,7 @@ __all__ = [
     "check_database",
     "check_storage",
     "is_postgres_url",
+    "sqlite_database",
     "storage_from_settings",
 ]
 
@@ -44,6 +45,14 @@ __all__ = [
 def is_postgres_url(url: str | None) -> TypeGuard[str]:
     """Whether ``url`` names a PostgreSQL database."""
     return url is not None and url.startswith(("postgresql://", "postgres://"))
+
+
+def sqlite_database(settings: Settings) -> Path | None:
+    """The SQLite database file the settings name, or ``None`` for PostgreSQL."""
+    url = settings.storage_url
+    if is_postgres_url(url):
+        return None
+    return Path(url.removeprefix("sqlite:///")) if url else settings.sqlite_path
 
 
 def storage_from_settings(settings: Settings) -> StorageBackend:
@@ -57,9 +66,10 @@ def storage_from_settings(settings: Settings) -> StorageBackend:
         StorageError: a PostgreSQL URL, but asyncpg is not installed.
     """
     url = settings.storage_url
-    if is_postgres_url(url):
+    path = sqlite_database(settings)
+    if path is None:
+        assert is_postgres_url(url), "not SQLite, so PostgreSQL"
         return _postgres_storage(url, settings)
-    path = Path(url.removeprefix("sqlite:///")) if url else settings.sqlite_path
     return SQLiteStorage(
         path,
         synchronous=settings.sqlite_synchronous,

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from broker_core.journal import Op
     from broker_core.messages import Entry
 
-__all__ = ["Barrier", "Plan", "Segment", "coalesce"]
+__all__ = ["Barrier", "Plan", "Segment", "coalesce", "leave_out", "withdraw_publishes"]
 
 Barrier = PutQueue | PurgeQueue | DeleteQueue | Trim
 """Queue-level operations: written in their place, between segments."""
@@ -176,6 +176,9 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
             case Drop(id=id):
                 segment.drop(id)
                 removes = True
+                # A withdrawn publish's id (`withdraw_publishes`) was handed out: never again.
+                if id > last_id:
+                    last_id = id
             case PutQueue() | PurgeQueue() | DeleteQueue() | Trim():
                 removes = removes or type(op) is not PutQueue
                 if not segment.empty:
@@ -185,3 +188,33 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
     if not segment.empty:
         steps.append(segment)
     return Plan(steps, last_id, removes)
+
+
+_SETTLES = (Deliver, Ack, Requeue, Release, Fail, DeadLetter, Drop, Restore)
+"""The operations on one message that name it by ``id``."""
+
+
+def withdraw_publishes(ops: list[Any]) -> tuple[list[Any], set[int]]:
+    """A failed batch without its publishes, which will never be stored; and their ids.
+
+    Each `Insert` becomes a `Drop` of its id (deleting nothing, unless a
+    commit whose outcome was unknown did land it) and the batch's other
+    operations on those messages go. What is left are settlements and queue
+    changes, which may still be retried. Anything but journal operations
+    (a test's stand-ins) is kept as it is.
+    """
+    ids = {op.entry.id for op in ops if type(op) is Insert}
+    if not ids:
+        return ops, ids
+    kept: list[Any] = []
+    for op in ops:
+        if type(op) is Insert:
+            kept.append(Drop(op.entry.id))
+        elif not (isinstance(op, _SETTLES) and op.id in ids):
+            kept.append(op)
+    return kept, ids
+
+
+def leave_out(ops: list[Any], ids: set[int]) -> list[Any]:
+    """``ops`` without those on messages ``ids`` (publishes withdrawn from an earlier batch)."""
+    return [op for op in ops if not (isinstance(op, _SETTLES) and op.id in ids)]

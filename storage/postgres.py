@@ -77,7 +77,13 @@ if TYPE_CHECKING:
 
     from .backend import RefreshRow
 
-__all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_postgres", "display_url"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "PostgresStorage",
+    "check_postgres",
+    "display_url",
+    "permanent_error",
+]
 
 SCHEMA_VERSION = 2
 """Version 1 is ``schema_postgres.sql``; version ``n`` adds ``schema_postgres_<n>.sql``."""
@@ -195,6 +201,33 @@ def _count(status: str) -> int:
     return int(status.rpartition(" ")[2] or 0)
 
 
+_TRANSIENT = (
+    OSError,  # the connection, and `cluster.NodeEvicted` (the node rejoins)
+    TimeoutError,
+    StorageUnavailable,
+    asyncpg.PostgresConnectionError,  # class 08
+    asyncpg.TransactionRollbackError,  # class 40: serialization failure, deadlock
+    asyncpg.InsufficientResourcesError,  # class 53: disk full, out of memory, connections
+    asyncpg.ObjectNotInPrerequisiteStateError,  # class 55: lock not available, object in use
+    asyncpg.OperatorInterventionError,  # class 57: shutdown, cancelled, cannot connect now
+    asyncpg.PostgresSystemError,  # class 58: I/O error
+)
+"""Failures that may clear: the batch is retried until it commits."""
+
+
+def permanent_error(exc: Exception) -> bool:
+    """Whether a commit failed for a reason retrying the same batch can't fix.
+
+    Connection losses, a full disk, deadlocks and shutdowns may clear; a
+    violated constraint, data the server or the driver refuses, or a bug
+    fails the same way every time.
+    """
+    if isinstance(exc, asyncpg.InterfaceError):
+        # The driver's DataError is a value it can't encode; the rest is the connection's state.
+        return isinstance(exc, ValueError)
+    return not isinstance(exc, _TRANSIENT)
+
+
 class PostgresStorage:
     """Queues, messages, users and refresh tokens in one PostgreSQL database, shared by nodes.
 
@@ -235,7 +268,10 @@ class PostgresStorage:
         self._node: ClusterNode | None = None
         self._watchers: list[Callable[[Change], None]] = []
         self._buffer: WriteBehind[Op] = WriteBehind(
-            self._commit, linger_s=linger_ms / 1000, max_batch=max_batch
+            self._commit,
+            linger_s=linger_ms / 1000,
+            max_batch=max_batch,
+            permanent=permanent_error,
         )
         self._tx_lock = asyncio.Lock()
         self._updates: dict[tuple[str, ...], str] = {}

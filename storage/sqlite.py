@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
     from .write_behind import BatchStats
 
-__all__ = ["UNCLEAN_ID_GAP", "RefreshRow", "SQLiteStorage", "check_database"]
+__all__ = ["UNCLEAN_ID_GAP", "RefreshRow", "SQLiteStorage", "check_database", "permanent_error"]
 
 SCHEMA_VERSION = 1
 UNCLEAN_ID_GAP = 1 << 24
@@ -98,6 +98,38 @@ _READER_CACHE_BYTES = 8 * 1024 * 1024
 """The reader's page cache: cold bodies are read once, in id order."""
 _ENTRY_COLUMNS = ", ".join(ENTRY_COLUMNS)
 _INSERT = f"INSERT INTO messages ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})"
+
+
+_TRANSIENT_CODES = frozenset(
+    {
+        5,  # SQLITE_BUSY
+        6,  # SQLITE_LOCKED
+        7,  # SQLITE_NOMEM
+        8,  # SQLITE_READONLY (remounted read-only, permissions: an operator fixes it)
+        9,  # SQLITE_INTERRUPT
+        10,  # SQLITE_IOERR
+        13,  # SQLITE_FULL
+        14,  # SQLITE_CANTOPEN
+        15,  # SQLITE_PROTOCOL
+    }
+)
+"""Primary result codes of failures that may clear: the batch is retried until it commits."""
+
+
+def permanent_error(exc: Exception) -> bool:
+    """Whether a commit failed for a reason retrying the same batch can't fix.
+
+    A full disk, a busy or locked file, an I/O error may clear; a violated
+    constraint (two brokers on one file), bad data, a corrupt file or a bug
+    fails the same way every time.
+    """
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None:
+            return not isinstance(exc, sqlite3.OperationalError)
+        # Extended codes (SQLITE_IOERR_WRITE, ...) keep the primary one in the low byte.
+        return code & 0xFF not in _TRANSIENT_CODES
+    return not isinstance(exc, (OSError, MemoryError))
 
 
 def check_database(path: Path) -> None:
@@ -160,7 +192,11 @@ class SQLiteStorage:
         self._reader: aiosqlite.Connection | None = None
         self.checkpointer = Checkpointer(lambda: sqlite3.connect(self.path))
         self.writer = SQLiteWriter(
-            self._connect_writer, self._write_batch, linger_s=linger_ms / 1000, max_batch=max_batch
+            self._connect_writer,
+            self._write_batch,
+            linger_s=linger_ms / 1000,
+            max_batch=max_batch,
+            permanent=permanent_error,
         )
         self._last_id = 0
         self._recorded_id = 0

@@ -17,10 +17,10 @@ database goes through this thread and its one connection, so two
 transactions never interleave and none waits on SQLite's file lock. Reads
 go through another connection (WAL lets them run beside a commit).
 
-When a commit fails, the batch's future fails (its publishers get 503), the
-writer turns `degraded` (publishes are refused up front) and the batch is
-retried with backoff until it commits: nothing the broker holds in memory is
-left out of storage for good, and nothing unstored is ever confirmed.
+When a commit fails, the batch's future fails (its publishers get 503) and
+its publishes are withdrawn for good; the rest is retried with backoff
+while the writer is `degraded` (publishes are refused up front), or given
+up after an error retrying can't fix (`write_behind.CommitHealth`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from loguru import logger
 
 from .errors import StorageUnavailable
-from .write_behind import FIRST_RETRY_S, LAST_RETRY_S, CommitHealth, ignore_unretrieved
+from .write_behind import FIRST_RETRY_S, LAST_RETRY_S, CommitHealth, Retry, ignore_unretrieved
 
 if TYPE_CHECKING:
     import sqlite3
@@ -60,6 +60,7 @@ class SQLiteWriter(CommitHealth):
             each batch, so a test may wrap it to inject a fault.
         linger_s: how long a small batch waits for company (0 commits at once).
         max_batch: a batch this large is committed without lingering.
+        permanent: whether a commit error is one that retrying can't fix.
     """
 
     def __init__(
@@ -69,8 +70,9 @@ class SQLiteWriter(CommitHealth):
         *,
         linger_s: float = 0.0,
         max_batch: int = 512,
+        permanent: Callable[[Exception], bool] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(permanent)
         self.commit = commit
         self.linger_s = linger_s
         self.max_batch = max_batch
@@ -293,19 +295,25 @@ class SQLiteWriter(CommitHealth):
         future = self._inflight
         assert future is not None, "a batch has a future"
         delay = FIRST_RETRY_S
-        while True:
+        ops = self._screen(ops)
+        first = True
+        while ops:
             started = time.perf_counter()
             try:
                 self.commit(connection, ops)
             except Exception as exc:
-                self._resolve(future, self._failed(exc))
-                if not self._wait_to_retry(connection, delay):
-                    break
-                delay = min(delay * 2, LAST_RETRY_S)
+                error, ops, retry = self._failed(exc, ops, first)
+                first = False
+                self._resolve(future, error)
+                if retry is Retry.LATER:
+                    if not self._wait_to_retry(connection, delay):
+                        break
+                    delay = min(delay * 2, LAST_RETRY_S)
                 continue
             self._committed(len(ops), time.perf_counter() - started)
-            self._resolve(future, None)
             break
+        # After a failure this changes nothing: the error was settled first.
+        self._resolve(future, None)
         with self._cond:
             self._inflight = None
 

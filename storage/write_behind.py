@@ -6,20 +6,28 @@ commits, the next one fills, so a busy broker commits hundreds of operations
 per transaction and an idle one commits a lone operation at once. A batch's
 future resolves when it committed; publishers await it before confirming.
 
-When a commit fails, the batch's future fails (its publishers get 503), the
-buffer turns `degraded` (publishes are refused up front) and the batch is
-retried with backoff until it commits: nothing the broker holds in memory is
-left out of storage for good, and nothing unstored is ever confirmed.
+When a commit fails, the batch's future fails (its publishers get 503) and
+its publishes are withdrawn for good (`CommitHealth`): an error answer
+means the message is not stored and never will be, so a client that
+retries makes no duplicate. The broker takes them out of its queues when it
+sees the future fail. The rest of the batch (settlements, queue changes) is
+kept: after a failure that may clear (a full disk, a lost connection) the
+buffer turns `degraded` (publishes are refused up front) and retries it with
+backoff until it commits; after one that retrying can't fix (a constraint
+violated, bad data) it is tried once more without the publishes, then given
+up, and the writer goes on with the next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from contextlib import suppress
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from loguru import logger
 
+from .coalesce import leave_out, withdraw_publishes
 from .errors import StorageUnavailable
 
 if TYPE_CHECKING:
@@ -30,6 +38,7 @@ __all__ = [
     "LAST_RETRY_S",
     "BatchStats",
     "CommitHealth",
+    "Retry",
     "WriteBehind",
     "ignore_unretrieved",
 ]
@@ -56,22 +65,72 @@ LAST_RETRY_S = 2.0
 """...up to this."""
 
 
-class CommitHealth:
-    """Whether commits go through (`degraded`), and their counters: what both writers keep."""
+class Retry(enum.Enum):
+    """What to do with what is left of a batch after a failed commit."""
 
-    def __init__(self) -> None:
+    NOW = "now"
+    LATER = "later"
+    NEVER = "never"
+
+
+def _never_permanent(exc: Exception) -> bool:
+    return False
+
+
+class CommitHealth:
+    """Whether commits go through (`degraded`), their counters, and what a failed batch leaves.
+
+    What both writers keep. Args:
+        permanent: whether a commit error is one that retrying can't fix
+            (the backend knows its driver's errors); by default none is.
+    """
+
+    def __init__(self, permanent: Callable[[Exception], bool] | None = None) -> None:
         self.degraded: str | None = None
         self.stats = BatchStats()
+        self._permanent = permanent or _never_permanent
+        self._withdrawn: set[int] = set()
 
-    def _failed(self, exc: Exception) -> StorageUnavailable:
-        """Count a failed commit, degrade (logged once), and return the batch's error."""
+    def _screen(self, ops: list[Any]) -> list[Any]:
+        """``ops`` without those on publishes withdrawn from an earlier batch.
+
+        A consumer may have been handed such a message before its batch
+        failed, and its ack be written before the broker forgot it. The set
+        grows only with publishes that failed to commit, which a degraded
+        writer refuses up front.
+        """
+        return leave_out(ops, self._withdrawn) if self._withdrawn else ops
+
+    def _failed(
+        self, exc: Exception, ops: list[Any], first: bool
+    ) -> tuple[StorageUnavailable, list[Any], Retry]:
+        """Count a failed commit of ``ops``; return the batch's error, what is left, when to retry.
+
+        At the batch's ``first`` failure its publishes are withdrawn (their
+        publishers get the error). An error retrying can fix degrades the
+        writer (logged once) and the rest is retried later; otherwise the
+        rest is retried at once if the withdrawal changed it, else given up.
+        """
         reason = f"{type(exc).__name__}: {exc}"
         self.stats.failures += 1
         self.stats.last_error = reason
+        rest = ops
+        if first:
+            rest, withdrawn = withdraw_publishes(ops)
+            self._withdrawn |= withdrawn
+        error = StorageUnavailable(reason)
+        if self._permanent(exc):
+            if rest is not ops:
+                logger.error("storage commit failed, retrying without its publishes", reason=reason)
+                return error, rest, Retry.NOW
+            logger.error(
+                "storage commit failed for good, batch given up", reason=reason, ops=len(ops)
+            )
+            return error, [], Retry.NEVER
         if self.degraded is None:
             logger.error("storage commit failed, retrying", reason=reason)
         self.degraded = reason
-        return StorageUnavailable(reason)
+        return error, rest, Retry.LATER
 
     def _committed(self, ops: int, seconds: float) -> None:
         """Count a committed batch of ``ops`` operations; recover if degraded."""
@@ -91,6 +150,7 @@ class WriteBehind(CommitHealth, Generic[T]):
         linger_s: how long the flusher waits for more operations after the
             first arrives when the buffer is small (0 commits at once).
         max_batch: a batch this large is committed without lingering.
+        permanent: whether a commit error is one that retrying can't fix.
     """
 
     def __init__(
@@ -99,8 +159,9 @@ class WriteBehind(CommitHealth, Generic[T]):
         *,
         linger_s: float = 0.0,
         max_batch: int = 512,
+        permanent: Callable[[Exception], bool] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(permanent)
         self._commit = commit
         self.linger_s = linger_s
         self.max_batch = max_batch
@@ -183,21 +244,25 @@ class WriteBehind(CommitHealth, Generic[T]):
     async def _commit_until_done(self, ops: list[T], future: asyncio.Future[None]) -> None:
         delay = FIRST_RETRY_S
         loop = asyncio.get_running_loop()
-        while True:
+        ops = self._screen(ops)
+        first = True
+        while ops:
             started = loop.time()
             try:
                 await self._commit(ops)
             except Exception as exc:
-                error = self._failed(exc)
+                error, ops, retry = self._failed(exc, ops, first)
+                first = False
                 if not future.done():
                     future.set_exception(error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, LAST_RETRY_S)
+                if retry is Retry.LATER:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, LAST_RETRY_S)
                 continue
             self._committed(len(ops), loop.time() - started)
-            if not future.done():
-                future.set_result(None)
-            return
+            break
+        if not future.done():
+            future.set_result(None)
 
 
 def ignore_unretrieved(future: asyncio.Future[None]) -> None:

@@ -52,12 +52,13 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         print(f"broker: invalid settings: {exc}", file=sys.stderr)
         return 2
-    from storage import StorageError, check_storage
+    from storage import StorageError
+
+    from .startup import StartError
 
     try:
-        check_storage(settings)
         serve(settings)
-    except StorageError as exc:
+    except (StartError, StorageError) as exc:
         print(f"broker: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,5 +1,10 @@
 """Serving the app with uvicorn: TLS by default (self-signed on first start), graceful stop.
 
+`serve` locks the data dir, then binds the port, and only then checks the
+storage, makes TLS files and opens the broker (`transports.startup`): a
+second broker on the data dir, or a port that is taken, stops the start
+before anything is read or written.
+
 uvicorn stops on SIGTERM/SIGINT by finishing the lifespan, which flushes the
 write-behind buffer before the process exits.
 """
@@ -10,10 +15,13 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from storage import check_storage, sqlite_database
+
 from .app import create_app
 from .logging import configure_logging
 from .protocols import guarded_http_protocol
 from .secrets import ensure_data_dir
+from .startup import bind_socket, lock_data_dir
 from .tls import ensure_self_signed
 
 if TYPE_CHECKING:
@@ -60,8 +68,31 @@ def build_server(settings: Settings) -> uvicorn.Server:
 
 
 def serve(settings: Settings) -> None:
-    """Run the broker until it is told to stop."""
-    scheme = "https" if settings.tls else "http"
-    server = build_server(settings)
-    print(f"broker listening on {scheme}://{settings.host}:{settings.port}", flush=True)
-    server.run()
+    """Run the broker until it is told to stop.
+
+    Raises:
+        transports.startup.StartError: the data dir is in use, or the port
+            can't be bound (nothing else was done).
+        storage.StorageError: the storage can't be opened.
+    """
+    data_dir = ensure_data_dir(settings.data_dir)
+    locks = [lock_data_dir(data_dir)]
+    try:
+        database = sqlite_database(settings)
+        if database is not None:
+            folder = database.expanduser().absolute().parent
+            if folder != data_dir and folder.is_dir():
+                # A database outside the data dir is what two brokers must not share.
+                locks.append(lock_data_dir(folder, f"{database.name}.lock"))
+        sock = bind_socket(settings.host, settings.port)
+        try:
+            check_storage(settings)
+            server = build_server(settings)
+            scheme = "https" if settings.tls else "http"
+            print(f"broker listening on {scheme}://{settings.host}:{settings.port}", flush=True)
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+    finally:
+        for lock in reversed(locks):
+            lock.release()

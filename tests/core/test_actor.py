@@ -34,12 +34,16 @@ class Hooks:
     def __init__(self) -> None:
         self.dead: list[tuple[str, list[Item]]] = []
         self.ops: list[Op] = []
+        self.withdrawn_ids: list[int] = []
 
     def dead_letter(self, target: str, items: list[Item]) -> None:
         self.dead.append((target, items))
 
     def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
         self.ops.extend(ops)
+
+    def withdrawn(self, queue: str, entries: list[Entry]) -> None:
+        self.withdrawn_ids.extend(entry.id for entry in entries)
 
 
 class Rig:

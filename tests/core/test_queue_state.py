@@ -1217,3 +1217,69 @@ def test_entries_are_equal_only_to_themselves() -> None:
     assert first == first
     assert first != second
     assert len({first, second}) == 2
+
+
+# -- withdrawn publishes ------------------------------------------------------------------------
+
+
+def inserted(state: QueueState) -> list[Entry]:
+    """The entries of the `Insert` ops drained from ``state`` (what a failed batch held)."""
+    return [op.entry for op in state.take_ops() if isinstance(op, Insert)]
+
+
+def test_withdraw_takes_out_pending_and_delayed_messages(ids: Ids) -> None:
+    """A withdrawn publish leaves pending and the delay heap; the others stay in order."""
+    state = new_state()
+    publish(state, ids, 3)
+    publish(state, ids, 1, delay_ms=60_000)
+    entries = inserted(state)
+    assert sorted(state.withdraw("q", [entries[1], entries[3]])) == [2, 4]
+    assert pending_ids(state) == [1, 3]
+    assert state.delayed_count == 0
+    assert_consistent(state)
+    assert_no_effects(state)
+
+
+def test_withdraw_takes_back_a_lease_and_refuses_its_ack(ids: Ids) -> None:
+    """A withdrawn message already pushed is no longer held: its ack fails, the credit returns."""
+    state = new_state()
+    state.add_consumer(7, 1)
+    publish(state, ids, 2)
+    state.dispatch(0.0)
+    assert deliveries(state) == [(7, 1)]
+    [first, _] = inserted(state)
+    assert state.withdraw("q", [first]) == [1]
+    state.dispatch(0.0)
+    assert deliveries(state) == [(7, 2)]
+    outcome = state.ack([1], 0.0, consumer_id=7)
+    assert isinstance(outcome.errors[1], InvalidTransition)
+    assert_consistent(state)
+
+
+def test_withdraw_forgets_the_dedup_id_of_a_withdrawn_publish(ids: Ids) -> None:
+    """A retry with the dedup_id of a withdrawn publish is a new message, not a duplicate."""
+    state = new_state()
+    [first] = state.publish([req(dedup_id="a")], 1.0, ids)
+    state.withdraw("q", inserted(state))
+    [again] = state.publish([req(dedup_id="a")], 2.0, ids)
+    assert (again.id, again.duplicate) == (first.id + 1, False)
+
+
+def test_withdraw_in_another_queue_touches_only_what_it_holds(ids: Ids) -> None:
+    """A queue told of another's withdrawn publishes keeps its own messages and dedup ids."""
+    source, other = new_state(), new_state(name="other")
+    publish(source, ids, 1)
+    other.publish([req(dedup_id="a")], 1.0, ids)
+    other.take_ops()
+    assert other.withdraw("q", inserted(source)) == []
+    assert pending_ids(other) == [2]
+    assert other.publish([req(dedup_id="a")], 2.0, ids)[0].duplicate
+
+
+def test_withdraw_in_shared_mode_uncounts_what_storage_will_never_hold(ids: Ids) -> None:
+    """Shared mode: a withdrawn publish no longer counts as pending in storage."""
+    state = QueueState("q", QueueOptions(), budget=BodyBudget(1 << 20), shared=True)
+    publish(state, ids, 2)
+    [first, second] = inserted(state)
+    state.withdraw("q", [first])
+    assert (state.stored_pending, state.stored_bytes) == (1, second.size)

@@ -7,7 +7,6 @@ local server (emptied before each test; skipped when no server answers).
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -95,11 +94,16 @@ class Backend:
             f"INSERT INTO broker_schema_version VALUES ({version})"
         )
 
-    async def fail_next_commit(self, storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def fail_next_commit(
+        self, storage: Storage, monkeypatch: pytest.MonkeyPatch, *, permanent: bool = False
+    ) -> None:
         """Make the next batch that inserts a message fail at COMMIT, once.
 
-        PostgreSQL: a deferred constraint trigger on ``broker_messages`` raises
-        at COMMIT; a sequence (not rolled back) makes it raise only once.
+        With ``permanent``, for a reason retrying can't fix (a constraint);
+        else for one that may clear (an I/O error, a lost connection).
+        PostgreSQL: a deferred constraint trigger on ``broker_messages``
+        raises, or ends its own connection, at COMMIT; a sequence (not
+        rolled back) makes it act only once.
         """
         if isinstance(storage, SQLiteStorage):
             writer = storage.writer
@@ -109,15 +113,22 @@ class Backend:
             def flaky_commit(db: sqlite3.Connection, ops: list[Op]) -> None:
                 if not failed and any(isinstance(op, Insert) for op in ops):
                     failed.append(True)
+                    if permanent:
+                        raise sqlite3.IntegrityError("UNIQUE constraint failed: messages.id")
                     raise sqlite3.OperationalError("disk I/O error")
                 real_commit(db, ops)
 
             monkeypatch.setattr(writer, "commit", flaky_commit)
             return
+        fault = (
+            "RAISE EXCEPTION 'injected commit failure'"
+            if permanent
+            else "PERFORM pg_terminate_backend(pg_backend_pid())"
+        )
         await self._sql(
             "CREATE SEQUENCE fault_once; "
             "CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF nextval('fault_once') = 1 THEN RAISE EXCEPTION 'injected commit failure'; "
+            f"IF nextval('fault_once') = 1 THEN {fault}; "
             "END IF; RETURN NULL; END $$; "
             "CREATE CONSTRAINT TRIGGER fail_commit AFTER INSERT ON broker_messages "
             "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_once()"
@@ -628,21 +639,50 @@ async def test_batches_that_only_add_rows_leave_the_highest_id_in_them(tmp_path:
         await again.close()
 
 
-async def test_last_message_id_survives_a_failed_commit(
+@pytest.mark.parametrize("permanent", [False, True], ids=["may_clear", "permanent"])
+async def test_a_failed_commit_never_stores_its_publishes(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, permanent: bool
+) -> None:
+    """A publish whose batch failed at COMMIT is not stored, not even by a retry; later ones are."""
+    storage = await backend.open()
+    await write(storage, put_queue())
+    await backend.fail_next_commit(storage, monkeypatch, permanent=permanent)
+    with pytest.raises(StorageUnavailable):
+        await storage.write([Insert("q", entry(1))])
+    await write(storage, Insert("q", entry(2)))
+    assert await status_of(storage, 1) is None
+    assert await status_of(storage, 2) is MessageStatus.PENDING
+
+
+@pytest.mark.parametrize("permanent", [False, True], ids=["may_clear", "permanent"])
+async def test_a_failed_commit_keeps_its_settlements(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, permanent: bool
+) -> None:
+    """The acks of a batch that failed at COMMIT are written by its retry; its publishes are not."""
+    storage = await backend.open()
+    await write(storage, put_queue(), Insert("q", entry(1)))
+    if storage.shared:
+        await storage.claim("q", 1, NOW)  # type: ignore[attr-defined]
+    await backend.fail_next_commit(storage, monkeypatch, permanent=permanent)
+    with pytest.raises(StorageUnavailable):
+        await storage.write([Deliver(1, 1, NOW + 30), Ack("q", 1, NOW), Insert("q", entry(2))])
+    # Batches commit in order: once a later one has, what the failed one left has too.
+    await write(storage, put_queue("later"))
+    assert await status_of(storage, 1) is MessageStatus.PROCESSED
+    assert await status_of(storage, 2) is None
+
+
+async def test_a_publish_withdrawn_from_a_failed_commit_keeps_its_id_used(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch that failed at COMMIT and was retried still records the highest id."""
+    """The id of a publish that failed to commit is never made again after a restart."""
+    backend.only_sqlite("ids are made from the clock and the node slot (broker_core.ids)")
     storage = await backend.open()
     await write(storage, put_queue())
     await backend.fail_next_commit(storage, monkeypatch)
     with pytest.raises(StorageUnavailable):
         await storage.write([Insert("q", entry(1))])
-    for _ in range(500):
-        if storage.degraded is None:
-            break
-        await asyncio.sleep(0.01)
-    assert storage.degraded is None, "the retried batch committed"
-    assert await status_of(storage, 1) is MessageStatus.PENDING
+    await write(storage, put_queue("later"))
     await storage.close()
     again = await backend.open()
     assert await again.last_message_id() == 1

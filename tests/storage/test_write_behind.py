@@ -196,3 +196,19 @@ async def test_large_batch_skips_linger(commit: FakeCommit) -> None:
     async with asyncio.timeout(1):
         await buffer.write([1, 2, 3])
     await buffer.close()
+
+
+async def test_a_batch_failing_for_good_is_given_up_and_later_ones_commit(
+    commit: FakeCommit,
+) -> None:
+    """An error retrying can't fix fails the batch once, without retries or degrading."""
+    buffer: WriteBehind[int] = WriteBehind(commit, permanent=lambda exc: True)
+    buffer.start()
+    commit.failures_left = 1
+    with pytest.raises(StorageUnavailable):
+        await buffer.write([1])
+    await buffer.write([2])
+    assert commit.batches == [[2]]
+    assert commit.attempts == 2
+    assert buffer.degraded is None
+    await buffer.close()

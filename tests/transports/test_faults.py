@@ -108,3 +108,78 @@ async def test_corrupt_database_at_start_is_a_clear_error(
     assert "exited with 1" in message
     assert "cannot be opened" in message
     assert "Traceback" not in message
+
+
+async def _stored_contents(client: httpx.AsyncClient, queue: str) -> list[Any]:
+    """The contents of every message of ``queue`` that storage holds, by id."""
+    page = (await client.get(f"/queues/{queue}/messages", params={"limit": 1000})).json()
+    return [message["content"] for message in page["messages"]]
+
+
+async def test_a_publish_refused_on_a_full_disk_is_never_stored(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """A publish answered 503 on a full disk is absent once space is back, and after a restart."""
+    await client.post("/queues", json={"name": "jobs"})
+    assert (await client.post("/queues/jobs/messages", json={"content": "before"})).is_success
+    await _set_max_pages(server, await _page_count(server))
+    refused = await client.post("/queues/jobs/messages", json={"content": "x" * 200_000})
+    assert refused.status_code == 503
+    await _set_max_pages(server, 1_000_000)
+    await _wait_healthy(server)
+    assert (await client.post("/queues/jobs/messages", json={"content": "after"})).is_success
+    assert await _stored_contents(client, "jobs") == ["before", "after"]
+    leased = (await client.get("/queues/jobs/messages/consume", params={"max": 10})).json()
+    assert [m["content"] for m in leased["messages"]] == ["before", "after"]
+    await server.restart()
+    async with httpx.AsyncClient(base_url=server.url, headers=client.headers) as again:
+        assert await _stored_contents(again, "jobs") == ["before", "after"]
+
+
+async def test_a_publish_refused_on_a_full_disk_is_not_delivered_later(
+    server: BrokerServer, admin_token: str, client: httpx.AsyncClient
+) -> None:
+    """A consumer subscribed while a publish fails to commit never gets it after the failure."""
+    await client.post("/queues", json={"name": "jobs"})
+    await _set_max_pages(server, await _page_count(server))
+    async with await open_ws(server, admin_token) as ws:
+        big = "x" * 200_000
+        await send(ws, op="publish", queue="jobs", content=big, ref=1)
+        assert (await recv(ws))["op"] == "error"
+        await _set_max_pages(server, 1_000_000)
+        await _wait_healthy(server)
+        await send(ws, op="subscribe", queue="jobs", prefetch=10, ref=2)
+        assert (await recv(ws))["op"] == "subscribed"
+        await send(ws, op="publish", queue="jobs", content="after", ref=3)
+        frames = [await recv(ws) for _ in range(2)]
+    delivered = [frame["content"] for frame in frames if frame["op"] == "deliver"]
+    assert delivered == ["after"]
+
+
+async def _collide_with_the_next_id(server: BrokerServer, queue: str, last_id: int) -> None:
+    """Store a row under the id the broker hands out next, as a second broker on the file would."""
+    await server.ctx.storage.writer.call(
+        lambda db: db.execute(
+            "INSERT INTO messages (id, queue, status, created_at, size, content) "
+            "VALUES (?, ?, 2, 0, 5, x'7468656972')",
+            (last_id + 1, queue),
+        )
+    )
+
+
+async def test_a_commit_that_cannot_succeed_fails_its_publish_and_the_broker_goes_on(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """A publish breaking a constraint gets an error and is not retried; later ones commit."""
+    await client.post("/queues", json={"name": "jobs"})
+    first = (await client.post("/queues/jobs/messages", json={"content": "first"})).json()
+    await _collide_with_the_next_id(server, "other", first["message_id"])
+    failed = await client.post("/queues/jobs/messages", json={"content": "clash"})
+    assert failed.status_code == 503
+    assert "IntegrityError" in failed.json()["detail"]
+    later = await client.post("/queues/jobs/messages", json={"content": "later"})
+    assert later.status_code == 201, later.text
+    assert (await client.get("/health")).status_code == 200
+    assert await _stored_contents(client, "jobs") == ["first", "later"]
+    leased = (await client.get("/queues/jobs/messages/consume", params={"max": 10})).json()
+    assert [m["content"] for m in leased["messages"]] == ["first", "later"]
