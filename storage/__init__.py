@@ -20,8 +20,8 @@ from .errors import (
     StorageUnavailable,
     StorageUnreachable,
 )
+from .postgres.writer import WriteBehind
 from .sqlite import SQLiteStorage, check_database
-from .write_behind import WriteBehind
 
 if TYPE_CHECKING:
     from broker_core.settings import Settings

@@ -62,12 +62,12 @@ from broker_core.journal import (
 )
 from broker_core.messages import Entry
 
+from ..coalesce import Segment, coalesce
+from ..errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
+from ..retention import PRUNE_BATCH, prune_in_batches
+from ..rows import ENTRY_COLUMNS, decode_options, encode_options, stored_message
 from .cluster import CHANNEL, ClusterNode, encode_change, notify
-from .coalesce import Segment, coalesce
-from .errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
-from .retention import PRUNE_BATCH, prune_in_batches
-from .rows import ENTRY_COLUMNS, decode_options, encode_options, stored_message
-from .write_behind import BatchStats, WriteBehind
+from .writer import BatchStats, WriteBehind
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -75,7 +75,7 @@ if TYPE_CHECKING:
     from broker_core.journal import Change, Op, StoredMessage
     from broker_core.types import MessageStatus
 
-    from .backend import RefreshRow
+    from ..backend import RefreshRow
 
 __all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_postgres", "display_url"]
 
@@ -947,8 +947,8 @@ async def _connect(url: str, application: str) -> Any:
 
 def _schema_file(version: int) -> str:
     """The SQL of schema version ``version`` (1: the schema; later: the migration to it)."""
-    name = "schema_postgres.sql" if version == 1 else f"schema_postgres_{version}.sql"
-    return resources.files("storage").joinpath(name).read_text()
+    name = "schema.sql" if version == 1 else f"schema_{version}.sql"
+    return resources.files("storage.postgres").joinpath(name).read_text()
 
 
 def _reason(exc: BaseException) -> str:

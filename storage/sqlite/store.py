@@ -41,12 +41,11 @@ from broker_core.journal import (
 )
 from broker_core.messages import Entry
 
-from .backend import RefreshRow
-from .checkpointer import Checkpointer
-from .coalesce import Barrier, Segment, coalesce
-from .errors import StorageCorrupt
-from .retention import PRUNE_BATCH, prune_in_batches
-from .rows import (
+from ..backend import RefreshRow
+from ..coalesce import Barrier, Segment, coalesce
+from ..errors import StorageCorrupt
+from ..retention import PRUNE_BATCH, prune_in_batches
+from ..rows import (
     ENTRY_COLUMNS,
     NO_HORIZON,
     DeliveryHorizon,
@@ -54,7 +53,8 @@ from .rows import (
     encode_options,
     stored_message,
 )
-from .sqlite_writer import SQLiteWriter
+from .checkpointer import Checkpointer
+from .writer import SQLiteWriter
 
 if TYPE_CHECKING:
     import asyncio
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from broker_core.journal import Op, StoredMessage
     from broker_core.types import MessageStatus
 
-    from .write_behind import BatchStats
+    from ..postgres.writer import BatchStats
 
 __all__ = ["UNCLEAN_ID_GAP", "RefreshRow", "SQLiteStorage", "check_database"]
 
@@ -249,7 +249,7 @@ class SQLiteStorage:
             raise StorageCorrupt(str(self.path), f"integrity check says {check}")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
-            db.executescript(resources.files("storage").joinpath("schema.sql").read_text())
+            db.executescript(resources.files("storage.sqlite").joinpath("schema.sql").read_text())
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
             raise StorageCorrupt(str(self.path), f"unknown schema version {version}")

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger
 
-from .errors import StorageUnavailable
-from .write_behind import FIRST_RETRY_S, LAST_RETRY_S, CommitHealth, ignore_unretrieved
+from ..errors import StorageUnavailable
+from ..postgres.writer import FIRST_RETRY_S, LAST_RETRY_S, CommitHealth, ignore_unretrieved
 
 if TYPE_CHECKING:
     import sqlite3
