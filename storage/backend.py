@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from broker_core.journal import Storage
 
 if TYPE_CHECKING:
-    from .postgres.writer import BatchStats
+    from .commit_health import BatchStats
 
 __all__ = ["RefreshRow", "StorageBackend"]
 

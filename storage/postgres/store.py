@@ -67,7 +67,7 @@ from ..errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
 from ..retention import PRUNE_BATCH, prune_in_batches
 from ..rows import ENTRY_COLUMNS, decode_options, encode_options, stored_message
 from .cluster import CHANNEL, ClusterNode, encode_change, notify
-from .writer import BatchStats, WriteBehind
+from .writer import WriteBehind
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from broker_core.types import MessageStatus
 
     from ..backend import RefreshRow
+    from ..commit_health import BatchStats
 
 __all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_postgres", "display_url"]
 

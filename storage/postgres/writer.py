@@ -1,15 +1,17 @@
-"""Write-behind buffering with group commit, shared by the storage backends.
+"""`WriteBehind`: PostgreSQL's write-behind buffer, group commit in an asyncio task.
 
-Operations are appended synchronously to the open batch; one flusher task
-commits batches one after the other, each in one transaction. While a batch
-commits, the next one fills, so a busy broker commits hundreds of operations
-per transaction and an idle one commits a lone operation at once. A batch's
+SQLite's counterpart is a thread (`storage.sqlite.writer`). Operations are
+appended synchronously to the open batch; one flusher task commits batches
+one after the other, each in one transaction. While a batch commits, the
+next one fills, so a busy broker commits hundreds of operations per
+transaction and an idle one commits a lone operation at once. A batch's
 future resolves when it committed; publishers await it before confirming.
 
 When a commit fails, the batch's future fails (its publishers get 503), the
 buffer turns `degraded` (publishes are refused up front) and the batch is
-retried with backoff until it commits: nothing the broker holds in memory is
-left out of storage for good, and nothing unstored is ever confirmed.
+retried with backoff until it commits (`storage.commit_health`): nothing the
+broker holds in memory is left out of storage for good, and nothing unstored
+is ever confirmed.
 """
 
 from __future__ import annotations
@@ -20,67 +22,15 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from loguru import logger
 
+from ..commit_health import FIRST_RETRY_S, LAST_RETRY_S, CommitHealth, ignore_unretrieved
 from ..errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-__all__ = [
-    "FIRST_RETRY_S",
-    "LAST_RETRY_S",
-    "BatchStats",
-    "CommitHealth",
-    "WriteBehind",
-    "ignore_unretrieved",
-]
+__all__ = ["WriteBehind"]
 
 T = TypeVar("T")
-
-
-class BatchStats:
-    """Counters of the commits so far (for ``/metrics``)."""
-
-    __slots__ = ("batches", "failures", "last_error", "ops", "seconds")
-
-    def __init__(self) -> None:
-        self.batches = 0
-        self.ops = 0
-        self.seconds = 0.0
-        self.failures = 0
-        self.last_error: str | None = None
-
-
-FIRST_RETRY_S = 0.05
-"""The wait before a failed batch is tried again; it doubles with each failure..."""
-LAST_RETRY_S = 2.0
-"""...up to this."""
-
-
-class CommitHealth:
-    """Whether commits go through (`degraded`), and their counters: what both writers keep."""
-
-    def __init__(self) -> None:
-        self.degraded: str | None = None
-        self.stats = BatchStats()
-
-    def _failed(self, exc: Exception) -> StorageUnavailable:
-        """Count a failed commit, degrade (logged once), and return the batch's error."""
-        reason = f"{type(exc).__name__}: {exc}"
-        self.stats.failures += 1
-        self.stats.last_error = reason
-        if self.degraded is None:
-            logger.error("storage commit failed, retrying", reason=reason)
-        self.degraded = reason
-        return StorageUnavailable(reason)
-
-    def _committed(self, ops: int, seconds: float) -> None:
-        """Count a committed batch of ``ops`` operations; recover if degraded."""
-        self.stats.batches += 1
-        self.stats.ops += ops
-        self.stats.seconds += seconds
-        if self.degraded is not None:
-            logger.info("storage recovered")
-            self.degraded = None
 
 
 class WriteBehind(CommitHealth, Generic[T]):
@@ -198,9 +148,3 @@ class WriteBehind(CommitHealth, Generic[T]):
             if not future.done():
                 future.set_result(None)
             return
-
-
-def ignore_unretrieved(future: asyncio.Future[None]) -> None:
-    """A done callback that marks a batch's error as seen: nobody may await a cast's batch."""
-    if not future.cancelled():
-        future.exception()

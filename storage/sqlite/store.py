@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from broker_core.journal import Op, StoredMessage
     from broker_core.types import MessageStatus
 
-    from ..postgres.writer import BatchStats
+    from ..commit_health import BatchStats
 
 __all__ = ["UNCLEAN_ID_GAP", "RefreshRow", "SQLiteStorage", "check_database"]
 

@@ -1,6 +1,6 @@
 """`SQLiteWriter`: the one thread that writes the SQLite database, committing batches it pulls.
 
-Group commit, as `storage.write_behind` does it for PostgreSQL, but with the
+Group commit, as `storage.postgres.writer` does it for PostgreSQL, but with the
 committing loop in the writer's own thread rather than in an asyncio task:
 the event loop appends operations to the open batch and returns; the thread
 takes everything buffered, writes it in one transaction, resolves the
@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger
 
+from ..commit_health import FIRST_RETRY_S, LAST_RETRY_S, CommitHealth, ignore_unretrieved
 from ..errors import StorageUnavailable
-from ..postgres.writer import FIRST_RETRY_S, LAST_RETRY_S, CommitHealth, ignore_unretrieved
 
 if TYPE_CHECKING:
     import sqlite3
