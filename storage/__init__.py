@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeGuard
 
+from .accounts import AccountStore, RefreshRow
 from .backend import StorageBackend
 from .errors import (
     StorageCorrupt,
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from broker_core.settings import Settings
 
 __all__ = [
+    "AccountStore",
+    "RefreshRow",
     "SQLiteStorage",
     "StorageBackend",
     "StorageCorrupt",

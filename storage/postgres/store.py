@@ -66,7 +66,8 @@ from ..coalesce import Segment, coalesce
 from ..errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
 from ..retention import PRUNE_BATCH, prune_in_batches
 from ..rows import ENTRY_COLUMNS, decode_options, encode_options, stored_message
-from .cluster import CHANNEL, ClusterNode, encode_change, notify
+from .accounts import PostgresAccountStore
+from .cluster import ClusterNode, encode_change, notify
 from .writer import WriteBehind
 
 if TYPE_CHECKING:
@@ -75,7 +76,6 @@ if TYPE_CHECKING:
     from broker_core.journal import Change, Op, StoredMessage
     from broker_core.types import MessageStatus
 
-    from ..backend import RefreshRow
     from ..commit_health import BatchStats
 
 __all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_postgres", "display_url"]
@@ -238,6 +238,7 @@ class PostgresStorage:
         self._buffer: WriteBehind[Op] = WriteBehind(
             self._commit, linger_s=linger_ms / 1000, max_batch=max_batch
         )
+        self._accounts = PostgresAccountStore(lambda: self.pool, self._before_direct)
         self._tx_lock = asyncio.Lock()
         self._updates: dict[tuple[str, ...], str] = {}
         self._size = 0
@@ -249,6 +250,11 @@ class PostgresStorage:
     def name(self) -> str:
         """The backend's name for ``/stats``."""
         return "postgres"
+
+    @property
+    def accounts(self) -> PostgresAccountStore:
+        """Users and refresh tokens, in the same database."""
+        return self._accounts
 
     @property
     def shared(self) -> bool:
@@ -852,92 +858,19 @@ class PostgresStorage:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             logger.warning("vacuuming the messages table failed", reason=_reason(exc))
 
-    # -- users and refresh tokens -------------------------------------------------
-
-    async def get_user(self, username: str) -> bytes | None:
-        """A user's stored document, or ``None``."""
-        document = await self.pool.fetchval(
-            "SELECT document FROM broker_users WHERE username = $1", username
-        )
-        return bytes(document) if document is not None else None
-
-    async def list_users(self) -> list[bytes]:
-        """Every user's document, by username."""
-        rows = await self.pool.fetch("SELECT document FROM broker_users ORDER BY username")
-        return [bytes(row[0]) for row in rows]
-
-    async def put_user(self, username: str, document: bytes) -> None:
-        """Create or replace a user (every node is told)."""
-        await self._direct(
-            "WITH put AS (INSERT INTO broker_users (username, document) VALUES ($1, $2) "
-            "ON CONFLICT (username) DO UPDATE SET document = excluded.document) "
-            f"SELECT pg_notify('{CHANNEL}', $3)",
-            username,
-            document,
-            encode_change("u", username),
-        )
-
-    async def delete_user(self, username: str) -> bool:
-        """Delete a user and revoke its refresh tokens; return whether it existed."""
-        await self.revoke_user_tokens(username)
-        async with self.pool.acquire() as conn, conn.transaction():
-            deleted = _count(
-                await conn.execute("DELETE FROM broker_users WHERE username = $1", username)
-            )
-            await notify(conn, [encode_change("u", username)])
-        return deleted > 0
-
-    async def put_refresh(self, jti: str, family: str, username: str, expires_at: float) -> None:
-        """Remember an issued refresh token."""
-        await self._direct(
-            "INSERT INTO broker_refresh_tokens (jti, family, username, expires_at) "
-            "VALUES ($1, $2, $3, $4)",
-            jti,
-            family,
-            username,
-            expires_at,
-        )
-
-    async def get_refresh(self, jti: str) -> RefreshRow | None:
-        """``(family, username, expires_at, revoked)`` of a refresh token, or ``None``."""
-        row = await self.pool.fetchrow(
-            "SELECT family, username, expires_at, revoked FROM broker_refresh_tokens "
-            "WHERE jti = $1",
-            jti,
-        )
-        return (row[0], row[1], row[2], bool(row[3])) if row is not None else None
-
-    async def revoke_refresh(self, jti: str) -> bool:
-        """Revoke one refresh token; return whether it was active (the rotation's check-and-set)."""
-        return (
-            await self._direct(
-                "UPDATE broker_refresh_tokens SET revoked = true WHERE jti = $1 AND NOT revoked",
-                jti,
-            )
-            > 0
-        )
-
-    async def revoke_family(self, family: str) -> None:
-        """Revoke every refresh token of a family (reuse of a revoked one was detected)."""
-        await self._direct(
-            "UPDATE broker_refresh_tokens SET revoked = true WHERE family = $1", family
-        )
-
-    async def revoke_user_tokens(self, username: str) -> None:
-        """Revoke every refresh token of a user (password changed, user deleted)."""
-        await self._direct(
-            "UPDATE broker_refresh_tokens SET revoked = true WHERE username = $1", username
-        )
-
     async def _direct(self, sql: str, *args: Any) -> int:
         """Run one statement in its own transaction, ordered after the buffered writes.
 
         It runs on a connection of its own, never inside a batch's
-        transaction: a batch that rolls back can't take a revocation with it.
+        transaction: a batch that rolls back can't take its change with it.
         """
+        await self._before_direct()
+        return _count(await self.pool.execute(sql, *args))
+
+    async def _before_direct(self) -> None:
+        """Wait for the buffered writes; refuse while this node is presumed dead."""
         await self._buffer.flush()
         self._check_writable()
-        return _count(await self.pool.execute(sql, *args))
 
 
 async def _connect(url: str, application: str) -> Any:

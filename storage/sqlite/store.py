@@ -41,7 +41,6 @@ from broker_core.journal import (
 )
 from broker_core.messages import Entry
 
-from ..backend import RefreshRow
 from ..coalesce import Barrier, Segment, coalesce
 from ..errors import StorageCorrupt
 from ..retention import PRUNE_BATCH, prune_in_batches
@@ -53,6 +52,7 @@ from ..rows import (
     encode_options,
     stored_message,
 )
+from .accounts import SQLiteAccountStore
 from .checkpointer import Checkpointer
 from .writer import SQLiteWriter
 
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
     from ..commit_health import BatchStats
 
-__all__ = ["UNCLEAN_ID_GAP", "RefreshRow", "SQLiteStorage", "check_database"]
+__all__ = ["PAGE_SIZE", "SCHEMA_VERSION", "UNCLEAN_ID_GAP", "SQLiteStorage", "check_database"]
 
 SCHEMA_VERSION = 1
 UNCLEAN_ID_GAP = 1 << 24
@@ -124,7 +124,7 @@ def check_database(path: Path) -> None:
 
 
 class SQLiteStorage:
-    """Queues, messages, users and refresh tokens in one SQLite file.
+    """Queues, messages, users and refresh tokens in one SQLite file (users: `accounts`).
 
     Writes go through one writer thread (`storage.sqlite_writer`): message
     operations in group-committed batches, everything else as calls
@@ -162,6 +162,7 @@ class SQLiteStorage:
         self.writer = SQLiteWriter(
             self._connect_writer, self._write_batch, linger_s=linger_ms / 1000, max_batch=max_batch
         )
+        self._accounts = SQLiteAccountStore(self.writer, lambda: self.reader)
         self._last_id = 0
         self._recorded_id = 0
         self._horizon = NO_HORIZON
@@ -175,6 +176,11 @@ class SQLiteStorage:
     def shared(self) -> bool:
         """Never: one broker process owns a SQLite database."""
         return False
+
+    @property
+    def accounts(self) -> SQLiteAccountStore:
+        """Users and refresh tokens, in the same file."""
+        return self._accounts
 
     @property
     def degraded(self) -> str | None:
@@ -520,71 +526,6 @@ class SQLiteStorage:
             deleted += over
             full = full or over == PRUNE_BATCH
         return deleted, full
-
-    # -- users and refresh tokens -------------------------------------------------
-
-    async def get_user(self, username: str) -> bytes | None:
-        """A user's stored document, or ``None``."""
-        async with self.reader.execute(
-            "SELECT document FROM users WHERE username = ?", (username,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return bytes(row[0]) if row else None
-
-    async def list_users(self) -> list[bytes]:
-        """Every user's document, by username."""
-        async with self.reader.execute("SELECT document FROM users ORDER BY username") as cursor:
-            return [bytes(row[0]) for row in await cursor.fetchall()]
-
-    async def put_user(self, username: str, document: bytes) -> None:
-        """Create or replace a user."""
-        await self._direct(
-            "INSERT OR REPLACE INTO users (username, document) VALUES (?, ?)",
-            (username, document),
-        )
-
-    async def delete_user(self, username: str) -> bool:
-        """Delete a user and revoke its refresh tokens; return whether it existed."""
-        await self._direct("UPDATE refresh_tokens SET revoked = 1 WHERE username = ?", (username,))
-        return await self._direct("DELETE FROM users WHERE username = ?", (username,)) > 0
-
-    async def put_refresh(self, jti: str, family: str, username: str, expires_at: float) -> None:
-        """Remember an issued refresh token."""
-        await self._direct(
-            "INSERT INTO refresh_tokens (jti, family, username, expires_at) VALUES (?, ?, ?, ?)",
-            (jti, family, username, expires_at),
-        )
-
-    async def get_refresh(self, jti: str) -> RefreshRow | None:
-        """``(family, username, expires_at, revoked)`` of a refresh token, or ``None``."""
-        async with self.reader.execute(
-            "SELECT family, username, expires_at, revoked FROM refresh_tokens WHERE jti = ?",
-            (jti,),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return (row[0], row[1], row[2], bool(row[3])) if row else None
-
-    async def revoke_refresh(self, jti: str) -> bool:
-        """Revoke one refresh token; return whether it was active (the rotation's check-and-set)."""
-        return (
-            await self._direct(
-                "UPDATE refresh_tokens SET revoked = 1 WHERE jti = ? AND revoked = 0", (jti,)
-            )
-            > 0
-        )
-
-    async def revoke_family(self, family: str) -> None:
-        """Revoke every refresh token of a family (reuse of a revoked one was detected)."""
-        await self._direct("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?", (family,))
-
-    async def revoke_user_tokens(self, username: str) -> None:
-        """Revoke every refresh token of a user (password changed, user deleted)."""
-        await self._direct("UPDATE refresh_tokens SET revoked = 1 WHERE username = ?", (username,))
-
-    async def _direct(self, sql: str, params: tuple[Any, ...]) -> int:
-        """Run one statement in the writer thread, after the operations buffered before it."""
-        await self.writer.flush()
-        return await self.writer.call(lambda db: max(db.execute(sql, params).rowcount, 0))
 
 
 @contextmanager
