@@ -5,6 +5,15 @@
 
 from __future__ import annotations
 
-from .store import PAGE_SIZE, SCHEMA_VERSION, UNCLEAN_ID_GAP, SQLiteStorage, check_database
+from .accounts import SQLiteAccountStore
+from .migrations import SCHEMA_VERSION, check_database
+from .store import PAGE_SIZE, UNCLEAN_ID_GAP, SQLiteStorage
 
-__all__ = ["PAGE_SIZE", "SCHEMA_VERSION", "UNCLEAN_ID_GAP", "SQLiteStorage", "check_database"]
+__all__ = [
+    "PAGE_SIZE",
+    "SCHEMA_VERSION",
+    "UNCLEAN_ID_GAP",
+    "SQLiteAccountStore",
+    "SQLiteStorage",
+    "check_database",
+]
