@@ -1,8 +1,8 @@
 """The PostgreSQL backend: several broker nodes serve the same queues from one database.
 
 asyncpg is an optional dependency: importing this package doesn't import it.
-`PostgresStorage` and the other names below load ``storage.postgres.store``
-(and asyncpg) when first used, as ``storage.storage_from_settings`` does
+`PostgresStorage` and the other names below load their module (and
+asyncpg) when first used, as ``storage.storage_from_settings`` does
 only for a ``postgresql://`` URL.
 """
 
@@ -12,11 +12,26 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .store import SCHEMA_VERSION, PostgresStorage, check_postgres, display_url
+    from .accounts import PostgresAccountStore
+    from .connection import display_url
+    from .migrations import SCHEMA_VERSION, check_postgres
+    from .store import PostgresStorage
 
-__all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_postgres", "display_url"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "PostgresAccountStore",
+    "PostgresStorage",
+    "check_postgres",
+    "display_url",
+]
 
-_LAZY = {name: ".store" for name in __all__}
+_LAZY = {
+    "SCHEMA_VERSION": ".migrations",
+    "PostgresAccountStore": ".accounts",
+    "PostgresStorage": ".store",
+    "check_postgres": ".migrations",
+    "display_url": ".connection",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .cluster import CHANNEL, encode_change, notify
+from .connection import row_count
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -19,11 +20,6 @@ if TYPE_CHECKING:
     from ..accounts import RefreshRow
 
 __all__ = ["PostgresAccountStore"]
-
-
-def _count(status: str) -> int:
-    """The row count of a command status such as ``"UPDATE 3"``."""
-    return int(status.rpartition(" ")[2] or 0)
 
 
 class PostgresAccountStore:
@@ -68,7 +64,7 @@ class PostgresAccountStore:
         """Delete a user and revoke its refresh tokens; return whether it existed."""
         await self.revoke_user_tokens(username)
         async with self._pool().acquire() as conn, conn.transaction():
-            deleted = _count(
+            deleted = row_count(
                 await conn.execute("DELETE FROM broker_users WHERE username = $1", username)
             )
             await notify(conn, [encode_change("u", username)])
@@ -119,4 +115,4 @@ class PostgresAccountStore:
     async def _direct(self, sql: str, *args: Any) -> int:
         """Run one statement in its own transaction, ordered after the buffered writes."""
         await self._before_write()
-        return _count(await self._pool().execute(sql, *args))
+        return row_count(await self._pool().execute(sql, *args))
