@@ -1,8 +1,13 @@
 """Persistence behind the `broker_core.journal.Storage` protocol.
 
-`SQLiteStorage` is the embedded default; `PostgresStorage` (``storage.postgres``,
-needs ``pip install '.[postgres]'``) serves ``postgresql://`` URLs.
-`storage_from_settings` picks the backend from the settings.
+`SQLiteStorage` (``storage.sqlite``) is the embedded default;
+`PostgresStorage` (``storage.postgres``, needs ``pip install '.[postgres]'``)
+serves ``postgresql://`` URLs. `storage_from_settings` picks the backend
+from the settings. Each backend is a package holding its store, its writer,
+its schema and its migrations; what both share sits here once: coalescing
+(`storage.coalesce`), the row mapping (`storage.rows`), the retention rules
+(`storage.retention`), commit health (`storage.commit_health`) and the
+account store's protocol (`storage.accounts`).
 """
 
 from __future__ import annotations
