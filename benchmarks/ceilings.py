@@ -8,7 +8,7 @@ What the broker could do at best if its own code cost nothing:
   frames / (last echo - first send). A broker round trip moves about twice
   as many frames (publish in, confirm out, deliver out, acks in batches).
 * **SQLite batched inserts** (``sqlite_inserts`` role): aiosqlite, WAL,
-  ``synchronous=NORMAL``, our ``messages`` table (``storage/schema.sql``)
+  ``synchronous=NORMAL``, our ``messages`` table (``storage/sqlite/schema.sql``)
   and row shape, ``batch`` rows per transaction; rows per second.
 * **Bare Litestar endpoint** (`benchmarks.bare_app`, driven by wrk in the
   suite's ``rest`` phase): decodes the publish body and answers 201.
@@ -101,7 +101,7 @@ async def sqlite_inserts(spec: Spec, ready: Callable[[], None]) -> dict[str, Any
     """Insert ``count`` message rows, ``batch`` per transaction, into a fresh database."""
     import aiosqlite
 
-    schema = resources.files("storage").joinpath("schema.sql").read_text()
+    schema = resources.files("storage.sqlite").joinpath("schema.sql").read_text()
     with tempfile.TemporaryDirectory(prefix="broker-bench-sqlite-") as directory:
         async with aiosqlite.connect(Path(directory) / "bench.db", isolation_level=None) as db:
             await db.execute("PRAGMA journal_mode=WAL")

@@ -1,8 +1,13 @@
 """Persistence behind the `broker_core.journal.Storage` protocol.
 
-`SQLiteStorage` is the embedded default; `PostgresStorage` (``storage.postgres``,
-needs ``pip install '.[postgres]'``) serves ``postgresql://`` URLs.
-`storage_from_settings` picks the backend from the settings.
+`SQLiteStorage` (``storage.sqlite``) is the embedded default;
+`PostgresStorage` (``storage.postgres``, needs ``pip install '.[postgres]'``)
+serves ``postgresql://`` URLs. `storage_from_settings` picks the backend
+from the settings. Each backend is a package holding its store, its writer,
+its schema and its migrations; what both share sits here once: coalescing
+(`storage.coalesce`), the row mapping (`storage.rows`), the retention rules
+(`storage.retention`), commit health (`storage.commit_health`) and the
+account store's protocol (`storage.accounts`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeGuard
 
+from .accounts import AccountStore, RefreshRow
 from .backend import StorageBackend
 from .errors import (
     StorageCorrupt,
@@ -20,13 +26,15 @@ from .errors import (
     StorageUnavailable,
     StorageUnreachable,
 )
+from .postgres.writer import WriteBehind
 from .sqlite import SQLiteStorage, check_database
-from .write_behind import WriteBehind
 
 if TYPE_CHECKING:
     from broker_core.settings import Settings
 
 __all__ = [
+    "AccountStore",
+    "RefreshRow",
     "SQLiteStorage",
     "StorageBackend",
     "StorageCorrupt",

@@ -1,10 +1,11 @@
-"""The message row both backends store: its columns, its status codes and its mapping to `Entry`.
+"""The rows both backends store: columns, status codes, and their mapping to entries and queues.
 
 A row is a flat sequence in `ENTRY_COLUMNS` order. SQLite and PostgreSQL
 store the same columns (the dialects differ in types only: ``INTEGER``
 versus ``boolean`` for ``redelivered``, ``BLOB`` versus ``bytea``), so
-turning an `Entry` into a row and a row back into a `StoredMessage` is
-written once, here.
+turning an `Entry` into a row and a row back into a `StoredMessage` (or,
+at replay, a delayed message's row into a body-less `Entry`; a queue's row
+into a `StoredQueue`) is written once, here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from broker_core.journal import StoredMessage
+from broker_core.journal import StoredMessage, StoredQueue
 from broker_core.messages import Entry, QueueOptions
 from broker_core.types import MessageStatus
 
@@ -22,17 +23,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMN_INDEX",
+    "DELAYED_COLUMNS",
     "ENTRY_COLUMNS",
     "FAILED",
     "NO_HORIZON",
     "PENDING",
     "PROCESSED",
     "PROCESSING",
+    "QUEUE_COLUMNS",
     "DeliveryHorizon",
     "decode_options",
+    "delayed_entry",
     "encode_options",
     "insert_row",
     "stored_message",
+    "stored_queue",
 ]
 
 ENTRY_COLUMNS: tuple[str, ...] = (
@@ -41,6 +46,11 @@ ENTRY_COLUMNS: tuple[str, ...] = (
     "dead_lettered_from", "settled_at",
 )  # fmt: skip
 """The columns of a message row, in the order of `insert_row` and of every ``SELECT``."""
+
+DELAYED_COLUMNS = "id, priority, size, created_at, deliver_at, expires_at, attempt, redelivered"
+"""What a replay reads of a delayed message (no body: read when due), for `delayed_entry`."""
+QUEUE_COLUMNS = "name, options, created_at, updated_at, processed"
+"""What a queue's row holds, in the order of `stored_queue`."""
 
 COLUMN_INDEX: dict[str, int] = {column: index for index, column in enumerate(ENTRY_COLUMNS)}
 """Where each column sits in a row."""
@@ -114,6 +124,35 @@ def stored_message(row: Sequence[Any], horizon: DeliveryHorizon = NO_HORIZON) ->
     )
     entry.lease_deadline = lease_deadline if status == PROCESSING else 0.0
     return StoredMessage(queue, MessageStatus(status), entry)
+
+
+def delayed_entry(row: Sequence[Any], horizon: DeliveryHorizon = NO_HORIZON) -> Entry:
+    """The body-less entry of a delayed message, from a row read in `DELAYED_COLUMNS` order."""
+    id, priority, size, created_at, deliver_at, expires_at, attempt, redelivered = row
+    return Entry(
+        id,
+        content=None,
+        size=size,
+        created_at=created_at,
+        priority=priority,
+        deliver_at=deliver_at,
+        expires_at=expires_at,
+        attempt=attempt,
+        redelivered=bool(redelivered) or horizon.covers(id, deliver_at),
+    )
+
+
+def stored_queue(row: Sequence[Any], failed: int) -> StoredQueue:
+    """A queue as stored, from a row in `QUEUE_COLUMNS` order and its count of failed messages."""
+    name, options, created_at, updated_at, processed = row
+    return StoredQueue(
+        name=name,
+        options=decode_options(options),
+        created_at=created_at,
+        updated_at=updated_at,
+        processed=processed,
+        failed=failed,
+    )
 
 
 def encode_options(options: QueueOptions) -> bytes:

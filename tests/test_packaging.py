@@ -23,6 +23,10 @@ def test_data_files_are_declared() -> None:
     """SQL schemas and the dashboard's static files are package data."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     data = config["tool"]["setuptools"]["package-data"]
-    assert "*.sql" in data["storage"]
+    schemas = list((ROOT / "storage").rglob("*.sql"))
+    assert schemas
+    for schema in schemas:
+        package = ".".join(schema.parent.relative_to(ROOT).parts)
+        assert any(fnmatch.fnmatch(schema.name, p) for p in data.get(package, [])), schema
     assert "static/**/*" in data["transports"]
     assert list((ROOT / "transports" / "static").rglob("index.html"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 from loguru import logger
@@ -33,7 +33,7 @@ from broker_core.auth import (
 
 if TYPE_CHECKING:
     from broker_core.journal import Change, SharedStorage
-    from storage import StorageBackend
+    from storage import AccountStore
 
 __all__ = [
     "Accounts",
@@ -113,10 +113,14 @@ class Accounts:
     Args:
         storage: where users and refresh tokens are kept.
         tokens: issues and verifies JWTs.
+        changes: on shared storage, the storage that tells other nodes' changes.
     """
 
-    def __init__(self, storage: StorageBackend, tokens: TokenService) -> None:
+    def __init__(
+        self, storage: AccountStore, tokens: TokenService, changes: SharedStorage | None = None
+    ) -> None:
         self._storage = storage
+        self._changes = changes
         self.tokens = tokens
         self._users: dict[str, User] = {}
         self._verified: dict[str, Claims] = {}
@@ -124,8 +128,8 @@ class Accounts:
 
     async def load(self) -> None:
         """Read every user into the cache (at start); on shared storage, follow other nodes."""
-        if self._storage.shared:
-            cast("SharedStorage", self._storage).watch(self._on_change)
+        if self._changes is not None:
+            self._changes.watch(self._on_change)
         self._users = {
             user.username: user
             for user in (_user_decoder.decode(doc) for doc in await self._storage.list_users())

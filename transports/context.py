@@ -77,7 +77,8 @@ class BrokerContext:
         self.tokens = TokenService(
             await self._jwt_secret(), settings.access_token_ttl_s, settings.refresh_token_ttl_s
         )
-        self.accounts = Accounts(self.storage, self.tokens)
+        changes = cast("SharedStorage", self.storage) if self.storage.shared else None
+        self.accounts = Accounts(self.storage.accounts, self.tokens, changes)
         await self.accounts.load()
         generated = await self.accounts.bootstrap_admin(
             settings.admin_username, settings.admin_password

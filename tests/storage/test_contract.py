@@ -866,64 +866,70 @@ async def test_prune_by_age_deletes_old_processed(backend: Backend) -> None:
 
 async def test_users_put_get_list_delete(storage: Storage) -> None:
     """Users are stored as documents by username."""
-    assert await storage.get_user("bob") is None
-    await storage.put_user("bob", b'{"v": 1}')
-    await storage.put_user("alice", b'{"v": 2}')
-    await storage.put_user("bob", b'{"v": 3}')
-    assert await storage.get_user("bob") == b'{"v": 3}'
-    assert await storage.list_users() == [b'{"v": 2}', b'{"v": 3}']
-    assert await storage.delete_user("bob") is True
-    assert await storage.delete_user("bob") is False
-    assert await storage.list_users() == [b'{"v": 2}']
+    assert await storage.accounts.get_user("bob") is None
+    await storage.accounts.put_user("bob", b'{"v": 1}')
+    await storage.accounts.put_user("alice", b'{"v": 2}')
+    await storage.accounts.put_user("bob", b'{"v": 3}')
+    assert await storage.accounts.get_user("bob") == b'{"v": 3}'
+    assert await storage.accounts.list_users() == [b'{"v": 2}', b'{"v": 3}']
+    assert await storage.accounts.delete_user("bob") is True
+    assert await storage.accounts.delete_user("bob") is False
+    assert await storage.accounts.list_users() == [b'{"v": 2}']
 
 
 async def test_users_survive_reopen(backend: Backend) -> None:
     """A stored user is there after a restart."""
     storage = await backend.open()
-    await storage.put_user("bob", b"{}")
+    await storage.accounts.put_user("bob", b"{}")
     await storage.close()
     again = await backend.open()
-    assert await again.get_user("bob") == b"{}"
+    assert await again.accounts.get_user("bob") == b"{}"
 
 
 async def test_refresh_rotation_is_check_and_set(storage: Storage) -> None:
     """revoke_refresh succeeds once per token: the second rotation sees it revoked."""
-    await storage.put_refresh("j1", "f1", "bob", NOW + 60)
-    assert await storage.get_refresh("j1") == ("f1", "bob", NOW + 60, False)
-    assert await storage.revoke_refresh("j1") is True
-    assert await storage.revoke_refresh("j1") is False
-    assert await storage.get_refresh("j1") == ("f1", "bob", NOW + 60, True)
-    assert await storage.revoke_refresh("unknown") is False
-    assert await storage.get_refresh("unknown") is None
+    await storage.accounts.put_refresh("j1", "f1", "bob", NOW + 60)
+    assert await storage.accounts.get_refresh("j1") == ("f1", "bob", NOW + 60, False)
+    assert await storage.accounts.revoke_refresh("j1") is True
+    assert await storage.accounts.revoke_refresh("j1") is False
+    assert await storage.accounts.get_refresh("j1") == ("f1", "bob", NOW + 60, True)
+    assert await storage.accounts.revoke_refresh("unknown") is False
+    assert await storage.accounts.get_refresh("unknown") is None
 
 
 async def test_revoke_family_revokes_every_token_of_it(storage: Storage) -> None:
     """revoke_family revokes the family's tokens and no others."""
-    await storage.put_refresh("j1", "f1", "bob", NOW + 60)
-    await storage.put_refresh("j2", "f1", "bob", NOW + 60)
-    await storage.put_refresh("j3", "f2", "bob", NOW + 60)
-    await storage.revoke_family("f1")
-    revoked = [(await storage.get_refresh(j) or ("", "", 0.0, None))[3] for j in ("j1", "j2", "j3")]
+    await storage.accounts.put_refresh("j1", "f1", "bob", NOW + 60)
+    await storage.accounts.put_refresh("j2", "f1", "bob", NOW + 60)
+    await storage.accounts.put_refresh("j3", "f2", "bob", NOW + 60)
+    await storage.accounts.revoke_family("f1")
+    revoked = [
+        (await storage.accounts.get_refresh(j) or ("", "", 0.0, None))[3]
+        for j in ("j1", "j2", "j3")
+    ]
     assert revoked == [True, True, False]
 
 
 async def test_revoke_user_tokens_and_delete_user(storage: Storage) -> None:
     """A user's tokens are revoked by revoke_user_tokens and by deleting the user."""
-    await storage.put_refresh("j1", "f1", "bob", NOW + 60)
-    await storage.put_refresh("j2", "f2", "amy", NOW + 60)
-    await storage.put_refresh("j3", "f3", "cid", NOW + 60)
-    await storage.put_user("cid", b"{}")
-    await storage.revoke_user_tokens("bob")
-    await storage.delete_user("cid")
-    revoked = [(await storage.get_refresh(j) or ("", "", 0.0, None))[3] for j in ("j1", "j2", "j3")]
+    await storage.accounts.put_refresh("j1", "f1", "bob", NOW + 60)
+    await storage.accounts.put_refresh("j2", "f2", "amy", NOW + 60)
+    await storage.accounts.put_refresh("j3", "f3", "cid", NOW + 60)
+    await storage.accounts.put_user("cid", b"{}")
+    await storage.accounts.revoke_user_tokens("bob")
+    await storage.accounts.delete_user("cid")
+    revoked = [
+        (await storage.accounts.get_refresh(j) or ("", "", 0.0, None))[3]
+        for j in ("j1", "j2", "j3")
+    ]
     assert revoked == [True, False, True]
 
 
 async def test_refresh_tokens_survive_reopen(backend: Backend) -> None:
     """Issued and revoked refresh tokens persist."""
     storage = await backend.open()
-    await storage.put_refresh("j1", "f1", "bob", NOW + 60)
-    await storage.revoke_refresh("j1")
+    await storage.accounts.put_refresh("j1", "f1", "bob", NOW + 60)
+    await storage.accounts.revoke_refresh("j1")
     await storage.close()
     again = await backend.open()
-    assert await again.get_refresh("j1") == ("f1", "bob", NOW + 60, True)
+    assert await again.accounts.get_refresh("j1") == ("f1", "bob", NOW + 60, True)

@@ -215,7 +215,7 @@ async def test_every_node_is_told_of_ready_messages_and_changes(
     b.watch(told.append)
     key = "order\x1f7"  # a dedup_id may hold the payload's separator
     await published(a, entry(1), entry(2, deliver_at=NOW + 60), entry(3, dedup_id=key))
-    await a.put_user("carol", b"{}")
+    await a.accounts.put_user("carol", b"{}")
     expected = {
         Change("queue", "q"),
         Change("messages", "q"),

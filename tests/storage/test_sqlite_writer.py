@@ -16,7 +16,7 @@ import pytest
 
 from broker_core.errors import Unavailable
 from storage import StorageUnavailable
-from storage.sqlite_writer import SQLiteWriter
+from storage.sqlite.writer import SQLiteWriter
 from tests.conftest import MS
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ from loguru import logger
 from broker_core.ids import SLOTS
 from broker_core.journal import Change
 
-from .rows import decode_options
+from ..rows import decode_options
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

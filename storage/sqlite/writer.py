@@ -1,6 +1,6 @@
 """`SQLiteWriter`: the one thread that writes the SQLite database, committing batches it pulls.
 
-Group commit, as `storage.write_behind` does it for PostgreSQL, but with the
+Group commit, as `storage.postgres.writer` does it for PostgreSQL, but with the
 committing loop in the writer's own thread rather than in an asyncio task:
 the event loop appends operations to the open batch and returns; the thread
 takes everything buffered, writes it in one transaction, resolves the
@@ -20,7 +20,7 @@ go through another connection (WAL lets them run beside a commit).
 When a commit fails, the batch's future fails (its publishers get 503) and
 its publishes are withdrawn for good; the rest is retried with backoff
 while the writer is `degraded` (publishes are refused up front), or given
-up after an error retrying can't fix (`write_behind.CommitHealth`).
+up after an error retrying can't fix (`storage.commit_health`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger
 
-from .errors import StorageUnavailable
-from .write_behind import FIRST_RETRY_S, LAST_RETRY_S, CommitHealth, Retry, ignore_unretrieved
+from ..commit_health import FIRST_RETRY_S, LAST_RETRY_S, CommitHealth, Retry, ignore_unretrieved
+from ..errors import StorageUnavailable
 
 if TYPE_CHECKING:
     import sqlite3

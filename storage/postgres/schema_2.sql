@@ -1,5 +1,5 @@
 -- Migration to version 2: several broker nodes on one database (cluster mode).
--- Applied after schema_postgres.sql (version 1) on a new database, or alone on a version 1 one.
+-- Applied after schema.sql (version 1) on a new database, or alone on a version 1 one.
 
 -- The node that holds a message while it is processing (broker_nodes.id): a node's
 -- writes touch only the leases it holds, and a dead node's leases go back to pending.

@@ -1,145 +1,34 @@
-"""Write-behind buffering with group commit, shared by the storage backends.
+"""`WriteBehind`: PostgreSQL's write-behind buffer, group commit in an asyncio task.
 
-Operations are appended synchronously to the open batch; one flusher task
-commits batches one after the other, each in one transaction. While a batch
-commits, the next one fills, so a busy broker commits hundreds of operations
-per transaction and an idle one commits a lone operation at once. A batch's
+SQLite's counterpart is a thread (`storage.sqlite.writer`). Operations are
+appended synchronously to the open batch; one flusher task commits batches
+one after the other, each in one transaction. While a batch commits, the
+next one fills, so a busy broker commits hundreds of operations per
+transaction and an idle one commits a lone operation at once. A batch's
 future resolves when it committed; publishers await it before confirming.
 
 When a commit fails, the batch's future fails (its publishers get 503) and
-its publishes are withdrawn for good (`CommitHealth`): an error answer
-means the message is not stored and never will be, so a client that
-retries makes no duplicate. The broker takes them out of its queues when it
-sees the future fail. The rest of the batch (settlements, queue changes) is
-kept: after a failure that may clear (a full disk, a lost connection) the
-buffer turns `degraded` (publishes are refused up front) and retries it with
-backoff until it commits; after one that retrying can't fix (a constraint
-violated, bad data) it is tried once more without the publishes, then given
-up, and the writer goes on with the next batch.
+its publishes are withdrawn for good; the rest is retried with backoff or
+given up, as `storage.commit_health` says.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from loguru import logger
 
-from .coalesce import leave_out, withdraw_publishes
-from .errors import StorageUnavailable
+from ..commit_health import FIRST_RETRY_S, LAST_RETRY_S, CommitHealth, Retry, ignore_unretrieved
+from ..errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-__all__ = [
-    "FIRST_RETRY_S",
-    "LAST_RETRY_S",
-    "BatchStats",
-    "CommitHealth",
-    "Retry",
-    "WriteBehind",
-    "ignore_unretrieved",
-]
+__all__ = ["WriteBehind"]
 
 T = TypeVar("T")
-
-
-class BatchStats:
-    """Counters of the commits so far (for ``/metrics``)."""
-
-    __slots__ = ("batches", "failures", "last_error", "ops", "seconds")
-
-    def __init__(self) -> None:
-        self.batches = 0
-        self.ops = 0
-        self.seconds = 0.0
-        self.failures = 0
-        self.last_error: str | None = None
-
-
-FIRST_RETRY_S = 0.05
-"""The wait before a failed batch is tried again; it doubles with each failure..."""
-LAST_RETRY_S = 2.0
-"""...up to this."""
-
-
-class Retry(enum.Enum):
-    """What to do with what is left of a batch after a failed commit."""
-
-    NOW = "now"
-    LATER = "later"
-    NEVER = "never"
-
-
-def _never_permanent(exc: Exception) -> bool:
-    return False
-
-
-class CommitHealth:
-    """Whether commits go through (`degraded`), their counters, and what a failed batch leaves.
-
-    What both writers keep. Args:
-        permanent: whether a commit error is one that retrying can't fix
-            (the backend knows its driver's errors); by default none is.
-    """
-
-    def __init__(self, permanent: Callable[[Exception], bool] | None = None) -> None:
-        self.degraded: str | None = None
-        self.stats = BatchStats()
-        self._permanent = permanent or _never_permanent
-        self._withdrawn: set[int] = set()
-
-    def _screen(self, ops: list[Any]) -> list[Any]:
-        """``ops`` without those on publishes withdrawn from an earlier batch.
-
-        A consumer may have been handed such a message before its batch
-        failed, and its ack be written before the broker forgot it. The set
-        grows only with publishes that failed to commit, which a degraded
-        writer refuses up front.
-        """
-        return leave_out(ops, self._withdrawn) if self._withdrawn else ops
-
-    def _failed(
-        self, exc: Exception, ops: list[Any], first: bool
-    ) -> tuple[StorageUnavailable, list[Any], Retry]:
-        """Count a failed commit of ``ops``; return the batch's error, what is left, when to retry.
-
-        At the batch's ``first`` failure its publishes are withdrawn (their
-        publishers get the error). An error retrying can fix degrades the
-        writer (logged once) and the rest is retried later; otherwise the
-        rest is retried at once if the withdrawal changed it, else given up.
-        """
-        reason = f"{type(exc).__name__}: {exc}"
-        self.stats.failures += 1
-        self.stats.last_error = reason
-        rest = ops
-        if first:
-            rest, withdrawn = withdraw_publishes(ops)
-            self._withdrawn |= withdrawn
-        error = StorageUnavailable(reason)
-        if self._permanent(exc):
-            if rest is not ops:
-                logger.error("storage commit failed, retrying without its publishes", reason=reason)
-                return error, rest, Retry.NOW
-            logger.error(
-                "storage commit failed for good, batch given up", reason=reason, ops=len(ops)
-            )
-            return error, [], Retry.NEVER
-        if self.degraded is None:
-            logger.error("storage commit failed, retrying", reason=reason)
-        self.degraded = reason
-        return error, rest, Retry.LATER
-
-    def _committed(self, ops: int, seconds: float) -> None:
-        """Count a committed batch of ``ops`` operations; recover if degraded."""
-        self.stats.batches += 1
-        self.stats.ops += ops
-        self.stats.seconds += seconds
-        if self.degraded is not None:
-            logger.info("storage recovered")
-            self.degraded = None
 
 
 class WriteBehind(CommitHealth, Generic[T]):
@@ -263,9 +152,3 @@ class WriteBehind(CommitHealth, Generic[T]):
             break
         if not future.done():
             future.set_result(None)
-
-
-def ignore_unretrieved(future: asyncio.Future[None]) -> None:
-    """A done callback that marks a batch's error as seen: nobody may await a cast's batch."""
-    if not future.cancelled():
-        future.exception()

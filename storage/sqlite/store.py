@@ -4,8 +4,10 @@ Each batch of journal operations is coalesced per message before it is
 written (`storage.coalesce`, shared with PostgreSQL): a message published
 and acked in the same batch becomes one ``INSERT`` of a processed row;
 otherwise each message gets one ``UPDATE`` with the columns its operations
-changed, one ``executemany`` per shape. Queue-wide operations (purge,
-delete) are barriers that keep their place in the order.
+changed, one ``executemany`` per shape (`storage.sqlite.batches`).
+Queue-wide operations (purge, delete) are barriers that keep their place in
+the order. Reads, pruning, users and tokens, and the schema's version have
+modules of their own beside this one.
 
 Durability: ``synchronous=NORMAL`` in WAL mode (the default) survives a
 process crash (``kill -9``) with every committed batch; a power loss may lose
@@ -24,51 +26,37 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from functools import partial
-from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiosqlite
 from loguru import logger
 
-from broker_core.journal import (
-    DeleteQueue,
-    PurgeQueue,
-    PutQueue,
-    ReplayedQueue,
-    StoredQueue,
-)
-from broker_core.messages import Entry
-
-from .backend import RefreshRow
+from ..coalesce import coalesce
+from ..errors import StorageCorrupt
+from ..retention import prune_in_batches
+from ..rows import NO_HORIZON, DeliveryHorizon
+from . import pruning, reads
+from .accounts import SQLiteAccountStore
+from .batches import transaction, write_last_id, write_step
 from .checkpointer import Checkpointer
-from .coalesce import Barrier, Segment, coalesce
-from .errors import StorageCorrupt
-from .retention import PRUNE_BATCH, prune_in_batches
-from .rows import (
-    ENTRY_COLUMNS,
-    NO_HORIZON,
-    DeliveryHorizon,
-    decode_options,
-    encode_options,
-    stored_message,
-)
-from .sqlite_writer import SQLiteWriter
+from .migrations import migrate
+from .writer import SQLiteWriter
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
     from pathlib import Path
 
-    from broker_core.journal import Op, StoredMessage
+    from broker_core.journal import Op, ReplayedQueue, StoredMessage, StoredQueue
+    from broker_core.messages import Entry
     from broker_core.types import MessageStatus
 
-    from .write_behind import BatchStats
+    from ..commit_health import BatchStats
 
-__all__ = ["UNCLEAN_ID_GAP", "RefreshRow", "SQLiteStorage", "check_database", "permanent_error"]
+__all__ = ["PAGE_SIZE", "UNCLEAN_ID_GAP", "SQLiteStorage", "permanent_error"]
 
-SCHEMA_VERSION = 1
 UNCLEAN_ID_GAP = 1 << 24
 """Ids skipped after an unclean stop: more than the write-behind buffer ever holds uncommitted."""
 PAGE_SIZE = 16384
@@ -96,8 +84,6 @@ _WRITER_CACHE_BYTES = 8 * 1024 * 1024
 """The writer's page cache: the pages new rows go to and the recent rows acks rewrite."""
 _READER_CACHE_BYTES = 8 * 1024 * 1024
 """The reader's page cache: cold bodies are read once, in id order."""
-_ENTRY_COLUMNS = ", ".join(ENTRY_COLUMNS)
-_INSERT = f"INSERT INTO messages ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})"
 
 
 _TRANSIENT_CODES = frozenset(
@@ -132,33 +118,10 @@ def permanent_error(exc: Exception) -> bool:
     return not isinstance(exc, (OSError, MemoryError))
 
 
-def check_database(path: Path) -> None:
-    """Fail fast, before serving, when ``path`` exists but is no usable database.
-
-    Raises:
-        StorageCorrupt: with a one-line reason.
-    """
-    if not path.exists():
-        return
-    try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            row = connection.execute("PRAGMA quick_check").fetchone()
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-        finally:
-            connection.close()
-    except sqlite3.DatabaseError as exc:
-        raise StorageCorrupt(str(path), str(exc)) from None
-    if row is None or row[0] != "ok":
-        raise StorageCorrupt(str(path), f"integrity check says {row}")
-    if version not in (0, SCHEMA_VERSION):
-        raise StorageCorrupt(str(path), f"unknown schema version {version}")
-
-
 class SQLiteStorage:
-    """Queues, messages, users and refresh tokens in one SQLite file.
+    """Queues, messages, users and refresh tokens in one SQLite file (users: `accounts`).
 
-    Writes go through one writer thread (`storage.sqlite_writer`): message
+    Writes go through one writer thread (`storage.sqlite.writer`): message
     operations in group-committed batches, everything else as calls
     between batches. Reads go through a second, read-only connection
     (aiosqlite), which WAL lets run beside a commit.
@@ -198,6 +161,7 @@ class SQLiteStorage:
             max_batch=max_batch,
             permanent=permanent_error,
         )
+        self._accounts = SQLiteAccountStore(self.writer, lambda: self.reader)
         self._last_id = 0
         self._recorded_id = 0
         self._horizon = NO_HORIZON
@@ -211,6 +175,11 @@ class SQLiteStorage:
     def shared(self) -> bool:
         """Never: one broker process owns a SQLite database."""
         return False
+
+    @property
+    def accounts(self) -> SQLiteAccountStore:
+        """Users and refresh tokens, in the same file."""
+        return self._accounts
 
     @property
     def degraded(self) -> str | None:
@@ -269,7 +238,7 @@ class SQLiteStorage:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA busy_timeout=5000")
             connection.execute(f"PRAGMA cache_size={-_WRITER_CACHE_BYTES // 1024}")
-            # Checkpoints run in their own thread (`storage.checkpointer`); this one is a net.
+            # Checkpoints run in their own thread (`.checkpointer`); this one is a net.
             (page_size,) = connection.execute("PRAGMA page_size").fetchone()
             connection.execute(f"PRAGMA wal_autocheckpoint={_WAL_NET_BYTES // page_size}")
             connection.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
@@ -280,15 +249,7 @@ class SQLiteStorage:
 
     def _prepare(self, db: sqlite3.Connection) -> bool:
         """Check, create or recognise the schema, read the meta rows, recover (writer thread)."""
-        check = db.execute("PRAGMA quick_check").fetchone()
-        if check is None or check[0] != "ok":
-            raise StorageCorrupt(str(self.path), f"integrity check says {check}")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            db.executescript(resources.files("storage").joinpath("schema.sql").read_text())
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
-            raise StorageCorrupt(str(self.path), f"unknown schema version {version}")
+        migrate(db, str(self.path))
         meta: dict[str, str] = dict(db.execute("SELECT key, value FROM meta").fetchall())
         clean = meta.get("clean", "1") == "1"
         # Batches record the highest id only when they delete rows: else the rows hold it.
@@ -369,11 +330,11 @@ class SQLiteStorage:
         """
         plan = coalesce(ops, self._last_id)
         record = plan.removes and plan.last_id != self._recorded_id
-        with _transaction(db):
+        with transaction(db):
             for step in plan.steps:
-                _write_step(db, step)
+                write_step(db, step)
             if record:
-                _write_last_id(db, plan.last_id)
+                write_last_id(db, plan.last_id)
         # Only once committed: a failed batch is retried and must write it again.
         self._last_id = plan.last_id
         if record:
@@ -382,7 +343,7 @@ class SQLiteStorage:
     def _record_last_id(self, db: sqlite3.Connection) -> None:
         """Commit the highest id to ``meta`` before a call deletes rows (autocommit mode)."""
         if self._recorded_id != self._last_id:
-            _write_last_id(db, self._last_id)
+            write_last_id(db, self._last_id)
             self._recorded_id = self._last_id
 
     # -- start-up reads ---------------------------------------------------------
@@ -393,119 +354,37 @@ class SQLiteStorage:
 
     async def load_queues(self) -> list[StoredQueue]:
         """Every queue with its options, processed count and failed count."""
-        failed: dict[str, int] = {}
-        async with self.reader.execute(
-            "SELECT queue, count(*) FROM messages WHERE status = 3 GROUP BY queue"
-        ) as cursor:
-            async for queue, count in cursor:
-                failed[queue] = count
-        queues = []
-        async with self.reader.execute(
-            "SELECT name, options, created_at, updated_at, processed FROM queues ORDER BY name"
-        ) as cursor:
-            async for name, options, created_at, updated_at, processed in cursor:
-                queues.append(
-                    StoredQueue(
-                        name=name,
-                        options=decode_options(options),
-                        created_at=created_at,
-                        updated_at=updated_at,
-                        processed=processed,
-                        failed=failed.get(name, 0),
-                    )
-                )
-        return queues
+        return await reads.load_queues(self.reader)
 
     async def replay(self, queue: str, now: float, dedup_window_s: float = 0.0) -> ReplayedQueue:
         """Ids, priorities and sizes of ready messages in id order; delayed ones as entries."""
-        cold: list[tuple[int, int, int]] = []
-        async with self.reader.execute(
-            "SELECT id, priority, size FROM messages "
-            "WHERE queue = ? AND status = 0 AND deliver_at <= ? ORDER BY id",
-            (queue, now),
-        ) as cursor:
-            while rows := await cursor.fetchmany(20_000):
-                cold.extend((row[0], row[1], row[2]) for row in rows)
-        delayed = []
-        async with self.reader.execute(
-            "SELECT id, priority, size, created_at, deliver_at, expires_at, attempt, redelivered "
-            "FROM messages WHERE queue = ? AND status = 0 AND deliver_at > ? ORDER BY id",
-            (queue, now),
-        ) as cursor:
-            async for id, priority, size, created, deliver_at, expires, attempt, redo in cursor:
-                delayed.append(
-                    Entry(
-                        id,
-                        content=None,
-                        size=size,
-                        created_at=created,
-                        priority=priority,
-                        deliver_at=deliver_at,
-                        expires_at=expires,
-                        attempt=attempt,
-                        redelivered=bool(redo) or self._horizon.covers(id, deliver_at),
-                    )
-                )
-        dedup: list[tuple[str, int, float]] = []
-        if dedup_window_s > 0:
-            async with self.reader.execute(
-                "SELECT dedup_id, id, created_at FROM messages "
-                "WHERE queue = ? AND dedup_id IS NOT NULL AND created_at > ?",
-                (queue, now - dedup_window_s),
-            ) as cursor:
-                dedup.extend((row[0], row[1], row[2]) for row in await cursor.fetchall())
-        return ReplayedQueue(cold=cold, delayed=delayed, dedup=dedup)
+        return await reads.replay(self.reader, self._horizon, queue, now, dedup_window_s)
 
     # -- reads --------------------------------------------------------------------
 
     async def load_entries(self, ids: Sequence[int]) -> list[Entry]:
         """Entries (with bodies) of those ``ids`` that are still pending."""
         await self.writer.flush()
-        out: list[Entry] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            async with self.reader.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE id IN ({marks}) AND status = 0",
-                tuple(chunk),
-            ) as cursor:
-                out.extend(
-                    stored_message(row, self._horizon).entry for row in await cursor.fetchall()
-                )
-        return out
+        return await reads.load_entries(self.reader, self._horizon, ids)
 
     async def get_message(self, id: int) -> StoredMessage | None:
         """One message by id, whatever its status."""
         await self.writer.flush()
-        async with self.reader.execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE id = ?", (id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return stored_message(row, self._horizon) if row is not None else None
+        return await reads.get_message(self.reader, self._horizon, id)
 
     async def browse(
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None
     ) -> list[StoredMessage]:
         """Messages of ``queue`` (of one status, or all) by ascending id after ``after``."""
         await self.writer.flush()
-        sql = f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE queue = ? AND id > ?"
-        params: tuple[Any, ...] = (queue, after or 0)
-        if status is not None:
-            sql += " AND status = ?"
-            params += (int(status),)
-        sql += " ORDER BY id LIMIT ?"
-        async with self.reader.execute(sql, (*params, limit)) as cursor:
-            return [stored_message(row, self._horizon) for row in await cursor.fetchall()]
+        return await reads.browse(self.reader, self._horizon, queue, status, limit, after)
 
     async def retryable_ids(self, queue: str, limit: int) -> list[int]:
         """Failed messages of ``queue`` and its dead-lettered pending ones, oldest first."""
         await self.writer.flush()
-        async with self.reader.execute(
-            "SELECT id FROM messages WHERE queue = ? AND (status = 3 OR "
-            "(status = 0 AND dead_lettered_from IS NOT NULL)) ORDER BY id LIMIT ?",
-            (queue, limit),
-        ) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
+        return await reads.retryable_ids(self.reader, queue, limit)
+
+    # -- retention ----------------------------------------------------------------
 
     async def prune_failed(self, before: float) -> dict[str, int]:
         """Delete failed messages settled before ``before``; return how many per queue."""
@@ -513,19 +392,7 @@ class SQLiteStorage:
 
         def prune(db: sqlite3.Connection) -> dict[str, int]:
             self._record_last_id(db)
-            with _transaction(db):
-                counts = dict(
-                    db.execute(
-                        "SELECT queue, count(*) FROM messages WHERE status = 3 AND settled_at < ? "
-                        "GROUP BY queue",
-                        (before,),
-                    ).fetchall()
-                )
-                if counts:
-                    db.execute(
-                        "DELETE FROM messages WHERE status = 3 AND settled_at < ?", (before,)
-                    )
-                return counts
+            return pruning.prune_failed(db, before)
 
         return await self.writer.call(prune)
 
@@ -539,138 +406,6 @@ class SQLiteStorage:
 
     def _prune_batch(self, now: float, db: sqlite3.Connection) -> tuple[int, bool]:
         self._record_last_id(db)
-        cursor = db.execute(
-            "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
-            "WHERE status = 2 AND settled_at < ? LIMIT ?)",
-            (now - self.processed_retention_s, PRUNE_BATCH),
-        )
-        deleted = max(cursor.rowcount, 0)
-        full = deleted == PRUNE_BATCH
-        for (queue,) in db.execute("SELECT name FROM queues").fetchall():
-            cursor = db.execute(
-                "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
-                "WHERE queue = ? AND status = 2 ORDER BY id DESC LIMIT ? OFFSET ?)",
-                (queue, PRUNE_BATCH, self.processed_retention_count),
-            )
-            over = max(cursor.rowcount, 0)
-            deleted += over
-            full = full or over == PRUNE_BATCH
-        return deleted, full
-
-    # -- users and refresh tokens -------------------------------------------------
-
-    async def get_user(self, username: str) -> bytes | None:
-        """A user's stored document, or ``None``."""
-        async with self.reader.execute(
-            "SELECT document FROM users WHERE username = ?", (username,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return bytes(row[0]) if row else None
-
-    async def list_users(self) -> list[bytes]:
-        """Every user's document, by username."""
-        async with self.reader.execute("SELECT document FROM users ORDER BY username") as cursor:
-            return [bytes(row[0]) for row in await cursor.fetchall()]
-
-    async def put_user(self, username: str, document: bytes) -> None:
-        """Create or replace a user."""
-        await self._direct(
-            "INSERT OR REPLACE INTO users (username, document) VALUES (?, ?)",
-            (username, document),
-        )
-
-    async def delete_user(self, username: str) -> bool:
-        """Delete a user and revoke its refresh tokens; return whether it existed."""
-        await self._direct("UPDATE refresh_tokens SET revoked = 1 WHERE username = ?", (username,))
-        return await self._direct("DELETE FROM users WHERE username = ?", (username,)) > 0
-
-    async def put_refresh(self, jti: str, family: str, username: str, expires_at: float) -> None:
-        """Remember an issued refresh token."""
-        await self._direct(
-            "INSERT INTO refresh_tokens (jti, family, username, expires_at) VALUES (?, ?, ?, ?)",
-            (jti, family, username, expires_at),
-        )
-
-    async def get_refresh(self, jti: str) -> RefreshRow | None:
-        """``(family, username, expires_at, revoked)`` of a refresh token, or ``None``."""
-        async with self.reader.execute(
-            "SELECT family, username, expires_at, revoked FROM refresh_tokens WHERE jti = ?",
-            (jti,),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return (row[0], row[1], row[2], bool(row[3])) if row else None
-
-    async def revoke_refresh(self, jti: str) -> bool:
-        """Revoke one refresh token; return whether it was active (the rotation's check-and-set)."""
-        return (
-            await self._direct(
-                "UPDATE refresh_tokens SET revoked = 1 WHERE jti = ? AND revoked = 0", (jti,)
-            )
-            > 0
-        )
-
-    async def revoke_family(self, family: str) -> None:
-        """Revoke every refresh token of a family (reuse of a revoked one was detected)."""
-        await self._direct("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?", (family,))
-
-    async def revoke_user_tokens(self, username: str) -> None:
-        """Revoke every refresh token of a user (password changed, user deleted)."""
-        await self._direct("UPDATE refresh_tokens SET revoked = 1 WHERE username = ?", (username,))
-
-    async def _direct(self, sql: str, params: tuple[Any, ...]) -> int:
-        """Run one statement in the writer thread, after the operations buffered before it."""
-        await self.writer.flush()
-        return await self.writer.call(lambda db: max(db.execute(sql, params).rowcount, 0))
-
-
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back when the body raises."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        # SQLite may have rolled back already (SQLITE_FULL, I/O errors):
-        # the original error is the one to report.
-        with suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _write_last_id(db: sqlite3.Connection, last_id: int) -> None:
-    db.execute("INSERT OR REPLACE INTO meta VALUES ('last_id', ?)", (str(last_id),))
-
-
-def _write_step(db: sqlite3.Connection, step: Segment | Barrier) -> None:
-    match step:
-        case Segment():
-            _write_segment(db, step)
-        case PutQueue(name=name, options=options, created_at=created, updated_at=updated):
-            db.execute(
-                "INSERT INTO queues (name, options, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
-                "options = excluded.options, updated_at = excluded.updated_at",
-                (name, encode_options(options), created, updated),
-            )
-        case PurgeQueue(name=name):
-            db.execute("DELETE FROM messages WHERE queue = ? AND status = 0", (name,))
-        case DeleteQueue(name=name):
-            db.execute("DELETE FROM messages WHERE queue = ?", (name,))
-            db.execute("DELETE FROM queues WHERE name = ?", (name,))
-
-
-def _write_segment(db: sqlite3.Connection, segment: Segment) -> None:
-    """Render one coalesced segment: inserts, one ``executemany`` per patch shape, drops, counts."""
-    if segment.inserts:
-        db.executemany(_INSERT, list(segment.inserts.values()))
-    for columns, params in segment.shapes().items():
-        assignments = ", ".join(f"{column} = ?" for column in columns)
-        db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
-    if segment.drops:
-        db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in segment.drops])
-    if segment.acked:
-        db.executemany(
-            "UPDATE queues SET processed = processed + ? WHERE name = ?",
-            [(count, queue) for queue, count in segment.acked.items()],
+        return pruning.prune_batch(
+            db, now, self.processed_retention_s, self.processed_retention_count
         )

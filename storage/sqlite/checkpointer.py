@@ -10,7 +10,7 @@ checkpoint never blocks the writer (WAL lets one writer and checkpoints run
 side by side). The log starts over from its beginning only when a
 transaction begins with every frame already copied, which back-to-back
 commits never allow: the writer's connection therefore keeps its own
-automatic checkpoint, at a much larger size (``storage.sqlite``: 32 MiB),
+automatic checkpoint, at a much larger size (``storage.sqlite.store``: 32 MiB),
 where it copies the little this thread left and the log starts over.
 Durability is unchanged: a commit is in the log, where a restart finds it
 either way.

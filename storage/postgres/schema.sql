@@ -1,6 +1,6 @@
 -- The broker's PostgreSQL schema (version 1). Applied at open, in one transaction, when
--- broker_schema_version is missing; later versions add numbered migrations in postgres.py.
--- Same tables and columns as schema.sql (SQLite), prefixed with broker_ so the broker can
+-- broker_schema_version is missing; later versions add numbered migrations (migrations.py).
+-- Same tables and columns as sqlite/schema.sql, prefixed with broker_ so the broker can
 -- share a database. Instants are epoch seconds in double precision, as the core keeps them.
 
 CREATE TABLE broker_schema_version (

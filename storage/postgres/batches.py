@@ -1,0 +1,182 @@
+"""Writing one coalesced batch of journal operations to PostgreSQL, fenced, in a transaction.
+
+`storage.coalesce` turns a batch into steps; here each step becomes SQL:
+all inserts as one ``INSERT ... SELECT FROM unnest(...)`` (one array per
+column), each patch shape as one pipelined ``executemany``, drops as one
+``DELETE ... = ANY``; queue-level steps in their place. Measured on 2 cores
+with ``synchronous_commit=off`` (statement cost only, median per batch of
+500): inserts 5.6-6.1 ms with ``unnest`` against 7.1-8.3 ms with
+``executemany``; single-shape updates 6.9-7.5 ms with ``executemany``
+against 12-14 ms as ``UPDATE ... FROM unnest``.
+
+Every patch and drop is fenced: it only touches a message no other node
+holds, so a node presumed dead writes nothing after its leases were given
+away. `wakes` are the ``NOTIFY`` payloads a batch sends at commit.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from broker_core.journal import (
+    DeadLetter,
+    DeleteQueue,
+    Drop,
+    Insert,
+    PurgeQueue,
+    PutQueue,
+    Release,
+    Requeue,
+    Restore,
+    Trim,
+)
+
+from ..coalesce import Segment, coalesce
+from ..rows import ENTRY_COLUMNS, encode_options
+from .cluster import encode_change
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from broker_core.journal import Op
+
+__all__ = ["apply", "wakes"]
+
+_COLUMN_TYPES = {
+    "id": "bigint", "queue": "text", "status": "smallint", "priority": "integer",
+    "attempt": "integer", "redelivered": "boolean", "created_at": "float8",
+    "deliver_at": "float8", "expires_at": "float8", "lease_deadline": "float8", "size": "integer",
+    "content": "bytea", "headers": "bytea", "dedup_id": "text", "last_error": "text",
+    "dead_lettered_from": "text", "settled_at": "float8",
+}  # fmt: skip
+# A retried batch whose COMMIT did commit (the connection broke before the
+# answer) finds its rows there already: they hold that batch's final state.
+_INSERT = (
+    f"INSERT INTO broker_messages ({', '.join(ENTRY_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"${n}::{_COLUMN_TYPES[c]}[]" for n, c in enumerate(ENTRY_COLUMNS, 1))
+    + ") ON CONFLICT (id) DO NOTHING"
+)
+_FENCE = "status <> 2 AND (status <> 1 OR owner = ${n} OR owner IS NULL)"
+"""What a node's patch or drop may touch: no processed message, no message another node holds."""
+_TRIM_BY_BYTES_ROWS = 1000
+"""Rows a ``drop_head`` by bytes looks at beyond its count (bodies are at least 1 byte)."""
+_DELAYED_WAKES = 16
+"""Delivery times told per queue and batch; later ones wait for the fallback poll at worst."""
+
+
+@cache
+def _update_sql(columns: tuple[str, ...]) -> str:
+    """The fenced ``UPDATE`` of one patch shape: the columns' values, the id, the node."""
+    assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(columns, 1))
+    id, node = len(columns) + 1, len(columns) + 2
+    return f"UPDATE broker_messages SET {assignments} WHERE id = ${id} AND {_FENCE.format(n=node)}"
+
+
+def wakes(ops: Sequence[Op]) -> list[str]:
+    """The ``NOTIFY`` payloads of a batch: queues with new ready messages, changed queues."""
+    ready: set[str] = set()
+    delayed: dict[str, set[float]] = {}
+    changed: list[str] = []
+    for op in ops:
+        match op:
+            case Insert(queue=queue, entry=entry):
+                if entry.dedup_id is not None:
+                    changed.append(
+                        encode_change("d", queue, entry.created_at, entry.id, entry.dedup_id)
+                    )
+                at = entry.deliver_at
+                if at:
+                    times = delayed.setdefault(queue, set())
+                    if len(times) < _DELAYED_WAKES:
+                        times.add(at)
+                else:
+                    ready.add(queue)
+            case Requeue(queue=queue) | Release(queue=queue) | Restore(queue=queue):
+                ready.add(queue)
+            case DeadLetter(target=target) | Trim(target=str() as target):
+                ready.add(target)
+            case PutQueue(name=name) | DeleteQueue(name=name):
+                changed.append(encode_change("q", name))
+    return (
+        [encode_change("m", queue) for queue in ready]
+        + [encode_change("m", queue, at) for queue, times in delayed.items() for at in times]
+        + changed
+    )
+
+
+async def apply(conn: Any, ops: list[Op], node: int) -> None:
+    """Write ``ops`` in ``conn``'s open transaction, fenced for node ``node``."""
+    for step in coalesce(ops, 0).steps:
+        match step:
+            case Segment():
+                await _write_segment(conn, step, node)
+            case PutQueue(name=name, options=options, created_at=created, updated_at=updated):
+                await conn.execute(
+                    "INSERT INTO broker_queues (name, options, created_at, updated_at) "
+                    "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET "
+                    "options = excluded.options, updated_at = excluded.updated_at",
+                    name,
+                    encode_options(options).decode(),
+                    created,
+                    updated,
+                )
+            case PurgeQueue(name=name):
+                await conn.execute(
+                    "DELETE FROM broker_messages WHERE queue = $1 AND status = 0", name
+                )
+            case DeleteQueue(name=name):
+                await conn.execute("DELETE FROM broker_messages WHERE queue = $1", name)
+                await conn.execute("DELETE FROM broker_queues WHERE name = $1", name)
+            case Trim():
+                await _trim(conn, step, node)
+
+
+async def _trim(conn: Any, trim: Trim, node: int) -> None:
+    """Drop (or dead-letter) the oldest pending messages of a queue for ``drop_head``."""
+    extra = _TRIM_BY_BYTES_ROWS if trim.size else 0
+    rows = await conn.fetch(
+        "SELECT id, size FROM broker_messages WHERE queue = $1 AND status = 0 "
+        "ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        trim.queue,
+        trim.count + extra,
+    )
+    ids: list[int] = []
+    freed = 0
+    for id, size in rows:
+        if len(ids) >= trim.count and freed >= trim.size:
+            break
+        ids.append(id)
+        freed += size
+    if trim.target is None:
+        ops: list[Op] = [Drop(id) for id in ids]
+    else:
+        ops = [DeadLetter(id, trim.queue, trim.target, "maxlen") for id in ids]
+    for step in coalesce(ops, 0).steps:
+        assert isinstance(step, Segment), "drops and dead letters only"
+        await _write_segment(conn, step, node)
+
+
+async def _write_segment(conn: Any, segment: Segment, node: int) -> None:
+    """Render one coalesced segment: inserts, patches (one statement per shape), drops, counts.
+
+    Inserts go as one ``unnest`` statement (columns as arrays), patches
+    as one pipelined ``executemany`` per shape: each measured faster than
+    the other way (see the module docstring).
+    """
+    if segment.inserts:
+        await conn.execute(_INSERT, *zip(*segment.inserts.values(), strict=True))
+    for columns, params in segment.shapes().items():
+        await conn.executemany(_update_sql(columns), [(*row, node) for row in params])
+    if segment.drops:
+        await conn.execute(
+            f"DELETE FROM broker_messages WHERE id = ANY($1::bigint[]) AND {_FENCE.format(n=2)}",
+            segment.drops,
+            node,
+        )
+    if segment.acked:
+        # In name order: nodes' batches lock these rows in one order, never in a cycle.
+        await conn.executemany(
+            "UPDATE broker_queues SET processed = processed + $1 WHERE name = $2",
+            [(segment.acked[queue], queue) for queue in sorted(segment.acked)],
+        )

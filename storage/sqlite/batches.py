@@ -1,0 +1,83 @@
+"""Writing one coalesced batch of journal operations to SQLite, in one transaction.
+
+`storage.coalesce` turns a batch into steps; here each step becomes SQL: a
+segment's inserts as one ``executemany``, one ``executemany`` per patch
+shape, then drops and processed counts; a queue-level step (put, purge,
+delete) in its place between segments.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING
+
+from broker_core.journal import DeleteQueue, PurgeQueue, PutQueue
+
+from ..coalesce import Barrier, Segment
+from ..rows import ENTRY_COLUMNS, encode_options
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["transaction", "write_last_id", "write_step"]
+
+_INSERT = (
+    f"INSERT INTO messages ({', '.join(ENTRY_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})"
+)
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back when the body raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        # SQLite may have rolled back already (SQLITE_FULL, I/O errors):
+        # the original error is the one to report.
+        with suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def write_last_id(db: sqlite3.Connection, last_id: int) -> None:
+    """Record the highest message id ever stored in ``meta``."""
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('last_id', ?)", (str(last_id),))
+
+
+def write_step(db: sqlite3.Connection, step: Segment | Barrier) -> None:
+    """Write one step of a coalesced batch (in the batch's transaction)."""
+    match step:
+        case Segment():
+            _write_segment(db, step)
+        case PutQueue(name=name, options=options, created_at=created, updated_at=updated):
+            db.execute(
+                "INSERT INTO queues (name, options, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "options = excluded.options, updated_at = excluded.updated_at",
+                (name, encode_options(options), created, updated),
+            )
+        case PurgeQueue(name=name):
+            db.execute("DELETE FROM messages WHERE queue = ? AND status = 0", (name,))
+        case DeleteQueue(name=name):
+            db.execute("DELETE FROM messages WHERE queue = ?", (name,))
+            db.execute("DELETE FROM queues WHERE name = ?", (name,))
+
+
+def _write_segment(db: sqlite3.Connection, segment: Segment) -> None:
+    """Render one coalesced segment: inserts, one ``executemany`` per patch shape, drops, counts."""
+    if segment.inserts:
+        db.executemany(_INSERT, list(segment.inserts.values()))
+    for columns, params in segment.shapes().items():
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
+    if segment.drops:
+        db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in segment.drops])
+    if segment.acked:
+        db.executemany(
+            "UPDATE queues SET processed = processed + ? WHERE name = ?",
+            [(count, queue) for queue, count in segment.acked.items()],
+        )

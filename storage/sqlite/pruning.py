@@ -1,0 +1,60 @@
+"""Deleting SQLite's retained messages: processed ones past retention, failed ones on request.
+
+Each function runs in the writer thread, after the caller recorded the
+highest message id (rows that go may have held it): `prune_batch` statement
+by statement, `prune_failed` in one transaction. `storage.retention` repeats
+`prune_batch` while batches come back full; SQLite reuses the freed pages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..retention import PRUNE_BATCH
+from .batches import transaction
+
+if TYPE_CHECKING:
+    import sqlite3
+
+__all__ = ["prune_batch", "prune_failed"]
+
+
+def prune_batch(
+    db: sqlite3.Connection, now: float, retention_s: float, retention_count: int
+) -> tuple[int, bool]:
+    """Delete one batch of processed messages past ``retention_s`` or ``retention_count``.
+
+    Returns how many rows went, and whether a statement deleted a full batch.
+    """
+    cursor = db.execute(
+        "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+        "WHERE status = 2 AND settled_at < ? LIMIT ?)",
+        (now - retention_s, PRUNE_BATCH),
+    )
+    deleted = max(cursor.rowcount, 0)
+    full = deleted == PRUNE_BATCH
+    for (queue,) in db.execute("SELECT name FROM queues").fetchall():
+        cursor = db.execute(
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+            "WHERE queue = ? AND status = 2 ORDER BY id DESC LIMIT ? OFFSET ?)",
+            (queue, PRUNE_BATCH, retention_count),
+        )
+        over = max(cursor.rowcount, 0)
+        deleted += over
+        full = full or over == PRUNE_BATCH
+    return deleted, full
+
+
+def prune_failed(db: sqlite3.Connection, before: float) -> dict[str, int]:
+    """Delete failed messages settled before ``before``; return how many per queue."""
+    with transaction(db):
+        counts = dict(
+            db.execute(
+                "SELECT queue, count(*) FROM messages WHERE status = 3 AND settled_at < ? "
+                "GROUP BY queue",
+                (before,),
+            ).fetchall()
+        )
+        if counts:
+            db.execute("DELETE FROM messages WHERE status = 3 AND settled_at < ?", (before,))
+        return counts

@@ -1,0 +1,147 @@
+"""Reading SQLite's queues and messages back: at start (queues, replay) and on request.
+
+Reads go through the storage's read-only connection, which WAL lets run
+beside a commit; the caller flushes the writer first when a read must see
+every operation written so far. Rows read through the `DeliveryHorizon` are
+marked redelivered when an unclean stop may have delivered them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from broker_core.journal import ReplayedQueue
+
+from ..rows import (
+    DELAYED_COLUMNS,
+    ENTRY_COLUMNS,
+    QUEUE_COLUMNS,
+    delayed_entry,
+    stored_message,
+    stored_queue,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import aiosqlite
+
+    from broker_core.journal import StoredMessage, StoredQueue
+    from broker_core.messages import Entry
+    from broker_core.types import MessageStatus
+
+    from ..rows import DeliveryHorizon
+
+__all__ = [
+    "browse",
+    "get_message",
+    "load_entries",
+    "load_queues",
+    "replay",
+    "retryable_ids",
+]
+
+_SELECT = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM messages"
+
+
+async def load_queues(reader: aiosqlite.Connection) -> list[StoredQueue]:
+    """Every queue with its options, processed count and failed count."""
+    failed: dict[str, int] = {}
+    async with reader.execute(
+        "SELECT queue, count(*) FROM messages WHERE status = 3 GROUP BY queue"
+    ) as cursor:
+        async for queue, count in cursor:
+            failed[queue] = count
+    queues = []
+    async with reader.execute(f"SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name") as cursor:
+        async for row in cursor:
+            queues.append(stored_queue(row, failed.get(row[0], 0)))
+    return queues
+
+
+async def replay(
+    reader: aiosqlite.Connection,
+    horizon: DeliveryHorizon,
+    queue: str,
+    now: float,
+    dedup_window_s: float = 0.0,
+) -> ReplayedQueue:
+    """Ids, priorities and sizes of ready messages in id order; delayed ones as entries."""
+    cold: list[tuple[int, int, int]] = []
+    async with reader.execute(
+        "SELECT id, priority, size FROM messages "
+        "WHERE queue = ? AND status = 0 AND deliver_at <= ? ORDER BY id",
+        (queue, now),
+    ) as cursor:
+        while rows := await cursor.fetchmany(20_000):
+            cold.extend((row[0], row[1], row[2]) for row in rows)
+    delayed = []
+    async with reader.execute(
+        f"SELECT {DELAYED_COLUMNS} "
+        "FROM messages WHERE queue = ? AND status = 0 AND deliver_at > ? ORDER BY id",
+        (queue, now),
+    ) as cursor:
+        async for row in cursor:
+            delayed.append(delayed_entry(row, horizon))
+    dedup: list[tuple[str, int, float]] = []
+    if dedup_window_s > 0:
+        async with reader.execute(
+            "SELECT dedup_id, id, created_at FROM messages "
+            "WHERE queue = ? AND dedup_id IS NOT NULL AND created_at > ?",
+            (queue, now - dedup_window_s),
+        ) as cursor:
+            dedup.extend((row[0], row[1], row[2]) for row in await cursor.fetchall())
+    return ReplayedQueue(cold=cold, delayed=delayed, dedup=dedup)
+
+
+async def load_entries(
+    reader: aiosqlite.Connection, horizon: DeliveryHorizon, ids: Sequence[int]
+) -> list[Entry]:
+    """Entries (with bodies) of those ``ids`` that are still pending."""
+    out: list[Entry] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        async with reader.execute(
+            f"{_SELECT} WHERE id IN ({marks}) AND status = 0", tuple(chunk)
+        ) as cursor:
+            out.extend(stored_message(row, horizon).entry for row in await cursor.fetchall())
+    return out
+
+
+async def get_message(
+    reader: aiosqlite.Connection, horizon: DeliveryHorizon, id: int
+) -> StoredMessage | None:
+    """One message by id, whatever its status."""
+    async with reader.execute(f"{_SELECT} WHERE id = ?", (id,)) as cursor:
+        row = await cursor.fetchone()
+    return stored_message(row, horizon) if row is not None else None
+
+
+async def browse(
+    reader: aiosqlite.Connection,
+    horizon: DeliveryHorizon,
+    queue: str,
+    status: MessageStatus | None,
+    limit: int,
+    after: int | None,
+) -> list[StoredMessage]:
+    """Messages of ``queue`` (of one status, or all) by ascending id after ``after``."""
+    sql = f"{_SELECT} WHERE queue = ? AND id > ?"
+    params: tuple[Any, ...] = (queue, after or 0)
+    if status is not None:
+        sql += " AND status = ?"
+        params += (int(status),)
+    sql += " ORDER BY id LIMIT ?"
+    async with reader.execute(sql, (*params, limit)) as cursor:
+        return [stored_message(row, horizon) for row in await cursor.fetchall()]
+
+
+async def retryable_ids(reader: aiosqlite.Connection, queue: str, limit: int) -> list[int]:
+    """Failed messages of ``queue`` and its dead-lettered pending ones, oldest first."""
+    async with reader.execute(
+        "SELECT id FROM messages WHERE queue = ? AND (status = 3 OR "
+        "(status = 0 AND dead_lettered_from IS NOT NULL)) ORDER BY id LIMIT ?",
+        (queue, limit),
+    ) as cursor:
+        return [row[0] for row in await cursor.fetchall()]
