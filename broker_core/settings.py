@@ -89,10 +89,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_head_bytes: int = 64 * _KIB
     """Largest HTTP request head (request line and headers, WebSocket upgrades too);
     a larger one is answered 431 without reading more of it. At least 1 KiB."""
-    max_connections_per_address: int = 512
+    max_connections_per_address: int = 1024
     """Most connections one client IP address may hold open at once (WebSockets
     included); one more is answered 429 with ``Retry-After`` and closed. Room for
-    the benchmarks' 100 WebSockets and 64 HTTP connections from one address."""
+    one user's ``max_connections_per_user`` WebSockets and some HTTP beside them
+    (the soak's 1,000 consumers run from one address); with heads capped at
+    ``max_head_bytes``, about 128 MiB of buffers at worst."""
 
     # -- files and logs ------------------------------------------------------
     data_dir: Path = Path("broker-data")

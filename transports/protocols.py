@@ -78,7 +78,7 @@ class PeerConnections:
 class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     request_timeout_s = 30.0
     max_head_bytes = 65536
-    peers = PeerConnections(512)
+    peers = PeerConnections(1024)
     _deadline: asyncio.TimerHandle | None = None
     _peer: str | None = None
     """The address this connection is counted against, until it closes."""
@@ -231,7 +231,7 @@ def guarded_http_protocol(
     request_timeout_s: float,
     *,
     max_head_bytes: int = 65536,
-    max_connections_per_address: int = 512,
+    max_connections_per_address: int = 1024,
 ) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with the limits of the module doc.
 
