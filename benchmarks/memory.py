@@ -10,8 +10,9 @@
   subscription each (prefetch 10), spread over ``plan.consumer_processes``
   client processes; then ``messages_per_consumer`` messages per consumer
   are published and every one must be delivered and acked (the processes
-  report the ids they got). The broker's per-user connection limit
-  (``BROKER_MAX_CONNECTIONS_PER_USER``, 1,000 by default) is raised for it,
+  report the ids they got). The broker's per-user and per-address
+  connection limits (``BROKER_MAX_CONNECTIONS_PER_USER``, 1,000, and
+  ``BROKER_MAX_CONNECTIONS_PER_ADDRESS``, 1,024, by default) are raised for it,
   and RLIMIT_NOFILE to its hard limit.
 
 The broker's RSS is sampled every 0.2 s by a thread (the peak is reported
@@ -173,7 +174,12 @@ def consumers(plan: Plan) -> dict[str, Any]:
     queue = "wsbroker-bench-fanout"
     total = plan.ws_consumers * plan.messages_per_consumer
     limit = str(plan.ws_consumers * 2)
-    with Ours(BROKER_MAX_CONNECTIONS_PER_USER=limit) as ours, Workers() as workers:
+    with (
+        Ours(
+            BROKER_MAX_CONNECTIONS_PER_USER=limit, BROKER_MAX_CONNECTIONS_PER_ADDRESS=limit
+        ) as ours,
+        Workers() as workers,
+    ):
         broker = ours.broker
         ours.create([queue], 10, plan.ws_consumers)
         idle = broker.rss()

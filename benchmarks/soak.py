@@ -401,6 +401,7 @@ def run_soak(config: SoakConfig) -> SoakReport:
             data_dir / "broker",
             free_port(),
             BROKER_MAX_CONNECTIONS_PER_USER=str(config.consumers + 64),
+            BROKER_MAX_CONNECTIONS_PER_ADDRESS=str(config.consumers + 64),
             BROKER_ACCESS_TOKEN_TTL_S=str(int(config.duration_s + 3600)),
         )
         asyncio.run(broker.start())

@@ -50,6 +50,9 @@ _NON_NEGATIVE = frozenset(
         "body_cache_bytes",
         "max_wait_s",
         "rate_auth_per_min",
+        "rate_auth_user_per_min",
+        "rate_login_per_min",
+        "rate_login_user_per_min",
         "rate_publish_per_s",
         "rate_consume_per_s",
         "rate_admin_per_s",
@@ -83,6 +86,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Origins allowed by CORS on REST; empty disables CORS."""
     request_timeout_s: float = 30.0
     """Upper bound on handling one HTTP request."""
+    max_head_bytes: int = 64 * _KIB
+    """Largest HTTP request head (request line and headers, WebSocket upgrades too);
+    a larger one is answered 431 without reading more of it. At least 1 KiB."""
+    max_connections_per_address: int = 1024
+    """Most connections one client IP address may hold open at once (WebSockets
+    included); one more is answered 429 with ``Retry-After`` and closed. Room for
+    one user's ``max_connections_per_user`` WebSockets and some HTTP beside them
+    (the soak's 1,000 consumers run from one address); with heads capped at
+    ``max_head_bytes``, about 128 MiB of buffers at worst."""
 
     # -- files and logs ------------------------------------------------------
     data_dir: Path = Path("broker-data")
@@ -189,8 +201,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """A repeated ``dedup_id`` within this window returns the first message."""
 
     # -- rate limits (token buckets; 0 disables a limit) -----------------------
-    rate_auth_per_min: float = 10.0
-    """Failed logins allowed per client IP per minute."""
+    rate_auth_per_min: float = 30.0
+    """Failed logins allowed per client IP address per minute."""
+    rate_auth_user_per_min: float = 5.0
+    """Failed logins allowed per username per minute (below the address's, so that
+    guessing one account's password locks that account before its address)."""
+    rate_login_per_min: float = 60.0
+    """Login attempts, successful ones included, per client IP address per minute
+    (each costs a password hash: tens of milliseconds of CPU)."""
+    rate_login_user_per_min: float = 20.0
+    """Login attempts, successful ones included, per username per minute."""
     rate_publish_per_s: float = 20_000.0
     """Publish requests per second per client (burst of the same size)."""
     rate_consume_per_s: float = 20_000.0
@@ -205,6 +225,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Deepest selection set a GraphQL operation may have."""
     graphql_max_complexity: int = 1000
     """Largest complexity (fields counted with list multipliers) of one operation."""
+    graphql_max_tokens: int = 2000
+    """Most lexical tokens in a GraphQL document; a longer one is refused while it is
+    read, before it is validated (a 1000-message ``publishBatch`` takes its messages
+    as a variable, which costs no tokens)."""
     graphql_introspection: bool = True
     """Answer introspection queries (the dashboard and GraphiQL need them)."""
 
@@ -238,6 +262,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     raise ValueError(f"{field.name} must be zero or more, got {value}")
             elif field.name != "port" and value <= 0:
                 raise ValueError(f"{field.name} must be positive, got {value}")
+        if self.max_head_bytes < _KIB:
+            raise ValueError(f"max_head_bytes must be at least {_KIB}, got {self.max_head_bytes}")
         if self.default_lease_s > self.max_lease_s:
             raise ValueError(
                 f"default_lease_s ({self.default_lease_s}) exceeds max_lease_s ({self.max_lease_s})"

@@ -23,7 +23,7 @@ import uvicorn
 
 from broker_core.settings import Settings
 from transports.app import create_app
-from transports.protocols import guarded_http_protocol
+from transports.protocols import http_protocol
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -91,7 +91,7 @@ class BrokerServer:
             access_log=False,
             lifespan="on",
             ws="websockets-sansio",
-            http=guarded_http_protocol(self.settings.request_timeout_s),
+            http=http_protocol(self.settings),
             ws_max_size=self.settings.ws_max_frame_bytes,
             ws_ping_interval=self.settings.ws_heartbeat_s,
             ws_ping_timeout=self.settings.ws_heartbeat_timeout_s,

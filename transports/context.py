@@ -19,7 +19,7 @@ from broker_core.broker import Broker
 from storage import storage_from_settings
 
 from .accounts import Accounts
-from .ratelimit import TokenBucketLimiter
+from .ratelimit import LoginLimiter, TokenBucketLimiter
 from .secrets import ensure_data_dir, generate_secret, load_or_create_secret
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class Limits:
         def bucket(rate: float) -> TokenBucketLimiter:
             return TokenBucketLimiter(rate, max(rate, 1.0))
 
-        self.failed_logins = TokenBucketLimiter.per_minute(settings.rate_auth_per_min)
+        self.logins = LoginLimiter(settings)
         self.publish = bucket(settings.rate_publish_per_s)
         self.consume = bucket(settings.rate_consume_per_s)
         self.admin = bucket(settings.rate_admin_per_s)

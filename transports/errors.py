@@ -9,6 +9,7 @@ broker's ``last_error`` and answered with a bare 500.
 from __future__ import annotations
 
 import time
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
@@ -39,6 +40,8 @@ from broker_core.errors import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from litestar import Request
     from litestar.types import ExceptionHandlersMap
 
@@ -49,6 +52,7 @@ __all__ = [
     "classify",
     "exception_handlers",
     "last_error",
+    "raw_http_error",
 ]
 
 
@@ -168,6 +172,26 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         media_type=MediaType.JSON,
         headers=headers,
     )
+
+
+def raw_http_error(error: ApiError, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+    """A whole HTTP/1.1 response for ``error`` that ends the connection, as bytes.
+
+    For the HTTP protocol itself, which refuses a request or a connection
+    before the app sees it (a request head too large, too many connections).
+    The body is the same ``{status_code, detail, code}`` as every other error.
+    """
+    body = msgspec.json.encode(
+        {"status_code": error.status, "detail": error.detail, "code": error.code}
+    )
+    lines = [
+        f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+        *(f"{name}: {value}" for name, value in headers),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 exception_handlers: ExceptionHandlersMap = {Exception: _handle}

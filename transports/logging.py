@@ -22,6 +22,7 @@ Elsewhere in the code base, log with ``from loguru import logger`` and
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import logging
@@ -46,7 +47,9 @@ __all__ = [
     "LOG_FILE_GLOB",
     "REQUEST_ID",
     "InterceptHandler",
+    "ServedRequest",
     "configure_logging",
+    "current_request_id",
     "parse_log_line",
     "redact",
 ]
@@ -54,13 +57,58 @@ __all__ = [
 LOG_FILE_GLOB = "broker_*.jsonl"
 """Matches the JSON log files in ``Settings.logs_dir`` (the ``/logs`` API lists these)."""
 
-REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
-"""The id of the HTTP request being served (set by the request middleware).
+
+class ServedRequest:
+    """The request a task serves, for its log records: id, task, and whether it still runs.
+
+    Args:
+        request_id: The request's id (``X-Request-ID``).
+    """
+
+    __slots__ = ("id", "live", "task")
+
+    def __init__(self, request_id: str) -> None:
+        self.id = request_id
+        self.task = _current_task()
+        self.live = True
+
+
+REQUEST_ID: ContextVar[ServedRequest | None] = ContextVar("request_id", default=None)
+"""The request being served (set by the request middleware); read it with `current_request_id`.
 
 A plain context variable rather than ``logger.contextualize``, which copies
 loguru's context under a lock on every request: the id is read only when a
 record is actually logged.
 """
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop: a worker thread
+        return None
+
+
+def current_request_id() -> str | None:
+    """The id of the request the calling code serves, or None.
+
+    A task inherits a copy of its creator's context variables, so the
+    variable alone would lend a request's id to every task started while it
+    ran: a queue's task, started by the request that created the queue,
+    logged that request's id for ever after, on a WebSocket's errors too.
+    The id therefore counts only while the request runs, and only in its own
+    task (or in a thread, which has none: ``asyncio.to_thread`` work it
+    awaits). Long-lived work a request starts binds its own id (a WebSocket
+    session binds its upgrade request's).
+    """
+    served = REQUEST_ID.get()
+    if served is None or not served.live:
+        return None
+    task = _current_task()
+    if task is not None and task is not served.task:
+        return None
+    return served.id
+
 
 _FILE_PREFIX = "broker_"
 _HOUR_FORMAT = "%Y-%m-%d_%H"
@@ -128,7 +176,7 @@ def redact(text: str) -> str:
 
 def _patch_record(record: Record) -> None:
     record["message"] = redact(record["message"])
-    request_id = REQUEST_ID.get()
+    request_id = current_request_id()
     if request_id is not None:
         record["extra"].setdefault("request_id", request_id)
 

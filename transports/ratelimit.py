@@ -4,9 +4,8 @@ One :class:`TokenBucketLimiter` per route class (auth, publish, consume,
 admin, default). A bucket holds up to ``burst`` tokens and refills at
 ``rate_per_s``; a request spends ``cost`` tokens or is refused with the time
 until it could pass, which becomes the ``Retry-After`` of a 429 (RFC 6585
-section 4). Failed logins use the same bucket with a per-minute rate
-(:meth:`TokenBucketLimiter.per_minute`): :meth:`~TokenBucketLimiter.check`
-before verifying a password, :meth:`~TokenBucketLimiter.hit` after a failure.
+section 4). Logins go through a :class:`LoginLimiter`: per-minute buckets of
+attempts and of failures, per client address and per username.
 
 The limiter is plain synchronous code with ``now`` passed in (monotonic
 seconds), used from one event loop: no locks, no clock reads.
@@ -14,7 +13,13 @@ seconds), used from one event loop: no locks, no clock reads.
 
 from __future__ import annotations
 
-__all__ = ["TokenBucketLimiter"]
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from broker_core.settings import Settings
+
+__all__ = ["LoginLimiter", "TokenBucketLimiter"]
 
 
 class TokenBucketLimiter:
@@ -104,6 +109,13 @@ class TokenBucketLimiter:
         tokens = self._tokens(key, now)
         return 0.0 if tokens >= cost else (cost - tokens) / self.rate_per_s
 
+    def refund(self, key: str, cost: float = 1.0) -> None:
+        """Give back ``cost`` tokens :meth:`hit` spent for something that did not happen."""
+        state = self._buckets.get(key)
+        if state is not None:
+            tokens, last = state
+            self._buckets[key] = (min(self.burst, tokens + cost), last)
+
     def reset(self, key: str) -> None:
         """Forget ``key``: its next request sees a full bucket."""
         self._buckets.pop(key, None)
@@ -123,3 +135,60 @@ class TokenBucketLimiter:
         if excess > 0:
             for key in list(self._buckets)[:excess]:
                 del self._buckets[key]
+
+
+class LoginLimiter:
+    """How often logins may be tried: per client address and per username, failures tighter.
+
+    Every attempt, a successful one included, spends a token of its
+    address's and its username's attempt buckets (each costs a password
+    hash, tens of milliseconds of CPU); a failure also spends one of each
+    failure bucket. A username's failure budget is below its address's, so
+    that guessing one account's password locks that account (for everyone,
+    the price of refusing guessers) well before the address, and the other
+    users behind the same address (a NAT) log in until the address's own
+    limit. Names that don't exist are limited the same, so a 429 tells
+    nothing about which ones do.
+
+    Call :meth:`begin` before checking the password and :meth:`succeeded`
+    when it matched: the failure tokens are taken up front and given back,
+    so concurrent attempts can't all pass a check before any failure counts.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        per_minute = TokenBucketLimiter.per_minute
+        self._buckets = (
+            (per_minute(settings.rate_login_per_min), "too many login attempts from this address"),
+            (per_minute(settings.rate_auth_per_min), "too many failed logins from this address"),
+            (per_minute(settings.rate_login_user_per_min), "too many login attempts for this user"),
+            (per_minute(settings.rate_auth_user_per_min), "too many failed logins for this user"),
+        )
+
+    def begin(self, address: str, username: str, now: float) -> tuple[int, str] | None:
+        """Spend one attempt (and one failure, until :meth:`succeeded`) of both keys.
+
+        Args:
+            address: The client's IP address.
+            username: The name the client logs in as.
+            now: Monotonic time in seconds.
+
+        Returns:
+            None if the attempt may go on, else the seconds to wait (for
+            ``Retry-After``) and why; a refused attempt spends nothing.
+        """
+        keys = (address, address, username, username)
+        waits = [
+            (limiter.check(key, now), reason)
+            for (limiter, reason), key in zip(self._buckets, keys, strict=True)
+        ]
+        wait, reason = max(waits, key=lambda pair: pair[0])
+        if wait > 0:
+            return max(1, math.ceil(wait)), reason
+        for (limiter, _), key in zip(self._buckets, keys, strict=True):
+            limiter.hit(key, now)
+        return None
+
+    def succeeded(self, address: str, username: str) -> None:
+        """The password matched: give back the failure tokens :meth:`begin` took."""
+        self._buckets[1][0].refund(address)
+        self._buckets[3][0].refund(username)

@@ -19,7 +19,7 @@ from storage import check_storage, sqlite_database
 
 from .app import create_app
 from .logging import configure_logging
-from .protocols import guarded_http_protocol
+from .protocols import http_protocol
 from .secrets import ensure_data_dir
 from .startup import bind_socket, lock_data_dir
 from .tls import ensure_self_signed
@@ -49,7 +49,7 @@ def build_server(settings: Settings) -> uvicorn.Server:
         access_log=False,
         lifespan="on",
         loop="auto",
-        http=guarded_http_protocol(settings.request_timeout_s),
+        http=http_protocol(settings),
         ws="websockets-sansio",
         ws_max_size=settings.ws_max_frame_bytes,
         # Protocol-level heartbeat: a peer that misses a pong is disconnected,

@@ -134,6 +134,38 @@ def test_zero_rate_limit_is_allowed() -> None:
         Settings(rate_publish_per_s=-1)
 
 
+def test_head_limit_below_1_kib_is_rejected() -> None:
+    """max_head_bytes under 1 KiB, too small for ordinary request heads, raises ValueError."""
+    assert Settings(max_head_bytes=1024).max_head_bytes == 1024
+    with pytest.raises(ValueError, match="max_head_bytes must be at least 1024"):
+        Settings(max_head_bytes=1023)
+
+
+@pytest.mark.parametrize(
+    "name", ["max_connections_per_address", "graphql_max_tokens", "max_head_bytes"]
+)
+def test_client_limits_must_be_positive(name: str) -> None:
+    """The per-client limits of DESIGN.md "Trust" can't be turned off with 0."""
+    with pytest.raises(ValueError, match=f"{name} must be"):
+        Settings(**{name: 0})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rate_auth_per_min",
+        "rate_auth_user_per_min",
+        "rate_login_per_min",
+        "rate_login_user_per_min",
+    ],
+)
+def test_login_limits_may_be_disabled_with_zero(name: str) -> None:
+    """Each login limit is a rate limit: 0 turns it off, a negative value is refused."""
+    assert getattr(Settings(**{name: 0}), name) == 0
+    with pytest.raises(ValueError, match=f"{name} must be zero or more"):
+        Settings(**{name: -1})
+
+
 @pytest.mark.parametrize("size", [0, 256, 1000, 12288, 131072])
 def test_sqlite_page_size_must_be_a_power_of_two_sqlite_takes(size: int) -> None:
     with pytest.raises(ValueError, match="sqlite_page_size must be a power of two"):

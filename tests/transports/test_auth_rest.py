@@ -76,6 +76,62 @@ async def test_brute_force_login_hits_429(server: BrokerServer) -> None:
         assert ok.status_code == 429
 
 
+async def _login_status(http: httpx.AsyncClient, username: str, password: str) -> int:
+    response = await http.post("/auth/token", json={"username": username, "password": password})
+    if response.status_code == 429:
+        assert int(response.headers["retry-after"]) >= 1
+    return response.status_code
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"rate_auth_user_per_min": 3, "rate_auth_per_min": 6}]
+)
+async def test_failed_logins_lock_the_username_before_the_address(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """Failures lock their username; others at the same address log in until its own limit."""
+    await make_user(client, server, "bob", [])
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        assert [await _login_status(http, "admin", "x") for _ in range(3)] == [401] * 3
+        assert await _login_status(http, "admin", ADMIN_PASSWORD) == 429
+        assert await _login_status(http, "bob", "bob-password") == 200
+        assert [await _login_status(http, name, "x") for name in ("c", "d", "e")] == [401] * 3
+        assert await _login_status(http, "bob", "bob-password") == 429
+
+
+@pytest.mark.parametrize("settings_overrides", [{"rate_login_user_per_min": 3}])
+async def test_successful_logins_are_limited_per_username(server: BrokerServer) -> None:
+    """Right passwords count too: the fourth login of a minute as one user is 429."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        statuses = [await _login_status(http, "admin", ADMIN_PASSWORD) for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"rate_login_per_min": 4}])
+async def test_login_attempts_are_limited_per_address(server: BrokerServer) -> None:
+    """Attempts under many usernames from one address are limited by the address."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        statuses = [await _login_status(http, f"user{n}", "x") for n in range(5)]
+    assert statuses == [401, 401, 401, 401, 429]
+
+
+async def test_pathological_permission_pattern_is_answered_rightly(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """A pattern of 40 stars is checked against 200-character names without backtracking."""
+    hit, miss = "b" * 199 + "a", "a" * 199 + "b"
+    for name in (hit, miss):
+        assert (await client.post("/queues", json={"name": name})).status_code == 201
+    pattern = "*" * 40 + "a"
+    token = await make_user(
+        client, server, "starry", [{"pattern": pattern, "actions": ["consume"]}]
+    )
+    async with _as(server, token) as http:
+        response = await http.get("/queues")
+    assert response.status_code == 200, response.text
+    assert [queue["name"] for queue in response.json()] == [hit]
+
+
 async def test_alg_none_token_is_refused(server: BrokerServer) -> None:
     """A token with ``alg: none`` is refused."""
     now = int(time.time())

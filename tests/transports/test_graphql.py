@@ -370,6 +370,30 @@ async def test_fragment_bomb_counts_at_full_size(client: httpx.AsyncClient) -> N
     assert "complexity" in error["message"]
 
 
+async def test_document_over_the_token_limit_is_refused_before_validation(
+    client: httpx.AsyncClient,
+) -> None:
+    """A 300-message publishBatch written inline (over 2,000 tokens) is refused, nothing stored."""
+    await make_queue(client)
+    messages = ", ".join(f'{{content: "m{n}", priority: 1}}' for n in range(300))
+    error = await error_of(
+        client,
+        f'mutation {{ publishBatch(queue: "jobs", messages: [{messages}]) {{ messageId }} }}',
+    )
+    assert error["extensions"] == {"code": "too_many_tokens", "status": 400}
+    assert "2000 tokens" in error["message"]
+    assert (await client.get("/queues/jobs")).json()["pending"] == 0
+
+
+@pytest.mark.parametrize("settings_overrides", [{"graphql_max_tokens": 20}])
+async def test_token_limit_is_a_setting(client: httpx.AsyncClient) -> None:
+    """graphql_max_tokens sets the limit: 20 tokens pass, 21 are refused."""
+    fields = " ".join(["__typename"] * 18)
+    assert await data_of(client, f"{{ {fields} }}")
+    error = await error_of(client, f"{{ {fields} __typename }}")
+    assert error["extensions"]["code"] == "too_many_tokens"
+
+
 @pytest.mark.parametrize("settings_overrides", [{"graphql_introspection": False}])
 async def test_introspection_can_be_turned_off(client: httpx.AsyncClient) -> None:
     """With graphql_introspection off, introspection queries are refused."""

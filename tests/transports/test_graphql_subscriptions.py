@@ -292,6 +292,35 @@ async def test_subscribing_without_permission_is_an_error(
     assert "forbidden" in str(caught.value)
 
 
+@pytest.mark.parametrize("settings_overrides", [{"graphql_max_tokens": 20}])
+async def test_legacy_subscription_over_the_token_limit_is_an_error(
+    server: BrokerServer, client: httpx.AsyncClient, admin_token: str
+) -> None:
+    """Over graphql-ws, a document over graphql_max_tokens gets an error too_many_tokens."""
+    await make_queue(client)
+    async with ws_session(server, LEGACY_WS, {"token": admin_token}) as session:
+        with pytest.raises(TransportQueryError) as caught:
+            await next_of(subscribe(session, MESSAGES, queue="jobs", prefetch=5))
+    assert caught.value.errors
+    assert caught.value.errors[0]["extensions"]["code"] == "too_many_tokens"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"graphql_max_tokens": 20}])
+async def test_transport_ws_subscription_over_the_token_limit_closes_4400(
+    server: BrokerServer, client: httpx.AsyncClient, admin_token: str
+) -> None:
+    """Over graphql-transport-ws such a document closes 4400 with the reason (a syntax error)."""
+    await make_queue(client)
+    with pytest.raises(TransportError) as caught:
+        async with ws_session(server, TRANSPORT_WS, {"token": admin_token}) as session:
+            await next_of(subscribe(session, MESSAGES, queue="jobs", prefetch=5))
+    closed = caught.value.__cause__
+    assert isinstance(closed, ConnectionClosed)
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 4400
+    assert "more than 20 tokens" in closed.rcvd.reason
+
+
 @pytest.mark.parametrize("settings_overrides", [{"max_consumers_per_connection": 1}])
 async def test_subscriptions_per_connection_are_capped(
     server: BrokerServer, client: httpx.AsyncClient, admin_token: str, protocol: str

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from transports.ratelimit import TokenBucketLimiter
+from broker_core.settings import Settings
+from transports.ratelimit import LoginLimiter, TokenBucketLimiter
 
 
 def test_burst_passes_then_requests_are_limited() -> None:
@@ -106,6 +107,30 @@ def test_reset_forgets_a_key() -> None:
     limiter.hit("ip", now=0.0)
     limiter.reset("ip")
     assert limiter.hit("ip", now=0.0) == 0.0
+
+
+def test_refund_gives_back_tokens_up_to_the_burst() -> None:
+    """refund() returns what hit() spent, never more than a full bucket."""
+    limiter = TokenBucketLimiter(rate_per_s=1, burst=2)
+    limiter.hit("ip", now=0.0)
+    limiter.hit("ip", now=0.0)
+    limiter.refund("ip")
+    limiter.refund("ip", cost=5)
+    assert limiter.check("ip", now=0.0, cost=2) == 0.0
+    assert limiter.check("ip", now=0.0, cost=3) == 0.0  # capped at the burst of 2
+
+
+def test_login_limiter_refuses_with_the_longest_wait_and_spends_nothing() -> None:
+    """A refused login attempt says why and spends no token of any bucket."""
+    settings = Settings(rate_login_per_min=60, rate_login_user_per_min=2, rate_auth_user_per_min=60)
+    limiter = LoginLimiter(settings)
+    assert limiter.begin("ip", "alice", now=0.0) is None
+    limiter.succeeded("ip", "alice")
+    assert limiter.begin("ip", "alice", now=0.0) is None
+    wait, reason = limiter.begin("ip", "alice", now=0.0) or (0, "")
+    assert wait == 30
+    assert reason == "too many login attempts for this user"
+    assert limiter.begin("ip", "bob", now=0.0) is None
 
 
 def test_key_count_stays_bounded() -> None:

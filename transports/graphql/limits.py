@@ -9,8 +9,10 @@ nothing):
   rows its ``limit`` may return, the way GitHub's GraphQL API prices
   connections per 100 nodes. Fragments are expanded, so fragment "bombs"
   count at their full size;
-* size: at most `MAX_TOKENS` lexical tokens (checked while parsing) and
-  `MAX_ALIASES` aliases (``MaxTokensLimiter``, ``MaxAliasesLimiter``);
+* size: at most ``settings.graphql_max_tokens`` lexical tokens
+  (`TokenLimiter`: the parser stops at the first token past the limit, so
+  a refused document costs at most the parse of that many tokens and is
+  never validated) and `MAX_ALIASES` aliases (``MaxAliasesLimiter``);
 * introspection is refused when ``settings.graphql_introspection`` is off.
 """
 
@@ -33,7 +35,6 @@ from graphql import (
 from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
     QueryDepthLimiter,
     SchemaExtension,
 )
@@ -45,14 +46,44 @@ if TYPE_CHECKING:
 
     from broker_core.settings import Settings
 
-__all__ = ["MAX_ALIASES", "MAX_TOKENS", "PAGE_ROWS", "ComplexityLimiter", "limit_extensions"]
+__all__ = ["MAX_ALIASES", "PAGE_ROWS", "ComplexityLimiter", "TokenLimiter", "limit_extensions"]
 
-MAX_TOKENS = 20_000
-"""Most lexical tokens in a document: room for a 1000-message ``publishBatch`` written inline."""
 MAX_ALIASES = 100
 """Most aliases in a document."""
 PAGE_ROWS = 100
 """Rows of a paginated list that cost as much as one selection of its fields."""
+
+
+class TokenLimiter(SchemaExtension):
+    """Refuse a document of more than ``max_tokens`` lexical tokens while it is parsed.
+
+    graphql-core's parser counts tokens as it reads and stops at the first
+    one past the limit: a refused document is never read further, never
+    validated. Its syntax error is given the code ``too_many_tokens``.
+    """
+
+    def __init__(self, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+        # graphql-core's wording (graphql/language/parser.py, Parser.advance_lexer).
+        self._message = f"Document contains more than {max_tokens} tokens."
+
+    def on_operation(self) -> Iterator[None]:
+        self.execution_context.parse_options["max_tokens"] = self.max_tokens
+        yield
+
+    def on_parse(self) -> Iterator[None]:
+        yield
+        for error in self.execution_context.pre_execution_errors or ():
+            if self._message in error.message:
+                error.message = (
+                    f"the document has more than {self.max_tokens} tokens: send long "
+                    "values as variables, which cost none"
+                )
+                error.extensions = {
+                    **(error.extensions or {}),
+                    "code": "too_many_tokens",
+                    "status": 400,
+                }
 
 
 class ComplexityLimiter(SchemaExtension):
@@ -143,7 +174,7 @@ class _Pricer:
 def limit_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
     """The schema extensions enforcing the limits of ``settings`` (made anew per operation)."""
     extensions: list[Callable[[], SchemaExtension]] = [
-        functools.partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
+        functools.partial(TokenLimiter, settings.graphql_max_tokens),
         functools.partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
         functools.partial(ComplexityLimiter, settings.graphql_max_complexity),
         functools.partial(QueryDepthLimiter, max_depth=settings.graphql_max_depth),

@@ -20,8 +20,9 @@ router and CORS included, so that every response carries the headers.
 The request id is the client's ``X-Request-ID`` when it is a short token of
 safe characters (so a gateway's id follows the request through our logs),
 else a new one; it is set in `transports.logging.REQUEST_ID` while the
-request runs, so every record logged meanwhile carries it in the JSON log's
-``extra.request_id``.
+request runs, so every record its task logs meanwhile carries it in the JSON
+log's ``extra.request_id`` (tasks it starts don't: see
+`transports.logging.current_request_id`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import secrets
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from ..logging import REQUEST_ID
+from ..logging import REQUEST_ID, ServedRequest
 from .telemetry import UNMATCHED, WEBSOCKET, telemetry_of
 
 if TYPE_CHECKING:
@@ -137,7 +138,8 @@ class RequestMetricsMiddleware:
                 counters.record(_route_of(scope), method, status, elapsed)
             await send(message)
 
-        token = REQUEST_ID.set(request_id)
+        served = ServedRequest(request_id)
+        token = REQUEST_ID.set(served)
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception:
@@ -146,6 +148,8 @@ class RequestMetricsMiddleware:
                 counters.record(_route_of(scope), method, 500, perf_counter() - started)
             raise
         finally:
+            # Tasks started meanwhile keep a copy of the variable: mark it over.
+            served.live = False
             REQUEST_ID.reset(token)
         if not answered:
             status = _HTTP_NO_RESPONSE if kind == "http" else _WS_REFUSED

@@ -40,19 +40,16 @@ async def _credentials(request: Request[Any, Any, Any]) -> LoginRequest:
 
 async def _login(request: Request[Any, Any, Any]) -> TokenPair:
     ctx = ctx_of(request)
-    limiter = ctx.limits.failed_logins
-    key = client_ip(request)
-    now = time.monotonic()
-    wait = limiter.check(key, now)
-    if wait > 0:
-        raise TooManyRequestsException(
-            "too many failed logins", headers={"Retry-After": str(max(1, round(wait + 0.5)))}
-        )
     credentials = await _credentials(request)
+    address = client_ip(request)
+    refused = ctx.limits.logins.begin(address, credentials.username, time.monotonic())
+    if refused is not None:
+        wait, reason = refused
+        raise TooManyRequestsException(reason, headers={"Retry-After": str(wait)})
     pair = await ctx.accounts.login(credentials.username, credentials.password)
     if pair is None:
-        limiter.hit(key, now)
         raise NotAuthorizedException("wrong username or password")
+    ctx.limits.logins.succeeded(address, credentials.username)
     return pair
 
 

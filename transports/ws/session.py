@@ -60,6 +60,7 @@ from broker_core.frames import (
 )
 
 from ..errors import ApiError, classify, last_error
+from ..logging import current_request_id
 from ..security import require
 
 if TYPE_CHECKING:
@@ -185,7 +186,12 @@ class Session:
         self.user = user
         self._claims = claims
         self._loop = asyncio.get_running_loop()
-        self._log = logger.bind(user=user.username)
+        # Deliveries and failures are logged from queues' tasks too: bind the
+        # id of the upgrade request, which those tasks don't serve.
+        request_id = current_request_id()
+        self._log = logger.bind(
+            user=user.username, **({} if request_id is None else {"request_id": request_id})
+        )
         self._buffer: deque[str | bytes] = deque()
         self._buffered_bytes = 0
         self._buffer_limit = settings.ws_send_buffer_messages
