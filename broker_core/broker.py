@@ -102,6 +102,7 @@ class Broker:
         max_queues: how many queues may exist.
         dedup_window_s: how long a ``dedup_id`` is remembered per queue.
         body_cache_bytes: bytes of pending bodies kept in memory across queues.
+        default_lease_s: the lease of a queue created without one.
     """
 
     def __init__(
@@ -111,9 +112,11 @@ class Broker:
         max_queues: int = 10_000,
         dedup_window_s: float = 300.0,
         body_cache_bytes: int = 64 << 20,
+        default_lease_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
+        self.default_lease_s = default_lease_s
         self.max_queues = max_queues
         self.dedup_window_s = dedup_window_s
         self.budget = BodyBudget(body_cache_bytes)
@@ -448,7 +451,10 @@ class Broker:
             raise QueueExists(name)
         if len(self._actors) >= self.max_queues:
             raise QueueLimitReached(self.max_queues)
-        options = QueueOptions(**{f: getattr(request, f) for f in _OPTION_FIELDS})
+        fields = {f: getattr(request, f) for f in _OPTION_FIELDS}
+        if fields["lease"] is None:
+            fields["lease"] = self.default_lease_s
+        options = QueueOptions(**fields)
         self._check_dead_letter_target(name, options)
         now = self._clock()
         self._meta[name] = _QueueMeta(now, now)
