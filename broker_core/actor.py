@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from loguru import logger
 
-from .journal import Deliver
+from .journal import DeliverOp
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -324,7 +324,7 @@ class QueueActor:
         if ops:
             if state.shared:
                 # The claim recorded the deliveries in storage already.
-                written = [op for op in ops if type(op) is not Deliver]
+                written = [op for op in ops if type(op) is not DeliverOp]
                 commit = self._journal.write(written) if written else None
             else:
                 commit = self._journal.write(ops)
@@ -339,7 +339,7 @@ class QueueActor:
         loads = state.take_loads()
         if loads:
             self._loader = asyncio.get_running_loop().create_task(self._load(loads))
-        # Push last: the Deliver ops are journaled (and indexed by the broker)
+        # Push last: the DeliverOp ops are journaled (and indexed by the broker)
         # before a consumer can ack, and a failing sink can't skip the write.
         deliveries = state.take_deliveries()
         if deliveries:

@@ -36,10 +36,10 @@ from .errors import (
 )
 from .ids import NodeIds
 from .journal import (
-    Ack,
+    AckOp,
     DeadLetter,
     DeleteQueue,
-    Deliver,
+    DeliverOp,
     Drop,
     Fail,
     Insert,
@@ -339,9 +339,9 @@ class Broker:
         inflight = self._inflight
         listeners = self._listeners
         for op in ops:
-            if type(op) is Deliver:
+            if type(op) is DeliverOp:
                 inflight[op.id] = queue
-            elif type(op) in (Ack, Requeue, Fail, DeadLetter, Drop):
+            elif type(op) in (AckOp, Requeue, Fail, DeadLetter, Drop):
                 inflight.pop(op.id, None)  # type: ignore[union-attr]
         if listeners:
             now = self._clock()
@@ -626,7 +626,7 @@ class Broker:
             ids,
             allowed,
             lambda state, group, now: state.ack(group, now),
-            lambda held, _, now: Ack(held.queue, held.entry.id, now),
+            lambda held, _, now: AckOp(held.queue, held.entry.id, now),
         )
 
     async def nack(
@@ -915,9 +915,9 @@ def _event_of(queue: str, op: Op, now: float) -> QueueEvent | None:
     match op:
         case Insert(entry=entry):
             return QueueEvent(type="published", queue=queue, at=now, message_id=entry.id)
-        case Deliver(id=id):
+        case DeliverOp(id=id):
             return QueueEvent(type="delivered", queue=queue, at=now, message_id=id)
-        case Ack(id=id):
+        case AckOp(id=id):
             return QueueEvent(type="acked", queue=queue, at=now, message_id=id)
         case Requeue(id=id):
             return QueueEvent(type="nacked", queue=queue, at=now, message_id=id)

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import InvalidTransition, MessageNotFound, QueueFull
 from .journal import (
-    Ack,
+    AckOp,
     DeadLetter,
-    Deliver,
+    DeliverOp,
     Drop,
     Fail,
     Insert,
@@ -684,7 +684,7 @@ class QueueState:
         self.processing[entry.id] = entry
         heapq.heappush(self._leases, (deadline, entry.id))
         self.delivered_total += 1
-        self._ops.append(Deliver(entry.id, entry.attempt, deadline))
+        self._ops.append(DeliverOp(entry.id, entry.attempt, deadline))
 
     def _request_load(self, dq: deque[Item]) -> None:
         if self._loading:
@@ -771,7 +771,7 @@ class QueueState:
                 continue
             self.processed += 1
             self.acked_total += 1
-            self._ops.append(Ack(self.name, id, now))
+            self._ops.append(AckOp(self.name, id, now))
             settled.append(id)
         return SettleOutcome(settled, errors)
 

@@ -24,7 +24,7 @@ from hypothesis.stateful import (
 
 from broker_core.journal import (
     DeadLetter,
-    Deliver,
+    DeliverOp,
     Drop,
     Insert,
     Op,
@@ -172,12 +172,12 @@ class QueueMachine(RuleBasedStateMachine):
         return bool(message.expires_at) and message.expires_at <= self.now
 
     def replay_deliveries(self, ops: list[Op], holders: list[int | None]) -> None:
-        """Check a stream of Deliver and expiry ops against the model's pending order."""
+        """Check a stream of DeliverOp and expiry ops against the model's pending order."""
         model = self.model
         holders_left = deque(holders)
         for op in ops:
             match op:
-                case Deliver(id=id, attempt=attempt, lease_deadline=deadline):
+                case DeliverOp(id=id, attempt=attempt, lease_deadline=deadline):
                     assert id == model.head(), f"delivered {id}, expected {model.head()}"
                     message = model.messages[id]
                     assert not self.expired(message), f"delivered expired message {id}"
@@ -205,7 +205,7 @@ class QueueMachine(RuleBasedStateMachine):
                     model.unready(message)
                 case _:
                     raise AssertionError(f"unexpected op {op!r} while delivering")
-        assert not holders_left, "every delivery has a Deliver op"
+        assert not holders_left, "every delivery has a DeliverOp"
 
     def check_progress(self) -> None:
         """Delivery stops early only while bodies are being loaded."""
@@ -300,7 +300,7 @@ class QueueMachine(RuleBasedStateMachine):
         deliveries = self.state.take_deliveries()
         ops = self.state.take_ops()
         delivered = [entry.id for _, entry in deliveries]
-        assert delivered == [op.id for op in ops if isinstance(op, Deliver)]
+        assert delivered == [op.id for op in ops if isinstance(op, DeliverOp)]
         self.replay_deliveries(ops, [consumer for consumer, _ in deliveries])
         self.collect()
         self.check_progress()
@@ -309,7 +309,7 @@ class QueueMachine(RuleBasedStateMachine):
     def pull(self, max_count: int, lease: float | None) -> None:
         entries = self.state.pull(max_count, lease, self.now)
         ops = self.state.take_ops()
-        assert [e.id for e in entries] == [op.id for op in ops if isinstance(op, Deliver)]
+        assert [e.id for e in entries] == [op.id for op in ops if isinstance(op, DeliverOp)]
         for entry in entries:
             assert entry.lease_deadline == self.now + (lease if lease is not None else LEASE_S)
             assert entry.redelivered == (entry.attempt > 1)

@@ -11,8 +11,8 @@ import pytest
 
 from broker_core.errors import InvalidTransition, MessageNotFound, QueueFull
 from broker_core.journal import (
-    Ack,
-    Deliver,
+    AckOp,
+    DeliverOp,
     Fail,
     Insert,
 )
@@ -162,7 +162,7 @@ def test_dispatch_emits_deliver_with_attempt_one(ids: Ids) -> None:
     [(_, entry)] = state.take_deliveries()
     assert (entry.attempt, entry.redelivered, entry.consumer) == (1, False, 1)
     assert entry.lease_deadline == 13.0
-    assert state.take_ops() == [Deliver(1, 1, 13.0)]
+    assert state.take_ops() == [DeliverOp(1, 1, 13.0)]
     assert state.delivered_total == 1
 
 
@@ -205,13 +205,13 @@ def test_ack_frees_credit(ids: Ids) -> None:
 
 
 def test_ack_op_carries_queue_and_time(ids: Ids) -> None:
-    """The Ack operation names the queue and when it happened."""
+    """The AckOp operation names the queue and when it happened."""
     state = new_state(name="orders")
     publish(state, ids)
     state.pull(1, None, 0.0)
     state.take_ops()
     state.ack([1], 7.5)
-    assert state.take_ops() == [Ack("orders", 1, 7.5)]
+    assert state.take_ops() == [AckOp("orders", 1, 7.5)]
 
 
 # -- nack, attempts and dead letters ---------------------------------------------------

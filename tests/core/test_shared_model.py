@@ -19,7 +19,7 @@ import msgspec
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from broker_core.journal import Ack, DeadLetter, Deliver, Drop, Fail, Insert, Release, Requeue
+from broker_core.journal import AckOp, DeadLetter, DeliverOp, Drop, Fail, Insert, Release, Requeue
 from broker_core.messages import Entry, PublishRequest, QueueOptions
 from broker_core.queue import BodyBudget, QueueState
 
@@ -76,7 +76,7 @@ class Database:
             if type(op) is Insert:
                 self.rows[op.entry.id] = Row(op.entry.id, op.entry.priority)
                 continue
-            if type(op) is Deliver:
+            if type(op) is DeliverOp:
                 continue  # the claim recorded it (the actor doesn't write it)
             row = self.rows.get(op.id)
             if row is None or row.status == PROCESSED:
@@ -84,7 +84,7 @@ class Database:
             if row.status == PROCESSING and row.owner not in (node, None):
                 continue  # fenced: another node holds it
             match op:
-                case Ack():
+                case AckOp():
                     row.status = PROCESSED
                 case Fail():
                     row.status = FAILED
