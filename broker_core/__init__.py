@@ -31,7 +31,8 @@ from .messages import (
     QueueInfo,
     QueueOptions,
 )
-from .queue import BodyBudget, QueueState
+from .pending import BodyBudget, PendingOrder
+from .queue import QueueState
 from .types import ConsumerId, MessageId, MessageStatus, Overflow, QueueName
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "MessageView",
     "NotPermitted",
     "Overflow",
+    "PendingOrder",
     "PublishRequest",
     "PublishResult",
     "QueueActor",

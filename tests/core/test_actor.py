@@ -15,7 +15,8 @@ from broker_core.actor import QueueActor, QueueDeleted
 from broker_core.errors import Unavailable
 from broker_core.journal import DeliverOp, Insert, PutQueue
 from broker_core.messages import Entry, PublishRequest, QueueOptions
-from broker_core.queue import BodyBudget, QueueState
+from broker_core.pending import BodyBudget
+from broker_core.queue import QueueState
 from storage import SQLiteStorage
 from tests.conftest import MS
 from tests.core.helpers import Sink
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from broker_core.journal import Op
-    from broker_core.queue import Item, Published
+    from broker_core.pending import Item
+    from broker_core.queue import Published
 
 
 class Hooks:

@@ -30,7 +30,8 @@ from broker_core.journal import (
     Op,
 )
 from broker_core.messages import Entry, PublishRequest, QueueOptions
-from broker_core.queue import BodyBudget, QueueState
+from broker_core.pending import BodyBudget
+from broker_core.queue import QueueState
 from tests.core.helpers import describe
 
 PRIORITIES = 4
@@ -429,16 +430,12 @@ class QueueMachine(RuleBasedStateMachine):
         if not hasattr(self, "state"):
             return
         state, model = self.state, self.model
-        actual_ready = [
-            [item >> 36 if isinstance(item, int) else item.id for item in dq]
-            for dq in state._pending[:PRIORITIES]
-        ]
-        assert actual_ready == [list(dq) for dq in model.ready]
-        assert all(not dq for dq in state._pending[PRIORITIES:])
-        delayed = sorted(entry.id for _, _, entry in state._delayed)
+        actual_ready = state.pending.ids()
+        assert actual_ready == [id for dq in reversed(model.ready) for id in dq]
+        delayed = sorted(state.pending.delayed_ids())
         assert delayed == sorted(m.id for m in model.where("delayed"))
         assert sorted(state.processing) == sorted(m.id for m in model.where("processing"))
-        places = [id for dq in actual_ready for id in dq] + delayed + list(state.processing)
+        places = actual_ready + delayed + list(state.processing)
         assert len(places) == len(set(places)), "a message is in two places"
 
     @invariant()

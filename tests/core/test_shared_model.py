@@ -19,9 +19,10 @@ import msgspec
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from broker_core.claims import SharedQueueState
 from broker_core.journal import AckOp, DeadLetter, DeliverOp, Drop, Fail, Insert, Release, Requeue
 from broker_core.messages import Entry, PublishRequest, QueueOptions
-from broker_core.queue import BodyBudget, QueueState
+from broker_core.pending import BodyBudget
 
 PENDING, PROCESSING, PROCESSED, FAILED = range(4)
 NODES = 3
@@ -110,12 +111,7 @@ class Node:
 
     def __init__(self, index: int, incarnation: int) -> None:
         self.id = index * 1000 + incarnation
-        self.state = QueueState(
-            "q",
-            QueueOptions(max_attempts=4),
-            budget=BodyBudget(1 << 20),
-            shared=True,
-        )
+        self.state = SharedQueueState("q", QueueOptions(max_attempts=4), budget=BodyBudget(1 << 20))
         self.consumers = 0
 
 
