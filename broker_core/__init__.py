@@ -33,19 +33,17 @@ from .messages import (
 )
 from .pending import BodyBudget, PendingOrder
 from .queue import QueueState
-from .types import ConsumerId, MessageId, MessageStatus, Overflow, QueueName
+from .types import MessageStatus, Overflow
 
 __all__ = [
     "BodyBudget",
     "Broker",
     "BrokerError",
-    "ConsumerId",
     "CreateQueueRequest",
     "Entry",
     "InvalidName",
     "InvalidTransition",
     "Journal",
-    "MessageId",
     "MessageNotFound",
     "MessageStatus",
     "MessageView",
@@ -61,7 +59,6 @@ __all__ = [
     "QueueFull",
     "QueueInfo",
     "QueueLimitReached",
-    "QueueName",
     "QueueNotFound",
     "QueueOptions",
     "QueueState",

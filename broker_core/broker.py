@@ -16,7 +16,8 @@ import asyncio
 import itertools
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
+from types import MappingProxyType
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import msgspec
 from loguru import logger
@@ -33,6 +34,7 @@ from .errors import (
     QueueNotFound,
     Unavailable,
 )
+from .events import EventHub, EventListener
 from .journal import (
     AckOp,
     DeadLetter,
@@ -40,7 +42,6 @@ from .journal import (
     DeliverOp,
     Drop,
     Fail,
-    Insert,
     PutQueue,
     Requeue,
 )
@@ -61,19 +62,16 @@ from .messages import (
 from .pending import BodyBudget
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from .actor import DeliverySink
     from .journal import Op, SharedStorage, Storage, StoredMessage
-    from .messages import PublishRequest, UpdateQueueRequest
+    from .messages import Entry, PublishRequest, UpdateQueueRequest
     from .pending import Item
     from .queue import Published, QueueState, SettleOutcome
     from .types import MessageStatus
 
 __all__ = ["Broker", "EventListener"]
-
-EventListener: TypeAlias = "Callable[[QueueEvent], None]"
-"""A function called with every `QueueEvent`; it must not block."""
 
 T = TypeVar("T")
 
@@ -119,7 +117,7 @@ class Broker:
         self._actors: dict[str, QueueActor] = {}
         self._meta: dict[str, _QueueMeta] = {}
         self._inflight: dict[int, str] = {}
-        self._listeners: set[Callable[[QueueEvent], None]] = set()
+        self.events = EventHub()
         self._consumer_ids = itertools.count(1)
         self.clean_start = True
         self.started_at = clock()
@@ -218,36 +216,26 @@ class Broker:
     def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
         """Keep the in-flight index and feed event listeners."""
         inflight = self._inflight
-        listeners = self._listeners
         for op in ops:
             if type(op) is DeliverOp:
                 inflight[op.id] = queue
             elif type(op) in (AckOp, Requeue, Fail, DeadLetter, Drop):
                 inflight.pop(op.id, None)  # type: ignore[union-attr]
-        if listeners:
-            now = self.clock()
-            for op in ops:
-                event = _event_of(queue, op, now)
-                if event is not None:
-                    self.emit(event)
+        self.events.ops(queue, ops, self.clock)
 
     # -- events -------------------------------------------------------------------
 
-    def add_listener(self, listener: Callable[[QueueEvent], None]) -> None:
+    def add_listener(self, listener: EventListener) -> None:
         """Call ``listener`` for every `QueueEvent` (it must not block)."""
-        self._listeners.add(listener)
+        self.events.add(listener)
 
-    def remove_listener(self, listener: Callable[[QueueEvent], None]) -> None:
+    def remove_listener(self, listener: EventListener) -> None:
         """Stop calling ``listener``."""
-        self._listeners.discard(listener)
+        self.events.remove(listener)
 
     def emit(self, event: QueueEvent) -> None:
         """Call every listener with ``event``."""
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception as exc:  # pragma: no cover - listeners are ours
-                logger.opt(exception=exc).error("event listener failed")
+        self.events.emit(event)
 
     # -- queues -------------------------------------------------------------------
 
@@ -257,6 +245,14 @@ class Broker:
         if actor is None:
             raise QueueNotFound(name)
         return actor
+
+    def leases(self, name: str) -> Mapping[int, Entry]:
+        """The messages leased in queue ``name`` by id: a read-only view of its actor's record.
+
+        Raises:
+            QueueNotFound: no such queue.
+        """
+        return MappingProxyType(self.actor(name).state.processing)
 
     def queue_names(self) -> list[str]:
         """Names of all queues, sorted."""
@@ -664,29 +660,3 @@ class Broker:
     async def prune(self, now: float, failed_retention_s: float) -> int:
         """Prune retained messages in storage (`Maintenance.prune`); return how many went."""
         return await self.maintenance.prune(now, failed_retention_s)
-
-
-def _event_of(queue: str, op: Op, now: float) -> QueueEvent | None:
-    match op:
-        case Insert(entry=entry):
-            return QueueEvent(type="published", queue=queue, at=now, message_id=entry.id)
-        case DeliverOp(id=id):
-            return QueueEvent(type="delivered", queue=queue, at=now, message_id=id)
-        case AckOp(id=id):
-            return QueueEvent(type="acked", queue=queue, at=now, message_id=id)
-        case Requeue(id=id):
-            return QueueEvent(type="nacked", queue=queue, at=now, message_id=id)
-        case Fail(id=id, reason=reason):
-            return QueueEvent(type="failed", queue=queue, at=now, message_id=id, detail=reason)
-        case DeadLetter(id=id, target=target, reason=reason):
-            return QueueEvent(
-                type="dead_lettered",
-                queue=queue,
-                at=now,
-                message_id=id,
-                detail=f"{reason} -> {target}",
-            )
-        case Drop(id=id):
-            return QueueEvent(type="dropped", queue=queue, at=now, message_id=id)
-        case _:
-            return None

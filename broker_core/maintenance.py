@@ -34,7 +34,7 @@ class Maintenance:
         self, name: str, status: MessageStatus | None, limit: int, cursor: int | None
     ) -> MessagesPage:
         """A page of a queue's messages by ascending id."""
-        actor = self._broker.actor(name)
+        leases = self._broker.leases(name)
         if cursor is not None:
             cursor = min(cursor, MAX_MESSAGE_ID)
         rows = await self._storage.browse(name, status, limit + 1, cursor)
@@ -43,7 +43,7 @@ class Maintenance:
         for row in page:
             entry = row.entry
             # Storage may lag the lease: the live one says when it ends.
-            live = actor.state.processing.get(entry.id)
+            live = leases.get(entry.id)
             if live is not None:
                 entry.lease_deadline = live.lease_deadline
                 entry.attempt = live.attempt

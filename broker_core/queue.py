@@ -356,7 +356,7 @@ class QueueState:
         Args:
             id: the message.
             failed: it is failed here (else pending here, dead-lettered from ``target``).
-            target: the queue it is restored to (which then `adopt`\\ s it).
+            target: the queue it is restored to (which then adopts it).
 
         Raises:
             InvalidTransition: it was pending and no longer is.
