@@ -6,8 +6,10 @@ ids, routes dead letters between queues, indexes in-flight messages by id
 operations out as `QueueEvent`s to listeners. It knows nothing of HTTP.
 
 What differs on a `SharedStorage` (several nodes, one database) is the
-`cluster.Cluster` it holds instead of a `cluster.Standalone`; browse, retry,
-redrive and prune are `maintenance.Maintenance`'s.
+`cluster.Cluster` it holds instead of a `cluster.Standalone`. The in-flight
+index and settling by id are `settlement.InFlight`'s, listeners are
+`events.EventHub`'s, and browse, retry, redrive and prune are
+`maintenance.Maintenance`'s.
 """
 
 from __future__ import annotations
@@ -23,11 +25,9 @@ import msgspec
 from loguru import logger
 
 from .actor import QueueActor, QueueDeleted
-from .cluster import Cluster, Standalone, give_back_op
+from .cluster import Cluster, Standalone
 from .errors import (
     BrokerError,
-    InvalidTransition,
-    MessageNotFound,
     QueueExists,
     QueueInUse,
     QueueLimitReached,
@@ -36,14 +36,8 @@ from .errors import (
 )
 from .events import EventHub, EventListener
 from .journal import (
-    AckOp,
-    DeadLetter,
     DeleteQueue,
-    DeliverOp,
-    Drop,
-    Fail,
     PutQueue,
-    Requeue,
 )
 from .maintenance import Maintenance
 from .messages import (
@@ -60,12 +54,13 @@ from .messages import (
     from_timestamp,
 )
 from .pending import BodyBudget
+from .settlement import InFlight
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from .actor import DeliverySink
-    from .journal import Op, SharedStorage, Storage, StoredMessage
+    from .journal import Op, SharedStorage, Storage
     from .messages import Entry, PublishRequest, UpdateQueueRequest
     from .pending import Item
     from .queue import Published, QueueState, SettleOutcome
@@ -116,7 +111,6 @@ class Broker:
         self.clock = clock
         self._actors: dict[str, QueueActor] = {}
         self._meta: dict[str, _QueueMeta] = {}
-        self._inflight: dict[int, str] = {}
         self.events = EventHub()
         self._consumer_ids = itertools.count(1)
         self.clean_start = True
@@ -126,6 +120,7 @@ class Broker:
             if storage.shared
             else Standalone(self, storage)
         )
+        self.inflight = InFlight(self, self._node)
         self.maintenance = Maintenance(self)
 
     # -- lifecycle --------------------------------------------------------------
@@ -215,12 +210,7 @@ class Broker:
 
     def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
         """Keep the in-flight index and feed event listeners."""
-        inflight = self._inflight
-        for op in ops:
-            if type(op) is DeliverOp:
-                inflight[op.id] = queue
-            elif type(op) in (AckOp, Requeue, Fail, DeadLetter, Drop):
-                inflight.pop(op.id, None)  # type: ignore[union-attr]
+        self.inflight.record(queue, ops)
         self.events.ops(queue, ops, self.clock)
 
     # -- events -------------------------------------------------------------------
@@ -362,8 +352,7 @@ class Broker:
         self._meta.pop(name, None)
         self._node.forget(name)
         await actor.stop(QueueDeleted(name))
-        for id in actor.discard():
-            self._inflight.pop(id, None)
+        self.inflight.forget(actor.discard())
         self.emit(QueueEvent(type="queue_deleted", queue=name, at=self.clock()))
 
     async def purge(self, name: str) -> int:
@@ -481,18 +470,13 @@ class Broker:
 
     def queue_of(self, message_id: int) -> str | None:
         """The queue of an in-flight (processing) message, else ``None``."""
-        return self._inflight.get(message_id)
+        return self.inflight.queue_of(message_id)
 
     async def ack(
         self, ids: Sequence[int], *, allowed: Callable[[str], bool] | None = None
     ) -> SettleResult:
         """Ack in-flight messages by id (any queue); ``allowed`` filters by queue name."""
-        return await self._settle(
-            ids,
-            allowed,
-            lambda state, group, now: state.ack(group, now),
-            lambda held, _, now: AckOp(held.queue, held.entry.id, now),
-        )
+        return await self.inflight.ack(ids, allowed)
 
     async def nack(
         self,
@@ -503,63 +487,13 @@ class Broker:
         allowed: Callable[[str], bool] | None = None,
     ) -> SettleResult:
         """Nack in-flight messages by id: requeue them or dead-letter them."""
-        return await self._settle(
-            ids,
-            allowed,
-            lambda state, group, now: state.nack(group, now, requeue=requeue, reason=reason),
-            lambda held, options, now: give_back_op(
-                held.queue, options, held.entry, requeue, reason or "rejected", now
-            ),
-        )
-
-    async def _settle(
-        self,
-        ids: Sequence[int],
-        allowed: Callable[[str], bool] | None,
-        settle: Callable[[QueueState, list[int], float], SettleOutcome],
-        foreign: Callable[[StoredMessage, QueueOptions, float], Op],
-    ) -> SettleResult:
-        groups: dict[str, list[int]] = {}
-        errors: dict[str, str] = {}
-        elsewhere: list[int] = []
-        for id in dict.fromkeys(ids):
-            queue = self._inflight.get(id)
-            if queue is None and self._node.held_elsewhere(id):
-                elsewhere.append(id)
-                continue
-            if queue is None or (allowed is not None and not allowed(queue)):
-                errors[str(id)] = str(InvalidTransition(id, "settle", "not processing"))
-                continue
-            groups.setdefault(queue, []).append(id)
-        settled: list[int] = []
-        if elsewhere:
-            settled.extend(await self._node.settle_elsewhere(elsewhere, allowed, foreign, errors))
-        for queue, group in groups.items():
-            actor = self._actors.get(queue)
-            if actor is None:
-                errors.update({str(id): str(MessageNotFound(id)) for id in group})
-                continue
-            outcome = await actor.call(lambda state, now, g=group: settle(state, g, now))  # type: ignore[misc]
-            settled.extend(outcome.settled)
-            errors.update({str(id): str(exc) for id, exc in outcome.errors.items()})
-        return SettleResult(settled=settled, errors=errors)
+        return await self.inflight.nack(ids, requeue, reason, allowed)
 
     async def touch(
         self, id: int, lease: float, *, allowed: Callable[[str], bool] | None = None
     ) -> float:
-        """Extend the lease of an in-flight message; return the new deadline.
-
-        On shared storage a message another node holds is extended there:
-        storage records the deadline and tells that node.
-        """
-        queue = self._inflight.get(id)
-        if queue is None and self._node.held_elsewhere(id):
-            deadline = await self._node.touch_elsewhere(id, lease, allowed)
-            if deadline is not None:
-                return deadline
-        if queue is None or (allowed is not None and not allowed(queue)):
-            raise InvalidTransition(id, "touch", "not processing")
-        return await self.actor(queue).call(lambda state, now: state.touch(id, lease, now))
+        """Extend the lease of an in-flight message (here or on another node); its deadline."""
+        return await self.inflight.touch(id, lease, allowed)
 
     # -- push consumers -------------------------------------------------------------
 

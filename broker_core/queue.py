@@ -25,6 +25,7 @@ import heapq
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
+from .dedup import DedupWindow
 from .errors import InvalidTransition, MessageNotFound, QueueFull
 from .journal import (
     AckOp,
@@ -132,8 +133,7 @@ class QueueState:
         self._leases: list[tuple[float, int]] = []
         self.consumers: dict[int, Consumer] = {}
         self._ready: deque[int] = deque()
-        self._dedup: dict[str, tuple[int, float, float]] = {}
-        self._dedup_order: deque[tuple[float, str]] = deque()
+        self._dedup = DedupWindow(dedup_window_s)
         self.processed = processed
         self.failed = failed
         self.published_total = 0
@@ -205,12 +205,13 @@ class QueueState:
             QueueFull: with ``overflow=reject_publish``, when the new messages
                 would pass ``max_length`` or ``max_bytes``.
         """
-        self._prune_dedup(now)
+        dedup = self._dedup
+        dedup.prune(now)
         count = size = 0
         batch_dedup: set[str] = set()
         for request in requests:
             if request.dedup_id is not None:
-                if request.dedup_id in self._dedup or request.dedup_id in batch_dedup:
+                if request.dedup_id in dedup or request.dedup_id in batch_dedup:
                     continue
                 batch_dedup.add(request.dedup_id)
             count += 1
@@ -223,16 +224,14 @@ class QueueState:
             dedup_id = request.dedup_id
             if dedup_id is not None:
                 # A repeat within this batch finds the first one here too.
-                seen = self._dedup.get(dedup_id)
+                seen = dedup.get(dedup_id)
                 if seen is not None:
                     results.append(Published(seen[0], seen[1], True))
                     continue
             entry = self._new_entry(request, now, next_id())
             published = Published(entry.id, now, False)
             if dedup_id is not None:
-                expires = now + self.dedup_window_s
-                self._dedup[dedup_id] = (entry.id, now, expires)
-                self._dedup_order.append((expires, dedup_id))
+                dedup.remember(dedup_id, entry.id, now)
             self._ops.append(Insert(self.name, entry))
             self.published_total += 1
             self._place(entry, now)
@@ -323,9 +322,7 @@ class QueueState:
     ) -> None:
         """Rebuild pending order and the dedup window from storage at start (no journal ops)."""
         for dedup_id, id, created_at in sorted(dedup, key=lambda row: row[2]):
-            expires = created_at + self.dedup_window_s
-            self._dedup[dedup_id] = (id, created_at, expires)
-            self._dedup_order.append((expires, dedup_id))
+            self._dedup.remember(dedup_id, id, created_at)
         pending = self.pending
         for id, priority, size in cold:
             pending.append_cold(pack_cold(id, priority, size))
@@ -334,12 +331,9 @@ class QueueState:
 
     def remember_dedup(self, dedup_id: str, id: int, created_at: float, now: float) -> None:
         """Another node published ``id`` with ``dedup_id``: a repeat here is one too."""
-        expires = created_at + self.dedup_window_s
-        if dedup_id in self._dedup or expires <= now:
+        if dedup_id in self._dedup or created_at + self.dedup_window_s <= now:
             return
-        self._dedup[dedup_id] = (id, created_at, expires)
-        # Another node's clock: close enough to keep the order for pruning.
-        self._dedup_order.append((expires, dedup_id))
+        self._dedup.remember(dedup_id, id, created_at)
 
     def adopt(self, item: Item, now: float) -> None:
         """Take a message dead-lettered (or restored) from another queue; storage moved it."""
@@ -609,7 +603,7 @@ class QueueState:
         pending.promote_due(now)
         while (expired := pending.pop_expired(now)) is not None:
             self._dead_letter(expired, "expired", now, drop=True)
-        self._prune_dedup(now)
+        self._dedup.prune(now)
 
     def next_deadline(self) -> float | None:
         """The earliest instant at which `tick` has work, or ``None``."""
@@ -619,17 +613,10 @@ class QueueState:
         pending = self.pending.next_deadline()
         if pending is not None:
             candidates.append(pending)
-        if self._dedup_order:
-            candidates.append(self._dedup_order[0][0])
+        dedup = self._dedup.next_deadline()
+        if dedup is not None:
+            candidates.append(dedup)
         return min(candidates) if candidates else None
-
-    def _prune_dedup(self, now: float) -> None:
-        order = self._dedup_order
-        while order and order[0][0] <= now:
-            _, dedup_id = order.popleft()
-            seen = self._dedup.get(dedup_id)
-            if seen is not None and seen[2] <= now:
-                del self._dedup[dedup_id]
 
     # -- bulk -------------------------------------------------------------------
 
