@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from broker_core.journal import Ack, Deliver, Insert, PutQueue
+from broker_core.journal import AckOp, DeliverOp, Insert, PutQueue
 from broker_core.messages import Entry, QueueOptions
 
 from .harness import machine, save
@@ -84,7 +84,11 @@ async def run(cycles: int, batch: int, prune_every: int, sample_every: int, limi
             await storage.write([Insert("q", e) for e in entries])
             claimed = await storage.claim("q", batch, now)
             await storage.write(
-                [op for e in claimed for op in (Deliver(e.id, 1, now + 30), Ack("q", e.id, now))]
+                [
+                    op
+                    for e in claimed
+                    for op in (DeliverOp(e.id, 1, now + 30), AckOp("q", e.id, now))
+                ]
             )
             done += len(claimed)
             if done % prune_every < batch:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from broker_core.journal import Ack, Deliver, Insert, Op, PutQueue
+from broker_core.journal import AckOp, DeliverOp, Insert, Op, PutQueue
 from broker_core.messages import Entry, QueueOptions
 from storage import SQLiteStorage
 
@@ -78,7 +78,7 @@ async def _run(share: float, batches: int, size: int) -> dict[str, Any]:
                     for id in range(first, first + size)
                 ]
                 for id in previous:
-                    ops += [Deliver(id, 1, now + 30), Ack("q", id, now)]
+                    ops += [DeliverOp(id, 1, now + 30), AckOp("q", id, now)]
                 previous = list(range(first, first + size))
                 await storage.write(ops)
             cpu = _thread_cpu_s(writer.native_id) - cpu

@@ -31,25 +31,25 @@ from .messages import (
     QueueInfo,
     QueueOptions,
 )
-from .queue import BodyBudget, QueueState
-from .types import ConsumerId, MessageId, MessageStatus, Overflow, QueueName
+from .pending import BodyBudget, PendingOrder
+from .queue import QueueState
+from .types import MessageStatus, Overflow
 
 __all__ = [
     "BodyBudget",
     "Broker",
     "BrokerError",
-    "ConsumerId",
     "CreateQueueRequest",
     "Entry",
     "InvalidName",
     "InvalidTransition",
     "Journal",
-    "MessageId",
     "MessageNotFound",
     "MessageStatus",
     "MessageView",
     "NotPermitted",
     "Overflow",
+    "PendingOrder",
     "PublishRequest",
     "PublishResult",
     "QueueActor",
@@ -59,7 +59,6 @@ __all__ = [
     "QueueFull",
     "QueueInfo",
     "QueueLimitReached",
-    "QueueName",
     "QueueNotFound",
     "QueueOptions",
     "QueueState",

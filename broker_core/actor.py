@@ -10,8 +10,8 @@ committed; when that batch fails, the publish is withdrawn from every
 queue (`ActorHooks.withdrawn`), as storage withdrew it. Deadlines (leases,
 delays, TTLs) wake the actor through one timer.
 
-On shared storage (several nodes, see `queue.QueueState`'s shared mode) the
-actor also runs the claims its state asks for, one at a time.
+On shared storage (several nodes, a `claims.SharedQueueState`) the actor
+also runs the claims its state asks for, one at a time.
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from loguru import logger
 
-from .journal import Deliver, Insert
+from .claims import SharedQueueState
+from .journal import DeliverOp, Insert
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from .journal import Journal, Op
     from .messages import Entry
-    from .queue import Item, QueueState
+    from .pending import Item
+    from .queue import QueueState
 
 __all__ = ["ActorHooks", "DeliverySink", "QueueActor", "QueueDeleted"]
 
@@ -102,6 +104,9 @@ class QueueActor:
         self._loader: asyncio.Task[None] | None = None
         self._claim = claim
         self._claimer: asyncio.Task[None] | None = None
+        # The claim machine runs for a shared state only, which needs a claim.
+        self._shared = state if isinstance(state, SharedQueueState) else None
+        assert self._shared is None or claim is not None, "a shared state is given its claim"
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -145,6 +150,18 @@ class QueueActor:
                     await task
         if self._timer is not None:
             self._timer.cancel()
+
+    def discard(self) -> list[int]:
+        """After `stop` for a deleted queue: let go of its messages; return the ids in flight.
+
+        The bodies it kept in memory go back to the shared budget; storage
+        deletes the messages themselves.
+        """
+        assert self._closed, "only a stopped actor's state is discarded"
+        held = list(self.state.processing)
+        self.state.purge()
+        self.state.take_ops()
+        return held
 
     async def __aenter__(self) -> QueueActor:
         self.start()
@@ -234,7 +251,7 @@ class QueueActor:
             return entries
         eager = wait <= 0
         if eager:
-            if not self.state.pending_count and not self.state.shared:
+            if not self.state.pending_count and self._shared is None:
                 return entries
             # Ready messages whose bodies are still in storage (or, shared, that
             # only a claim can find): wait for the load or the claim's answer.
@@ -323,14 +340,15 @@ class QueueActor:
             waiters.popleft()
             waiter.set_result(entries)
         state.dispatch(now)
-        if state.shared:
-            self._balance(state)
+        shared = self._shared
+        if shared is not None:
+            self._balance(shared)
         commit = None
         ops = state.take_ops()
         if ops:
-            if state.shared:
+            if shared is not None:
                 # The claim recorded the deliveries in storage already.
-                written = [op for op in ops if type(op) is not Deliver]
+                written = [op for op in ops if type(op) is not DeliverOp]
                 commit = self._journal.write(written) if written else None
             else:
                 commit = self._journal.write(ops)
@@ -347,7 +365,7 @@ class QueueActor:
         loads = state.take_loads()
         if loads:
             self._loader = asyncio.get_running_loop().create_task(self._load(loads))
-        # Push last: the Deliver ops are journaled (and indexed by the broker)
+        # Push last: the DeliverOp ops are journaled (and indexed by the broker)
         # before a consumer can ack, and a failing sink can't skip the write.
         deliveries = state.take_deliveries()
         if deliveries:
@@ -362,7 +380,7 @@ class QueueActor:
         if entries:
             self._hooks.withdrawn(self.name, entries)
 
-    def _balance(self, state: QueueState) -> None:
+    def _balance(self, state: SharedQueueState) -> None:
         waiters = self._waiters
         state.balance(sum(w[0] for w in waiters if not w[2].done()))
         count = state.take_claims()
@@ -377,12 +395,14 @@ class QueueActor:
 
     async def _run_claim(self, count: int) -> None:
         assert self._claim is not None, "a shared state's actor is given its claim"
+        shared = self._shared
+        assert shared is not None, "claims are a shared state's"
         # Stopped meanwhile: what was claimed goes back when the node leaves (or is deleted).
         await self._fetch(
             "claiming messages",
-            self._claim(self.name, count, self._clock(), self.state.options.lease),
-            lambda state, entries: state.claimed(entries, count),
-            lambda state: state.claim_failed(),
+            self._claim(self.name, count, self._clock(), shared.options.lease),
+            lambda _, entries: shared.claimed(entries, count),
+            lambda _: shared.claim_failed(),
         )
 
     def _push(self, deliveries: list[tuple[int, Entry]]) -> None:

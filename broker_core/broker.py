@@ -5,11 +5,11 @@ ids, routes dead letters between queues, indexes in-flight messages by id
 (so ``POST /messages/{id}/ack`` needs no queue name), and fans journal
 operations out as `QueueEvent`s to listeners. It knows nothing of HTTP.
 
-On a `SharedStorage` (several nodes, one database) the queues' states run
-in shared mode: the broker wakes them when storage says messages are ready,
-follows queues that other nodes create, change or delete, settles by REST
-messages that another node holds, reads message counts from storage, and
-makes ids from its node slot (`ids.NodeIds`).
+What differs on a `SharedStorage` (several nodes, one database) is the
+`cluster.Cluster` it holds instead of a `cluster.Standalone`. The in-flight
+index and settling by id are `settlement.InFlight`'s, listeners are
+`events.EventHub`'s, and browse, retry, redrive and prune are
+`maintenance.Maintenance`'s.
 """
 
 from __future__ import annotations
@@ -18,36 +18,28 @@ import asyncio
 import itertools
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import msgspec
 from loguru import logger
 
 from .actor import QueueActor, QueueDeleted
+from .cluster import Cluster, Standalone
 from .errors import (
     BrokerError,
-    InvalidTransition,
-    MessageNotFound,
     QueueExists,
     QueueInUse,
     QueueLimitReached,
     QueueNotFound,
     Unavailable,
 )
-from .ids import NodeIds
+from .events import EventHub, EventListener
 from .journal import (
-    Ack,
-    DeadLetter,
     DeleteQueue,
-    Deliver,
-    Drop,
-    Fail,
-    Insert,
     PutQueue,
-    QueueCounts,
-    Requeue,
-    Restore,
 )
+from .maintenance import Maintenance
 from .messages import (
     ConsumerInfo,
     CreateQueueRequest,
@@ -61,29 +53,24 @@ from .messages import (
     check_queue_name,
     from_timestamp,
 )
-from .queue import BodyBudget, QueueState, give_back_op
-from .types import MessageStatus
+from .pending import BodyBudget
+from .settlement import InFlight
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from .actor import DeliverySink
-    from .journal import Change, Op, SharedStorage, Storage, StoredMessage, StoredQueue
+    from .journal import Op, SharedStorage, Storage
     from .messages import Entry, PublishRequest, UpdateQueueRequest
-    from .queue import Item, Published, SettleOutcome
+    from .pending import Item
+    from .queue import Published, QueueState, SettleOutcome
+    from .types import MessageStatus
 
 __all__ = ["Broker", "EventListener"]
-
-EventListener: TypeAlias = "Callable[[QueueEvent], None]"
-"""A function called with every `QueueEvent`; it must not block."""
 
 T = TypeVar("T")
 
 _OPTION_FIELDS = QueueOptions.__struct_fields__
-_MAX_MESSAGE_ID = 2**63 - 1
-"""Ids are 64-bit signed integers in storage: a client's larger id names no message."""
-_COUNTS_EVERY_S = 1.0
-"""How often a node on shared storage reads every queue's counts (limits, ``/metrics``)."""
 
 
 class _QueueMeta:
@@ -102,6 +89,8 @@ class Broker:
         max_queues: how many queues may exist.
         dedup_window_s: how long a ``dedup_id`` is remembered per queue.
         body_cache_bytes: bytes of pending bodies kept in memory across queues.
+        default_lease_s: the lease of a queue created without one.
+        clock: the time, in Unix seconds.
     """
 
     def __init__(
@@ -111,58 +100,43 @@ class Broker:
         max_queues: int = 10_000,
         dedup_window_s: float = 300.0,
         body_cache_bytes: int = 64 << 20,
+        default_lease_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
+        self.default_lease_s = default_lease_s
         self.max_queues = max_queues
         self.dedup_window_s = dedup_window_s
         self.budget = BodyBudget(body_cache_bytes)
-        self._clock = clock
+        self.clock = clock
         self._actors: dict[str, QueueActor] = {}
         self._meta: dict[str, _QueueMeta] = {}
-        self._inflight: dict[int, str] = {}
-        self._listeners: set[Callable[[QueueEvent], None]] = set()
+        self.events = EventHub()
         self._consumer_ids = itertools.count(1)
-        self._next_id = 0
-        self._retrying: set[int] = set()
         self.clean_start = True
         self.started_at = clock()
-        self.shared = storage.shared
-        self._ids: Callable[[], int] = self._allocate_id
-        self._counts: dict[str, QueueCounts] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._counting = asyncio.Lock()
+        self._node: Standalone = (
+            Cluster(self, cast("SharedStorage", storage))
+            if storage.shared
+            else Standalone(self, storage)
+        )
+        self.inflight = InFlight(self, self._node)
+        self.maintenance = Maintenance(self)
 
     # -- lifecycle --------------------------------------------------------------
 
-    @property
-    def _shared_storage(self) -> SharedStorage:
-        assert self.shared, "shared storage only"
-        return self.storage  # type: ignore[return-value]
-
     async def start(self) -> None:
         """Open storage and rebuild every queue's actor from it."""
-        if self.shared:
-            # Before open: a change told while the queues load is not missed.
-            self._shared_storage.watch(self._on_change)
+        node = self._node
+        node.before_open()
         self.clean_start = await self.storage.open()
-        self._next_id = await self.storage.last_message_id()
-        if self.shared:
-            self._ids = NodeIds(self._shared_storage.node_slot, self._next_id, self._clock)
-        now = self._clock()
+        await node.opened(await self.storage.last_message_id())
+        now = self.clock()
         for stored in await self.storage.load_queues():
-            state = self._new_state(stored.name, stored.options, stored.processed, stored.failed)
-            if self.shared:
-                since = now - self.dedup_window_s
-                state.restore((), (), await self._shared_storage.recent_dedup(stored.name, since))
-            else:
-                replayed = await self.storage.replay(stored.name, now, self.dedup_window_s)
-                state.restore(replayed.cold, replayed.delayed, replayed.dedup)
-            self._meta[stored.name] = _QueueMeta(stored.created_at, stored.updated_at)
-            self._start_actor(state)
-        if self.shared:
-            await self.sync_counts()
-            self._spawn(self._count_loop())
+            state = node.new_state(stored.name, stored.options, stored.processed, stored.failed)
+            await node.restore(state, now)
+            self.add_actor(state, stored.created_at, stored.updated_at)
+        await node.started()
         logger.info(
             "broker started",
             queues=len(self._actors),
@@ -171,11 +145,7 @@ class Broker:
 
     async def close(self) -> None:
         """Stop every actor (finishing queued work), then flush and close storage."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with suppress(asyncio.CancelledError):
-                await task
+        await self._node.close()
         actors = list(self._actors.values())
         await asyncio.gather(*(actor.stop() for actor in actors))
         await self.storage.close()
@@ -188,104 +158,31 @@ class Broker:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _new_state(
-        self, name: str, options: QueueOptions, processed: int = 0, failed: int = 0
-    ) -> QueueState:
-        return QueueState(
-            name,
-            options,
-            budget=self.budget,
-            dedup_window_s=self.dedup_window_s,
-            processed=processed,
-            failed=failed,
-            shared=self.shared,
-        )
+    # -- the registry (also what `cluster.Cluster` follows other nodes with) ----------
 
-    def _start_actor(self, state: QueueState) -> QueueActor:
-        claim = self._shared_storage.claim if self.shared else None
-        actor = QueueActor(state, self.storage, self, clock=self._clock, claim=claim)
+    def add_actor(self, state: QueueState, created_at: float, updated_at: float) -> QueueActor:
+        """Start the actor of a queue new here (created, loaded, or made by another node)."""
+        self._meta[state.name] = _QueueMeta(created_at, updated_at)
+        actor = QueueActor(state, self.storage, self, clock=self.clock, claim=self._node.claim)
         self._actors[state.name] = actor
         actor.start()
         return actor
 
-    def _allocate_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
+    def find_actor(self, name: str) -> QueueActor | None:
+        """The actor of queue ``name``, or ``None``."""
+        return self._actors.get(name)
 
-    # -- shared storage -------------------------------------------------------------
+    def actors(self) -> list[QueueActor]:
+        """Every queue's actor."""
+        return list(self._actors.values())
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _on_change(self, change: Change) -> None:
-        """What storage tells of changes made by any node (shared storage)."""
-        match change.kind:
-            case "messages":
-                actor = self._actors.get(change.name)
-                if actor is not None:
-                    at = change.at
-                    actor.cast(lambda state, now: state.wake(at, now))
-            case "resync":
-                for actor in self._actors.values():
-                    actor.cast(lambda state, now: state.wake(0.0, now))
-            case "reconnected":
-                for actor in self._actors.values():
-                    actor.cast(lambda state, now: state.wake(0.0, now))
-                self._spawn(self._follow_queues())
-            case "queue":
-                self._spawn(self._follow_queues([change.name]))
-            case "touch":
-                queue = self._inflight.get(change.id)
-                actor = self._actors.get(queue) if queue is not None else None
-                if actor is not None:
-                    id, deadline = change.id, change.at
-                    actor.cast(lambda state, now: _touch_if_held(state, id, deadline, now))
-            case "dedup":
-                actor = self._actors.get(change.name)
-                if actor is not None:
-                    key, id, at = change.key, change.id, change.at
-                    actor.cast(lambda state, now: state.remember_dedup(key, id, at, now))
-            case "rejoined":
-                # A new slot: ids go on from the last one made, under it.
-                self._ids = NodeIds(self._shared_storage.node_slot, self._ids(), self._clock)
-
-    async def _follow_queues(self, names: Iterable[str] | None = None) -> None:
-        """Make this node's actors of ``names`` (all) match storage (other nodes changed them)."""
-        try:
-            stored = {q.name: q for q in await self.storage.load_queues()}
-        except Exception as exc:
-            logger.opt(exception=exc).warning("reading changed queues failed")
-            return
-        for name in names if names is not None else set(stored) | set(self._actors):
-            await self._follow_queue(name, stored.get(name))
-
-    async def _follow_queue(self, name: str, stored: StoredQueue | None) -> None:
-        actor = self._actors.get(name)
-        if stored is None:
-            if actor is not None:
-                await self._drop_actor(actor)
-                logger.info("queue deleted by another node", queue=name)
-            return
-        if actor is None:
-            self._meta[name] = _QueueMeta(stored.created_at, stored.updated_at)
-            self._start_actor(self._new_state(name, stored.options))
-            self._emit(QueueEvent(type="queue_created", queue=name, at=self._clock()))
-            return
+    def note_update(self, name: str, updated_at: float, options: QueueOptions) -> bool:
+        """Storage shows queue ``name`` so; return whether its actor must apply the options."""
         meta = self._meta[name]
-        if stored.updated_at != meta.updated_at or stored.options != actor.state.options:
-            meta.updated_at = stored.updated_at
-            options = stored.options
-            actor.cast(lambda state, _: state.set_options(options))
-
-    async def _count_loop(self) -> None:
-        while True:
-            await asyncio.sleep(_COUNTS_EVERY_S)
-            try:
-                await self.sync_counts()
-            except Exception as exc:
-                logger.opt(exception=exc).warning("reading message counts failed")
+        if updated_at == meta.updated_at and options == self._actors[name].state.options:
+            return False
+        meta.updated_at = updated_at
+        return True
 
     async def sync_counts(self, names: Iterable[str] | None = None) -> None:
         """Read message counts from shared storage for `info` and `totals` (no-op otherwise).
@@ -294,27 +191,7 @@ class Broker:
         in the background every second, and the transports call this
         before answering a request that shows counts.
         """
-        if not self.shared:
-            return
-        wanted = list(names) if names is not None else list(self._actors)
-        async with self._counting:
-            # A queue's own publishes (and drop_head trims) move its figures while
-            # storage counts: keep those moves on top of what storage answers.
-            before = {
-                name: (actor.state.stored_pending, actor.state.stored_bytes)
-                for name in wanted
-                if (actor := self._actors.get(name)) is not None
-            }
-            counts = await self._shared_storage.counts(wanted)
-            self._counts.update(counts)
-            for name, counted in counts.items():
-                actor = self._actors.get(name)
-                if actor is None or name not in before:
-                    continue
-                state = actor.state
-                pending, size = before[name]
-                state.stored_pending = max(0, counted.pending + state.stored_pending - pending)
-                state.stored_bytes = max(0, counted.pending_bytes + state.stored_bytes - size)
+        await self._node.sync_counts(names)
 
     # -- hooks the actors call ----------------------------------------------------
 
@@ -333,26 +210,14 @@ class Broker:
 
     def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
         """Keep the in-flight index and feed event listeners."""
-        inflight = self._inflight
-        listeners = self._listeners
-        for op in ops:
-            if type(op) is Deliver:
-                inflight[op.id] = queue
-            elif type(op) in (Ack, Requeue, Fail, DeadLetter, Drop):
-                inflight.pop(op.id, None)  # type: ignore[union-attr]
-        if listeners:
-            now = self._clock()
-            for op in ops:
-                event = _event_of(queue, op, now)
-                if event is not None:
-                    self._emit(event)
+        self.inflight.record(queue, ops)
+        self.events.ops(queue, ops, self.clock)
 
     def withdrawn(self, queue: str, entries: list[Entry]) -> None:
         """Take publishes whose batch failed out of every queue (a dead letter may move one)."""
 
         def withdraw(state: QueueState, now: float) -> None:
-            for id in state.withdraw(queue, entries):
-                self._inflight.pop(id, None)
+            self.inflight.forget(state.withdraw(queue, entries))
 
         logger.warning("failed publishes withdrawn", queue=queue, count=len(entries))
         for actor in self._actors.values():
@@ -360,20 +225,17 @@ class Broker:
 
     # -- events -------------------------------------------------------------------
 
-    def add_listener(self, listener: Callable[[QueueEvent], None]) -> None:
+    def add_listener(self, listener: EventListener) -> None:
         """Call ``listener`` for every `QueueEvent` (it must not block)."""
-        self._listeners.add(listener)
+        self.events.add(listener)
 
-    def remove_listener(self, listener: Callable[[QueueEvent], None]) -> None:
+    def remove_listener(self, listener: EventListener) -> None:
         """Stop calling ``listener``."""
-        self._listeners.discard(listener)
+        self.events.remove(listener)
 
-    def _emit(self, event: QueueEvent) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception as exc:  # pragma: no cover - listeners are ours
-                logger.opt(exception=exc).error("event listener failed")
+    def emit(self, event: QueueEvent) -> None:
+        """Call every listener with ``event``."""
+        self.events.emit(event)
 
     # -- queues -------------------------------------------------------------------
 
@@ -384,26 +246,23 @@ class Broker:
             raise QueueNotFound(name)
         return actor
 
+    def leases(self, name: str) -> Mapping[int, Entry]:
+        """The messages leased in queue ``name`` by id: a read-only view of its actor's record.
+
+        Raises:
+            QueueNotFound: no such queue.
+        """
+        return MappingProxyType(self.actor(name).state.processing)
+
     def queue_names(self) -> list[str]:
         """Names of all queues, sorted."""
         return sorted(self._actors)
-
-    def _queue_counts(self, state: QueueState) -> QueueCounts:
-        if self.shared:
-            return self._counts.get(state.name, QueueCounts())
-        return QueueCounts(
-            pending=state.pending_count + state.delayed_count,
-            delayed=state.delayed_count,
-            processing=len(state.processing),
-            processed=state.processed,
-            failed=state.failed,
-        )
 
     def info(self, name: str) -> QueueInfo:
         """Counts and options of one queue (from its actor, or as last read from shared storage)."""
         state = self.actor(name).state
         meta = self._meta[name]
-        counts = self._queue_counts(state)
+        counts = self._node.counts(state)
         return QueueInfo(
             name=name,
             created_at=from_timestamp(meta.created_at),
@@ -434,7 +293,7 @@ class Broker:
             else [self._actors[n] for n in names if n in self._actors]
         )
         for actor in actors:
-            counts = self._queue_counts(actor.state)
+            counts = self._node.counts(actor.state)
             pending += counts.pending
             processing += counts.processing
             processed += counts.processed
@@ -459,13 +318,15 @@ class Broker:
             raise QueueExists(name)
         if len(self._actors) >= self.max_queues:
             raise QueueLimitReached(self.max_queues)
-        options = QueueOptions(**{f: getattr(request, f) for f in _OPTION_FIELDS})
+        fields = {f: getattr(request, f) for f in _OPTION_FIELDS}
+        if fields["lease"] is None:
+            fields["lease"] = self.default_lease_s
+        options = QueueOptions(**fields)
         self._check_dead_letter_target(name, options)
-        now = self._clock()
-        self._meta[name] = _QueueMeta(now, now)
-        self._start_actor(self._new_state(name, options))
+        now = self.clock()
+        self.add_actor(self._node.new_state(name, options), now, now)
         await self.storage.write([PutQueue(name, options, now, now)])
-        self._emit(QueueEvent(type="queue_created", queue=name, at=now))
+        self.emit(QueueEvent(type="queue_created", queue=name, at=now))
         logger.info("queue created", queue=name)
         return self.info(name)
 
@@ -475,7 +336,7 @@ class Broker:
         options = request.apply(actor.state.options)
         self._check_dead_letter_target(name, options)
         meta = self._meta[name]
-        meta.updated_at = now = self._clock()
+        meta.updated_at = now = self.clock()
         await actor.call(lambda state, _: state.set_options(options))
         await self.storage.write([PutQueue(name, options, meta.created_at, now)])
         return self.info(name)
@@ -490,29 +351,25 @@ class Broker:
         for other in self._actors.values():
             if other is not actor and other.state.options.dead_letter_queue == name:
                 raise QueueInUse(name, other.name)
-        await self._drop_actor(actor)
+        await self.drop_actor(actor)
         await self.storage.write([DeleteQueue(name)])
         logger.info("queue deleted", queue=name)
 
-    async def _drop_actor(self, actor: QueueActor) -> None:
+    async def drop_actor(self, actor: QueueActor) -> None:
         """Stop a deleted queue's actor: its calls fail, its consumers are closed."""
         name = actor.name
         del self._actors[name]
         self._meta.pop(name, None)
-        self._counts.pop(name, None)
+        self._node.forget(name)
         await actor.stop(QueueDeleted(name))
-        for id in list(actor.state.processing):
-            self._inflight.pop(id, None)
-        actor.state.purge()
-        actor.state.take_ops()
-        self._emit(QueueEvent(type="queue_deleted", queue=name, at=self._clock()))
+        self.inflight.forget(actor.discard())
+        self.emit(QueueEvent(type="queue_deleted", queue=name, at=self.clock()))
 
     async def purge(self, name: str) -> int:
         """Delete the pending messages of a queue; return how many went."""
         count = await self.actor(name).call(lambda state, _: state.purge(), durable=True)
-        if self.shared:
-            count += await self._shared_storage.purge_ready(name)
-        self._emit(QueueEvent(type="queue_purged", queue=name, at=self._clock()))
+        count += await self._node.purge_ready(name)
+        self.emit(QueueEvent(type="queue_purged", queue=name, at=self.clock()))
         return count
 
     # -- publish ------------------------------------------------------------------
@@ -528,7 +385,9 @@ class Broker:
             QueueNotFound: no such queue.
             Unavailable: storage refuses writes now; nothing was enqueued.
         """
-        return self._publish_call(name, lambda state, now: state.publish(requests, now, self._ids))
+        return self._publish_call(
+            name, lambda state, now: state.publish(requests, now, self._node.ids)
+        )
 
     def publish_each_nowait(
         self, name: str, requests: Sequence[PublishRequest]
@@ -549,7 +408,7 @@ class Broker:
             outcomes: list[Published | BrokerError] = []
             for request in requests:
                 try:
-                    outcomes += state.publish((request,), now, self._ids)
+                    outcomes += state.publish((request,), now, self._node.ids)
                 except BrokerError as exc:
                     outcomes.append(exc)
             return outcomes
@@ -592,7 +451,7 @@ class Broker:
         results = []
         for actor in actors:
             published, commit = actor.apply_now(
-                lambda state, now: state.publish([request], now, self._ids)
+                lambda state, now: state.publish([request], now, self._node.ids)
             )
             if commit is not None:
                 commits.append(commit)
@@ -621,18 +480,13 @@ class Broker:
 
     def queue_of(self, message_id: int) -> str | None:
         """The queue of an in-flight (processing) message, else ``None``."""
-        return self._inflight.get(message_id)
+        return self.inflight.queue_of(message_id)
 
     async def ack(
         self, ids: Sequence[int], *, allowed: Callable[[str], bool] | None = None
     ) -> SettleResult:
         """Ack in-flight messages by id (any queue); ``allowed`` filters by queue name."""
-        return await self._settle(
-            ids,
-            allowed,
-            lambda state, group, now: state.ack(group, now),
-            lambda held, _, now: Ack(held.queue, held.entry.id, now),
-        )
+        return await self.inflight.ack(ids, allowed)
 
     async def nack(
         self,
@@ -643,86 +497,13 @@ class Broker:
         allowed: Callable[[str], bool] | None = None,
     ) -> SettleResult:
         """Nack in-flight messages by id: requeue them or dead-letter them."""
-        return await self._settle(
-            ids,
-            allowed,
-            lambda state, group, now: state.nack(group, now, requeue=requeue, reason=reason),
-            lambda held, options, now: give_back_op(
-                held.queue, options, held.entry, requeue, reason or "rejected", now
-            ),
-        )
-
-    async def _settle(
-        self,
-        ids: Sequence[int],
-        allowed: Callable[[str], bool] | None,
-        settle: Callable[[QueueState, list[int], float], SettleOutcome],
-        foreign: Callable[[StoredMessage, QueueOptions, float], Op],
-    ) -> SettleResult:
-        groups: dict[str, list[int]] = {}
-        errors: dict[str, str] = {}
-        elsewhere: list[int] = []
-        for id in dict.fromkeys(ids):
-            queue = self._inflight.get(id)
-            if queue is None and self.shared and 0 < id <= _MAX_MESSAGE_ID:
-                elsewhere.append(id)
-                continue
-            if queue is None or (allowed is not None and not allowed(queue)):
-                errors[str(id)] = str(InvalidTransition(id, "settle", "not processing"))
-                continue
-            groups.setdefault(queue, []).append(id)
-        settled: list[int] = []
-        if elsewhere:
-            settled.extend(await self._settle_elsewhere(elsewhere, allowed, foreign, errors))
-        for queue, group in groups.items():
-            actor = self._actors.get(queue)
-            if actor is None:
-                errors.update({str(id): str(MessageNotFound(id)) for id in group})
-                continue
-            outcome = await actor.call(lambda state, now, g=group: settle(state, g, now))  # type: ignore[misc]
-            settled.extend(outcome.settled)
-            errors.update({str(id): str(exc) for id, exc in outcome.errors.items()})
-        return SettleResult(settled=settled, errors=errors)
-
-    async def _settle_elsewhere(
-        self,
-        ids: list[int],
-        allowed: Callable[[str], bool] | None,
-        foreign: Callable[[StoredMessage, QueueOptions, float], Op],
-        errors: dict[str, str],
-    ) -> list[int]:
-        """Settle messages that no actor here holds: another node's leases (shared storage)."""
-        now = self._clock()
-
-        def outcome(held: StoredMessage) -> Op | None:
-            actor = self._actors.get(held.queue)
-            if actor is None or (allowed is not None and not allowed(held.queue)):
-                return None
-            return foreign(held, actor.state.options, now)
-
-        done = await self._shared_storage.settle_elsewhere(ids, outcome)
-        settled = [id for _, id in done]
-        for id in set(ids).difference(settled):
-            errors[str(id)] = str(InvalidTransition(id, "settle", "not processing"))
-        return settled
+        return await self.inflight.nack(ids, requeue, reason, allowed)
 
     async def touch(
         self, id: int, lease: float, *, allowed: Callable[[str], bool] | None = None
     ) -> float:
-        """Extend the lease of an in-flight message; return the new deadline.
-
-        On shared storage a message another node holds is extended there:
-        storage records the deadline and tells that node.
-        """
-        queue = self._inflight.get(id)
-        if queue is None and self.shared and 0 < id <= _MAX_MESSAGE_ID:
-            deadline = self._clock() + lease
-            held = await self._shared_storage.touch_elsewhere(id, deadline, allowed)
-            if held:
-                return deadline
-        if queue is None or (allowed is not None and not allowed(queue)):
-            raise InvalidTransition(id, "touch", "not processing")
-        return await self.actor(queue).call(lambda state, now: state.touch(id, lease, now))
+        """Extend the lease of an in-flight message (here or on another node); its deadline."""
+        return await self.inflight.touch(id, lease, allowed)
 
     # -- push consumers -------------------------------------------------------------
 
@@ -776,7 +557,7 @@ class Broker:
 
     def consumers(self, names: Iterable[str] | None = None) -> list[ConsumerInfo]:
         """The push consumers of some queues (all by default), with what they hold."""
-        now = self._clock()
+        now = self.clock()
         out = []
         for name in names if names is not None else self.queue_names():
             actor = self._actors.get(name)
@@ -800,143 +581,26 @@ class Broker:
                 )
         return out
 
-    # -- browse and retry -------------------------------------------------------------
+    # -- maintenance (see `maintenance.Maintenance`) -------------------------------
 
     async def browse(
         self, name: str, status: MessageStatus | None, limit: int, cursor: int | None
     ) -> MessagesPage:
         """A page of a queue's messages by ascending id."""
-        self.actor(name)
-        if cursor is not None:
-            cursor = min(cursor, _MAX_MESSAGE_ID)
-        rows = await self.storage.browse(name, status, limit + 1, cursor)
-        page = rows[:limit]
-        views = []
-        for row in page:
-            entry = row.entry
-            live = self._actors[name].state.processing.get(entry.id)
-            if live is not None:
-                entry.lease_deadline = live.lease_deadline
-                entry.attempt = live.attempt
-            views.append(entry.view(name, row.status.label))
-        next_cursor = page[-1].entry.id if len(rows) > limit and page else None
-        return MessagesPage(messages=views, next_cursor=next_cursor)
+        return await self.maintenance.browse(name, status, limit, cursor)
 
     async def get_message(self, name: str, id: int) -> MessageView:
         """One message of a queue by id."""
-        self.actor(name)
-        if not 0 < id <= _MAX_MESSAGE_ID:
-            raise MessageNotFound(id)
-        row = await self.storage.get_message(id)
-        if row is None or row.queue != name:
-            raise MessageNotFound(id)
-        return row.entry.view(name, row.status.label)
+        return await self.maintenance.get_message(name, id)
 
     async def retry(self, name: str, id: int) -> MessageView:
-        """Move a failed or dead-lettered message of ``name`` back to pending.
-
-        A dead-lettered message goes back to the queue it came from (if that
-        queue still exists), any other failed message to ``name`` itself, with
-        its attempt count reset.
-        """
-        source = self.actor(name)
-        if not 0 < id <= _MAX_MESSAGE_ID:
-            raise MessageNotFound(id)
-        if id in self._retrying:
-            raise InvalidTransition(id, "retry", "being retried")
-        self._retrying.add(id)
-        try:
-            await self.storage.flush()
-            row = await self.storage.get_message(id)
-            if row is None or row.queue != name:
-                raise MessageNotFound(id)
-            entry = row.entry
-            origin = entry.dead_lettered_from
-            target_name = origin if origin is not None and origin in self._actors else name
-            if row.status is MessageStatus.PENDING and origin is None:
-                raise InvalidTransition(id, "retry", "pending")
-            if row.status not in (MessageStatus.PENDING, MessageStatus.FAILED):
-                raise InvalidTransition(id, "retry", row.status.label)
-            was_failed = row.status is MessageStatus.FAILED
-
-            def take(state: QueueState, now: float) -> None:
-                if was_failed:
-                    state.failed -= 1
-                elif state.remove_pending(id) is None and not self.shared:
-                    raise InvalidTransition(id, "retry", "no longer pending")
-                state.emit(Restore(id, target_name))
-
-            await source.call(take)
-            entry.attempt = 0
-            entry.redelivered = False
-            entry.dead_lettered_from = None
-            entry.deliver_at = 0.0
-            entry.expires_at = 0.0  # its TTL ran with the first try; storage resets it too
-            await self.actor(target_name).call(lambda state, now: state.adopt(entry, now))
-            return entry.view(target_name, "pending")
-        finally:
-            self._retrying.discard(id)
-
-    async def prune(self, now: float, failed_retention_s: float) -> int:
-        """Prune retained messages in storage; forget pruned failed ones in the counts.
-
-        Processed messages go by the storage's retention settings; failed
-        ones once settled ``failed_retention_s`` ago (0 keeps them). Returns
-        how many messages were deleted.
-        """
-        deleted = await self.storage.prune(now)
-        if failed_retention_s > 0:
-            failed = await self.storage.prune_failed(now - failed_retention_s)
-            for name, count in failed.items():
-                actor = self._actors.get(name)
-                if actor is not None:
-                    actor.cast(lambda state, _, n=count: _forget_failed(state, n))  # type: ignore[misc]
-                deleted += count
-        return deleted
+        """Move a failed or dead-lettered message back to pending (`Maintenance.retry`)."""
+        return await self.maintenance.retry(name, id)
 
     async def redrive(self, name: str, limit: int = 1000) -> int:
         """`retry` every failed or dead-lettered message of ``name`` (up to ``limit``)."""
-        self.actor(name)
-        await self.storage.flush()
-        moved = 0
-        for id in await self.storage.retryable_ids(name, limit):
-            with suppress(BrokerError):
-                await self.retry(name, id)
-                moved += 1
-        return moved
+        return await self.maintenance.redrive(name, limit)
 
-
-def _touch_if_held(state: QueueState, id: int, deadline: float, now: float) -> None:
-    """Another node extended a lease this node holds (if it still does)."""
-    if id in state.processing and deadline > now:
-        state.touch(id, deadline - now, now)
-
-
-def _forget_failed(state: QueueState, count: int) -> None:
-    state.failed = max(0, state.failed - count)
-
-
-def _event_of(queue: str, op: Op, now: float) -> QueueEvent | None:
-    match op:
-        case Insert(entry=entry):
-            return QueueEvent(type="published", queue=queue, at=now, message_id=entry.id)
-        case Deliver(id=id):
-            return QueueEvent(type="delivered", queue=queue, at=now, message_id=id)
-        case Ack(id=id):
-            return QueueEvent(type="acked", queue=queue, at=now, message_id=id)
-        case Requeue(id=id):
-            return QueueEvent(type="nacked", queue=queue, at=now, message_id=id)
-        case Fail(id=id, reason=reason):
-            return QueueEvent(type="failed", queue=queue, at=now, message_id=id, detail=reason)
-        case DeadLetter(id=id, target=target, reason=reason):
-            return QueueEvent(
-                type="dead_lettered",
-                queue=queue,
-                at=now,
-                message_id=id,
-                detail=f"{reason} -> {target}",
-            )
-        case Drop(id=id):
-            return QueueEvent(type="dropped", queue=queue, at=now, message_id=id)
-        case _:
-            return None
+    async def prune(self, now: float, failed_retention_s: float) -> int:
+        """Prune retained messages in storage (`Maintenance.prune`); return how many went."""
+        return await self.maintenance.prune(now, failed_retention_s)

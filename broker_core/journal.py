@@ -1,9 +1,12 @@
 """What the core writes to and reads from storage: journal operations and the `Journal` protocol.
 
-A queue's state emits operations (`Insert`, `Deliver`, ...) into an outbox;
+A queue's state emits operations (`Insert`, `DeliverOp`, ...) into an outbox;
 its actor hands them to the journal, which buffers them and commits them in
 batches (group commit). The order of operations is the order of the buffer,
 across queues, so a later operation never lands before an earlier one.
+
+`DeliverOp` and `AckOp` carry an ``Op`` suffix: the WebSocket frames
+``deliver`` and ``ack`` are other things (`frames.Deliver`, `frames.Ack`).
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ if TYPE_CHECKING:
     from .types import MessageStatus
 
 __all__ = [
-    "Ack",
+    "AckOp",
     "Change",
     "DeadLetter",
     "DeleteQueue",
-    "Deliver",
+    "DeliverOp",
     "Drop",
     "Fail",
     "Insert",
@@ -53,7 +56,7 @@ class Insert(msgspec.Struct, frozen=True, gc=False):
     entry: Entry
 
 
-class Deliver(msgspec.Struct, frozen=True, gc=False):
+class DeliverOp(msgspec.Struct, frozen=True, gc=False):
     """A message was leased to a consumer: it is ``processing`` with ``attempt`` deliveries."""
 
     id: int
@@ -77,7 +80,7 @@ class Release(msgspec.Struct, frozen=True, gc=False):
     attempt: int
 
 
-class Ack(msgspec.Struct, frozen=True, gc=False):
+class AckOp(msgspec.Struct, frozen=True, gc=False):
     """A message was acknowledged: it is ``processed`` (kept for browsing until pruned)."""
 
     queue: str
@@ -154,10 +157,10 @@ class PurgeQueue(msgspec.Struct, frozen=True, gc=False):
 
 Op = (
     Insert
-    | Deliver
+    | DeliverOp
     | Requeue
     | Release
-    | Ack
+    | AckOp
     | Fail
     | DeadLetter
     | Drop
@@ -354,7 +357,7 @@ class SharedStorage(Storage, Protocol):
         lease; the node keeps each delivery's own and ends it when due).
 
         Storage records the delivery (processing, attempt counted): the
-        actor doesn't write its `Deliver` ops to a shared storage.
+        actor doesn't write its `DeliverOp`s to a shared storage.
         """
         ...
 

@@ -96,9 +96,14 @@ class QueueOptions(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class CreateQueueRequest(QueueOptions, kw_only=True, frozen=True):
-    """Body of ``POST /queues``: a name and the queue's options."""
+    """Body of ``POST /queues``: a name and the queue's options.
+
+    A ``lease`` left out (or null) is the broker's default (``BROKER_DEFAULT_LEASE_S``).
+    """
 
     name: QueueNameField
+    # Optional here only: the broker fills it in, so a queue's options always have one.
+    lease: Seconds | None = None  # type: ignore[assignment]
 
 
 class UpdateQueueRequest(msgspec.Struct, kw_only=True, frozen=True):

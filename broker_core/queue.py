@@ -1,26 +1,22 @@
-"""The pure state of one queue: pending order, leases, consumers and their credit.
+"""The pure state of one queue: its pending order, leases, consumers and their credit.
 
 `QueueState` is synchronous code without I/O or clock: every method takes
 ``now`` (Unix seconds) and records its effects in outboxes that the owner
 drains by swap-and-return: `take_deliveries`, `take_ops`, `take_dead_letters`
 and `take_loads`. Its `QueueActor` calls it from one asyncio task.
 
-Memory grows with work in flight, not with the backlog: a pending message is
-either an `Entry` with its body, or, once the shared `BodyBudget` is spent, a
-*cold* item, one int packing ``(id, priority, size)``, whose body stays in
-storage until it nears the head of the queue and is loaded in a batch
-(`take_loads` then `hydrate`).
+The waiting messages are a `pending.PendingOrder` (priorities, delays, TTLs,
+cold bodies); this class holds the rules: publish and room limits,
+deduplication, delivery to consumers and pulls, leases, settlement, dead
+letters.
 
 Ordering: messages of one priority are delivered in publish order; a
 requeued message goes back to the head of its priority, so redeliveries may
 overtake. Higher priorities always go first.
 
-In *shared* mode (several nodes on one database, `journal.SharedStorage`)
-the database owns the pending order: a publish only writes its `Insert`, a
-requeue or dead letter only writes its op, and ``pending`` holds just the
-messages this node *claimed* for its consumers' credit. `balance` asks for
-claims (`take_claims`, answered by `claimed`) while messages may be ready
-(`wake`), and releases claimed messages no consumer here can take.
+`QueueState` is the single-node algorithm: the actor owns the pending order.
+On storage shared by several nodes, `claims.SharedQueueState` overrides
+where messages go (storage, not memory) and how they are claimed.
 """
 
 from __future__ import annotations
@@ -29,71 +25,37 @@ import heapq
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
+from .dedup import DedupWindow
 from .errors import InvalidTransition, MessageNotFound, QueueFull
 from .journal import (
-    Ack,
+    AckOp,
     DeadLetter,
-    Deliver,
+    DeliverOp,
     Drop,
     Fail,
     Insert,
     Op,
     PurgeQueue,
-    Release,
     Requeue,
-    Trim,
+    Restore,
 )
 from .messages import Entry
+from .pending import PendingOrder, item_id, pack_cold
 from .types import Overflow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     from .messages import PublishRequest, QueueOptions
+    from .pending import BodyBudget, Item
 
 __all__ = [
-    "LOAD_BATCH",
-    "PRIORITIES",
-    "BodyBudget",
     "Consumer",
     "Published",
     "QueueState",
     "SettleOutcome",
-    "give_back_op",
     "give_up_reason",
-    "pack_cold",
-    "unpack_cold",
 ]
-
-PRIORITIES = 10
-LOAD_BATCH = 256
-"""How many cold messages one storage read brings back."""
-_MAX_CLAIM = 1000
-"""Most messages one claim from shared storage leases (shared mode)."""
-
-Item = Entry | int
-
-
-def pack_cold(id: int, priority: int, size: int) -> int:
-    """Pack a cold message's id, priority and size into one int (36 bytes in memory)."""
-    return (id << 36) | (priority << 32) | size
-
-
-def unpack_cold(item: int) -> tuple[int, int, int]:
-    """Return ``(id, priority, size)`` of a cold item."""
-    return item >> 36, (item >> 32) & 0xF, item & 0xFFFFFFFF
-
-
-def _item_id(item: Item) -> int:
-    return item >> 36 if isinstance(item, int) else item.id
-
-
-def _item_size(item: Item) -> int:
-    return item & 0xFFFFFFFF if isinstance(item, int) else item.size
-
-
-def _needs_load(item: Item) -> bool:
-    return isinstance(item, int) or item.content is None
 
 
 def give_up_reason(options: QueueOptions, attempt: int, requeue: bool, reason: str) -> str | None:
@@ -105,44 +67,6 @@ def give_up_reason(options: QueueOptions, attempt: int, requeue: bool, reason: s
     if requeue and (max_attempts is None or attempt < max_attempts):
         return None
     return reason if not requeue else "max_attempts"
-
-
-def give_back_op(
-    queue: str, options: QueueOptions, entry: Entry, requeue: bool, reason: str, now: float
-) -> Op:
-    """The op that gives back a message held on another node (shared storage's REST nack)."""
-    why = give_up_reason(options, entry.attempt, requeue, reason)
-    if why is None:
-        return Requeue(entry.id, entry.attempt, queue)
-    target = options.dead_letter_queue
-    if target is not None and target != queue:
-        return DeadLetter(entry.id, queue, target, why)
-    return Fail(queue, entry.id, why, now)
-
-
-class BodyBudget:
-    """Bytes of message bodies that pending messages may keep in memory, shared by all queues."""
-
-    __slots__ = ("limit", "used")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def take(self, size: int) -> bool:
-        """Reserve ``size`` bytes if they fit; return whether they did."""
-        if self.used + size > self.limit:
-            return False
-        self.used += size
-        return True
-
-    def force(self, size: int) -> None:
-        """Reserve ``size`` bytes even past the limit (bodies loaded for delivery)."""
-        self.used += size
-
-    def give(self, size: int) -> None:
-        """Return ``size`` bytes."""
-        self.used -= size
 
 
 class Consumer:
@@ -186,7 +110,8 @@ class QueueState:
         options: its options (`QueueOptions`); replace with `set_options`.
         budget: the body budget shared with the other queues.
         dedup_window_s: how long a ``dedup_id`` is remembered.
-        shared: the database owns the pending order (see the module docstring).
+        processed: messages processed so far (as storage counted them).
+        failed: messages failed so far.
     """
 
     def __init__(
@@ -198,35 +123,17 @@ class QueueState:
         dedup_window_s: float = 300.0,
         processed: int = 0,
         failed: int = 0,
-        shared: bool = False,
     ) -> None:
         self.name = name
-        self.shared = shared
-        self.stored_pending = 0
-        self.stored_bytes = 0
-        self._want = shared
-        self._woken = 0
-        self._woken_at_claim = 0
-        self._claiming = False
-        self._claims: list[int] = []
-        self._wakes: list[float] = []
         self.options = options
         self.budget = budget
         self.dedup_window_s = dedup_window_s
-        self._pending: list[deque[Item]] = [deque() for _ in range(PRIORITIES)]
-        self.pending_count = 0
-        self.pending_bytes = 0
-        self._delayed: list[tuple[float, int, Entry]] = []
-        self._delayed_ids: set[int] = set()
+        self.pending = PendingOrder(budget)
         self.processing: dict[int, Entry] = {}
         self._leases: list[tuple[float, int]] = []
-        self._expiries: list[tuple[float, int]] = []
-        self._expiring: dict[int, Entry] = {}
         self.consumers: dict[int, Consumer] = {}
         self._ready: deque[int] = deque()
-        self._dedup: dict[str, tuple[int, float, float]] = {}
-        self._dedup_order: deque[tuple[float, str]] = deque()
-        self._loading = False
+        self._dedup = DedupWindow(dedup_window_s)
         self.processed = processed
         self.failed = failed
         self.published_total = 0
@@ -236,7 +143,6 @@ class QueueState:
         self._deliveries: list[tuple[int, Entry]] = []
         self._ops: list[Op] = []
         self._dead: list[tuple[str, Item]] = []
-        self._loads: list[int] = []
 
     # -- outboxes ---------------------------------------------------------------
 
@@ -257,30 +163,29 @@ class QueueState:
 
     def take_loads(self) -> list[int]:
         """Return and clear the ids whose bodies must be read from storage (then `hydrate`)."""
-        out, self._loads = self._loads, []
-        return out
-
-    def take_claims(self) -> int:
-        """Return and clear how many messages to claim from shared storage (then `claimed`)."""
-        out, self._claims = sum(self._claims), []
-        return out
+        return self.pending.take_loads()
 
     # -- counts -----------------------------------------------------------------
 
     @property
+    def pending_count(self) -> int:
+        """Messages ready for delivery here (cold ones included)."""
+        return self.pending.count
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the ready and delayed messages here."""
+        return self.pending.bytes
+
+    @property
     def delayed_count(self) -> int:
         """Messages waiting for their ``deliver_at``."""
-        return len(self._delayed_ids)
+        return self.pending.delayed_count
 
-    @property
-    def ready_count(self) -> int:
-        """Messages that may be delivered now (cold ones included)."""
-        return self.pending_count
-
-    @property
-    def held_bytes(self) -> int:
-        """Bytes of pending messages, those in shared storage included."""
-        return self.pending_bytes + self.stored_bytes
+    def held(self) -> tuple[int, int]:
+        """Messages and bytes that count toward ``max_length`` and ``max_bytes``."""
+        pending = self.pending
+        return pending.count + pending.delayed_count, pending.bytes
 
     def set_options(self, options: QueueOptions) -> None:
         """Apply new options; they govern the next publish, lease and nack."""
@@ -300,43 +205,36 @@ class QueueState:
             QueueFull: with ``overflow=reject_publish``, when the new messages
                 would pass ``max_length`` or ``max_bytes``.
         """
-        self._prune_dedup(now)
+        dedup = self._dedup
+        dedup.prune(now)
         count = size = 0
         batch_dedup: set[str] = set()
         for request in requests:
             if request.dedup_id is not None:
-                if request.dedup_id in self._dedup or request.dedup_id in batch_dedup:
+                if request.dedup_id in dedup or request.dedup_id in batch_dedup:
                     continue
                 batch_dedup.add(request.dedup_id)
             count += 1
             size += len(request.content)
-        self._make_room(count, size, now)
+        limit = self.check_room(count, size)
+        if limit is not None:
+            self._make_room(count, size, limit, now)
         results: list[Published] = []
         for request in requests:
             dedup_id = request.dedup_id
             if dedup_id is not None:
                 # A repeat within this batch finds the first one here too.
-                seen = self._dedup.get(dedup_id)
+                seen = dedup.get(dedup_id)
                 if seen is not None:
                     results.append(Published(seen[0], seen[1], True))
                     continue
             entry = self._new_entry(request, now, next_id())
             published = Published(entry.id, now, False)
             if dedup_id is not None:
-                expires = now + self.dedup_window_s
-                self._dedup[dedup_id] = (entry.id, now, expires)
-                self._dedup_order.append((expires, dedup_id))
+                dedup.remember(dedup_id, entry.id, now)
             self._ops.append(Insert(self.name, entry))
             self.published_total += 1
-            if self.shared:
-                # Every node claims it from storage; count it until counts are read again.
-                self.stored_pending += 1
-                self.stored_bytes += entry.size
-            elif entry.deliver_at > now:
-                self._add_delayed(entry)
-            else:
-                entry.deliver_at = 0.0
-                self._push_new(entry)
+            self._place(entry, now)
             results.append(published)
         return results
 
@@ -363,121 +261,56 @@ class QueueState:
             dedup_id=request.dedup_id,
         )
 
-    def emit(self, op: Op) -> None:
-        """Add an operation decided outside the state (a restore) to the journal outbox."""
-        self._ops.append(op)
+    def _place(self, entry: Entry, now: float) -> None:
+        """Put a message that is new here (published, adopted) in the pending order."""
+        if entry.deliver_at > now:
+            self.pending.delay(entry)
+        else:
+            entry.deliver_at = 0.0
+            self.pending.append(entry)
 
-    def check_room(self, count: int, size: int) -> None:
-        """Raise `QueueFull` if ``count`` more messages of ``size`` bytes would not fit.
+    def check_room(self, count: int, size: int) -> str | None:
+        """Whether ``count`` more messages of ``size`` bytes fit.
 
-        With ``drop_head``, only what no dropping can make room for is refused.
+        Returns ``None`` when they fit as things are, else the limit they
+        pass, which ``drop_head`` makes room under by dropping the oldest.
+
+        Raises:
+            QueueFull: they can't fit: ``reject_publish`` and a limit passed, or
+                more than any dropping can make room for.
         """
-        options = self.options
-        if options.overflow is not Overflow.REJECT_PUBLISH:
-            # drop_head makes room by dropping, except for what can never fit.
-            if options.max_length is not None and count > options.max_length:
-                raise QueueFull(self.name, f"max_length {options.max_length}")
-            if options.max_bytes is not None and size > options.max_bytes:
-                raise QueueFull(self.name, f"max_bytes {options.max_bytes}")
-            return
-        total = self.pending_count + self.delayed_count + self.stored_pending
-        if options.max_length is not None and total + count > options.max_length:
-            raise QueueFull(self.name, f"max_length {options.max_length}")
-        if options.max_bytes is not None and self.held_bytes + size > options.max_bytes:
-            raise QueueFull(self.name, f"max_bytes {options.max_bytes}")
-
-    def _make_room(self, count: int, size: int, now: float) -> None:
         options = self.options
         max_length, max_bytes = options.max_length, options.max_bytes
         if max_length is None and max_bytes is None:
-            return
-        total = self.pending_count + self.delayed_count + self.stored_pending
-
-        def over() -> str | None:
-            if max_length is not None and total + count > max_length:
-                return f"max_length {max_length}"
-            if max_bytes is not None and self.held_bytes + size > max_bytes:
-                return f"max_bytes {max_bytes}"
             return None
-
-        limit = over()
+        limit = self._over(count, size)
         if limit is None:
-            return
+            return None
         if options.overflow is Overflow.REJECT_PUBLISH or (
             max_length is not None and count > max_length
         ):
             raise QueueFull(self.name, limit)
         if max_bytes is not None and size > max_bytes:
             raise QueueFull(self.name, f"max_bytes {max_bytes}")
-        if self.shared:
-            # The oldest messages are in storage: it drops them in this batch.
-            drop = max(0, total + count - max_length) if max_length is not None else 0
-            free = max(0, self.held_bytes + size - max_bytes) if max_bytes is not None else 0
-            target = options.dead_letter_queue
-            self._ops.append(Trim(self.name, drop, free, target if target != self.name else None))
-            self.stored_pending = max(0, self.stored_pending - drop)
-            self.stored_bytes = max(0, self.stored_bytes - free)
-            return
-        while over() is not None:
-            item = self._pop_oldest()
-            if item is None:
-                raise QueueFull(self.name, limit)
-            total -= 1
-            self._dead_letter(item, "maxlen", now, drop=True)
+        return limit
 
-    def _pop_oldest(self) -> Item | None:
-        """Remove the oldest pending message (lowest id at the head of any priority)."""
-        heads = [dq for dq in self._pending if dq]
-        if heads:
-            dq = min(heads, key=lambda d: _item_id(d[0]))
-            item = dq.popleft()
-            self._forget_pending(item)
-            return item
-        if self._delayed:
-            _, _, entry = heapq.heappop(self._delayed)
-            self._forget_delayed(entry)
-            return entry
+    def _over(self, count: int, size: int) -> str | None:
+        """The limit that ``count`` more messages of ``size`` bytes would pass, or ``None``."""
+        options = self.options
+        held, held_bytes = self.held()
+        if options.max_length is not None and held + count > options.max_length:
+            return f"max_length {options.max_length}"
+        if options.max_bytes is not None and held_bytes + size > options.max_bytes:
+            return f"max_bytes {options.max_bytes}"
         return None
 
-    def _push_new(self, entry: Entry) -> None:
-        self.pending_count += 1
-        self.pending_bytes += entry.size
-        if entry.expires_at:
-            self._expiring[entry.id] = entry
-            heapq.heappush(self._expiries, (entry.expires_at, entry.id))
-        if entry.content is not None and not self.budget.take(entry.size):
-            # The body is in the write-behind buffer until its batch commits and
-            # storage from then on: this item keeps only what ordering needs.
-            if not entry.expires_at:
-                self._pending[entry.priority].append(
-                    pack_cold(entry.id, entry.priority, entry.size)
-                )
-                return
-            self.budget.force(entry.size)
-        self._pending[entry.priority].append(entry)
-
-    def _add_delayed(self, entry: Entry) -> None:
-        self.pending_bytes += entry.size
-        self._delayed_ids.add(entry.id)
-        if entry.content is not None:
-            self.budget.force(entry.size)
-        heapq.heappush(self._delayed, (entry.deliver_at, entry.id, entry))
-
-    def _forget_pending(self, item: Item) -> None:
-        """Account for an item taken out of a ``pending`` deque."""
-        self.pending_count -= 1
-        self.pending_bytes -= _item_size(item)
-        if isinstance(item, Entry):
-            self._expiring.pop(item.id, None)
-            if item.content is not None:
-                self.budget.give(item.size)
-
-    def _forget_delayed(self, entry: Entry) -> None:
-        """Account for an entry popped from the delay heap."""
-        self._delayed_ids.discard(entry.id)
-        self.pending_bytes -= entry.size
-        if entry.content is not None:
-            self.budget.give(entry.size)
+    def _make_room(self, count: int, size: int, limit: str, now: float) -> None:
+        """``drop_head``: drop the oldest messages until ``count`` more of ``size`` bytes fit."""
+        while self._over(count, size) is not None:
+            item = self.pending.pop_oldest()
+            if item is None:
+                raise QueueFull(self.name, limit)
+            self._dead_letter(item, "maxlen", now, drop=True)
 
     # -- replay and adoption ----------------------------------------------------
 
@@ -489,47 +322,51 @@ class QueueState:
     ) -> None:
         """Rebuild pending order and the dedup window from storage at start (no journal ops)."""
         for dedup_id, id, created_at in sorted(dedup, key=lambda row: row[2]):
-            expires = created_at + self.dedup_window_s
-            self._dedup[dedup_id] = (id, created_at, expires)
-            self._dedup_order.append((expires, dedup_id))
-        pending = self._pending
-        count = size_total = 0
+            self._dedup.remember(dedup_id, id, created_at)
+        pending = self.pending
         for id, priority, size in cold:
-            pending[priority].append(pack_cold(id, priority, size))
-            count += 1
-            size_total += size
-        self.pending_count += count
-        self.pending_bytes += size_total
+            pending.append_cold(pack_cold(id, priority, size))
         for entry in delayed:
-            self._add_delayed(entry)
+            pending.delay(entry)
 
     def remember_dedup(self, dedup_id: str, id: int, created_at: float, now: float) -> None:
-        """Shared mode: a node published ``id`` with ``dedup_id``: a repeat here is one too."""
-        expires = created_at + self.dedup_window_s
-        if dedup_id in self._dedup or expires <= now:
+        """Another node published ``id`` with ``dedup_id``: a repeat here is one too."""
+        if dedup_id in self._dedup or created_at + self.dedup_window_s <= now:
             return
-        self._dedup[dedup_id] = (id, created_at, expires)
-        # Another node's clock: close enough to keep the order for pruning.
-        self._dedup_order.append((expires, dedup_id))
+        self._dedup.remember(dedup_id, id, created_at)
 
     def adopt(self, item: Item, now: float) -> None:
         """Take a message dead-lettered (or restored) from another queue; storage moved it."""
-        if self.shared:
-            # It waits in storage for a claim, like any pending message there.
-            return
         if isinstance(item, int):
-            _, priority, size = unpack_cold(item)
-            self._pending[priority].append(item)
-            self.pending_count += 1
-            self.pending_bytes += size
+            self.pending.append_cold(item)
             return
         item.consumer = None
         item.lease_deadline = 0.0
-        if item.deliver_at > now:
-            self._add_delayed(item)
-        else:
-            item.deliver_at = 0.0
-            self._push_new(item)
+        self._place(item, now)
+
+    def take_for_retry(self, id: int, failed: bool, target: str) -> None:
+        """Let a failed or dead-lettered message of this queue go to ``target`` (a retry).
+
+        Args:
+            id: the message.
+            failed: it is failed here (else pending here, dead-lettered from ``target``).
+            target: the queue it is restored to (which then adopts it).
+
+        Raises:
+            InvalidTransition: it was pending and no longer is.
+        """
+        if failed:
+            self.failed -= 1
+        elif self.pending.remove(id) is None:
+            self._not_pending_for_retry(id)
+        self._ops.append(Restore(id, target))
+
+    def _not_pending_for_retry(self, id: int) -> None:
+        raise InvalidTransition(id, "retry", "no longer pending")
+
+    def forget_failed(self, count: int) -> None:
+        """``count`` failed messages were pruned from storage."""
+        self.failed = max(0, self.failed - count)
 
     # -- delivery ---------------------------------------------------------------
 
@@ -563,7 +400,8 @@ class QueueState:
         """Hand ready messages to consumers with credit, round robin."""
         ready = self._ready
         consumers = self.consumers
-        while ready and self.pending_count:
+        pending = self.pending
+        while ready and pending.count:
             consumer_id = ready[0]
             consumer = consumers[consumer_id]
             entry = self._next_ready(now)
@@ -576,73 +414,12 @@ class QueueState:
             if consumer.credit > 0:
                 ready.append(consumer_id)
 
-    def balance(self, waiting: int) -> None:
-        """Shared mode: claim what consumers' credit and ``waiting`` pulls need, release the rest.
-
-        A claim is asked for (`take_claims`) only while ready messages may be
-        in storage (`wake`) and no claim is on its way. Claimed messages no
-        consumer here has credit for, with no pull waiting, go back to storage.
-        """
-        if not self.shared:
-            return
-        consumers = self.consumers
-        credit = sum(consumers[id].credit for id in self._ready)
-        if not credit and not waiting and self.pending_count:
-            self._release_pending()
-            return
-        demand = min(credit + waiting - self.pending_count, _MAX_CLAIM)
-        if demand > 0 and self._want and not self._claiming:
-            self._claiming = True
-            self._woken_at_claim = self._woken
-            self._claims.append(demand)
-
-    def claimed(self, entries: Sequence[Entry], requested: int) -> None:
-        """Take the messages a claim of ``requested`` leased to this node (then `dispatch`)."""
-        self._claiming = False
-        if len(entries) < requested and self._woken == self._woken_at_claim:
-            # Storage had no more ready, and nothing was told since the claim
-            # left (it may have missed that): wait to be told before asking again.
-            self._want = False
-        for entry in entries:
-            entry.deliver_at = 0.0
-            self._pending[entry.priority].append(entry)
-            self.pending_count += 1
-            self.pending_bytes += entry.size
-            self.budget.force(entry.size)
-            if entry.expires_at:
-                self._expiring[entry.id] = entry
-                heapq.heappush(self._expiries, (entry.expires_at, entry.id))
-
-    @property
-    def claiming(self) -> bool:
-        """Whether a claim was asked for and not yet answered."""
-        return self._claiming
-
-    def claim_failed(self) -> None:
-        """The claim asked for failed; the next `balance` asks again."""
-        self._claiming = False
-
-    def wake(self, at: float, now: float) -> None:
-        """Shared mode: messages are ready in storage now, or will be at ``at``."""
-        if at > now:
-            heapq.heappush(self._wakes, at)
-        else:
-            self._want = True
-            self._woken += 1
-
-    def _release_pending(self) -> None:
-        for dq in self._pending:
-            while dq:
-                entry = dq.popleft()
-                assert isinstance(entry, Entry), "shared mode keeps no cold items"
-                self._forget_pending(entry)
-                self._ops.append(Release(self.name, entry.id, entry.attempt))
-
     def pull(self, max_count: int, lease_s: float | None, now: float) -> list[Entry]:
         """Lease up to ``max_count`` ready messages to a pull consumer (REST long poll)."""
         lease = lease_s if lease_s is not None else self.options.lease
         out: list[Entry] = []
-        while len(out) < max_count and self.pending_count:
+        pending = self.pending
+        while len(out) < max_count and pending.count:
             entry = self._next_ready(now)
             if entry is None:
                 break
@@ -650,28 +427,14 @@ class QueueState:
             out.append(entry)
         return out
 
-    def can_deliver(self) -> bool:
-        """Whether a ready message with its body sits at the head (no load needed)."""
-        for dq in reversed(self._pending):
-            if dq:
-                return not _needs_load(dq[0])
-        return False
-
     def _next_ready(self, now: float) -> Entry | None:
         """Pop the next deliverable entry, expiring stale ones; ``None`` if empty or loading."""
-        for dq in reversed(self._pending):
-            while dq:
-                head = dq[0]
-                if _needs_load(head):
-                    self._request_load(dq)
-                    return None
-                assert isinstance(head, Entry), "hot items are entries"
-                dq.popleft()
-                self._forget_pending(head)
-                if head.expires_at and head.expires_at <= now:
-                    self._dead_letter(head, "expired", now, drop=True)
-                    continue
-                return head
+        pop_next = self.pending.pop_next
+        while (head := pop_next()) is not None:
+            if head.expires_at and head.expires_at <= now:
+                self._dead_letter(head, "expired", now, drop=True)
+                continue
+            return head
         return None
 
     def _lease(self, entry: Entry, consumer_id: int | None, lease: float, now: float) -> None:
@@ -684,59 +447,18 @@ class QueueState:
         self.processing[entry.id] = entry
         heapq.heappush(self._leases, (deadline, entry.id))
         self.delivered_total += 1
-        self._ops.append(Deliver(entry.id, entry.attempt, deadline))
-
-    def _request_load(self, dq: deque[Item]) -> None:
-        if self._loading:
-            return
-        ids = []
-        for item in dq:
-            if not _needs_load(item):
-                break
-            ids.append(_item_id(item))
-            if len(ids) >= LOAD_BATCH:
-                break
-        self._loading = True
-        self._loads.extend(ids)
+        self._ops.append(DeliverOp(entry.id, entry.attempt, deadline))
 
     def hydrate(self, entries: Sequence[Entry], requested: Sequence[int]) -> None:
         """Put loaded bodies in place of the cold items ``requested`` (missing ones are gone).
 
         Call with the answer of the load that `take_loads` asked for, then `dispatch`.
         """
-        self._loading = False
-        loaded = {e.id: e for e in entries}
-        wanted = set(requested)
-        for dq in self._pending:
-            if not dq or not wanted:
-                continue
-            kept: list[Item] = []
-            scanned = 0
-            while dq and wanted and scanned < len(requested) + LOAD_BATCH:
-                item = dq.popleft()
-                scanned += 1
-                id = _item_id(item)
-                if id in wanted and _needs_load(item):
-                    wanted.discard(id)
-                    fresh = loaded.get(id)
-                    if fresh is None:
-                        # Deleted in storage meanwhile (purge raced the load).
-                        self.pending_count -= 1
-                        self.pending_bytes -= _item_size(item)
-                        continue
-                    fresh.deliver_at = 0.0
-                    if id in self._expiring:
-                        # Its TTL was armed on the body-less entry this replaces.
-                        self._expiring[id] = fresh
-                    self.budget.force(fresh.size)
-                    kept.append(fresh)
-                else:
-                    kept.append(item)
-            dq.extendleft(reversed(kept))
+        self.pending.hydrate(entries, requested)
 
     def hydrate_failed(self) -> None:
         """The load asked for failed; the next `dispatch` asks again."""
-        self._loading = False
+        self.pending.load_failed()
 
     # -- settlement -------------------------------------------------------------
 
@@ -771,7 +493,7 @@ class QueueState:
                 continue
             self.processed += 1
             self.acked_total += 1
-            self._ops.append(Ack(self.name, id, now))
+            self._ops.append(AckOp(self.name, id, now))
             settled.append(id)
         return SettleOutcome(settled, errors)
 
@@ -815,26 +537,24 @@ class QueueState:
         heapq.heappush(self._leases, (deadline, id))
         return deadline
 
+    def touch_if_held(self, id: int, deadline: float, now: float) -> None:
+        """Another node extended a lease this node holds to ``deadline`` (if it still holds it)."""
+        if id in self.processing and deadline > now:
+            self.touch(id, deadline - now, now)
+
     def _give_back(self, entry: Entry, requeue: bool, reason: str, now: float) -> None:
         why = give_up_reason(self.options, entry.attempt, requeue, reason)
         if why is None:
+            entry.redelivered = True
+            entry.consumer = None
+            entry.lease_deadline = 0.0
             self._requeue(entry)
         else:
             self._dead_letter(entry, why, now)
 
     def _requeue(self, entry: Entry) -> None:
-        entry.redelivered = True
-        entry.consumer = None
-        entry.lease_deadline = 0.0
-        if self.shared:
-            # Back to storage, where any node may claim it.
-            self._ops.append(Requeue(entry.id, entry.attempt, self.name))
-            return
-        self._pending[entry.priority].appendleft(entry)
-        self.pending_count += 1
-        self.pending_bytes += entry.size
-        if entry.content is not None:
-            self.budget.force(entry.size)
+        """A message given back goes again first."""
+        self.pending.requeue(entry)
         self._ops.append(Requeue(entry.id, entry.attempt, self.name))
 
     def _dead_letter(self, item: Item, reason: str, now: float, *, drop: bool = False) -> None:
@@ -845,7 +565,7 @@ class QueueState:
         client's text, so it never decides between the two.
         """
         target = self.options.dead_letter_queue
-        id = _item_id(item)
+        id = item_id(item)
         if target is not None and target != self.name:
             if isinstance(item, Entry):
                 item.attempt = 0
@@ -857,13 +577,16 @@ class QueueState:
                 # dead-lettered message doesn't expire again in the target.
                 item.expires_at = 0.0
             self._ops.append(DeadLetter(id, self.name, target, reason))
-            if not self.shared:
-                self._dead.append((target, item))
+            self._hand_over(target, item)
         elif drop:
             self._ops.append(Drop(id))
         else:
             self.failed += 1
             self._ops.append(Fail(self.name, id, reason, now))
+
+    def _hand_over(self, target: str, item: Item) -> None:
+        """A dead-lettered message goes to the ``target`` queue's actor (storage moved it)."""
+        self._dead.append((target, item))
 
     # -- time -------------------------------------------------------------------
 
@@ -876,82 +599,31 @@ class QueueState:
             if entry is not None and entry.lease_deadline == deadline:
                 self._take_leased(id, None, "expire")
                 self._give_back(entry, True, "lease expired", now)
-        delayed = self._delayed
-        while delayed and delayed[0][0] <= now:
-            _, id, entry = heapq.heappop(delayed)
-            self._forget_delayed(entry)
-            entry.deliver_at = 0.0
-            self._push_new(entry)
-        expiries = self._expiries
-        while expiries and expiries[0][0] <= now:
-            _, id = heapq.heappop(expiries)
-            self._expire_pending(id, now)
-        wakes = self._wakes
-        while wakes and wakes[0] <= now:
-            heapq.heappop(wakes)
-            self._want = True
-            self._woken += 1
-        self._prune_dedup(now)
-
-    def _expire_pending(self, id: int, now: float) -> None:
-        entry = self._expiring.get(id)
-        if entry is None:
-            return
-        dq = self._pending[entry.priority]
-        # Expiring messages are usually near the head: the scan stays short.
-        for index, item in enumerate(dq):
-            if item is entry:
-                del dq[index]
-                self._forget_pending(entry)
-                self._dead_letter(entry, "expired", now, drop=True)
-                return
+        pending = self.pending
+        pending.promote_due(now)
+        while (expired := pending.pop_expired(now)) is not None:
+            self._dead_letter(expired, "expired", now, drop=True)
+        self._dedup.prune(now)
 
     def next_deadline(self) -> float | None:
         """The earliest instant at which `tick` has work, or ``None``."""
-        candidates = [heap[0][0] for heap in (self._leases, self._delayed, self._expiries) if heap]
-        if self._wakes:
-            candidates.append(self._wakes[0])
-        if self._dedup_order:
-            candidates.append(self._dedup_order[0][0])
+        candidates = []
+        if self._leases:
+            candidates.append(self._leases[0][0])
+        pending = self.pending.next_deadline()
+        if pending is not None:
+            candidates.append(pending)
+        dedup = self._dedup.next_deadline()
+        if dedup is not None:
+            candidates.append(dedup)
         return min(candidates) if candidates else None
-
-    def _prune_dedup(self, now: float) -> None:
-        order = self._dedup_order
-        while order and order[0][0] <= now:
-            _, dedup_id = order.popleft()
-            seen = self._dedup.get(dedup_id)
-            if seen is not None and seen[2] <= now:
-                del self._dedup[dedup_id]
 
     # -- bulk -------------------------------------------------------------------
 
     def purge(self) -> int:
-        """Delete every pending and delayed message; leased ones stay. Return how many.
-
-        In shared mode only the messages claimed here are deleted by this
-        (the storage deletes its own pending ones).
-        """
-        count = self.pending_count + self.delayed_count
-        if self.shared:
-            for dq in self._pending:
-                for item in dq:
-                    self._ops.append(Drop(_item_id(item)))
-        for dq in self._pending:
-            for item in dq:
-                if isinstance(item, Entry) and item.content is not None:
-                    self.budget.give(item.size)
-            dq.clear()
-        for _, _, entry in self._delayed:
-            if entry.content is not None:
-                self.budget.give(entry.size)
-        self._delayed.clear()
-        self._delayed_ids.clear()
-        self._expiries.clear()
-        self._expiring.clear()
-        self.pending_count = 0
-        self.pending_bytes = 0
-        if not self.shared:
-            self._ops.append(PurgeQueue(self.name))
+        """Delete every pending and delayed message; leased ones stay. Return how many."""
+        count = self.pending.clear()
+        self._ops.append(PurgeQueue(self.name))
         return count
 
     def withdraw(self, queue: str, entries: Sequence[Entry]) -> list[int]:
@@ -966,44 +638,15 @@ class QueueState:
         ids found here.
         """
         ids = {entry.id for entry in entries}
-        found: list[int] = []
         if queue == self.name:
-            for dedup_id in [k for k, seen in self._dedup.items() if seen[0] in ids]:
-                del self._dedup[dedup_id]
+            self._dedup.forget(ids)
             self.published_total -= len(ids)
-            if self.shared:
-                self.stored_pending = max(0, self.stored_pending - len(ids))
-                self.stored_bytes = max(0, self.stored_bytes - sum(e.size for e in entries))
-        for dq in self._pending:
-            if any(_item_id(item) in ids for item in dq):
-                kept = [item for item in dq if _item_id(item) not in ids]
-                for item in dq:
-                    if _item_id(item) in ids:
-                        self._forget_pending(item)
-                        found.append(_item_id(item))
-                dq.clear()
-                dq.extend(kept)
-        if ids & self._delayed_ids:
-            delayed = []
-            for at, id, entry in self._delayed:
-                if id in ids:
-                    self._forget_delayed(entry)
-                    found.append(id)
-                else:
-                    delayed.append((at, id, entry))
-            heapq.heapify(delayed)
-            self._delayed = delayed
+            self._unpublished(entries)
+        found = self.pending.withdraw(ids)
         for id in ids & self.processing.keys():
             self._take_leased(id, None, "withdraw")
             found.append(id)
         return found
 
-    def remove_pending(self, id: int) -> Item | None:
-        """Take one message out of ``pending`` (to move it elsewhere); ``None`` if not there."""
-        for dq in self._pending:
-            for index, item in enumerate(dq):
-                if _item_id(item) == id:
-                    del dq[index]
-                    self._forget_pending(item)
-                    return item
-        return None
+    def _unpublished(self, entries: Sequence[Entry]) -> None:
+        """Publishes to this queue were withdrawn (shared mode corrects its stored counts)."""

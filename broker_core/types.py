@@ -1,26 +1,15 @@
-"""Identifier types and enums shared by every layer of the broker."""
+"""Enums shared by every layer of the broker.
+
+Ids are plain ``int`` and ``str``: the ``NewType`` ids that stood here were
+never used, and wrapping every id a transport decodes would add casts, not
+checks.
+"""
 
 from __future__ import annotations
 
 import enum
-from typing import NewType
 
-__all__ = [
-    "ConsumerId",
-    "MessageId",
-    "MessageStatus",
-    "Overflow",
-    "QueueName",
-]
-
-QueueName = NewType("QueueName", str)
-"""A queue's name: 1-200 characters of ``[A-Za-z0-9._-]``."""
-
-MessageId = NewType("MessageId", int)
-"""A message's id, unique within one broker's storage and increasing with publish order."""
-
-ConsumerId = NewType("ConsumerId", int)
-"""A push consumer's id, unique within one broker process."""
+__all__ = ["MessageStatus", "Overflow"]
 
 
 class MessageStatus(enum.IntEnum):

@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from broker_core.journal import (
-    Ack,
+    AckOp,
     DeadLetter,
     DeleteQueue,
-    Deliver,
+    DeliverOp,
     Drop,
     Fail,
     Insert,
@@ -133,9 +133,9 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                 segment.insert(queue, entry)
                 if entry.id > last_id:
                     last_id = entry.id
-            case Deliver(id=id, attempt=attempt, lease_deadline=deadline):
+            case DeliverOp(id=id, attempt=attempt, lease_deadline=deadline):
                 segment.patch(id, status=PROCESSING, attempt=attempt, lease_deadline=deadline)
-            case Ack(queue=queue, id=id, at=at):
+            case AckOp(queue=queue, id=id, at=at):
                 segment.patch(id, status=PROCESSED, settled_at=at, lease_deadline=0.0)
                 segment.acked[queue] = segment.acked.get(queue, 0) + 1
             case Requeue(id=id, attempt=attempt):
@@ -190,7 +190,7 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
     return Plan(steps, last_id, removes)
 
 
-_SETTLES = (Deliver, Ack, Requeue, Release, Fail, DeadLetter, Drop, Restore)
+_SETTLES = (DeliverOp, AckOp, Requeue, Release, Fail, DeadLetter, Drop, Restore)
 """The operations on one message that name it by ``id``."""
 
 

@@ -63,6 +63,7 @@ class BrokerContext:
             max_queues=settings.max_queues,
             dedup_window_s=settings.dedup_window_s,
             body_cache_bytes=settings.body_cache_bytes,
+            default_lease_s=settings.default_lease_s,
         )
         # Made at start: on shared storage the signing key is in the database.
         self.tokens: TokenService

@@ -6,9 +6,9 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from broker_core.journal import (
-    Ack,
+    AckOp,
     DeadLetter,
-    Deliver,
+    DeliverOp,
     Drop,
     Fail,
     Insert,
@@ -30,11 +30,11 @@ def describe(op: Op) -> tuple[Any, ...]:
     match op:
         case Insert(entry=entry):
             return ("insert", entry.id)
-        case Deliver(id=id, attempt=attempt):
+        case DeliverOp(id=id, attempt=attempt):
             return ("deliver", id, attempt)
         case Requeue(id=id, attempt=attempt):
             return ("requeue", id, attempt)
-        case Ack(id=id):
+        case AckOp(id=id):
             return ("ack", id)
         case Fail(id=id, reason=reason):
             return ("fail", id, reason)

@@ -13,9 +13,10 @@ import pytest
 
 from broker_core.actor import QueueActor, QueueDeleted
 from broker_core.errors import Unavailable
-from broker_core.journal import Deliver, Insert, PutQueue
+from broker_core.journal import DeliverOp, Insert, PutQueue
 from broker_core.messages import Entry, PublishRequest, QueueOptions
-from broker_core.queue import BodyBudget, QueueState
+from broker_core.pending import BodyBudget
+from broker_core.queue import QueueState
 from storage import SQLiteStorage
 from tests.conftest import MS
 from tests.core.helpers import Sink
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from broker_core.journal import Op
-    from broker_core.queue import Item, Published
+    from broker_core.pending import Item
+    from broker_core.queue import Published
 
 
 class Hooks:
@@ -246,7 +248,7 @@ async def test_ops_reach_storage_and_hooks_in_order(rig: Rig) -> None:
     actor = await rig.start()
     await rig.publish(actor, b"1")
     await actor.pull(1, None, 0)
-    assert [type(op) for op in rig.hooks.ops] == [Insert, Deliver]
+    assert [type(op) for op in rig.hooks.ops] == [Insert, DeliverOp]
     await rig.storage.flush()
     row = await rig.storage.get_message(1)
     assert row is not None

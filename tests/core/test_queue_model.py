@@ -24,13 +24,14 @@ from hypothesis.stateful import (
 
 from broker_core.journal import (
     DeadLetter,
-    Deliver,
+    DeliverOp,
     Drop,
     Insert,
     Op,
 )
 from broker_core.messages import Entry, PublishRequest, QueueOptions
-from broker_core.queue import BodyBudget, QueueState
+from broker_core.pending import BodyBudget
+from broker_core.queue import QueueState
 from tests.core.helpers import describe
 
 PRIORITIES = 4
@@ -172,12 +173,12 @@ class QueueMachine(RuleBasedStateMachine):
         return bool(message.expires_at) and message.expires_at <= self.now
 
     def replay_deliveries(self, ops: list[Op], holders: list[int | None]) -> None:
-        """Check a stream of Deliver and expiry ops against the model's pending order."""
+        """Check a stream of DeliverOp and expiry ops against the model's pending order."""
         model = self.model
         holders_left = deque(holders)
         for op in ops:
             match op:
-                case Deliver(id=id, attempt=attempt, lease_deadline=deadline):
+                case DeliverOp(id=id, attempt=attempt, lease_deadline=deadline):
                     assert id == model.head(), f"delivered {id}, expected {model.head()}"
                     message = model.messages[id]
                     assert not self.expired(message), f"delivered expired message {id}"
@@ -205,7 +206,7 @@ class QueueMachine(RuleBasedStateMachine):
                     model.unready(message)
                 case _:
                     raise AssertionError(f"unexpected op {op!r} while delivering")
-        assert not holders_left, "every delivery has a Deliver op"
+        assert not holders_left, "every delivery has a DeliverOp"
 
     def check_progress(self) -> None:
         """Delivery stops early only while bodies are being loaded."""
@@ -300,7 +301,7 @@ class QueueMachine(RuleBasedStateMachine):
         deliveries = self.state.take_deliveries()
         ops = self.state.take_ops()
         delivered = [entry.id for _, entry in deliveries]
-        assert delivered == [op.id for op in ops if isinstance(op, Deliver)]
+        assert delivered == [op.id for op in ops if isinstance(op, DeliverOp)]
         self.replay_deliveries(ops, [consumer for consumer, _ in deliveries])
         self.collect()
         self.check_progress()
@@ -309,7 +310,7 @@ class QueueMachine(RuleBasedStateMachine):
     def pull(self, max_count: int, lease: float | None) -> None:
         entries = self.state.pull(max_count, lease, self.now)
         ops = self.state.take_ops()
-        assert [e.id for e in entries] == [op.id for op in ops if isinstance(op, Deliver)]
+        assert [e.id for e in entries] == [op.id for op in ops if isinstance(op, DeliverOp)]
         for entry in entries:
             assert entry.lease_deadline == self.now + (lease if lease is not None else LEASE_S)
             assert entry.redelivered == (entry.attempt > 1)
@@ -429,16 +430,12 @@ class QueueMachine(RuleBasedStateMachine):
         if not hasattr(self, "state"):
             return
         state, model = self.state, self.model
-        actual_ready = [
-            [item >> 36 if isinstance(item, int) else item.id for item in dq]
-            for dq in state._pending[:PRIORITIES]
-        ]
-        assert actual_ready == [list(dq) for dq in model.ready]
-        assert all(not dq for dq in state._pending[PRIORITIES:])
-        delayed = sorted(entry.id for _, _, entry in state._delayed)
+        actual_ready = state.pending.ids()
+        assert actual_ready == [id for dq in reversed(model.ready) for id in dq]
+        delayed = sorted(state.pending.delayed_ids())
         assert delayed == sorted(m.id for m in model.where("delayed"))
         assert sorted(state.processing) == sorted(m.id for m in model.where("processing"))
-        places = [id for dq in actual_ready for id in dq] + delayed + list(state.processing)
+        places = actual_ready + delayed + list(state.processing)
         assert len(places) == len(set(places)), "a message is in two places"
 
     @invariant()

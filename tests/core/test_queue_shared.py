@@ -6,15 +6,16 @@ from typing import Any
 
 import pytest
 
+from broker_core.claims import SharedQueueState
 from broker_core.errors import QueueFull
 from broker_core.messages import Entry, QueueOptions
-from broker_core.queue import BodyBudget, QueueState
+from broker_core.pending import BodyBudget
 from tests.core.test_queue_state import BODY, Ids, deliveries, ops, publish, req
 
 
-def shared_state(**options: Any) -> QueueState:
-    return QueueState(
-        "q", QueueOptions(**options), budget=BodyBudget(1 << 20), dedup_window_s=60.0, shared=True
+def shared_state(**options: Any) -> SharedQueueState:
+    return SharedQueueState(
+        "q", QueueOptions(**options), budget=BodyBudget(1 << 20), dedup_window_s=60.0
     )
 
 
@@ -133,7 +134,7 @@ def test_claimed_messages_no_consumer_can_take_are_released() -> None:
 def test_max_length_counts_what_storage_holds() -> None:
     """reject_publish refuses once storage's pending count (as last read) is at the limit."""
     state = shared_state(max_length=3)
-    state.stored_pending = 2
+    state.counted(2, 0, state.count_mark())
     publish(state, Ids())
     with pytest.raises(QueueFull):
         publish(state, Ids())
@@ -154,8 +155,7 @@ def test_a_dedup_id_another_node_published_is_a_repeat_here() -> None:
 def test_drop_head_asks_storage_to_drop_the_oldest() -> None:
     """Past max_length, drop_head writes a Trim for storage (the oldest aren't in memory here)."""
     state = shared_state(max_length=3, overflow="drop_head", dead_letter_queue="dlq")
-    state.stored_pending = 3
-    state.stored_bytes = 3 * len(BODY)
+    state.counted(3, 3 * len(BODY), state.count_mark())
     publish(state, Ids(), count=2)
     [trim, *inserts] = state.take_ops()
     assert (type(trim).__name__, trim.count, trim.size, trim.target) == ("Trim", 2, 0, "dlq")

@@ -9,15 +9,18 @@ from typing import Any
 import msgspec
 import pytest
 
+from broker_core.claims import SharedQueueState
 from broker_core.errors import InvalidTransition, MessageNotFound, QueueFull
 from broker_core.journal import (
-    Ack,
-    Deliver,
+    AckOp,
+    DeliverOp,
     Fail,
     Insert,
+    Restore,
 )
 from broker_core.messages import Entry, PublishRequest, QueueOptions
-from broker_core.queue import BodyBudget, QueueState, pack_cold, unpack_cold
+from broker_core.pending import BodyBudget, pack_cold, unpack_cold
+from broker_core.queue import QueueState
 from broker_core.types import Overflow
 from tests.core.helpers import describe
 
@@ -69,27 +72,20 @@ def assert_no_effects(state: QueueState) -> None:
 
 def pending_ids(state: QueueState) -> list[int]:
     """Ids waiting in ``pending``, in delivery order (highest priority first)."""
-    out: list[int] = []
-    for dq in reversed(state._pending):
-        out.extend(item >> 36 if isinstance(item, int) else item.id for item in dq)
-    return out
+    return state.pending.ids()
 
 
 def assert_consistent(state: QueueState) -> None:
     """The counters match what the state holds."""
-    items = [item for dq in state._pending for item in dq]
-    sizes = [unpack_cold(i)[2] if isinstance(i, int) else i.size for i in items]
-    delayed = [entry for _, _, entry in state._delayed]
-    assert state.pending_count == len(items)
-    assert state.delayed_count == len(delayed)
-    assert state.pending_bytes == sum(sizes) + sum(e.size for e in delayed)
+    counted = state.pending.recount()
+    assert state.pending_count == counted.ready == len(state.pending.ids())
+    assert state.delayed_count == counted.delayed == len(state.pending.delayed_ids())
+    assert state.pending_bytes == counted.bytes
     held = set().union(*(c.held for c in state.consumers.values()))
     assert held <= set(state.processing)
     for consumer in state.consumers.values():
         assert 0 <= len(consumer.held) <= consumer.prefetch
-    hot = [i for i in items if isinstance(i, Entry) and i.content is not None]
-    hot_delayed = [e for e in delayed if e.content is not None]
-    assert state.budget.used == sum(e.size for e in hot) + sum(e.size for e in hot_delayed)
+    assert state.budget.used == counted.hot_bytes
 
 
 def stored_copy(entry: Entry) -> Entry:
@@ -162,7 +158,7 @@ def test_dispatch_emits_deliver_with_attempt_one(ids: Ids) -> None:
     [(_, entry)] = state.take_deliveries()
     assert (entry.attempt, entry.redelivered, entry.consumer) == (1, False, 1)
     assert entry.lease_deadline == 13.0
-    assert state.take_ops() == [Deliver(1, 1, 13.0)]
+    assert state.take_ops() == [DeliverOp(1, 1, 13.0)]
     assert state.delivered_total == 1
 
 
@@ -205,13 +201,13 @@ def test_ack_frees_credit(ids: Ids) -> None:
 
 
 def test_ack_op_carries_queue_and_time(ids: Ids) -> None:
-    """The Ack operation names the queue and when it happened."""
+    """The AckOp operation names the queue and when it happened."""
     state = new_state(name="orders")
     publish(state, ids)
     state.pull(1, None, 0.0)
     state.take_ops()
     state.ack([1], 7.5)
-    assert state.take_ops() == [Ack("orders", 1, 7.5)]
+    assert state.take_ops() == [AckOp("orders", 1, 7.5)]
 
 
 # -- nack, attempts and dead letters ---------------------------------------------------
@@ -817,8 +813,8 @@ def test_publishes_past_the_budget_become_cold(ids: Ids) -> None:
     """Once the body budget is spent, messages keep only id, priority and size."""
     state = new_state(budget=12)
     publish(state, ids, 3)
-    cold = [item for dq in state._pending for item in dq if isinstance(item, int)]
-    assert [unpack_cold(item) for item in cold] == [(3, 0, 6)]
+    hot = {entry.id for entry in state.pending.entries()}
+    assert [id for id in pending_ids(state) if id not in hot] == [3]
     assert state.budget.used == 12
     assert (state.pending_count, state.pending_bytes) == (3, 18)
     assert_consistent(state)
@@ -832,7 +828,6 @@ def test_dispatch_stops_at_a_cold_head_and_asks_for_loads(ids: Ids) -> None:
     state.dispatch(0.0)
     assert deliveries(state) == [(1, 1)]
     assert state.take_loads() == [2, 3, 4]
-    assert not state.can_deliver()
     state.dispatch(0.0)
     assert state.take_loads() == []  # one load at a time
     assert state.pull(1, None, 0.0) == []
@@ -849,7 +844,6 @@ def test_hydrate_makes_cold_items_deliverable_in_order(ids: Ids) -> None:
     deliveries(state)
     wanted = state.take_loads()
     state.hydrate([stored[i] for i in reversed(wanted)], wanted)
-    assert state.can_deliver()
     state.dispatch(0.0)
     assert deliveries(state) == [(1, 2), (1, 3), (1, 4)]
     assert state.budget.used == 0
@@ -920,16 +914,29 @@ def test_adopt_takes_a_cold_item(ids: Ids) -> None:
     assert pending_ids(state) == [7]
 
 
-def test_remove_pending_takes_one_message_out(ids: Ids) -> None:
-    """remove_pending returns the item and fixes the counts; None when absent."""
+def test_take_for_retry_takes_a_pending_message_out(ids: Ids) -> None:
+    """A dead-lettered pending message taken for retry leaves; a second take is refused."""
     state = new_state()
     publish(state, ids, 3)
-    item = state.remove_pending(2)
-    assert isinstance(item, Entry)
-    assert item.id == 2
-    assert state.remove_pending(2) is None
+    state.take_ops()
+    state.take_for_retry(2, False, "origin")
+    assert state.take_ops() == [Restore(2, "origin")]
     assert pending_ids(state) == [1, 3]
+    with pytest.raises(InvalidTransition):
+        state.take_for_retry(2, False, "origin")
     assert_consistent(state)
+
+
+def test_take_for_retry_of_a_failed_message_uncounts_it(ids: Ids) -> None:
+    """A failed message taken for retry no longer counts as failed here."""
+    state = new_state()
+    publish(state, ids)
+    state.pull(1, None, 0.0)
+    state.nack([1], 0.0, requeue=False)
+    state.take_ops()
+    state.take_for_retry(1, True, "q")
+    assert state.failed == 0
+    assert state.take_ops() == [Restore(1, "q")]
 
 
 # -- purge ---------------------------------------------------------------------------------
@@ -1090,11 +1097,12 @@ def test_set_options_governs_the_next_delivery(ids: Ids) -> None:
 # -- edges -----------------------------------------------------------------------------------------
 
 
-def test_ready_count_and_can_deliver_on_an_empty_queue() -> None:
-    """An empty queue has nothing ready and nothing to deliver."""
+def test_an_empty_queue_has_nothing_to_deliver() -> None:
+    """An empty queue has nothing ready, nothing to pull and no deadline."""
     state = new_state()
-    assert state.ready_count == 0
-    assert not state.can_deliver()
+    assert state.pending_count == 0
+    assert state.pull(1, None, 0.0) == []
+    assert state.take_loads() == []
     assert state.next_deadline() is None
 
 
@@ -1205,7 +1213,7 @@ def test_pending_entries_are_not_tracked_by_the_collector(ids: Ids) -> None:
     """A backlog adds nothing for the garbage collector to walk: entries are untracked."""
     state = new_state()
     publish(state, ids, 1000, headers={"trace": "abc"})
-    entries = [item for dq in state._pending for item in dq]
+    entries = list(state.pending.entries())
     assert len(entries) == 1000
     assert not any(gc.is_tracked(entry) for entry in entries)
 
@@ -1278,7 +1286,7 @@ def test_withdraw_in_another_queue_touches_only_what_it_holds(ids: Ids) -> None:
 
 def test_withdraw_in_shared_mode_uncounts_what_storage_will_never_hold(ids: Ids) -> None:
     """Shared mode: a withdrawn publish no longer counts as pending in storage."""
-    state = QueueState("q", QueueOptions(), budget=BodyBudget(1 << 20), shared=True)
+    state = SharedQueueState("q", QueueOptions(), budget=BodyBudget(1 << 20))
     publish(state, ids, 2)
     [first, second] = inserted(state)
     state.withdraw("q", [first])

@@ -19,9 +19,10 @@ import msgspec
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from broker_core.journal import Ack, DeadLetter, Deliver, Drop, Fail, Insert, Release, Requeue
+from broker_core.claims import SharedQueueState
+from broker_core.journal import AckOp, DeadLetter, DeliverOp, Drop, Fail, Insert, Release, Requeue
 from broker_core.messages import Entry, PublishRequest, QueueOptions
-from broker_core.queue import BodyBudget, QueueState
+from broker_core.pending import BodyBudget
 
 PENDING, PROCESSING, PROCESSED, FAILED = range(4)
 NODES = 3
@@ -76,7 +77,7 @@ class Database:
             if type(op) is Insert:
                 self.rows[op.entry.id] = Row(op.entry.id, op.entry.priority)
                 continue
-            if type(op) is Deliver:
+            if type(op) is DeliverOp:
                 continue  # the claim recorded it (the actor doesn't write it)
             row = self.rows.get(op.id)
             if row is None or row.status == PROCESSED:
@@ -84,7 +85,7 @@ class Database:
             if row.status == PROCESSING and row.owner not in (node, None):
                 continue  # fenced: another node holds it
             match op:
-                case Ack():
+                case AckOp():
                     row.status = PROCESSED
                 case Fail():
                     row.status = FAILED
@@ -110,12 +111,7 @@ class Node:
 
     def __init__(self, index: int, incarnation: int) -> None:
         self.id = index * 1000 + incarnation
-        self.state = QueueState(
-            "q",
-            QueueOptions(max_attempts=4),
-            budget=BodyBudget(1 << 20),
-            shared=True,
-        )
+        self.state = SharedQueueState("q", QueueOptions(max_attempts=4), budget=BodyBudget(1 << 20))
         self.consumers = 0
 
 

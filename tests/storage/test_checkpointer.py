@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from broker_core.journal import Ack, Deliver, Insert, Op, PutQueue
+from broker_core.journal import AckOp, DeliverOp, Insert, Op, PutQueue
 from broker_core.messages import Entry, QueueOptions
 from broker_core.settings import Settings
 from storage import SQLiteStorage, storage_from_settings
@@ -82,7 +82,7 @@ async def test_the_wal_starts_over_under_continuous_commits(tmp_path: Path) -> N
                 for id in range(first, first + 1000)
             ]
             for id in previous:
-                ops += [Deliver(id, 1, now + 30), Ack("q", id, now)]
+                ops += [DeliverOp(id, 1, now + 30), AckOp("q", id, now)]
             previous = range(first, first + 1000)
             await storage.write(ops)
             largest = max(largest, wal.stat().st_size)

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import pytest
 
 from broker_core.journal import (
-    Ack,
+    AckOp,
     DeadLetter,
     DeleteQueue,
-    Deliver,
+    DeliverOp,
     Drop,
     Fail,
     Insert,
@@ -320,8 +320,8 @@ async def test_load_queues_counts_processed_and_failed(storage: Storage) -> None
         Insert("q", entry(3)),
         Insert("r", entry(4)),
     )
-    await write(storage, Deliver(1, 1, NOW), Deliver(2, 1, NOW), Deliver(4, 1, NOW))
-    await write(storage, Ack("q", 1, NOW), Fail("q", 2, "bad", NOW), Ack("r", 4, NOW))
+    await write(storage, DeliverOp(1, 1, NOW), DeliverOp(2, 1, NOW), DeliverOp(4, 1, NOW))
+    await write(storage, AckOp("q", 1, NOW), Fail("q", 2, "bad", NOW), AckOp("r", 4, NOW))
     counts = {q.name: (q.processed, q.failed) for q in await storage.load_queues()}
     assert counts == {"q": (1, 1), "r": (1, 0)}
 
@@ -329,7 +329,7 @@ async def test_load_queues_counts_processed_and_failed(storage: Storage) -> None
 async def test_delete_queue_removes_it_and_its_messages(storage: Storage) -> None:
     """DeleteQueue drops the queue and every message in it."""
     await write(storage, put_queue("q"), put_queue("r"), Insert("q", entry(1)))
-    await write(storage, Insert("r", entry(2)), Deliver(1, 1, NOW), DeleteQueue("q"))
+    await write(storage, Insert("r", entry(2)), DeliverOp(1, 1, NOW), DeleteQueue("q"))
     assert [q.name for q in await storage.load_queues()] == ["r"]
     assert await storage.get_message(1) is None
     assert await status_of(storage, 2) is MessageStatus.PENDING
@@ -384,9 +384,9 @@ async def test_reads_see_writes_not_yet_awaited(storage: Storage) -> None:
 
 
 async def test_deliver_marks_processing_with_attempt_and_lease(storage: Storage) -> None:
-    """Deliver makes a message processing with its attempt and lease deadline."""
+    """DeliverOp makes a message processing with its attempt and lease deadline."""
     await write(storage, put_queue(), Insert("q", entry(1)))
-    await write(storage, Deliver(1, 1, NOW + 30))
+    await write(storage, DeliverOp(1, 1, NOW + 30))
     row = await storage.get_message(1)
     assert row is not None
     assert row.status is MessageStatus.PROCESSING
@@ -395,7 +395,7 @@ async def test_deliver_marks_processing_with_attempt_and_lease(storage: Storage)
 
 async def test_requeue_makes_it_pending_and_redelivered(storage: Storage) -> None:
     """Requeue puts a message back to pending, marked redelivered."""
-    await write(storage, put_queue(), Insert("q", entry(1)), Deliver(1, 1, NOW + 30))
+    await write(storage, put_queue(), Insert("q", entry(1)), DeliverOp(1, 1, NOW + 30))
     await write(storage, Requeue(1, 1, "q"))
     row = await storage.get_message(1)
     assert row is not None
@@ -404,9 +404,9 @@ async def test_requeue_makes_it_pending_and_redelivered(storage: Storage) -> Non
 
 
 async def test_ack_makes_it_processed(storage: Storage) -> None:
-    """Ack settles a message as processed and counts it for its queue."""
-    await write(storage, put_queue(), Insert("q", entry(1)), Deliver(1, 1, NOW))
-    await write(storage, Ack("q", 1, NOW))
+    """AckOp settles a message as processed and counts it for its queue."""
+    await write(storage, put_queue(), Insert("q", entry(1)), DeliverOp(1, 1, NOW))
+    await write(storage, AckOp("q", 1, NOW))
     assert await status_of(storage, 1) is MessageStatus.PROCESSED
     [queue] = await storage.load_queues()
     assert queue.processed == 1
@@ -414,7 +414,7 @@ async def test_ack_makes_it_processed(storage: Storage) -> None:
 
 async def test_fail_keeps_the_reason(storage: Storage) -> None:
     """Fail marks a message failed with its reason as last_error."""
-    await write(storage, put_queue(), Insert("q", entry(1)), Deliver(1, 1, NOW))
+    await write(storage, put_queue(), Insert("q", entry(1)), DeliverOp(1, 1, NOW))
     await write(storage, Fail("q", 1, "max_attempts", NOW))
     row = await storage.get_message(1)
     assert row is not None
@@ -430,7 +430,7 @@ async def test_dead_letter_moves_it_to_the_target(storage: Storage) -> None:
         Insert("q", entry(1, dedup_id="x", expires_at=NOW - 5)),
     )
     await write(
-        storage, Deliver(1, 2, NOW), Requeue(1, 2, "q"), DeadLetter(1, "q", "dlq", "expired")
+        storage, DeliverOp(1, 2, NOW), Requeue(1, 2, "q"), DeadLetter(1, "q", "dlq", "expired")
     )
     row = await storage.get_message(1)
     assert row is not None
@@ -455,7 +455,7 @@ async def test_restore_moves_a_failed_message_back(storage: Storage) -> None:
         put_queue("q"),
         put_queue("dlq"),
         Insert("q", entry(1, expires_at=NOW - 1)),
-        Deliver(1, 3, NOW),
+        DeliverOp(1, 3, NOW),
         DeadLetter(1, "q", "dlq", "max_attempts"),
     )
     await write(storage, Restore(1, "q"))
@@ -482,7 +482,7 @@ async def test_purge_deletes_only_pending(storage: Storage) -> None:
         Insert("q", entry(4)),
         Insert("r", entry(5)),
     )
-    await write(storage, Deliver(1, 1, NOW), Deliver(4, 1, NOW), Ack("q", 4, NOW))
+    await write(storage, DeliverOp(1, 1, NOW), DeliverOp(4, 1, NOW), AckOp("q", 4, NOW))
     await write(storage, PurgeQueue("q"))
     statuses = [await status_of(storage, id) for id in (1, 2, 3, 4, 5)]
     assert statuses == [
@@ -499,7 +499,9 @@ async def test_purge_deletes_only_pending(storage: Storage) -> None:
 
 async def test_insert_deliver_ack_in_one_batch_is_one_processed_row(storage: Storage) -> None:
     """A message published, delivered and acked in one batch lands as processed, attempt 1."""
-    await write(storage, put_queue(), Insert("q", entry(1)), Deliver(1, 1, NOW), Ack("q", 1, NOW))
+    await write(
+        storage, put_queue(), Insert("q", entry(1)), DeliverOp(1, 1, NOW), AckOp("q", 1, NOW)
+    )
     row = await storage.get_message(1)
     assert row is not None
     assert (row.status, row.entry.attempt) == (MessageStatus.PROCESSED, 1)
@@ -516,9 +518,9 @@ async def test_insert_and_drop_in_one_batch_leaves_nothing(storage: Storage) -> 
 
 
 async def test_later_patches_win_within_a_batch(storage: Storage) -> None:
-    """Deliver, Requeue, Deliver in one batch leave the last state."""
+    """DeliverOp, Requeue, DeliverOp in one batch leave the last state."""
     await write(storage, put_queue(), Insert("q", entry(1)))
-    await write(storage, Deliver(1, 1, NOW), Requeue(1, 1, "q"), Deliver(1, 2, NOW + 9))
+    await write(storage, DeliverOp(1, 1, NOW), Requeue(1, 1, "q"), DeliverOp(1, 2, NOW + 9))
     row = await storage.get_message(1)
     assert row is not None
     assert row.status is MessageStatus.PROCESSING
@@ -552,7 +554,7 @@ async def test_patch_after_barrier_applies_to_earlier_insert(storage: Storage) -
         put_queue(),
         Insert("q", entry(1)),
         put_queue("other"),
-        Deliver(1, 1, NOW),
+        DeliverOp(1, 1, NOW),
     )
     assert await status_of(storage, 1) is MessageStatus.PROCESSING
 
@@ -572,8 +574,8 @@ async def test_last_message_id_survives_prune_and_reopen(backend: Backend) -> No
     backend.only_sqlite("ids are made from the clock and the node slot (broker_core.ids)")
     storage = await backend.open(processed_retention_count=0)
     await write(storage, put_queue(), *(Insert("q", entry(i)) for i in (1, 2, 3)))
-    await write(storage, *(Deliver(i, 1, NOW) for i in (1, 2, 3)))
-    await write(storage, *(Ack("q", i, NOW) for i in (1, 2, 3)))
+    await write(storage, *(DeliverOp(i, 1, NOW) for i in (1, 2, 3)))
+    await write(storage, *(AckOp("q", i, NOW) for i in (1, 2, 3)))
     assert await storage.prune(NOW) == 3
     await storage.close()
     again = await backend.open()
@@ -615,7 +617,7 @@ async def test_last_message_id_survives_pruning_the_failed(backend: Backend) -> 
     backend.only_sqlite("ids are made from the clock and the node slot (broker_core.ids)")
     storage = await backend.open()
     await write(storage, put_queue(), *(Insert("q", entry(i)) for i in (1, 2, 3)))
-    await write(storage, Deliver(3, 1, NOW), Fail("q", 3, "gave up", NOW))
+    await write(storage, DeliverOp(3, 1, NOW), Fail("q", 3, "gave up", NOW))
     assert await storage.prune_failed(NOW + 1) == {"q": 1}
     await storage.close()
     again = await backend.open()
@@ -627,7 +629,7 @@ async def test_batches_that_only_add_rows_leave_the_highest_id_in_them(tmp_path:
     storage = SQLiteStorage(tmp_path / "broker.db")
     await storage.open()
     await write(storage, put_queue(), *(Insert("q", entry(i)) for i in (1, 2, 3)))
-    await write(storage, Deliver(3, 1, NOW), Ack("q", 3, NOW), Insert("q", entry(7)))
+    await write(storage, DeliverOp(3, 1, NOW), AckOp("q", 3, NOW), Insert("q", entry(7)))
     with sqlite3.connect(tmp_path / "broker.db") as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'last_id'").fetchall() == []
     await storage.close()
@@ -665,7 +667,7 @@ async def test_a_failed_commit_keeps_its_settlements(
         await storage.claim("q", 1, NOW)  # type: ignore[attr-defined]
     await backend.fail_next_commit(storage, monkeypatch, permanent=permanent)
     with pytest.raises(StorageUnavailable):
-        await storage.write([Deliver(1, 1, NOW + 30), Ack("q", 1, NOW), Insert("q", entry(2))])
+        await storage.write([DeliverOp(1, 1, NOW + 30), AckOp("q", 1, NOW), Insert("q", entry(2))])
     # Batches commit in order: once a later one has, what the failed one left has too.
     await write(storage, put_queue("later"))
     assert await status_of(storage, 1) is MessageStatus.PROCESSED
@@ -701,7 +703,7 @@ async def test_replay_returns_ready_ids_in_order_and_delayed_entries(storage: St
         Insert("q", entry(5)),
         Insert("q", entry(6)),
     )
-    await write(storage, Deliver(5, 1, NOW), Deliver(6, 1, NOW), Ack("q", 6, NOW))
+    await write(storage, DeliverOp(5, 1, NOW), DeliverOp(6, 1, NOW), AckOp("q", 6, NOW))
     replayed = await storage.replay("q", NOW)
     assert replayed.cold == [(1, 3, 8), (2, 0, 2)]
     [delayed] = replayed.delayed
@@ -714,7 +716,7 @@ async def test_processing_comes_back_pending_and_redelivered(backend: Backend) -
     backend.only_sqlite("a node's leases come back when it leaves or is presumed dead")
     storage = await backend.open()
     await write(storage, put_queue(), Insert("q", entry(1)), Insert("q", entry(2)))
-    await write(storage, Deliver(2, 1, NOW + 30))
+    await write(storage, DeliverOp(2, 1, NOW + 30))
     await storage.close()
     again = await backend.open()
     replayed = await again.replay("q", time.time())
@@ -759,7 +761,7 @@ async def test_load_entries_returns_pending_bodies_only(storage: Storage) -> Non
         Insert("q", entry(2)),
         Insert("q", entry(3)),
     )
-    await write(storage, Deliver(2, 1, NOW), Drop(3))
+    await write(storage, DeliverOp(2, 1, NOW), Drop(3))
     loaded = await storage.load_entries([3, 2, 1, 99])
     assert [(e.id, e.content, e.headers) for e in loaded] == [(1, b'"a"', {"h": "v"})]
 
@@ -781,7 +783,7 @@ async def test_browse_pages_by_id_with_status_filter(storage: Storage) -> None:
         *(Insert("q", entry(i)) for i in range(1, 6)),
         Insert("other", entry(6)),
     )
-    await write(storage, Deliver(2, 1, NOW), Deliver(4, 1, NOW), Ack("q", 4, NOW))
+    await write(storage, DeliverOp(2, 1, NOW), DeliverOp(4, 1, NOW), AckOp("q", 4, NOW))
     everything = await storage.browse("q", None, 10, None)
     assert [(r.entry.id, r.status) for r in everything] == [
         (1, MessageStatus.PENDING),
@@ -806,7 +808,7 @@ async def test_retryable_ids_are_failed_and_dead_lettered(storage: Storage) -> N
         *(Insert("q", entry(i)) for i in range(1, 5)),
         Insert("dlq", entry(5)),
     )
-    await write(storage, Deliver(1, 1, NOW), Deliver(2, 1, NOW), Deliver(3, 1, NOW))
+    await write(storage, DeliverOp(1, 1, NOW), DeliverOp(2, 1, NOW), DeliverOp(3, 1, NOW))
     await write(storage, Fail("q", 3, "x", NOW), DeadLetter(1, "q", "dlq", "rejected"))
     await write(storage, Fail("q", 2, "y", NOW))
     assert await storage.retryable_ids("q", 10) == [2, 3]
@@ -822,8 +824,8 @@ async def test_prune_by_count_keeps_the_newest_processed(backend: Backend) -> No
     storage = await backend.open(processed_retention_count=2)
     ids = range(1, 6)
     await write(storage, put_queue(), *(Insert("q", entry(i)) for i in ids))
-    await write(storage, *(Deliver(i, 1, NOW) for i in ids))
-    await write(storage, *(Ack("q", i, NOW) for i in ids if i != 5))
+    await write(storage, *(DeliverOp(i, 1, NOW) for i in ids))
+    await write(storage, *(AckOp("q", i, NOW) for i in ids if i != 5))
     assert await storage.prune(NOW) == 2
     remaining = await storage.browse("q", None, 10, None)
     assert [(r.entry.id, r.status) for r in remaining] == [
@@ -840,7 +842,7 @@ async def test_one_prune_deletes_more_than_one_batch(backend: Backend) -> None:
     storage = await backend.open(processed_retention_count=0)
     ids = range(1, PRUNE_BATCH * 2 + 501)
     await write(storage, put_queue(), *(Insert("q", entry(i)) for i in ids))
-    await write(storage, *(op for i in ids for op in (Deliver(i, 1, NOW), Ack("q", i, NOW))))
+    await write(storage, *(op for i in ids for op in (DeliverOp(i, 1, NOW), AckOp("q", i, NOW))))
     assert await storage.prune(NOW) == len(ids)
     assert await storage.browse("q", None, 10, None) == []
 
@@ -849,9 +851,9 @@ async def test_prune_by_age_deletes_old_processed(backend: Backend) -> None:
     """Processed messages settled before the retention time are deleted."""
     storage = await backend.open(processed_retention_s=60.0)
     await write(storage, put_queue(), *(Insert("q", entry(i)) for i in (1, 2, 3)))
-    await write(storage, *(Deliver(i, 1, NOW) for i in (1, 2, 3)))
+    await write(storage, *(DeliverOp(i, 1, NOW) for i in (1, 2, 3)))
     await write(
-        storage, Ack("q", 1, NOW - 120), Ack("q", 2, NOW - 10), Fail("q", 3, "x", NOW - 120)
+        storage, AckOp("q", 1, NOW - 120), AckOp("q", 2, NOW - 10), Fail("q", 3, "x", NOW - 120)
     )
     assert await storage.prune(NOW) == 1
     assert [await status_of(storage, i) for i in (1, 2, 3)] == [

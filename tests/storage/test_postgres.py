@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from broker_core.journal import Ack, Change, Deliver, Insert, PutQueue, Trim
+from broker_core.journal import AckOp, Change, DeliverOp, Insert, PutQueue, Trim
 from broker_core.messages import Entry, QueueOptions
 from broker_core.settings import Settings
 from broker_core.types import MessageStatus
@@ -136,11 +136,11 @@ async def test_a_node_cannot_settle_what_another_node_holds(
     a, b = await nodes("a"), await nodes("b")
     await published(a, entry(1))
     [claimed] = await a.claim("q", 1, NOW)
-    await b.write([Ack("q", claimed.id, NOW)])
+    await b.write([AckOp("q", claimed.id, NOW)])
     row = await b.get_message(1)
     assert row is not None
     assert row.status.label == "processing"
-    await a.write([Deliver(1, 1, NOW + 30), Ack("q", 1, NOW)])
+    await a.write([DeliverOp(1, 1, NOW + 30), AckOp("q", 1, NOW)])
     row = await b.get_message(1)
     assert row is not None
     assert row.status.label == "processed"
@@ -154,7 +154,7 @@ async def test_settle_elsewhere_takes_over_another_nodes_lease(
     await published(a, entry(1), entry(2))
     [claimed] = await a.claim("q", 1, NOW)
     done = await b.settle_elsewhere(
-        [claimed.id, 2], lambda held: Ack(held.queue, held.entry.id, NOW)
+        [claimed.id, 2], lambda held: AckOp(held.queue, held.entry.id, NOW)
     )
     assert done == [("q", claimed.id)]
     counts = await b.counts(["q"])

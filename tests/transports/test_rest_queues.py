@@ -299,3 +299,14 @@ async def test_consumers_lists_push_consumers(
     [row] = (await client.get("/consumers")).json()
     assert (row["queue"], row["label"], row["prefetch"], row["unacked"]) == ("jobs", "test", 3, 1)
     assert row["oldest_lease_held_s"] >= 0
+
+
+@pytest.mark.parametrize("settings_overrides", [{"default_lease_s": 7.5}])
+async def test_default_lease_setting_is_the_lease_of_new_queues(
+    client: httpx.AsyncClient,
+) -> None:
+    """BROKER_DEFAULT_LEASE_S is the lease of a queue created without one."""
+    await make_queue(client)
+    await make_queue(client, name="own", lease=2.0)
+    assert (await client.get("/queues/jobs")).json()["lease"] == 7.5
+    assert (await client.get("/queues/own")).json()["lease"] == 2.0

@@ -1,7 +1,7 @@
 """`RateSampler`: publish, deliver, ack and nack rates over the last minute.
 
-Once a second a background task reads the actors' counters
-(``published_total``, ``delivered_total``, ``acked_total``, ``nacked_total``)
+Once a second a background task reads the queues' counters from
+`Broker.infos` (``published_total``, ``delivered_total``, ``acked_total``, ``nacked_total``)
 and appends their running sums to a 61-slot ring, so the oldest sample is a
 minute old. A rate is the difference between now and the oldest sample over
 the time between them. Nothing is done per message: the actors count anyway.
@@ -22,8 +22,10 @@ import msgspec
 from loguru import logger
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from broker_core.broker import Broker
-    from broker_core.queue import QueueState
+    from broker_core.messages import QueueInfo
 
 __all__ = ["WINDOW_S", "RateSampler", "Rates"]
 
@@ -43,8 +45,8 @@ class Rates(msgspec.Struct, frozen=True, kw_only=True):
     window_s: float
 
 
-def _counts(state: QueueState) -> _Counts:
-    return (state.published_total, state.delivered_total, state.acked_total, state.nacked_total)
+def _counts(info: QueueInfo) -> _Counts:
+    return (info.published_total, info.delivered_total, info.acked_total, info.nacked_total)
 
 
 class RateSampler:
@@ -61,7 +63,7 @@ class RateSampler:
     def __init__(self, broker: Broker, interval_s: float = 1.0) -> None:
         self._broker = broker
         self.interval_s = interval_s
-        self._seen: dict[str, tuple[QueueState, _Counts]] = {}
+        self._seen: dict[str, tuple[datetime, _Counts]] = {}
         self._sums = (0, 0, 0, 0)
         self._ring: deque[tuple[float, _Counts]] = deque(maxlen=WINDOW_S + 1)
 
@@ -69,19 +71,20 @@ class RateSampler:
         """Add what each queue counted since the last look to the running sums."""
         broker = self._broker
         seen = self._seen
-        current: dict[str, tuple[QueueState, _Counts]] = {}
+        current: dict[str, tuple[datetime, _Counts]] = {}
         published, delivered, acked, nacked = self._sums
-        for name in broker.queue_names():
-            state = broker.actor(name).state
-            counts = _counts(state)
+        for info in broker.infos():
+            name = info.name
+            counts = _counts(info)
             before = seen.get(name)
             # A new queue (or one deleted and created again) counts from zero.
-            base = before[1] if before is not None and before[0] is state else (0, 0, 0, 0)
+            same = before is not None and before[0] == info.created_at
+            base = before[1] if before is not None and same else (0, 0, 0, 0)
             published += counts[0] - base[0]
             delivered += counts[1] - base[1]
             acked += counts[2] - base[2]
             nacked += counts[3] - base[3]
-            current[name] = (state, counts)
+            current[name] = (info.created_at, counts)
         self._seen = current
         self._sums = (published, delivered, acked, nacked)
         return self._sums

@@ -652,7 +652,7 @@ class Session:
         Runs inside the actor's turn, so reading its state is consistent.
         """
         try:
-            processing = self._broker.actor(sub.queue).state.processing
+            processing = self._broker.leases(sub.queue)
         except QueueNotFound:
             return
         cid = sub.consumer_id

@@ -1,0 +1,214 @@
+"""`SharedQueueState`: a queue's state when several nodes serve it from one database.
+
+The database owns the pending order (`journal.SharedStorage`): a publish
+only writes its `Insert`, a requeue or a dead letter only writes its op, and
+the state's pending order holds just the messages this node *claimed* for
+its consumers' credit. `balance` asks for claims (`take_claims`, answered
+by `claimed`) while messages may be ready (`wake`), and releases claimed
+messages no consumer here can take. Counts toward ``max_length`` and
+``max_bytes`` are storage's (`counted`), plus what this node changed since.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING
+
+from .journal import Drop, Release, Requeue, Trim
+from .queue import QueueState
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .messages import Entry, QueueOptions
+    from .pending import BodyBudget, Item
+
+__all__ = ["MAX_CLAIM", "SharedQueueState"]
+
+MAX_CLAIM = 1000
+"""Most messages one claim from shared storage leases."""
+
+
+class SharedQueueState(QueueState):
+    """The state of one queue on shared storage: it claims, and storage keeps the rest.
+
+    Arguments as `QueueState`'s.
+
+    Attributes:
+        stored_pending: pending messages in storage (every node's), as last
+            counted plus this node's publishes and trims since.
+        stored_bytes: their bytes, likewise.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        options: QueueOptions,
+        *,
+        budget: BodyBudget,
+        dedup_window_s: float = 300.0,
+        processed: int = 0,
+        failed: int = 0,
+    ) -> None:
+        super().__init__(
+            name,
+            options,
+            budget=budget,
+            dedup_window_s=dedup_window_s,
+            processed=processed,
+            failed=failed,
+        )
+        self.stored_pending = 0
+        self.stored_bytes = 0
+        self._moved = (0, 0)
+        self._want = True
+        self._woken = 0
+        self._woken_at_claim = 0
+        self._claiming = False
+        self._claims: list[int] = []
+        self._wakes: list[float] = []
+
+    def take_claims(self) -> int:
+        """Return and clear how many messages to claim from shared storage (then `claimed`)."""
+        out, self._claims = sum(self._claims), []
+        return out
+
+    # -- counts -----------------------------------------------------------------
+
+    def held(self) -> tuple[int, int]:
+        """Messages and bytes toward the limits: those claimed here and those in storage."""
+        count, size = super().held()
+        return count + self.stored_pending, size + self.stored_bytes
+
+    def _move_stored(self, count: int, size: int) -> None:
+        """Change the stored figures by this node's own publish or trim."""
+        pending = max(0, self.stored_pending + count)
+        size_now = max(0, self.stored_bytes + size)
+        moved = self._moved
+        self._moved = (
+            moved[0] + pending - self.stored_pending,
+            moved[1] + size_now - self.stored_bytes,
+        )
+        self.stored_pending, self.stored_bytes = pending, size_now
+
+    def _unpublished(self, entries: Sequence[Entry]) -> None:
+        self._move_stored(-len(entries), -sum(entry.size for entry in entries))
+
+    def count_mark(self) -> tuple[int, int]:
+        """A mark to hand to `counted`: what this node has moved so far."""
+        return self._moved
+
+    def counted(self, pending: int, size: int, mark: tuple[int, int]) -> None:
+        """Storage counted ``pending`` messages of ``size`` bytes, starting after ``mark``.
+
+        What this node published or trimmed since the mark was taken may be
+        missing from storage's answer: it stays on top of it.
+        """
+        moved = self._moved
+        self.stored_pending = max(0, pending + moved[0] - mark[0])
+        self.stored_bytes = max(0, size + moved[1] - mark[1])
+
+    # -- where messages go --------------------------------------------------------
+
+    def _place(self, entry: Entry, now: float) -> None:
+        # Every node claims it from storage; count it until counts are read again.
+        self._move_stored(1, entry.size)
+
+    def _make_room(self, count: int, size: int, limit: str, now: float) -> None:
+        # The oldest messages are in storage: it drops them in this batch.
+        options = self.options
+        max_length, max_bytes = options.max_length, options.max_bytes
+        held, held_bytes = self.held()
+        drop = max(0, held + count - max_length) if max_length is not None else 0
+        free = max(0, held_bytes + size - max_bytes) if max_bytes is not None else 0
+        target = options.dead_letter_queue
+        self._ops.append(Trim(self.name, drop, free, target if target != self.name else None))
+        self._move_stored(-drop, -free)
+
+    def adopt(self, item: Item, now: float) -> None:
+        """A message moved here waits in storage for a claim, like any pending message there."""
+
+    def _not_pending_for_retry(self, id: int) -> None:
+        """Not claimed here: it waits in storage, which restores it."""
+
+    def _requeue(self, entry: Entry) -> None:
+        # Back to storage, where any node may claim it.
+        self._ops.append(Requeue(entry.id, entry.attempt, self.name))
+
+    def _hand_over(self, target: str, item: Item) -> None:
+        """Storage moved it to ``target``, where any node claims it."""
+
+    def purge(self) -> int:
+        """Delete the messages claimed here (storage deletes its own pending ones)."""
+        for id in self.pending.ids():
+            self._ops.append(Drop(id))
+        return self.pending.clear()
+
+    # -- claims -------------------------------------------------------------------
+
+    def balance(self, waiting: int) -> None:
+        """Claim what consumers' credit and ``waiting`` pulls need, release the rest.
+
+        A claim is asked for (`take_claims`) only while ready messages may be
+        in storage (`wake`) and no claim is on its way. Claimed messages no
+        consumer here has credit for, with no pull waiting, go back to storage.
+        """
+        consumers = self.consumers
+        credit = sum(consumers[id].credit for id in self._ready)
+        pending = self.pending
+        if not credit and not waiting and pending.count:
+            for entry in pending.drain():
+                self._ops.append(Release(self.name, entry.id, entry.attempt))
+            return
+        demand = min(credit + waiting - pending.count, MAX_CLAIM)
+        if demand > 0 and self._want and not self._claiming:
+            self._claiming = True
+            self._woken_at_claim = self._woken
+            self._claims.append(demand)
+
+    def claimed(self, entries: Sequence[Entry], requested: int) -> None:
+        """Take the messages a claim of ``requested`` leased to this node (then `dispatch`)."""
+        self._claiming = False
+        if len(entries) < requested and self._woken == self._woken_at_claim:
+            # Storage had no more ready, and nothing was told since the claim
+            # left (it may have missed that): wait to be told before asking again.
+            self._want = False
+        pending = self.pending
+        for entry in entries:
+            entry.deliver_at = 0.0
+            pending.append_loaded(entry)
+
+    @property
+    def claiming(self) -> bool:
+        """Whether a claim was asked for and not yet answered."""
+        return self._claiming
+
+    def claim_failed(self) -> None:
+        """The claim asked for failed; the next `balance` asks again."""
+        self._claiming = False
+
+    def wake(self, at: float, now: float) -> None:
+        """Messages are ready in storage now, or will be at ``at``."""
+        if at > now:
+            heapq.heappush(self._wakes, at)
+        else:
+            self._want = True
+            self._woken += 1
+
+    # -- time -------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """As `QueueState.tick`, and the wakes due (delayed messages in storage)."""
+        super().tick(now)
+        wakes = self._wakes
+        while wakes and wakes[0] <= now:
+            heapq.heappop(wakes)
+            self._want = True
+            self._woken += 1
+
+    def next_deadline(self) -> float | None:
+        """As `QueueState.next_deadline`, with the next wake."""
+        deadline = super().next_deadline()
+        if self._wakes and (deadline is None or self._wakes[0] < deadline):
+            return self._wakes[0]
+        return deadline
