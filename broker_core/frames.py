@@ -1,7 +1,9 @@
 """The WebSocket protocol: every frame a client sends and the server answers, as msgspec Structs.
 
 A frame is one JSON object (or, with the ``msgpack`` subprotocol, one
-MessagePack map) whose ``op`` names its kind. Client frames form the tagged
+MessagePack map) whose ``op`` names its kind. A client frame with a field its
+kind does not have is refused (``forbid_unknown_fields``): a typo such as
+``priorty`` must not be dropped silently. Client frames form the tagged
 union `ClientFrame`, server frames `ServerFrame`; each union has one typed
 decoder per format, built once here, and `match` dispatches on the decoded
 Struct.
@@ -94,14 +96,14 @@ class _Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", omit_def
 # -- client frames ------------------------------------------------------------------
 
 
-class Auth(_Frame, frozen=True, kw_only=True, tag="auth"):
+class Auth(_Frame, frozen=True, kw_only=True, tag="auth", forbid_unknown_fields=True):
     """Authenticate (first frame without an ``Authorization`` header) or re-authenticate."""
 
     token: Annotated[str, msgspec.Meta(max_length=4096)]
     ref: Ref | None = None
 
 
-class Subscribe(_Frame, frozen=True, kw_only=True, tag="subscribe"):
+class Subscribe(_Frame, frozen=True, kw_only=True, tag="subscribe", forbid_unknown_fields=True):
     """Become a push consumer of ``queue`` holding at most ``prefetch`` unacked deliveries."""
 
     queue: QueueNameField
@@ -109,21 +111,21 @@ class Subscribe(_Frame, frozen=True, kw_only=True, tag="subscribe"):
     ref: Ref | None = None
 
 
-class Unsubscribe(_Frame, frozen=True, kw_only=True, tag="unsubscribe"):
+class Unsubscribe(_Frame, frozen=True, kw_only=True, tag="unsubscribe", forbid_unknown_fields=True):
     """End a subscription; what it held is requeued (redelivered)."""
 
     subscription: int
     ref: Ref | None = None
 
 
-class Ack(_Frame, frozen=True, kw_only=True, tag="ack"):
+class Ack(_Frame, frozen=True, kw_only=True, tag="ack", forbid_unknown_fields=True):
     """Settle deliveries (by their ``tag``) as processed."""
 
     tags: Tags
     ref: Ref | None = None
 
 
-class Nack(_Frame, frozen=True, kw_only=True, tag="nack"):
+class Nack(_Frame, frozen=True, kw_only=True, tag="nack", forbid_unknown_fields=True):
     """Give deliveries back: requeued (redelivered) or, without ``requeue``, failed."""
 
     tags: Tags
@@ -132,7 +134,7 @@ class Nack(_Frame, frozen=True, kw_only=True, tag="nack"):
     ref: Ref | None = None
 
 
-class Touch(_Frame, frozen=True, kw_only=True, tag="touch"):
+class Touch(_Frame, frozen=True, kw_only=True, tag="touch", forbid_unknown_fields=True):
     """Extend the leases of held deliveries to ``lease`` seconds from now."""
 
     tags: Tags
@@ -152,7 +154,14 @@ class Publish(
 ClientOne = Publish | Ack | Nack | Subscribe | Unsubscribe | Touch | Auth
 
 
-class ClientBatch(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag="batch"):
+class ClientBatch(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag_field="op",
+    tag="batch",
+    forbid_unknown_fields=True,
+):
     """Several client frames in one message, handled in order."""
 
     frames: Annotated[list[ClientOne], msgspec.Meta(min_length=1, max_length=10_000)]
@@ -302,7 +311,7 @@ def peek(data: str | bytes, msgpack: bool = False) -> tuple[object, Ref | None]:
             envelope = _msgpack_envelope.decode(data.encode() if isinstance(data, str) else data)
         else:
             envelope = _json_envelope.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None, None
     ref = envelope.ref
     if isinstance(ref, bool) or not isinstance(ref, int | str) or len(str(ref)) > 256:

@@ -95,7 +95,7 @@ class QueueOptions(msgspec.Struct, kw_only=True, frozen=True):
     lease: Seconds = 30.0
 
 
-class CreateQueueRequest(QueueOptions, kw_only=True, frozen=True):
+class CreateQueueRequest(QueueOptions, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Body of ``POST /queues``: a name and the queue's options.
 
     A ``lease`` left out (or null) is the broker's default (``BROKER_DEFAULT_LEASE_S``).
@@ -106,7 +106,7 @@ class CreateQueueRequest(QueueOptions, kw_only=True, frozen=True):
     lease: Seconds | None = None  # type: ignore[assignment]
 
 
-class UpdateQueueRequest(msgspec.Struct, kw_only=True, frozen=True):
+class UpdateQueueRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Body of ``PATCH /queues/{name}``: the options to change (unset ones keep their value)."""
 
     max_attempts: PositiveInt | msgspec.UnsetType | None = msgspec.UNSET
@@ -145,7 +145,7 @@ class QueueInfo(QueueOptions, kw_only=True, frozen=True):
     nacked_total: int = 0
 
 
-class PublishRequest(msgspec.Struct, kw_only=True, frozen=True):
+class PublishRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """One message to publish.
 
     ``content`` is any JSON value, stored as the exact bytes sent. ``delay_ms``
@@ -163,7 +163,7 @@ class PublishRequest(msgspec.Struct, kw_only=True, frozen=True):
     dedup_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
 
 
-class BatchPublishRequest(msgspec.Struct, kw_only=True, frozen=True):
+class BatchPublishRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Body of ``POST /queues/{name}/messages/batch``."""
 
     messages: Annotated[list[PublishRequest], msgspec.Meta(min_length=1)]
@@ -217,13 +217,13 @@ class MessagesPage(msgspec.Struct, kw_only=True, frozen=True):
     next_cursor: int | None = None
 
 
-class AckRequest(msgspec.Struct, kw_only=True, frozen=True):
+class AckRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Body of ``POST /messages/ack``."""
 
     ids: Annotated[list[int], msgspec.Meta(min_length=1)]
 
 
-class NackRequest(msgspec.Struct, kw_only=True, frozen=True):
+class NackRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Body of ``POST /messages/nack``; ``reason`` is kept as the message's ``last_error``."""
 
     ids: Annotated[list[int], msgspec.Meta(min_length=1)]
@@ -231,7 +231,7 @@ class NackRequest(msgspec.Struct, kw_only=True, frozen=True):
     reason: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
 
 
-class TouchRequest(msgspec.Struct, kw_only=True, frozen=True):
+class TouchRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Body of ``POST /messages/{id}/touch``: the lease's new length from now, in seconds."""
 
     lease: Seconds

@@ -34,6 +34,9 @@ _MIB = 1024 * 1024
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
+_MAX_JSON_DEPTH = 512
+"""Python's decoders recurse once per level and stop near 1,000 frames, their caller's included."""
+
 _LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 _SYNCHRONOUS = ("NORMAL", "FULL")
 
@@ -171,6 +174,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Most subscriptions on one WebSocket or GraphQL connection."""
     max_connections_per_user: int = 1000
     """Most concurrent WebSocket connections of one user."""
+    max_json_depth: int = 128
+    """Deepest nesting of arrays and objects in a JSON body, frame or GraphQL variable (at most
+    512: the decoders recurse per level); deeper is refused with 400 ``too_deep``."""
 
     # -- WebSocket -----------------------------------------------------------
     ws_max_frame_bytes: int = 1 * _MIB
@@ -264,6 +270,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"{field.name} must be positive, got {value}")
         if self.max_head_bytes < _KIB:
             raise ValueError(f"max_head_bytes must be at least {_KIB}, got {self.max_head_bytes}")
+        if self.max_json_depth > _MAX_JSON_DEPTH:
+            raise ValueError(
+                f"max_json_depth must be at most {_MAX_JSON_DEPTH}, got {self.max_json_depth}"
+            )
         if self.default_lease_s > self.max_lease_s:
             raise ValueError(
                 f"default_lease_s ({self.default_lease_s}) exceeds max_lease_s ({self.max_lease_s})"

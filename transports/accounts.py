@@ -55,20 +55,20 @@ _user_encoder = msgspec.json.Encoder()
 _user_decoder = msgspec.json.Decoder(User)
 
 
-class LoginRequest(msgspec.Struct, kw_only=True, frozen=True):
+class LoginRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """JSON body of ``POST /auth/token``."""
 
     username: Annotated[str, msgspec.Meta(max_length=64)]
     password: Annotated[str, msgspec.Meta(max_length=1024)]
 
 
-class RefreshRequest(msgspec.Struct, kw_only=True, frozen=True):
+class RefreshRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Body of ``POST /auth/refresh`` and ``POST /auth/logout``."""
 
     refresh_token: Annotated[str, msgspec.Meta(max_length=4096)]
 
 
-class CreateUserRequest(msgspec.Struct, kw_only=True, frozen=True):
+class CreateUserRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Body of ``POST /users``."""
 
     username: Username
@@ -77,7 +77,7 @@ class CreateUserRequest(msgspec.Struct, kw_only=True, frozen=True):
     permissions: list[Permission] = msgspec.field(default_factory=list)
 
 
-class UpdateUserRequest(msgspec.Struct, kw_only=True, frozen=True):
+class UpdateUserRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Body of ``PATCH /users/{username}``: the fields to change."""
 
     password: Password | None = None

@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup: bool = False
         lifespan=[lifespan, observability.sampler_lifespan(ctx)],
         state=State({"ctx": ctx}),
         exception_handlers=exception_handlers,
+        request_class=rest.CheckedRequest,
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors,
         logging_config=None,

@@ -8,6 +8,7 @@ broker's ``last_error`` and answered with a bare 500.
 
 from __future__ import annotations
 
+import re
 import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -48,7 +49,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ApiError",
     "ErrorInfo",
+    "InvalidEncoding",
+    "InvalidInput",
     "LastError",
+    "TooDeep",
+    "UnknownField",
     "classify",
     "exception_handlers",
     "last_error",
@@ -64,6 +69,48 @@ class ApiError(Exception):
         self.code = code
         self.detail = detail
         super().__init__(detail)
+
+
+class InvalidInput(ApiError):
+    """Bytes no decoder may see (DESIGN.md, Trust): bad encoding or too deep; always a 400."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(400, code, detail)
+
+
+class InvalidEncoding(InvalidInput):
+    """A string is not valid UTF-8: invalid or overlong bytes, or a lone surrogate."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("invalid_encoding", detail)
+
+
+class TooDeep(InvalidInput):
+    """JSON (or MessagePack) nested deeper than ``limit`` levels."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__("too_deep", f"nested deeper than {limit} levels")
+
+
+class UnknownField(ApiError):
+    """A request body or frame names a field its type does not have (a typo is not dropped)."""
+
+    def __init__(self, field: str, where: str | None = None) -> None:
+        self.field = field
+        at = f" at {where}" if where else ""
+        super().__init__(422, "unknown_field", f"unknown field {field!r}{at}")
+
+
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.*?)`(?: - at `(.*?)`)?$", re.DOTALL)
+
+
+def _unknown_field(message: str) -> UnknownField | None:
+    """The `UnknownField` a msgspec validation message reports, if it reports one."""
+    match = _UNKNOWN_FIELD.search(message)
+    if match is None:
+        return None
+    return UnknownField(match.group(1), match.group(2))
 
 
 class ErrorInfo(NamedTuple):
@@ -122,10 +169,21 @@ def classify(exc: BaseException) -> ErrorInfo:
                 return ErrorInfo(status, exc.code, str(exc))
         return ErrorInfo(400, exc.code, str(exc))
     if isinstance(exc, msgspec.ValidationError):
+        unknown = _unknown_field(str(exc))
+        if unknown is not None:
+            return classify(unknown)
         return ErrorInfo(422, "invalid", str(exc))
     if isinstance(exc, msgspec.DecodeError):
         return ErrorInfo(400, "malformed", str(exc))
     if isinstance(exc, ValidationException):
+        for problem in exc.extra if isinstance(exc.extra, list) else ():
+            unknown = (
+                _unknown_field(str(problem.get("message", "")))
+                if isinstance(problem, dict)
+                else None
+            )
+            if unknown is not None:
+                return classify(unknown)
         detail = str(exc.detail)
         malformed = detail.startswith("JSON is malformed") or "Invalid JSON" in detail
         return ErrorInfo(400 if malformed else 422, "malformed" if malformed else "invalid", detail)

@@ -114,6 +114,19 @@ def test_unknown_override_is_rejected() -> None:
         Settings.from_env({}, prot=1)
 
 
+@pytest.mark.parametrize("depth", [0, 513])
+def test_max_json_depth_out_of_range_is_rejected(depth: int) -> None:
+    """A JSON depth limit of 0 or past 512 (where the decoders recurse too deep) is refused."""
+    with pytest.raises(ValueError, match="max_json_depth"):
+        Settings(max_json_depth=depth)
+
+
+def test_max_json_depth_is_read_from_the_environment() -> None:
+    """``BROKER_MAX_JSON_DEPTH`` sets the limit (default 128)."""
+    assert Settings().max_json_depth == 128
+    assert Settings.from_env({"BROKER_MAX_JSON_DEPTH": "64"}).max_json_depth == 64
+
+
 @pytest.mark.parametrize("port", [-1, 65536])
 def test_port_out_of_range_is_rejected(port: int) -> None:
     """Ports outside 0-65535 raise ValueError."""

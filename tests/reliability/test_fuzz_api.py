@@ -17,6 +17,14 @@ Random names mostly answer 404, so half of the cases are pointed at a queue
 that exists (``fuzz``, holding messages, recreated when a case deleted it)
 and at message ids that exist, to reach the code behind the lookups.
 
+A second fuzzer sends hostile JSON to every route that takes a body (each
+operation of the schema with one, plus ``/auth/token``, ``/login`` and
+``/graphql``), with and without a token: near-valid bodies with invalid
+UTF-8, overlong forms, encoded or escaped lone surrogates spliced into a
+string, and nesting from a few levels to thousands. No answer is a 5xx,
+each refused one is a 4xx with its error body, and nothing reaches the
+broker's ``last_error`` or logs an ERROR record.
+
 The regressions the fuzzing found follow, one test each: ids past 64 bits
 reached SQLite (500), and instants past the year 9999 (a ``ttl_ms`` or
 ``delay_ms`` of millennia, accepted with 201) broke every later view of the
@@ -26,21 +34,22 @@ message (500).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from loguru import logger
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 if TYPE_CHECKING:
-    import httpx
-
     from tests.conftest import BrokerServer
 
 EXAMPLES = 25
@@ -149,6 +158,133 @@ async def test_every_operation_answers_without_5xx_and_to_its_schema(
     assert fuzz.operations >= 30
     assert not fuzz.server_errors
     assert not fuzz.failures, "\n\n".join(f"{k}:\n{v}" for k, v in fuzz.failures.items())
+
+
+# -- hostile bodies ------------------------------------------------------------------------
+
+HOSTILE_EXAMPLES = 400
+BAD_BYTES = [b"\xff", b"\xfe\xff", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xed\xbf\xbf",
+             b"\x80", b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80"]  # fmt: skip
+BAD_ESCAPES = [rb"\ud800", rb"\udbff", rb"\udc00", rb"\udfff", rb"\udc00\ud800", rb"\ud800\u0041"]
+FIELDS = ["content", "name", "username", "password", "refresh_token", "ids", "messages", "queues",
+          "headers", "permissions", "query", "variables", "lease", "max_attempts", "x"]  # fmt: skip
+
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+documents = st.dictionaries(st.sampled_from(FIELDS), plain, min_size=1, max_size=4).map(
+    lambda value: json.dumps(value).encode()
+)
+
+
+@st.composite
+def hostile_bodies(draw: st.DrawFn) -> bytes:
+    """A near-valid JSON body with bad bytes or an escaped lone surrogate in a string, or deep."""
+    body = draw(documents)
+    kind = draw(st.sampled_from(["bytes", "escape", "deep", "deep-raw", "both"]))
+    if kind in ("bytes", "escape", "both"):
+        quotes = [i for i, byte in enumerate(body) if byte == ord('"')]
+        at = draw(st.sampled_from(quotes)) + 1
+        bad = draw(st.sampled_from(BAD_BYTES if kind != "escape" else BAD_ESCAPES))
+        body = body[:at] + bad + body[at:]
+    if kind in ("deep", "deep-raw", "both"):
+        depth = draw(st.integers(100, 5000))
+        opener, closer = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]))
+        deep = opener * depth + b"1" + closer * depth
+        if kind == "deep-raw":
+            return deep
+        field = draw(st.sampled_from(FIELDS)).encode()
+        body = b'{"' + field + b'": ' + deep + b", " + body[1:]
+    return body
+
+
+def _body_routes(url: str, headers: dict[str, str]) -> list[tuple[str, str]]:
+    """Every operation of the schema that takes a body, plus the ones it doesn't describe."""
+    schema = httpx.get(f"{url}/schema/openapi.json", headers=headers).json()
+    routes = {("POST", "/auth/token"), ("POST", "/login"), ("POST", "/graphql")}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if isinstance(operation, dict) and "requestBody" in operation:
+                concrete = path.replace("{name}", KNOWN_QUEUE).replace("{message_id}", "1")
+                routes.add((method.upper(), concrete.replace("{username}", "nobody")))
+    return sorted(routes)
+
+
+class Hostile:
+    """What the hostile-body fuzzer sent and got."""
+
+    def __init__(self) -> None:
+        self.statuses: Counter[str] = Counter()
+        self.codes: Counter[str] = Counter()
+        self.server_errors: list[str] = []
+        self.examples = 0
+
+
+def _fuzz_hostile(url: str, token: str, hostile: Hostile) -> list[tuple[str, str]]:
+    headers = {"Authorization": f"Bearer {token}"}
+    routes = _body_routes(url, headers)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        http.post("/queues", json={"name": KNOWN_QUEUE}, headers=headers)
+
+        @settings(
+            max_examples=HOSTILE_EXAMPLES,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(route=st.sampled_from(routes), body=hostile_bodies(), authorized=st.booleans())
+        def check(route: tuple[str, str], body: bytes, authorized: bool) -> None:
+            method, path = route
+            response = http.request(
+                method,
+                path,
+                content=body,
+                headers={"content-type": "application/json", **(headers if authorized else {})},
+            )
+            hostile.examples += 1
+            hostile.statuses[f"{response.status_code // 100}xx"] += 1
+            if response.status_code >= 500:
+                hostile.server_errors.append(f"{method} {path} -> {response.status_code}")
+                return
+            if response.status_code >= 400:
+                answer = response.json()
+                hostile.codes[str(answer.get("code"))] += 1
+                assert isinstance(answer.get("detail"), str), (method, path, answer)
+
+        check()
+    return routes
+
+
+async def test_hostile_bodies_on_every_route_get_no_5xx(
+    server: BrokerServer, admin_token: str
+) -> None:
+    """Invalid UTF-8, lone surrogates and deep nesting on every body route get a 4xx, no ERROR."""
+    records: list[str] = []
+    sink = logger.add(lambda message: records.append(str(message)), level="ERROR")
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            auth = {"Authorization": f"Bearer {admin_token}"}
+            before = (await http.get("/stats", headers=auth)).json()["last_error"]
+            hostile = Hostile()
+            routes = await asyncio.to_thread(_fuzz_hostile, server.url, admin_token, hostile)
+            after = (await http.get("/stats", headers=auth)).json()["last_error"]
+    finally:
+        logger.remove(sink)
+    print(
+        f"hostile bodies: {hostile.examples} requests over {len(routes)} routes, "
+        f"{dict(sorted(hostile.statuses.items()))}, codes {dict(hostile.codes.most_common())}"
+    )
+    assert len(routes) >= 15
+    assert not hostile.server_errors
+    assert hostile.codes["invalid_encoding"] > 0 and hostile.codes["too_deep"] > 0
+    assert after == before
+    assert records == []
 
 
 # -- regressions ---------------------------------------------------------------------------

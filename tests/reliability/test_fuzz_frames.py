@@ -8,6 +8,11 @@ only (an ``error`` has a ``code`` and a ``detail``; none is ``internal``),
 never close the connection, and answer the barrier: the connection stays
 usable after every error.
 
+Hostile input is mixed in everywhere: near-valid frames with invalid UTF-8,
+overlong forms and encoded surrogates in a string, escaped lone surrogates,
+and nesting from 100 to 4,000 levels (both codecs); GraphQL variables with
+lone surrogates, raw bad bytes or deep nesting (HTTP: 400 with its code).
+
 GraphQL: operations generated from the broker's own schema
 (``hypothesis-graphql``, valid and invalid ones) and random request bodies
 over HTTP must never get a 5xx; over the graphql-transport-ws protocol, each
@@ -108,13 +113,67 @@ def _msgpack(frame: Any) -> bytes:
         return b"\xc1"  # never used by MessagePack: invalid
 
 
+BAD_BYTES = [b"\xff", b"\xfe\xff", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xed\xbf\xbf",
+             b"\x80", b"\xf4\x90\x80\x80"]  # fmt: skip
+BAD_ESCAPES = [r"\ud800", r"\udbff", r"\udc00", r"\udfff", r"\udc00\ud800", r"\ud800\u0041"]
+MARK = "\u2603\u2603"
+"""A marker string (6 UTF-8 bytes) replaced by hostile bytes once a frame is encoded."""
+
+marked_frames = st.fixed_dictionaries(
+    {"op": st.sampled_from(sorted(CLIENT_OPS)), "ref": st.integers(0, 99)},
+    optional={
+        **{name: value for name, value in fields.items() if name != "ref"},
+        "content": st.just(MARK),
+        "queue": st.just(MARK),
+        "reason": st.just(MARK),
+        "headers": st.just({"k": MARK}),
+        "token": st.just(MARK),
+    },
+)
+
+
+def _splice(encoded: bytes, bad: bytes) -> bytes:
+    return encoded.replace(MARK.encode(), bad)
+
+
+@st.composite
+def hostile_json(draw: st.DrawFn) -> str | bytes:
+    """A near-valid JSON frame with bad bytes (binary), an escaped lone surrogate, or deep."""
+    frame = draw(marked_frames)
+    kind = draw(st.sampled_from(["bytes", "escape", "deep"]))
+    text = json.dumps({**frame, "x": MARK} if kind != "deep" else frame, ensure_ascii=False)
+    if kind == "bytes":
+        return _splice(text.encode(), draw(st.sampled_from(BAD_BYTES)))
+    if kind == "escape":
+        return text.replace(MARK, draw(st.sampled_from(BAD_ESCAPES)))
+    depth = draw(st.integers(100, 4000))
+    where = draw(st.sampled_from(["content", "ref", "x", "headers"]))
+    deep = "[" * depth + "1" + "]" * depth
+    return text[:-1] + f', "{where}": {deep}}}'
+
+
+@st.composite
+def hostile_msgpack(draw: st.DrawFn) -> bytes:
+    """A near-valid MessagePack frame with invalid UTF-8 in a string, or a deep content."""
+    frame = draw(marked_frames)
+    if draw(st.booleans()):
+        bad = draw(st.sampled_from(BAD_BYTES))
+        return _splice(_msgpack({**frame, "x": MARK}), (bad * 6)[:6])  # the str header says 6
+    frame.pop("content", None)
+    encoded = _msgpack({**frame, "content": 0})  # content last: its one byte ends the frame
+    return encoded[:-1] + b"\x91" * draw(st.integers(100, 4000)) + b"\x01"
+
+
 json_payloads = st.one_of(
     frames.map(_json),
     st.text(max_size=200),
     json_values.map(_json),
     st.binary(max_size=200),  # a binary frame on a JSON connection
+    hostile_json(),
 )
-msgpack_payloads = st.one_of(frames.map(_msgpack), st.binary(max_size=200), st.text(max_size=50))
+msgpack_payloads = st.one_of(
+    frames.map(_msgpack), st.binary(max_size=200), st.text(max_size=50), hostile_msgpack()
+)
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -266,6 +325,22 @@ graphql_bodies = st.one_of(
     ),
 )
 
+HOSTILE_QUERY = "mutation($c: JSON!, $q: String!) { publish(queue: $q, content: $c) { messageId } }"
+
+
+@st.composite
+def hostile_variables(draw: st.DrawFn) -> str:
+    """The JSON text of a ``variables`` object with an escaped lone surrogate or deep nesting.
+
+    Nesting stays under the depth where the stdlib parser gives up, so the
+    operation's id can still be read to answer it.
+    """
+    if draw(st.booleans()):
+        bad = draw(st.sampled_from(BAD_ESCAPES))
+        return '{"q": "' + QUEUE + '", "c": "' + bad + '"}'
+    depth = draw(st.integers(130, 600))  # past the default limit of 128, body included
+    return '{"q": "' + QUEUE + '", "c": ' + "[" * depth + "1" + "]" * depth + "}"
+
 
 def _fuzz_graphql_http(url: str, token: str, operations: st.SearchStrategy[str]) -> int:
     answered = 0
@@ -274,16 +349,33 @@ def _fuzz_graphql_http(url: str, token: str, operations: st.SearchStrategy[str])
     ) as http:
 
         @FUZZ
-        @given(operation=operations, body=graphql_bodies, raw=st.booleans(), aim=st.booleans())
-        def run(operation: str, body: Any, raw: bool, aim: bool) -> None:
+        @given(
+            operation=operations,
+            body=graphql_bodies,
+            raw=st.sampled_from(["operation", "body", "hostile"]),
+            aim=st.booleans(),
+            variables=hostile_variables(),
+            bad=st.sampled_from(BAD_BYTES),
+        )
+        def run(operation: str, body: Any, raw: str, aim: bool, variables: str, bad: bytes) -> None:
             nonlocal answered
             if aim:
                 operation = _aim(operation, http)
-            if raw:
+            if raw == "body":
                 response = http.post("/graphql", content=_json(body).encode())
+            elif raw == "hostile":
+                hostile = '{"query": ' + json.dumps(HOSTILE_QUERY) + ', "variables": ' + variables
+                content = (hostile + "}").encode()
+                if aim:  # raw bytes instead of an escape
+                    content = content.replace(b'"' + QUEUE.encode(), b'"' + bad, 1)
+                response = http.post(
+                    "/graphql", content=content, headers={"content-type": "application/json"}
+                )
+                assert response.status_code == 400, response.text
+                assert response.json()["code"] in ("invalid_encoding", "too_deep"), response.text
             else:
                 response = http.post("/graphql", json={"query": operation})
-            assert response.status_code < 500, (operation if not raw else body, response.text)
+            assert response.status_code < 500, (operation, body, response.text)
             answered += 1
 
         run()
@@ -322,13 +414,18 @@ def _fuzz_graphql_ws(url: str, ws_url: str, token: str, operations: st.SearchStr
         ids = iter(range(1, 1 << 30))
 
         @FUZZ
-        @given(operation=operations, aim=st.booleans())
-        def run(operation: str, aim: bool) -> None:
+        @given(operation=operations, aim=st.booleans(), variables=hostile_variables() | st.none())
+        def run(operation: str, aim: bool, variables: str | None) -> None:
             nonlocal errors
             if aim:
                 operation = _aim(operation, http)
             id = str(next(ids))
-            ws.send(_json({"type": "subscribe", "id": id, "payload": {"query": operation}}))
+            if variables is None:
+                ws.send(_json({"type": "subscribe", "id": id, "payload": {"query": operation}}))
+            else:
+                query = json.dumps(HOSTILE_QUERY)
+                payload = '{"query": ' + query + ', "variables": ' + variables + "}"
+                ws.send('{"type": "subscribe", "id": "' + id + '", "payload": ' + payload + "}")
             while True:
                 message = recv()
                 if message.get("id") != id:

@@ -7,35 +7,96 @@ middleware leaves alone) speak graphql-transport-ws or the legacy graphql-ws
 (`authenticate_connection`). The origin of a browser's WebSocket must be the
 page's own or one of ``settings.allowed_origins``. GraphiQL is served at
 ``GET /graphql`` in development mode only.
+
+Every JSON document, a request body, the ``variables`` of a ``GET`` or a
+WebSocket message, passes `check_json` before it is parsed: a variable with
+invalid UTF-8 or a lone surrogate is 400 ``invalid_encoding``, one nested too
+deep 400 ``too_deep``. Over WebSocket, a ``subscribe`` (``start``) so refused
+gets an ``error`` for its id and the connection stays; a message without an
+id to answer closes it with 4400, the protocol's code for an invalid message.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from litestar import Request, Response, WebSocket, get, post, websocket
 from litestar.background_tasks import BackgroundTasks
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions import NotFoundException, ValidationException, WebSocketDisconnect
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.http.websocket_origin import normalize_allowed_origins
-from strawberry.litestar.controller import GraphQLController
+from strawberry.litestar.controller import GraphQLController, LitestarWebSocketAdapter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
+from ..decoding import check_json
+from ..errors import InvalidInput
 from .context import GraphQLContext, authenticate_connection, http_context, ws_context
 from .schema import build_schema
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
     from litestar import Controller
     from litestar.types import Dependencies
     from strawberry.types.unset import UnsetType
 
     from broker_core.settings import Settings
 
-__all__ = ["PATH", "routes"]
+__all__ = ["PATH", "CheckedWebSocketAdapter", "routes"]
 
 PATH = "/graphql"
+CLOSE_INVALID_MESSAGE = 4400
+"""graphql-transport-ws: the close code of a message the server can't take."""
+
+
+class CheckedWebSocketAdapter(LitestarWebSocketAdapter):
+    """Strawberry's Litestar WebSocket adapter, refusing messages `check_json` refuses."""
+
+    async def iter_json(
+        self, *, ignore_parsing_errors: bool = False
+    ) -> AsyncGenerator[object, None]:
+        """Yield each parsed message; answer (or close for) the ones that break the input rule."""
+        try:
+            while self.ws.connection_state != "disconnect":
+                text = await self.ws.receive_text()
+                if text == "":  # Litestar's receive_text of a binary message
+                    raise NonTextMessageReceived
+                try:
+                    message = self.view.decode_json(text)
+                except InvalidInput as exc:
+                    if not await self._refuse(text, exc):
+                        return
+                    continue
+                except json.JSONDecodeError as exc:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from exc
+                    continue
+                yield message
+        except WebSocketDisconnect:
+            pass
+
+    async def _refuse(self, text: str, exc: InvalidInput) -> bool:
+        """Answer an ``error`` for the operation ``text`` starts; else close. Still open?"""
+        try:
+            # The stdlib's parser takes lone surrogates; deep nesting it refuses.
+            envelope = json.loads(text)
+        except (ValueError, RecursionError):
+            envelope = None
+        kind, id = (
+            (envelope.get("type"), envelope.get("id")) if isinstance(envelope, dict) else ("", None)
+        )
+        error = {"message": exc.detail, "extensions": {"code": exc.code, "status": exc.status}}
+        if isinstance(id, str) and kind in ("subscribe", "start"):
+            # graphql-transport-ws answers a list of errors, the legacy graphql-ws one.
+            payload = [error] if kind == "subscribe" else error
+            await self.send_json({"type": "error", "id": id, "payload": payload})
+            return True
+        await self.close(CLOSE_INVALID_MESSAGE, f"{exc.code}: {exc.detail}"[:120])
+        return False
 
 
 async def _no_root_value() -> None:
@@ -74,6 +135,12 @@ def routes(settings: Settings) -> list[type[Controller]]:
         connection_init_wait_timeout = timedelta(seconds=settings.ws_auth_timeout_s)
         max_subscriptions_per_connection = settings.max_consumers_per_connection
         allowed_origins = normalize_allowed_origins(settings.allowed_origins)
+        websocket_adapter_class = CheckedWebSocketAdapter
+
+        def decode_json(self, data: str | bytes) -> object:
+            """Parse a JSON document of the client once it passes `check_json`."""
+            check_json(data, settings.max_json_depth)
+            return json.loads(data)
 
         @get(
             raises=[ValidationException, NotFoundException],

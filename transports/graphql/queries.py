@@ -13,6 +13,7 @@ import strawberry
 from broker_core.auth import Action, User, allowed
 from broker_core.types import MessageStatus
 
+from ..decoding import showable_page
 from ..errors import ApiError
 from ..observability.stats import build_stats
 from ..security import require, require_visible, visible
@@ -91,7 +92,7 @@ class Query:
                 parsed = MessageStatus.parse(status)
             except ValueError as exc:
                 raise ApiError(422, "invalid", str(exc)) from None
-        return await context.ctx.broker.browse(queue, parsed, limit, after)
+        return showable_page(await context.ctx.broker.browse(queue, parsed, limit, after))
 
     @strawberry.field(
         graphql_type=Stats,

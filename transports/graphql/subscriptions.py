@@ -30,6 +30,7 @@ import strawberry
 from broker_core.auth import Action
 from broker_core.errors import QueueNotFound
 
+from ..decoding import deliverable, fail_undeliverable
 from ..errors import ApiError
 from ..observability.stats import build_stats
 from ..security import require, require_visible, visible
@@ -66,19 +67,24 @@ class Inbox:
     """A ``messages`` subscription's deliveries: the actor puts, the subscription takes.
 
     It is the consumer's `DeliverySink`: called synchronously by the queue's
-    actor, it only appends. Credit bounds its length by ``prefetch``.
+    actor, it only appends. Credit bounds its length by ``prefetch``. A
+    message whose stored body can't be sent (`transports.decoding.deliverable`)
+    is queued as its bare id, for the subscription to fail.
     """
 
     def __init__(self) -> None:
-        self.views: asyncio.Queue[MessageView] = asyncio.Queue()
+        self.views: asyncio.Queue[MessageView | int] = asyncio.Queue()
 
     def __call__(self, queue: str, entries: list[Entry]) -> None:
         # Snapshot now: the entry is the broker's live record (attempt and
         # lease change if it is later requeued and redelivered).
         for entry in entries:
-            self.views.put_nowait(entry.view(queue, "processing"))
+            if entry.content is not None and not deliverable(entry.content):
+                self.views.put_nowait(entry.id)
+            else:
+                self.views.put_nowait(entry.view(queue, "processing"))
 
-    async def next(self, broker: Broker, queue: str, actor: object) -> MessageView:
+    async def next(self, broker: Broker, queue: str, actor: object) -> MessageView | int:
         """Wait for the next delivery; raise `QueueNotFound` once the queue is deleted."""
         while True:
             if not self.views.empty():
@@ -180,7 +186,12 @@ class Subscription:
             try:
                 await asyncio.shield(registration)
                 while True:
-                    yield await inbox.next(broker, queue, actor)
+                    view = await inbox.next(broker, queue, actor)
+                    if isinstance(view, int):
+                        # One poison message must not end the subscription.
+                        await fail_undeliverable(broker, queue, [view])
+                        continue
+                    yield view
             finally:
                 consumer_id = await _registered(registration)
                 if consumer_id is not None:

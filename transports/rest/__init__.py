@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .auth import login, logout, me, refresh, token
-from .bodies import BODY_SCHEMAS
+from .bodies import BODY_SCHEMAS, CheckedRequest
 from .health import health
 from .messages import MessageController
 from .queues import QueueController, list_consumers, publish_fanout
@@ -14,7 +14,7 @@ from .users import UserController
 if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
 
-__all__ = ["BODY_SCHEMAS", "ROUTES"]
+__all__ = ["BODY_SCHEMAS", "ROUTES", "CheckedRequest"]
 
 ROUTES: list[ControllerRouterHandler] = [
     QueueController,

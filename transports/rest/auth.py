@@ -14,6 +14,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 from broker_core.auth import InvalidToken, TokenPair
 from transports.accounts import LoginRequest, RefreshRequest, UserView
 
+from ..decoding import check_json
 from ..errors import ApiError
 from .common import client_ip, ctx_of, user_of
 
@@ -31,9 +32,11 @@ async def _credentials(request: Request[Any, Any, Any]) -> LoginRequest:
             return msgspec.convert(
                 {"username": form.get("username"), "password": form.get("password")}, LoginRequest
             )
-        return _login_decoder.decode(await request.body())
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid", str(exc)) from None
+        body = await request.body()
+        check_json(body, ctx_of(request).settings.max_json_depth)
+        return _login_decoder.decode(body)
+    except msgspec.ValidationError:
+        raise  # 422, `unknown_field` when it names one (`transports.errors.classify`)
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed", f"body is not valid JSON: {exc}") from None
 

@@ -1,5 +1,8 @@
 """Request bodies decoded straight from bytes by msgspec, and documented in OpenAPI.
 
+Every JSON body passes `check_json` before a decoder sees it: the bodies read
+here, and those Litestar decodes for a ``data`` parameter (`CheckedRequest`).
+
 Litestar decodes a body to Python objects before converting it, which can't
 produce a ``msgspec.Raw``: the publish routes read their body themselves with
 one typed decoder (faster, and the content stays the exact bytes sent). Their
@@ -12,14 +15,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
+from litestar import Request
 from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody
 
+from ..decoding import check_json
 from ..errors import ApiError
 
 if TYPE_CHECKING:
-    from litestar import Request
+    from ..context import BrokerContext
 
-__all__ = ["BODY_SCHEMAS", "JsonBody"]
+__all__ = ["BODY_SCHEMAS", "CheckedRequest", "JsonBody"]
 
 T = TypeVar("T")
 
@@ -52,16 +57,18 @@ class JsonBody(Generic[T]):
 
         self.operation: type[Operation] = _Operation
 
-    def decode(self, body: bytes) -> T:
-        """Decode ``body``: 400 when it isn't JSON, 422 when it doesn't fit the type."""
+    def decode(self, body: bytes, max_depth: int) -> T:
+        """Decode ``body``: 400 when it isn't JSON (or breaks `check_json`), 422 when it doesn't
+        fit the type."""
+        check_json(body, max_depth)
         try:
             return self._decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            raise ApiError(422, "invalid", str(exc)) from None
+        except msgspec.ValidationError:
+            raise  # 422, `unknown_field` when it names one (`transports.errors.classify`)
         except msgspec.DecodeError as exc:
             raise ApiError(400, "malformed", f"body is not valid JSON: {exc}") from None
 
-    async def read(self, request: Request[Any, Any, Any], limit: int) -> T:
+    async def read(self, request: Request[Any, Any, Any], limit: int, max_depth: int) -> T:
         """Read (at most ``limit`` bytes, else 413) and decode the request's body.
 
         Straight from the ASGI ``receive``: Litestar's ``Request.body()`` goes
@@ -80,4 +87,20 @@ class JsonBody(Generic[T]):
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        return self.decode(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        return self.decode(chunks[0] if len(chunks) == 1 else b"".join(chunks), max_depth)
+
+
+class CheckedRequest(Request[Any, Any, Any]):
+    """The app's request class: a JSON body Litestar decodes passes `check_json` first.
+
+    Litestar's own decoding would take invalid UTF-8 inside strings, and raise
+    `RecursionError` (a 500) on deep nesting.
+    """
+
+    async def json(self) -> Any:
+        """The decoded JSON body, once it is valid UTF-8 and no deeper than the limit."""
+        body = await self.body()
+        if body:
+            ctx: BrokerContext = self.app.state.ctx
+            check_json(body, ctx.settings.max_json_depth)
+        return await super().json()

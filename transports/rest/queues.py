@@ -26,6 +26,7 @@ from broker_core.messages import (
 )
 from broker_core.types import MessageStatus
 
+from ..decoding import deliverable, fail_undeliverable, showable, showable_page
 from ..errors import ApiError
 from ..security import require, require_visible, visible
 from .bodies import JsonBody
@@ -150,8 +151,10 @@ class QueueController(Controller):
     async def publish(self, request: Request[Any, Any, Any], name: Name) -> PublishResult:
         """Publish one message; answered once it is committed (``publish``)."""
         require(user_of(request), Action.PUBLISH, name)
-        data = await _publish_body.read(request, ctx_of(request).settings.max_body_bytes)
         ctx = ctx_of(request)
+        data = await _publish_body.read(
+            request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth
+        )
         check_message_limits(ctx.settings, [data])
         results = await ctx.broker.publish(name, [data])
         return results[0]
@@ -167,8 +170,10 @@ class QueueController(Controller):
     ) -> BatchPublishResponse:
         """Publish several messages atomically; the answer lists them in order."""
         require(user_of(request), Action.PUBLISH, name)
-        data = await _batch_body.read(request, ctx_of(request).settings.max_body_bytes)
         ctx = ctx_of(request)
+        data = await _batch_body.read(
+            request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth
+        )
         check_message_limits(ctx.settings, data.messages)
         return BatchPublishResponse(messages=await ctx.broker.publish(name, data.messages))
 
@@ -193,7 +198,14 @@ class QueueController(Controller):
         if lease is not None and lease > settings.max_lease_s:
             raise ValidationException(f"lease is at most {settings.max_lease_s} seconds")
         wait = min(wait, settings.max_wait_s)
-        messages = await ctx_of(request).broker.pull(name, max, wait, lease)
+        broker = ctx_of(request).broker
+        messages = await broker.pull(name, max, wait, lease)
+        poison = [view.message_id for view in messages if not deliverable(bytes(view.content))]
+        if poison:
+            # Failed, not answered: a body that breaks the input rule would make the
+            # whole answer invalid JSON, and redelivering it would repeat that forever.
+            await fail_undeliverable(broker, name, poison)
+            messages = [view for view in messages if view.message_id not in poison]
         if not messages:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
         return Response(ConsumeResponse(messages=messages))
@@ -219,7 +231,7 @@ class QueueController(Controller):
                 parsed = MessageStatus.parse(status)
             except ValueError as exc:
                 raise ValidationException(str(exc)) from None
-        return await ctx_of(request).broker.browse(name, parsed, limit, cursor)
+        return showable_page(await ctx_of(request).broker.browse(name, parsed, limit, cursor))
 
     @get("/{name:str}/messages/{message_id:int}", opt={"rate_limit": "default"})
     async def get_message(
@@ -227,7 +239,7 @@ class QueueController(Controller):
     ) -> MessageView:
         """One message of the queue by id (``consume`` or ``manage``)."""
         _require_browse(request, name)
-        return await ctx_of(request).broker.get_message(name, message_id)
+        return showable(await ctx_of(request).broker.get_message(name, message_id))
 
     @post(
         "/{name:str}/messages/{message_id:int}/retry", status_code=200, opt={"rate_limit": "admin"}
@@ -237,7 +249,7 @@ class QueueController(Controller):
     ) -> MessageView:
         """Move a failed or dead-lettered message back to pending (``manage``)."""
         require(user_of(request), Action.MANAGE, name)
-        return await ctx_of(request).broker.retry(name, message_id)
+        return showable(await ctx_of(request).broker.retry(name, message_id))
 
 
 def _require_browse(request: Request[Any, Any, Any], name: str) -> None:
@@ -265,11 +277,13 @@ async def list_consumers(request: Request[Any, Any, Any]) -> list[ConsumerInfo]:
 )
 async def publish_fanout(request: Request[Any, Any, Any]) -> BatchPublishResponse:
     """Publish one message to several queues, committed atomically (``publish`` on each)."""
-    data = await _fanout_body.read(request, ctx_of(request).settings.max_body_bytes)
+    ctx = ctx_of(request)
+    data = await _fanout_body.read(
+        request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth
+    )
     user = user_of(request)
     for name in data.queues:
         require(user, Action.PUBLISH, name)
-    ctx = ctx_of(request)
     check_message_limits(ctx.settings, [data])
     message = PublishRequest(
         **{field: getattr(data, field) for field in PublishRequest.__struct_fields__}

@@ -4,6 +4,11 @@ Message bodies are stored as JSON. A JSON connection moves them as they are
 (`msgspec.Raw`); a MessagePack connection converts a body once on the way in
 and once on the way out, so its publishers and consumers see MessagePack
 values (binary values become base64 strings in storage).
+
+Both check what comes in (`transports.decoding`): a frame with invalid UTF-8
+or nested too deep raises `InvalidEncoding` or `TooDeep`, like any decode error
+answered with an ``error`` frame. A stored body that can't be sent raises
+`Undeliverable` from `content_out`.
 """
 
 from __future__ import annotations
@@ -21,13 +26,20 @@ from broker_core.frames import (
     msgpack_encoder,
 )
 
+from ..decoding import check_json, deliverable
+from ..errors import InvalidEncoding, TooDeep
+
 if TYPE_CHECKING:
     from broker_core.frames import ClientFrame
 
-__all__ = ["JSON", "MSGPACK", "SUBPROTOCOLS", "Codec", "pick"]
+__all__ = ["JSON", "MSGPACK", "SUBPROTOCOLS", "Codec", "Undeliverable", "pick"]
 
 _json_any = msgspec.json.Decoder()
 _msgpack_any = msgspec.msgpack.Decoder()
+
+
+class Undeliverable(Exception):
+    """A stored body breaks the input rule (stored before it): no consumer can be sent it."""
 
 
 class Codec:
@@ -36,8 +48,15 @@ class Codec:
     name = "json"
     binary = False
 
-    def decode(self, data: str | bytes) -> ClientFrame:
-        """Decode one client frame; raises `msgspec.DecodeError` or `msgspec.ValidationError`."""
+    def decode(self, data: str | bytes, max_depth: int) -> ClientFrame:
+        """Decode one client frame.
+
+        Raises:
+            InvalidEncoding: a string is not valid UTF-8 (a lone surrogate included).
+            TooDeep: the frame nests deeper than ``max_depth``.
+            msgspec.DecodeError: not JSON, or (`msgspec.ValidationError`) not a frame.
+        """
+        check_json(data, max_depth)
         frame: ClientFrame = json_client_decoder.decode(data)
         return frame
 
@@ -49,12 +68,18 @@ class Codec:
         """One ``batch`` message of frames this codec encoded."""
         return join_json(frames)
 
-    def content_in(self, content: msgspec.Raw) -> msgspec.Raw:
-        """The JSON body to store for a published ``content``."""
+    def content_in(self, content: msgspec.Raw, max_depth: int) -> msgspec.Raw:
+        """The JSON body to store for a published ``content`` (`decode` checked it)."""
         return content
 
     def content_out(self, body: bytes) -> msgspec.Raw:
-        """The ``content`` of a deliver frame for a stored JSON body."""
+        """The ``content`` of a deliver frame for a stored JSON body.
+
+        Raises:
+            Undeliverable: the body breaks the input rule (`transports.decoding.deliverable`).
+        """
+        if not deliverable(body):
+            raise Undeliverable
         return msgspec.Raw(body)
 
 
@@ -64,11 +89,21 @@ class MsgpackCodec(Codec):
     name = "msgpack"
     binary = True
 
-    def decode(self, data: str | bytes) -> ClientFrame:
-        """Decode one client frame; text frames are refused on a MessagePack connection."""
+    def decode(self, data: str | bytes, max_depth: int) -> ClientFrame:
+        """Decode one client frame; text frames are refused on a MessagePack connection.
+
+        The frame's own fields are flat; its ``content`` is checked by `content_in`.
+        """
         if isinstance(data, str):
             raise msgspec.DecodeError("expected a binary MessagePack frame, got a text frame")
-        frame: ClientFrame = msgpack_client_decoder.decode(data)
+        try:
+            frame: ClientFrame = msgpack_client_decoder.decode(data)
+        except RecursionError:
+            raise TooDeep(max_depth) from None
+        except msgspec.DecodeError as exc:
+            if "UTF-8" in str(exc):
+                raise InvalidEncoding(str(exc)) from None
+            raise
         return frame
 
     def encode(self, frame: Any) -> str | bytes:
@@ -79,19 +114,41 @@ class MsgpackCodec(Codec):
         """One ``batch`` message of MessagePack frames."""
         return join_msgpack(frames)
 
-    def content_in(self, content: msgspec.Raw) -> msgspec.Raw:
-        """Re-encode a MessagePack body as JSON (raises `msgspec.ValidationError` if it can't)."""
+    def content_in(self, content: msgspec.Raw, max_depth: int) -> msgspec.Raw:
+        """Re-encode a MessagePack body as JSON, held to the JSON input rule.
+
+        Raises:
+            msgspec.ValidationError: the value has no JSON form.
+            InvalidEncoding: a string in it is not valid UTF-8.
+            TooDeep: it nests deeper than ``max_depth``.
+        """
         try:
-            return msgspec.Raw(json_encoder.encode(_msgpack_any.decode(content)))
+            body = json_encoder.encode(_msgpack_any.decode(content))
+        except RecursionError:
+            raise TooDeep(max_depth) from None
+        except msgspec.DecodeError as exc:
+            if "UTF-8" in str(exc):
+                raise InvalidEncoding(str(exc)) from None
+            raise msgspec.ValidationError(f"content cannot be stored as JSON: {exc}") from None
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
             raise msgspec.ValidationError(f"content cannot be stored as JSON: {exc}") from None
+        try:
+            check_json(body, max_depth - 1)  # the frame around it is one level
+        except TooDeep:
+            raise TooDeep(max_depth) from None
+        return msgspec.Raw(body)
 
     def content_out(self, body: bytes) -> msgspec.Raw:
         """Re-encode a stored JSON body as MessagePack.
 
         A JSON value MessagePack can't hold (an integer beyond 64 bits) is sent
         as the JSON text instead.
+
+        Raises:
+            Undeliverable: the body breaks the input rule (`transports.decoding.deliverable`).
         """
+        if not deliverable(body):
+            raise Undeliverable
         try:
             return msgspec.Raw(msgpack_encoder.encode(_json_any.decode(body)))
         except (OverflowError, TypeError, ValueError, msgspec.EncodeError):

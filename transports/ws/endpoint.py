@@ -35,7 +35,7 @@ from loguru import logger
 from broker_core.auth import InvalidToken
 from broker_core.frames import Auth, Authenticated
 
-from ..errors import last_error
+from ..errors import InvalidInput, last_error
 from ..security import bearer_token
 from .codec import pick
 from .session import CLOSE_INTERNAL, CLOSE_POLICY, Session, authenticate
@@ -162,8 +162,10 @@ async def _first_frame_auth(
         return None
     data = message.get("text")
     try:
-        frame = codec.decode(data if data is not None else message.get("bytes") or b"")
-    except msgspec.DecodeError:
+        frame = codec.decode(
+            data if data is not None else message.get("bytes") or b"", ctx.settings.max_json_depth
+        )
+    except (msgspec.DecodeError, InvalidInput):
         frame = None
     if not isinstance(frame, Auth):
         await socket.close(CLOSE_POLICY, "authenticate first: send an auth frame")

@@ -59,9 +59,11 @@ from broker_core.frames import (
     peek,
 )
 
-from ..errors import ApiError, classify, last_error
+from ..decoding import fail_undeliverable
+from ..errors import ApiError, InvalidInput, classify, last_error
 from ..logging import current_request_id
 from ..security import require
+from .codec import Undeliverable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -212,6 +214,7 @@ class Session:
         self._ended = False
         self._release: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        self._chores: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -381,8 +384,8 @@ class Session:
                 self.close(CLOSE_TOO_BIG, f"frame over {max_bytes} bytes", flush=False)
                 continue
             try:
-                frame = self._codec.decode(data)
-            except msgspec.DecodeError as exc:
+                frame = self._codec.decode(data, self._settings.max_json_depth)
+            except (msgspec.DecodeError, InvalidInput) as exc:
                 self._bad_frame(data, exc)
                 continue
             if isinstance(frame, ClientBatch):
@@ -432,7 +435,7 @@ class Session:
         except Exception as exc:
             self._fail(frame.ref, exc)
 
-    def _bad_frame(self, data: str | bytes, exc: msgspec.DecodeError) -> None:
+    def _bad_frame(self, data: str | bytes, exc: msgspec.DecodeError | InvalidInput) -> None:
         op, ref = peek(data, self._codec.binary)
         error: Exception = exc
         if isinstance(exc, msgspec.ValidationError):
@@ -500,7 +503,7 @@ class Session:
             raise ApiError(
                 422, "invalid", f"a message carries at most {settings.max_headers} headers"
             )
-        content = self._codec.content_in(frame.content)
+        content = self._codec.content_in(frame.content, settings.max_json_depth)
         if len(content) > settings.max_message_bytes:
             raise ApiError(
                 413, "too_large", f"message content exceeds {settings.max_message_bytes} bytes"
@@ -624,8 +627,14 @@ class Session:
         early = sub.early
         push = self._push if early is None else early.append
         queue = sub.queue
+        undeliverable: list[int] = []
         for entry in entries:
             assert entry.content is not None, "only hydrated entries are delivered"
+            try:
+                content = codec.content_out(entry.content)
+            except Undeliverable:
+                undeliverable.append(entry.id)
+                continue
             self._next_tag = tag = self._next_tag + 1
             held[tag] = (entry, entry.attempt)
             tags[tag] = sub
@@ -636,13 +645,19 @@ class Session:
                         queue=queue,
                         tag=tag,
                         message_id=entry.id,
-                        content=codec.content_out(entry.content),
+                        content=content,
                         headers=entry.headers,
                         attempt=entry.attempt,
                         redelivered=entry.redelivered,
                     )
                 )
             )
+        if undeliverable:
+            # Failed, not sent: one poison message must not end the session (and
+            # requeue it at the head again for the next consumer to die on).
+            task = self._loop.create_task(fail_undeliverable(self._broker, queue, undeliverable))
+            self._chores.add(task)
+            task.add_done_callback(self._chores.discard)
         if len(held) > 2 * sub.prefetch + 64:
             self._prune(sub)
 
