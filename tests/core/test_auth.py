@@ -26,6 +26,7 @@ from broker_core.auth import (
     allowed,
     hash_password,
     needs_rehash,
+    revocation_reason,
     token_is_current,
     verify_password,
 )
@@ -368,3 +369,27 @@ def test_token_of_another_user_is_not_current(service: TokenService) -> None:
     """Claims for bob do not speak for alice."""
     claims = service.verify(service.issue_pair("bob").pair.access_token, TokenType.ACCESS)
     assert not token_is_current(_user(), claims)
+
+
+@pytest.mark.parametrize(
+    ("user", "reason"),
+    [
+        (None, "user deleted"),
+        (_user(disabled=True), "user disabled"),
+        (_user(tokens_valid_after=time.time() + 60), "password changed"),
+        (_user(), None),
+    ],
+    ids=["deleted", "disabled", "password", "current"],
+)
+def test_revocation_reason_names_what_changed(
+    service: TokenService, user: User | None, reason: str | None
+) -> None:
+    """revocation_reason says why a token no longer speaks for its user, or None."""
+    claims = service.verify(service.issue_pair("alice").pair.access_token, TokenType.ACCESS)
+    assert revocation_reason(user, claims) == reason
+
+
+def test_invalid_token_carries_a_code() -> None:
+    """InvalidToken is ``unauthorized`` unless told otherwise (``token_revoked``)."""
+    assert InvalidToken("bad").code == "unauthorized"
+    assert InvalidToken("gone", code="token_revoked").code == "token_revoked"
