@@ -356,6 +356,26 @@ async def test_a_disabled_user_gets_revoked_and_its_graphql_socket_closes(
     await eventually(client, pending=1, processing=0)
 
 
+async def test_permission_removal_ends_a_queue_events_subscription_with_revoked(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """A queueEvents subscription on a queue the user can no longer see ends with revoked."""
+    await make_queue(client)
+    token = await make_user(client, server, "ursula", CONSUMER)
+    socket = await GraphQLSocket.open(server, TRANSPORT_WS, token)
+    async with socket.ws:
+        events = 'subscription { queueEvents(queue: "jobs") { type queue } }'
+        await socket.subscribe("1", events)
+        await publish_rest(client, ["job"])
+        published = await socket.next(5000 * MS)
+        assert published["payload"]["data"]["queueEvents"]["type"] == "published", published
+        await set_permissions(client, [{"pattern": "other", "actions": ["consume"]}])
+        error = await socket.next(REVOKED_WITHIN)
+        complete = await socket.next(5000 * MS)
+    assert error["payload"]["errors"][0]["extensions"]["code"] == "revoked", error
+    assert complete == {"type": "complete", "id": "1"}
+
+
 async def test_graphql_ack_over_a_revoked_connection_is_refused(
     server: BrokerServer, client: httpx.AsyncClient
 ) -> None:

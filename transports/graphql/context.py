@@ -214,8 +214,8 @@ class RightsWatch:
     def user_changed(self, user: User | None) -> None:
         """End what ``user`` (as it is now) may no longer hold; never raises, never awaits."""
         context = self._context
-        if context.user is None or self._closer is not None:
-            return  # already revoked
+        if self._closer is not None:
+            return  # already revoked, or expired
         reason = revocation_reason(user, self._claims)
         if reason is not None:
             context.user, context.auth_error = None, f"token revoked: {reason}"

@@ -485,9 +485,10 @@ class Session:
         """The connection's user as it is now; closes (4003) if its token was revoked."""
         user = self._ctx.accounts.get(self.user.username)
         if user is not self.user:
+            reason = revocation_reason(user, self._claims)
             self.user_changed(user)
-            if self._closing is not None:
-                raise ApiError(401, "token_revoked", "token revoked: the connection is closing")
+            if reason is not None:
+                raise ApiError(401, "token_revoked", f"token revoked: {reason}")
         return self.user
 
     # -- rights ---------------------------------------------------------------------
