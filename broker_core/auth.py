@@ -50,6 +50,7 @@ __all__ = [
     "glob_match",
     "hash_password",
     "needs_rehash",
+    "revocation_reason",
     "token_is_current",
     "verify_password",
 ]
@@ -269,7 +270,8 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     admin: bool = False
     permissions: tuple[Permission, ...] = ()
     tokens_valid_after: float = 0.0
-    """Unix time; tokens issued before it are rejected (set on password change or logout-all)."""
+    """Unix time; tokens issued before it are rejected (set at creation and on password change,
+    so that neither an old password's tokens nor a deleted namesake's speak for the user)."""
     disabled: bool = False
 
 
@@ -290,10 +292,16 @@ def allowed(user: User, action: Action, queue: str) -> bool:
 
 
 class InvalidToken(Exception):
-    """A token was rejected; ``reason`` says why in one sentence, never quoting the token."""
+    """A token was rejected; ``reason`` says why in one sentence, never quoting the token.
 
-    def __init__(self, reason: str) -> None:
+    ``code`` is the machine code clients get: ``unauthorized``, or
+    ``token_revoked`` when the token was valid but its user changed since
+    (deleted, disabled, password changed): logging in again is the only cure.
+    """
+
+    def __init__(self, reason: str, code: str = "unauthorized") -> None:
         self.reason = reason
+        self.code = code
         super().__init__(reason)
 
 
@@ -357,16 +365,26 @@ _MAX_TOKEN_CHARS = 4096
 _REQUIRED = ["sub", "iss", "exp", "iat", "jti", "type"]
 
 
-def token_is_current(user: User, claims: Claims) -> bool:
-    """Tell whether a verified token still speaks for ``user``.
+def revocation_reason(user: User | None, claims: Claims) -> str | None:
+    """Why a verified token no longer speaks for ``user`` (its ``sub`` as it is now), or ``None``.
 
-    False when the token names another user, the user is disabled, or it was
-    issued before the user's ``tokens_valid_after`` (password change,
-    logout everywhere).
+    ``"user deleted"`` when there is no such user (or it is another one),
+    ``"user disabled"``, and ``"password changed"`` when the token was issued
+    before the user's ``tokens_valid_after`` (a new password, or a user
+    created again under a deleted user's name).
     """
-    return (
-        claims.sub == user.username and not user.disabled and claims.iat >= user.tokens_valid_after
-    )
+    if user is None or claims.sub != user.username:
+        return "user deleted"
+    if user.disabled:
+        return "user disabled"
+    if claims.iat < user.tokens_valid_after:
+        return "password changed"
+    return None
+
+
+def token_is_current(user: User, claims: Claims) -> bool:
+    """Tell whether a verified token still speaks for ``user`` (see `revocation_reason`)."""
+    return revocation_reason(user, claims) is None
 
 
 class TokenService:

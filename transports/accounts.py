@@ -5,6 +5,11 @@ shared storage every node is told of each change and reads the user again)
 so that authenticating a request costs one JWT verification and one dict
 look-up. Refresh tokens rotate: each use revokes the old token, and using a
 revoked one revokes its whole family (the token was stolen or replayed).
+
+Rights are checked continuously (DESIGN.md, "Trust"): whatever holds rights
+beyond one request (a WebSocket session, a GraphQL connection) `follow` s its
+user and is called, synchronously, whenever the cached user changes here or
+on another node, so that it can end what the user may no longer hold.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import msgspec
 from loguru import logger
@@ -27,11 +32,13 @@ from broker_core.auth import (
     TokenType,
     User,
     hash_password,
-    token_is_current,
+    revocation_reason,
     verify_password,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from broker_core.journal import Change, SharedStorage
     from storage import AccountStore
 
@@ -41,6 +48,7 @@ __all__ = [
     "LoginRequest",
     "RefreshRequest",
     "UpdateUserRequest",
+    "UserFollower",
     "UserView",
 ]
 
@@ -50,6 +58,9 @@ Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
 _VERIFIED_CACHE_SIZE = 10_000
 _EXPIRY_LEEWAY_S = 5.0
 """The token service accepts tokens 5 s past ``exp``; the cache does the same."""
+
+UserFollower: TypeAlias = "Callable[[User | None], None]"
+"""Called with a followed user as it is after a change (``None``: deleted)."""
 
 _user_encoder = msgspec.json.Encoder()
 _user_decoder = msgspec.json.Decoder(User)
@@ -125,15 +136,13 @@ class Accounts:
         self._users: dict[str, User] = {}
         self._verified: dict[str, Claims] = {}
         self._reloads: set[asyncio.Task[None]] = set()
+        self._followers: dict[str, set[UserFollower]] = {}
 
     async def load(self) -> None:
         """Read every user into the cache (at start); on shared storage, follow other nodes."""
         if self._changes is not None:
             self._changes.watch(self._on_change)
-        self._users = {
-            user.username: user
-            for user in (_user_decoder.decode(doc) for doc in await self._storage.list_users())
-        }
+        self._replace_all(await self._storage.list_users())
 
     def _on_change(self, change: Change) -> None:
         # Another node (or this one) changed a user: read it again, so that a
@@ -153,10 +162,7 @@ class Accounts:
         except Exception as exc:
             logger.opt(exception=exc).warning("reading a changed user failed", username=username)
             return
-        if document is None:
-            self._users.pop(username, None)
-        else:
-            self._users[username] = _user_decoder.decode(document)
+        self._set(username, None if document is None else _user_decoder.decode(document))
 
     async def _reload_all(self) -> None:
         try:
@@ -164,9 +170,50 @@ class Accounts:
         except Exception as exc:
             logger.opt(exception=exc).warning("reading users failed")
             return
-        self._users = {
-            user.username: user for user in (_user_decoder.decode(doc) for doc in documents)
-        }
+        self._replace_all(documents)
+
+    def _replace_all(self, documents: list[bytes]) -> None:
+        users = {user.username: user for user in (_user_decoder.decode(doc) for doc in documents)}
+        old, self._users = self._users, users
+        for username in old.keys() | users.keys():
+            if old.get(username) != users.get(username):
+                self._tell(username, users.get(username))
+
+    def _set(self, username: str, user: User | None) -> None:
+        """Put ``user`` in the cache (``None``: forget it) and tell its followers if it changed."""
+        old = self._users.pop(username, None) if user is None else self._users.get(username)
+        if user is not None:
+            self._users[username] = user
+        if old != user:
+            self._tell(username, user)
+
+    def _tell(self, username: str, user: User | None) -> None:
+        for follower in list(self._followers.get(username, ())):
+            try:
+                follower(user)
+            except Exception as exc:
+                # One broken follower must not keep the others from hearing of a revocation.
+                logger.opt(exception=exc).error("user change follower failed", username=username)
+
+    # -- followers ----------------------------------------------------------------
+
+    def follow(self, username: str, follower: UserFollower) -> None:
+        """Call ``follower`` with the user each time it changes, until `unfollow`.
+
+        It is called synchronously, right after the cache changed (on this node
+        by a request, or on another one once the change is read), so it must
+        not block: it ends subscriptions or closes connections, and awaits
+        nothing.
+        """
+        self._followers.setdefault(username, set()).add(follower)
+
+    def unfollow(self, username: str, follower: UserFollower) -> None:
+        """Stop calling ``follower`` (nothing happens if it wasn't following)."""
+        followers = self._followers.get(username)
+        if followers is not None:
+            followers.discard(follower)
+            if not followers:
+                del self._followers[username]
 
     async def bootstrap_admin(self, username: str, password: str | None) -> str | None:
         """Create the first admin if there is no user yet.
@@ -199,6 +246,9 @@ class Accounts:
                 password_hash=hash_password(password),
                 created_at=datetime.now(UTC),
                 admin=True,
+                # Made again after it was deleted: the old admin's tokens must not
+                # speak for this one (at the very first start there are none).
+                tokens_valid_after=time.time() if self._users else 0.0,
             )
         )
         logger.info("admin user created", username=username)
@@ -216,7 +266,7 @@ class Accounts:
 
     async def _put(self, user: User) -> None:
         await self._storage.put_user(user.username, _user_encoder.encode(user))
-        self._users[user.username] = user
+        self._set(user.username, user)
 
     async def create(self, request: CreateUserRequest) -> User | None:
         """Create a user; ``None`` if the name is taken."""
@@ -228,6 +278,8 @@ class Accounts:
             created_at=datetime.now(UTC),
             admin=request.admin,
             permissions=tuple(request.permissions),
+            # Tokens of a deleted user of the same name must not speak for this one.
+            tokens_valid_after=time.time(),
         )
         await self._put(user)
         return user
@@ -255,8 +307,9 @@ class Accounts:
 
     async def delete(self, username: str) -> bool:
         """Delete a user and revoke its tokens; return whether it existed."""
-        if self._users.pop(username, None) is None:
+        if username not in self._users:
             return False
+        self._set(username, None)
         await self._storage.delete_user(username)
         return True
 
@@ -292,9 +345,7 @@ class Accounts:
                 its whole family is revoked too).
         """
         claims = self.tokens.verify(refresh_token, TokenType.REFRESH)
-        user = self._users.get(claims.sub)
-        if user is None or not token_is_current(user, claims):
-            raise InvalidToken("token is no longer valid")
+        self.current(claims)
         if not await self._storage.revoke_refresh(claims.jti):
             assert claims.fam is not None, "refresh tokens carry a family"
             await self._storage.revoke_family(claims.fam)
@@ -319,9 +370,20 @@ class Accounts:
         if claims is None or claims.exp + _EXPIRY_LEEWAY_S <= time.time():
             claims = self.tokens.verify(access_token, TokenType.ACCESS)
             self._remember(access_token, claims)
+        return self.current(claims)
+
+    def current(self, claims: Claims) -> User:
+        """The user a verified token speaks for, as it is now (one dict look-up).
+
+        Raises:
+            InvalidToken: with code ``token_revoked``: the user is gone, disabled
+                or changed its password since the token was issued.
+        """
         user = self._users.get(claims.sub)
-        if user is None or not token_is_current(user, claims):
-            raise InvalidToken("token is no longer valid")
+        reason = revocation_reason(user, claims)
+        if reason is not None:
+            raise InvalidToken(f"token revoked: {reason}", code="token_revoked")
+        assert user is not None, "a current token has its user"
         return user
 
     def _remember(self, token: str, claims: Claims) -> None:

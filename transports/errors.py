@@ -162,7 +162,7 @@ def classify(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, QueueDeleted):
         return ErrorInfo(404, "queue_not_found", f"queue {exc.args[0]!r} was deleted")
     if isinstance(exc, InvalidToken):
-        return ErrorInfo(401, "unauthorized", exc.reason)
+        return ErrorInfo(401, exc.code, exc.reason)
     if isinstance(exc, BrokerError):
         for kind, status in _STATUS.items():
             if isinstance(exc, kind):

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from broker_core.auth import (
     DUMMY_HASH,
     Action,
+    Claims,
     InvalidToken,
     Permission,
     TokenService,
@@ -26,6 +27,7 @@ from broker_core.auth import (
     allowed,
     hash_password,
     needs_rehash,
+    revocation_reason,
     token_is_current,
     verify_password,
 )
@@ -368,3 +370,25 @@ def test_token_of_another_user_is_not_current(service: TokenService) -> None:
     """Claims for bob do not speak for alice."""
     claims = service.verify(service.issue_pair("bob").pair.access_token, TokenType.ACCESS)
     assert not token_is_current(_user(), claims)
+
+
+@pytest.mark.parametrize(
+    ("user", "reason"),
+    [
+        (None, "user deleted"),
+        (_user(disabled=True), "user disabled"),
+        (_user(tokens_valid_after=1_000.5), "password changed"),
+        (_user(tokens_valid_after=1_000.0), None),
+    ],
+    ids=["deleted", "disabled", "password", "current"],
+)
+def test_revocation_reason_names_what_changed(user: User | None, reason: str | None) -> None:
+    """revocation_reason says why a token no longer speaks for its user, or None."""
+    claims = Claims(sub="alice", iss=ISSUER, exp=2_000, iat=1_000.0, jti="j", type=TokenType.ACCESS)
+    assert revocation_reason(user, claims) == reason
+
+
+def test_invalid_token_carries_a_code() -> None:
+    """InvalidToken is ``unauthorized`` unless told otherwise (``token_revoked``)."""
+    assert InvalidToken("bad").code == "unauthorized"
+    assert InvalidToken("gone", code="token_revoked").code == "token_revoked"

@@ -13,6 +13,14 @@ One context is built per HTTP request and one per WebSocket connection
   ``{"Authorization": "Bearer ..."}``; `authenticate_connection` is the view's
   ``on_ws_connect`` hook and refuses the connection otherwise (close 4403 in
   graphql-transport-ws, ``connection_error`` in graphql-ws).
+
+A WebSocket's rights are checked continuously (DESIGN.md, "Trust"): its
+`RightsWatch` follows the user (`Accounts.follow`). Each subscription holds
+a `Held` naming the right it needs; when the user loses it, the subscription
+ends with an error ``revoked`` and completes (what it held is requeued).
+When the user is deleted or disabled or its password changes, every
+subscription ends so, then the connection is closed (4403), as it is when
+the token expires. Every operation re-reads the user (`GraphQLContext.caller`).
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import time
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 # Litestar reads the annotations of `http_context` and `ws_context` at runtime
 # to inject their dependencies.
 from litestar import Request, Response, WebSocket  # noqa: TC002
@@ -30,24 +40,60 @@ from litestar.di import NamedDependency  # noqa: TC002
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.litestar.controller import BaseContext
 
-from broker_core.auth import InvalidToken, TokenType, User
+from broker_core.auth import InvalidToken, TokenType, User, revocation_reason
 
 from ..errors import ApiError
 from ..security import bearer_token
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import strawberry
     from litestar.connection import ASGIConnection
 
+    from broker_core.auth import Claims
+
     from ..context import BrokerContext
     from ..ratelimit import TokenBucketLimiter
 
-_RECHECK_S = 1.0
-"""How often a WebSocket's token is checked for revocation (expiry is timed exactly)."""
+CLOSE_FORBIDDEN = 4403
+"""graphql-transport-ws's close code for a refused or no longer valid token."""
+_CLOSE_GRACE_S = 1.0
+"""How long revoked subscriptions may take to send their error before the socket closes."""
 
-__all__ = ["GraphQLContext", "authenticate_connection", "context_of", "http_context", "ws_context"]
+__all__ = [
+    "CLOSE_FORBIDDEN",
+    "GraphQLContext",
+    "Held",
+    "RightsWatch",
+    "authenticate_connection",
+    "context_of",
+    "http_context",
+    "ws_context",
+]
+
+
+class Held:
+    """What a live subscription holds: the right it needs and how to end it when that is lost.
+
+    Args:
+        right: the right, for the error message (``consume on queue 'jobs'``).
+        may_hold: called with the user as it is after a change; ``False`` ends
+            the subscription.
+        revoke: ends the subscription with the error given (synchronously: it
+            only wakes the subscription, which then raises the error).
+    """
+
+    __slots__ = ("may_hold", "revoke", "right", "task")
+
+    def __init__(
+        self, right: str, may_hold: Callable[[User], bool], revoke: Callable[[ApiError], None]
+    ) -> None:
+        self.right = right
+        self.may_hold = may_hold
+        self.revoke = revoke
+        self.task: asyncio.Task[Any] | None = None
+        """The operation's task (it sends the error and the completion)."""
 
 
 class GraphQLContext(BaseContext, kw_only=True):
@@ -63,8 +109,12 @@ class GraphQLContext(BaseContext, kw_only=True):
     """The ``connection_init`` payload (set by Strawberry's protocol handlers)."""
     subscriptions: int = 0
     """Subscriptions open on this connection."""
+    held: set[Held] = msgspec.field(default_factory=set)
+    """The rights the connection's subscriptions hold now."""
+    claims: Any = None
+    """A WebSocket's token claims, once authenticated: the user is re-checked against them."""
     watcher: Any = None
-    """The task that ends the WebSocket when its token expires or is revoked."""
+    """The `RightsWatch` of a WebSocket, which ends what its user may no longer hold."""
 
     @property
     def ctx(self) -> BrokerContext:
@@ -73,9 +123,19 @@ class GraphQLContext(BaseContext, kw_only=True):
         return ctx
 
     def caller(self) -> User:
-        """The authenticated user; raise a 401 `ApiError` if there is none."""
+        """The authenticated user as it is now; raise a 401 `ApiError` if there is none.
+
+        Over WebSocket the user is read again for each operation, so that a
+        permission removed since ``connection_init`` counts at once.
+        """
         if self.user is None:
             raise ApiError(401, "unauthorized", self.auth_error or "missing bearer token")
+        if self.claims is not None:
+            try:
+                self.user = self.ctx.accounts.current(self.claims)
+            except InvalidToken as exc:
+                self.user, self.auth_error = None, exc.reason
+                raise ApiError(401, exc.code, exc.reason) from None
         return self.user
 
     def spend(self, limiter: TokenBucketLimiter, cost: float = 1.0) -> None:
@@ -90,11 +150,13 @@ class GraphQLContext(BaseContext, kw_only=True):
             )
 
     @contextmanager
-    def subscription_slot(self) -> Iterator[None]:
+    def subscription_slot(self, held: Held | None = None) -> Iterator[None]:
         """Hold one of the connection's ``max_consumers_per_connection`` subscription slots.
 
         Strawberry caps operations per connection too; this cap is ours so it
         holds whatever the Strawberry version (see the advisory in STYLE.md).
+        With ``held``, the subscription is ended (``held.revoke``) once its
+        user may no longer hold it.
         """
         limit = self.ctx.settings.max_consumers_per_connection
         if self.subscriptions >= limit:
@@ -102,10 +164,91 @@ class GraphQLContext(BaseContext, kw_only=True):
                 429, "too_many_subscriptions", f"a connection holds at most {limit} subscriptions"
             )
         self.subscriptions += 1
+        if held is not None:
+            held.task = asyncio.current_task()
+            self.held.add(held)
         try:
             yield
         finally:
             self.subscriptions -= 1
+            if held is not None:
+                self.held.discard(held)
+
+    def release(self) -> None:
+        """Stop watching the user's rights (call once the WebSocket connection is over)."""
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+
+
+class RightsWatch:
+    """Keeps a GraphQL WebSocket within its user's rights, from ``connection_init`` on.
+
+    Follows the user (`Accounts.follow`): a lost right ends the subscriptions
+    that need it; a user gone, disabled or with a new password ends them all
+    and closes the connection, as the token's expiry does.
+    """
+
+    def __init__(self, context: GraphQLContext, claims: Claims) -> None:
+        self._context = context
+        self._claims = claims
+        self._username = claims.sub
+        self._loop = asyncio.get_running_loop()
+        self._expiry: asyncio.TimerHandle | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Follow the user and arm the token's expiry."""
+        self._context.ctx.accounts.follow(self._username, self.user_changed)
+        delay = max(0.0, self._claims.exp - time.time())
+        self._expiry = self._loop.call_later(delay, self._expired)
+
+    def stop(self) -> None:
+        """Stop following (the connection is over)."""
+        self._context.ctx.accounts.unfollow(self._username, self.user_changed)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._closer is not None:
+            self._closer.cancel()
+
+    def user_changed(self, user: User | None) -> None:
+        """End what ``user`` (as it is now) may no longer hold; never raises, never awaits."""
+        context = self._context
+        if self._closer is not None:
+            return  # already revoked, or expired
+        reason = revocation_reason(user, self._claims)
+        if reason is not None:
+            context.user, context.auth_error = None, f"token revoked: {reason}"
+            held = list(context.held)
+            for one in held:
+                one.revoke(ApiError(401, "revoked", f"revoked: {reason}"))
+            self._close_after(held, f"revoked: {reason}")
+            return
+        assert user is not None, "a user with a current token exists"
+        context.user = user
+        for one in list(context.held):
+            if not one.may_hold(user):
+                one.revoke(ApiError(403, "revoked", f"revoked: {one.right} is no longer allowed"))
+
+    def _expired(self) -> None:
+        self._expiry = None
+        if self._closer is None:
+            self._context.user, self._context.auth_error = None, "token has expired"
+            self._close_after([], "token has expired")
+
+    def _close_after(self, held: list[Held], reason: str) -> None:
+        self._closer = self._loop.create_task(self._close(held, reason))
+
+    async def _close(self, held: list[Held], reason: str) -> None:
+        # The operations first send their ``revoked`` error and completion;
+        # then the socket closes.
+        tasks = {one.task for one in held if one.task is not None}
+        if tasks:
+            await asyncio.wait(tasks, timeout=_CLOSE_GRACE_S)
+        socket = self._context.websocket
+        if socket is not None and _open(socket):
+            with suppress(Exception):
+                await socket.close(code=CLOSE_FORBIDDEN, reason=reason[:120])
 
 
 def context_of(info: strawberry.Info[Any, Any]) -> GraphQLContext:
@@ -121,10 +264,18 @@ def _authenticated(context: GraphQLContext, connection: ASGIConnection[Any, Any,
         return
     token = bearer_token(connection.headers.get("authorization"))
     if token is not None:
-        try:
-            context.user = context.ctx.accounts.authenticate(token)
-        except InvalidToken as exc:
-            context.auth_error = exc.reason
+        _authenticate(context, token)
+
+
+def _authenticate(context: GraphQLContext, token: str) -> None:
+    """Authenticate ``context`` with an access token, or set ``auth_error``."""
+    accounts = context.ctx.accounts
+    try:
+        context.user = accounts.authenticate(token)
+        if context.websocket is not None:
+            context.claims = accounts.tokens.verify(token, TokenType.ACCESS)
+    except InvalidToken as exc:
+        context.user, context.auth_error = None, exc.reason
 
 
 async def http_context(
@@ -155,44 +306,30 @@ async def authenticate_connection(context: GraphQLContext) -> None:
         header = params.get("Authorization", params.get("authorization"))
         token = bearer_token(header) if isinstance(header, str) else None
     if token is None:
-        if context.user is not None:
-            return  # authenticated by the upgrade request's Authorization header
-        raise ConnectionRejectionError(
-            {"message": "connection_init needs a token", "code": "unauthorized"}
-        )
-    if not isinstance(token, str):
+        if context.user is None:
+            raise ConnectionRejectionError(
+                {
+                    "message": context.auth_error or "connection_init needs a token",
+                    "code": "unauthorized",
+                }
+            )
+        # else authenticated by the upgrade request's Authorization header
+    elif not isinstance(token, str):
         raise ConnectionRejectionError(
             {"message": "token must be a string", "code": "unauthorized"}
         )
-    try:
-        context.user = context.ctx.accounts.authenticate(token)
-    except InvalidToken as exc:
-        context.user = None
-        raise ConnectionRejectionError({"message": exc.reason, "code": "unauthorized"}) from None
-    if context.websocket is not None:
-        context.watcher = asyncio.get_running_loop().create_task(_watch_token(context, token))
+    else:
+        _authenticate(context, token)
+        if context.user is None:
+            raise ConnectionRejectionError(
+                {"message": context.auth_error or "invalid token", "code": "unauthorized"}
+            )
+    if context.websocket is not None and context.claims is not None and context.watcher is None:
+        # Subscriptions outlive the request that authenticated them: without
+        # this a revoked or expired token would keep a consumer running.
+        context.watcher = RightsWatch(context, context.claims)
+        context.watcher.start()
 
 
 def _open(socket: WebSocket[Any, Any, Any]) -> bool:
     return socket.connection_state != "disconnect"
-
-
-async def _watch_token(context: GraphQLContext, token: str) -> None:
-    """Close the connection (4403) once its token expires or is revoked.
-
-    Subscriptions outlive the request that authenticated them: without this
-    a stolen-then-revoked or expired token would keep a consumer running.
-    """
-    socket = context.websocket
-    assert socket is not None, "only WebSocket connections are watched"
-    expires = context.ctx.accounts.tokens.verify(token, TokenType.ACCESS).exp
-    while _open(socket):
-        await asyncio.sleep(max(0.05, min(_RECHECK_S, expires - time.time())))
-        if not _open(socket):
-            return
-        try:
-            context.ctx.accounts.authenticate(token)
-        except InvalidToken as exc:
-            with suppress(Exception):
-                await socket.close(code=4403, reason=exc.reason[:120])
-            return

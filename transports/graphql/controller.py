@@ -179,7 +179,11 @@ def routes(settings: Settings) -> list[type[Controller]]:
             context_ws: NamedDependency[Any],
             root_value: NamedDependency[Any],
         ) -> None:
-            await self.run(request=socket, context=context_ws, root_value=root_value)
+            try:
+                await self.run(request=socket, context=context_ws, root_value=root_value)
+            finally:
+                if isinstance(context_ws, GraphQLContext):
+                    context_ws.release()
 
         async def on_ws_connect(self, context: Any) -> UnsetType | dict[str, object] | None:
             """Authenticate the connection from its ``connection_init`` payload."""

@@ -16,6 +16,11 @@
   (the per-client queue policy of websockets' broadcast guide). Publishing is
   never slowed by a dashboard.
 * ``stats(intervalMs)`` pushes the ``/stats`` snapshot periodically.
+
+Each holds a `Held` (`transports.graphql.context`): when its user may no
+longer hold it (``consume`` on the queue, sight of the queue, or the user
+itself), it raises an error ``revoked`` and completes within 1 s of the
+change (DESIGN.md, "Trust").
 """
 
 from __future__ import annotations
@@ -27,14 +32,14 @@ from typing import TYPE_CHECKING
 
 import strawberry
 
-from broker_core.auth import Action
+from broker_core.auth import Action, allowed
 from broker_core.errors import QueueNotFound
 
 from ..decoding import deliverable, fail_undeliverable
 from ..errors import ApiError
 from ..observability.stats import build_stats
 from ..security import require, require_visible, visible
-from .context import context_of
+from .context import Held, context_of
 from .types import EventDelivery, Message, QueueEvent, Stats
 
 if TYPE_CHECKING:
@@ -73,9 +78,13 @@ class Inbox:
     """
 
     def __init__(self) -> None:
-        self.views: asyncio.Queue[MessageView | int] = asyncio.Queue()
+        # ``None`` wakes `next` to raise `error` (the subscription was revoked).
+        self.views: asyncio.Queue[MessageView | int | None] = asyncio.Queue()
+        self.error: ApiError | None = None
 
     def __call__(self, queue: str, entries: list[Entry]) -> None:
+        if self.error is not None:
+            return  # revoked: removing the consumer requeues them
         # Snapshot now: the entry is the broker's live record (attempt and
         # lease change if it is later requeued and redelivered).
         for entry in entries:
@@ -84,22 +93,40 @@ class Inbox:
             else:
                 self.views.put_nowait(entry.view(queue, "processing"))
 
+    def revoke(self, error: ApiError) -> None:
+        """End the subscription: `next` raises ``error``; undelivered views are dropped."""
+        self.error = error
+        self.views.put_nowait(None)
+
     async def next(self, broker: Broker, queue: str, actor: object) -> MessageView | int:
-        """Wait for the next delivery; raise `QueueNotFound` once the queue is deleted."""
+        """Wait for the next delivery (a bare id: undeliverable); raise `QueueNotFound` once
+        the queue is deleted.
+
+        Raises:
+            ApiError: ``revoked``, once `revoke` was called.
+        """
+        views = self.views
         while True:
-            if not self.views.empty():
-                return self.views.get_nowait()
-            # A deleted queue's actor stops without telling its consumers: an
-            # idle subscription looks for it now and then.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LIVENESS_S):
-                    return await self.views.get()
-            try:
-                alive = broker.actor(queue) is actor
-            except QueueNotFound:
-                alive = False
-            if not alive:
-                raise QueueNotFound(queue)
+            if self.error is not None:
+                raise self.error
+            view: MessageView | int | None = None
+            if not views.empty():
+                view = views.get_nowait()
+            else:
+                # A deleted queue's actor stops without telling its consumers: an
+                # idle subscription looks for it now and then.
+                try:
+                    async with asyncio.timeout(LIVENESS_S):
+                        view = await views.get()
+                except TimeoutError:
+                    try:
+                        alive = broker.actor(queue) is actor
+                    except QueueNotFound:
+                        alive = False
+                    if not alive:
+                        raise QueueNotFound(queue) from None
+            if view is not None and self.error is None:
+                return view
 
 
 class EventFeed:
@@ -117,7 +144,19 @@ class EventFeed:
         self.buffer: deque[QueueEventStruct] = deque(maxlen=size)
         self.missed = 0
         self.ready = asyncio.Event()
+        self.error: ApiError | None = None
         self._visible: dict[str, bool] = {}
+
+    def may_hold(self, user: User) -> bool:
+        """Filter by ``user``'s rights from now on; whether it may still watch its queue."""
+        self.user = user
+        self._visible.clear()
+        return self.queue is None or visible(user, self.queue)
+
+    def revoke(self, error: ApiError) -> None:
+        """End the feed: `next` raises ``error``."""
+        self.error = error
+        self.ready.set()
 
     def __call__(self, event: QueueEventStruct) -> None:
         """Take an event from the broker (synchronously, from an actor): never blocks."""
@@ -140,8 +179,14 @@ class EventFeed:
         self.ready.set()
 
     async def next(self) -> EventDelivery:
-        """Wait for the next event, with the count of those dropped before it."""
-        while not self.buffer:
+        """Wait for the next event, with the count of those dropped before it.
+
+        Raises:
+            ApiError: ``revoked``, once `revoke` was called.
+        """
+        while not self.buffer or self.error is not None:
+            if self.error is not None:
+                raise self.error
             self.ready.clear()
             await self.ready.wait()
         event = self.buffer.popleft()
@@ -177,9 +222,14 @@ class Subscription:
         if not 1 <= prefetch <= most:
             raise ApiError(422, "invalid", f"prefetch must be between 1 and {most}")
         broker = context.ctx.broker
-        with context.subscription_slot():
+        inbox = Inbox()
+        held = Held(
+            f"consume on queue {queue!r}",
+            lambda user: allowed(user, Action.CONSUME, queue),
+            inbox.revoke,
+        )
+        with context.subscription_slot(held):
             actor = broker.actor(queue)
-            inbox = Inbox()
             # Shielded: if the subscription is cancelled while registering, the
             # registration still lands, and the finally clause undoes it.
             registration = asyncio.ensure_future(broker.subscribe(queue, prefetch, inbox))
@@ -214,8 +264,9 @@ class Subscription:
             require_visible(user, queue)
         context.spend(context.ctx.limits.default)
         broker = context.ctx.broker
-        with context.subscription_slot():
-            feed = EventFeed(user, queue, context.ctx.settings.ws_send_buffer_messages)
+        feed = EventFeed(user, queue, context.ctx.settings.ws_send_buffer_messages)
+        held = Held(f"sight of queue {queue!r}", feed.may_hold, feed.revoke)
+        with context.subscription_slot(held):
             broker.add_listener(feed)
             try:
                 while True:
@@ -234,7 +285,7 @@ class Subscription:
         self, info: strawberry.Info, interval_ms: int = 1000
     ) -> AsyncGenerator[StatsResponse, None]:
         context = context_of(info)
-        user = context.caller()
+        context.caller()
         if not MIN_STATS_INTERVAL_MS <= interval_ms <= MAX_STATS_INTERVAL_MS:
             raise ApiError(
                 422,
@@ -242,10 +293,21 @@ class Subscription:
                 f"intervalMs must be between {MIN_STATS_INTERVAL_MS} and {MAX_STATS_INTERVAL_MS}",
             )
         context.spend(context.ctx.limits.admin)
-        with context.subscription_slot():
+        ended: list[ApiError] = []
+        wakeup = asyncio.Event()
+
+        def revoke(error: ApiError) -> None:
+            ended.append(error)
+            wakeup.set()
+
+        with context.subscription_slot(Held("stats", lambda _: True, revoke)):
             while True:
-                yield build_stats(context.ctx, user=user)
-                await asyncio.sleep(interval_ms / 1000)
+                yield build_stats(context.ctx, user=context.caller())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval_ms / 1000):
+                        await wakeup.wait()
+                if ended:
+                    raise ended[0]
 
 
 async def _registered(registration: asyncio.Future[int]) -> int | None:

@@ -210,7 +210,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], ctx: BrokerContext) -> None:
         try:
             authenticated = authenticate(ctx, token)
         except InvalidToken as exc:
-            await _deny(socket, 401, "unauthorized", exc.reason)
+            await _deny(socket, 401, exc.code, exc.reason)
             return
         if not registry.admit(authenticated[0].username):
             await _deny(socket, 429, "too_many_connections", "too many connections for this user")

@@ -21,8 +21,16 @@ buffer stays bounded by its prefetch; one that stays behind longer than the
 heartbeat misses its pong and is disconnected by the server (1011). Past
 `_MAX_BYTES` buffered the connection is closed at once (1008).
 
-Close codes: 1008 policy (rate limit, revoked token, slow consumer), 4001
-access token expired, 1009 frame too big, 1011 internal error.
+Rights are checked continuously (DESIGN.md, "Trust"): the session follows
+its user (`Accounts.follow`). When a permission is removed, each subscription
+the user may no longer hold ends with ``unsubscribed {reason: "revoked"}``,
+what it held is requeued and its tags answer ``error {code: "revoked"}``; when
+the user is deleted or disabled or its password changes, the connection is
+closed with 4003 (what it held is requeued, what was buffered is dropped).
+
+Close codes: 1008 policy (rate limit, slow consumer), 4001 access token
+expired, 4003 revoked (user deleted, disabled, password changed), 1009 frame
+too big, 1011 internal error.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from loguru import logger
 
-from broker_core.auth import Action, InvalidToken, TokenType, allowed, token_is_current
+from broker_core.auth import Action, InvalidToken, TokenType, allowed, revocation_reason
 from broker_core.errors import BrokerError, QueueNotFound
 from broker_core.frames import (
     BATCH_BYTES,
@@ -80,6 +88,7 @@ __all__ = [
     "CLOSE_EXPIRED",
     "CLOSE_INTERNAL",
     "CLOSE_POLICY",
+    "CLOSE_REVOKED",
     "CLOSE_TOO_BIG",
     "Session",
     "Subscription",
@@ -87,7 +96,9 @@ __all__ = [
 ]
 
 CLOSE_POLICY = 1008
-"""Authentication failed, rate limit abused, token revoked, or a slow consumer."""
+"""Authentication failed, rate limit abused, or a slow consumer."""
+CLOSE_REVOKED = 4003
+"""The user was deleted or disabled, or its password changed (its token is revoked)."""
 CLOSE_TOO_BIG = 1009
 """A frame passed ``ws_max_frame_bytes`` (uvicorn enforces it too)."""
 CLOSE_INTERNAL = 1011
@@ -101,6 +112,8 @@ _MAX_BYTES = 64 << 20
 """Buffered bytes past which the connection is closed as a slow consumer."""
 _RATE_STRIKES = 100
 """Publishes refused in a row for the rate limit before the connection is closed."""
+_REVOKED_TAGS = 10_000
+"""Tags of revoked subscriptions remembered, to refuse them as ``revoked`` (oldest forgotten)."""
 
 
 def authenticate(ctx: BrokerContext, token: str) -> tuple[User, Claims]:
@@ -121,7 +134,7 @@ class Subscription:
     message (requeued meanwhile) is refused instead of settling the new one.
     """
 
-    __slots__ = ("consumer_id", "early", "held", "id", "prefetch", "queue", "session")
+    __slots__ = ("consumer_id", "early", "ended", "held", "id", "prefetch", "queue", "session")
 
     def __init__(self, session: Session, id: int, queue: str, prefetch: int) -> None:
         self.session = session
@@ -133,6 +146,9 @@ class Subscription:
         # Deliveries made before ``subscribed`` was sent wait here, so the
         # client always learns the subscription before its first delivery.
         self.early: list[str | bytes] | None = []
+        # Why the server ended it; from then on deliveries are dropped (and
+        # requeued when the consumer is removed).
+        self.ended: str | None = None
 
     def queue_deleted(self) -> None:
         """End the subscription because its queue was deleted (the actor's ``on_close``)."""
@@ -215,17 +231,25 @@ class Session:
         self._release: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._chores: set[asyncio.Task[None]] = set()
+        self._revoking: set[asyncio.Task[None]] = set()
+        self._revoked_tags: dict[int, str] = {}
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def run(self) -> None:
         """Serve the connection until the client or the server closes it; then requeue."""
         self._arm_expiry()
+        accounts = self._ctx.accounts
+        username = self.user.username
+        accounts.follow(username, self.user_changed)
         writer = self._loop.create_task(self._write_loop(), name="ws-writer")
         try:
+            # Changed between authentication and now: act on it as on any change.
+            self.user_changed(accounts.get(username))
             await self._read_loop()
         finally:
             self._ended = True
+            accounts.unfollow(username, self.user_changed)
             if self._expiry is not None:
                 self._expiry.cancel()
             if not writer.done():
@@ -234,6 +258,8 @@ class Session:
                 await writer
             if self._release is not None:
                 await self._release
+            for task in list(self._revoking):
+                await task
             await self._release_all()
             self._buffer.clear()
 
@@ -465,15 +491,91 @@ class Session:
         )
 
     def _current_user(self) -> User:
-        """The connection's user as it is now; closes (1008) if its token was revoked."""
+        """The connection's user as it is now; closes (4003) if its token was revoked."""
         user = self._ctx.accounts.get(self.user.username)
         if user is not self.user:
-            if user is None or not token_is_current(user, self._claims):
-                self.close(CLOSE_POLICY, "token revoked")
-                raise ApiError(401, "unauthorized", "token is no longer valid")
-            self.user = user
-            self._can_publish.clear()
-        return user
+            reason = revocation_reason(user, self._claims)
+            self.user_changed(user)
+            if reason is not None:
+                raise ApiError(401, "token_revoked", f"token revoked: {reason}")
+        return self.user
+
+    # -- rights ---------------------------------------------------------------------
+
+    def user_changed(self, user: User | None) -> None:
+        """Apply a change of the connection's user (`Accounts.follow`; never raises, never awaits).
+
+        A user gone, disabled or with a new password closes the connection
+        with 4003, dropping what is buffered; otherwise each subscription on
+        a queue the user may no longer consume ends as revoked.
+        """
+        if self._ended or self._closing is not None:
+            return
+        reason = revocation_reason(user, self._claims)
+        if reason is not None:
+            self.close(CLOSE_REVOKED, f"revoked: {reason}", flush=False)
+            return
+        assert user is not None, "a user with a current token exists"
+        self.user = user
+        self._can_publish.clear()
+        for sub in list(self._subs.values()):
+            if not allowed(user, Action.CONSUME, sub.queue):
+                self._revoke(sub)
+
+    def _revoke(self, sub: Subscription) -> None:
+        """End ``sub``: its deliveries stop now, its tags are refused, its consumer is removed."""
+        del self._subs[sub.id]
+        sub.ended = "revoked"
+        revoked = self._revoked_tags
+        for tag in sub.held:
+            self._tags.pop(tag, None)
+            revoked[tag] = sub.queue
+        sub.held.clear()
+        while len(revoked) > _REVOKED_TAGS:
+            del revoked[next(iter(revoked))]
+        self._log.info("subscription revoked", queue=sub.queue, subscription=sub.id)
+        if sub.consumer_id is None:
+            return  # still subscribing: `_subscribe` removes the consumer and answers revoked
+        task = self._loop.create_task(self._end_revoked(sub, sub.consumer_id))
+        self._revoking.add(task)
+        task.add_done_callback(self._revoking.discard)
+
+    async def _end_revoked(self, sub: Subscription, consumer_id: int) -> None:
+        try:
+            requeued = await self._broker.unsubscribe(sub.queue, consumer_id)
+        except Exception as exc:
+            self.internal_error(exc)
+            return
+        if not self._ended and self._closing is None:
+            self._push(
+                self._codec.encode(
+                    Unsubscribed(subscription=sub.id, requeued=requeued, reason="revoked")
+                )
+            )
+
+    def _refuse_revoked(self, tags: list[int], ref: Ref | None, forget: bool) -> list[int]:
+        """Answer ``revoked`` for the tags of revoked subscriptions; return the other tags."""
+        revoked = self._revoked_tags
+        refused = [tag for tag in tags if tag in revoked]
+        if not refused:
+            return tags
+        queues = sorted({revoked[tag] for tag in refused})
+        if forget:
+            for tag in refused:
+                del revoked[tag]
+        shown = ", ".join(str(tag) for tag in refused[:20])
+        self._fail(
+            ref,
+            ApiError(
+                403,
+                "revoked",
+                f"delivery tag {shown} was revoked: consume on queue "
+                f"{', '.join(map(repr, queues))} is no longer allowed; the message was requeued",
+            ),
+            tags=refused,
+        )
+        refused_set = set(refused)
+        return [tag for tag in tags if tag not in refused_set]
 
     # -- publish --------------------------------------------------------------------
 
@@ -575,8 +677,13 @@ class Session:
             self._subs.pop(sub.id, None)
             await self._broker.unsubscribe(sub.queue, sub.consumer_id)
             return
-        if sub.id not in self._subs:  # the queue was deleted meanwhile
-            raise QueueNotFound(frame.queue)
+        if sub.id not in self._subs:
+            if sub.ended == "revoked":  # the right to consume was removed meanwhile
+                await self._broker.unsubscribe(sub.queue, sub.consumer_id)
+                raise ApiError(
+                    403, "revoked", f"consume on queue {sub.queue!r} is no longer allowed"
+                )
+            raise QueueNotFound(frame.queue)  # the queue was deleted meanwhile
         self._push(
             self._codec.encode(
                 Subscribed(
@@ -608,6 +715,7 @@ class Session:
         """Forget a subscription the server ended, and tell the client why."""
         if self._subs.pop(sub.id, None) is None or self._ended or self._closing is not None:
             return
+        sub.ended = reason
         for tag in sub.held:
             self._tags.pop(tag, None)
         sub.held.clear()
@@ -618,8 +726,8 @@ class Session:
 
     def deliver(self, sub: Subscription, entries: list[Entry]) -> None:
         """Encode deliveries into the send buffer (called by the queue's actor, in its turn)."""
-        if self._ended or self._closing is not None:
-            return  # the release under way requeues them
+        if self._ended or self._closing is not None or sub.ended is not None:
+            return  # the release (or revocation) under way requeues them
         codec = self._codec
         encode = codec.encode
         held = sub.held
@@ -712,6 +820,9 @@ class Session:
     async def _settle(
         self, tags: list[int], ref: Ref | None, nack: tuple[bool, str | None] | None
     ) -> None:
+        self._current_user()
+        if self._revoked_tags:
+            tags = self._refuse_revoked(tags, ref, forget=True)
         groups, bad = self._claim(tags, keep=False)
         broker = self._broker
         for sub, by_id in groups.items():
@@ -735,7 +846,11 @@ class Session:
             self._fail(ref, _unknown_tags(bad), tags=bad)
 
     async def _touch(self, frame: Touch) -> None:
-        groups, bad = self._claim(frame.tags, keep=True)
+        self._current_user()
+        tags = frame.tags
+        if self._revoked_tags:
+            tags = self._refuse_revoked(tags, frame.ref, forget=False)
+        groups, bad = self._claim(tags, keep=True)
         lease = min(frame.lease, self._settings.max_lease_s)
         for sub, by_id in groups.items():
             queue = sub.queue
