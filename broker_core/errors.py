@@ -140,7 +140,7 @@ class NotPermitted(BrokerError):
 class Unavailable(BrokerError):
     """Storage cannot accept writes now; nothing was confirmed (a 503 for the client)."""
 
-    code = "unavailable"
+    code = "storage_unavailable"
 
     def __init__(self, reason: str) -> None:
         self.reason = reason

@@ -81,7 +81,7 @@ async def test_batched_websocket_publishes_to_a_full_disk_each_fail_then_recover
         )
         answers = [await recv(ws) for _ in range(3)]
         assert [(a["op"], a["ref"], a["code"]) for a in answers] == [
-            ("error", n, "unavailable") for n in range(3)
+            ("error", n, "storage_unavailable") for n in range(3)
         ]
         await _set_max_pages(server, 1_000_000)
         await _wait_healthy(server)
