@@ -129,7 +129,7 @@ async def test_publishes_refused_by_a_full_disk_are_never_stored(
 async def test_a_full_disk_answers_with_a_reason_and_health_says_degraded(
     disk_server: BrokerServer, small_disk: Path
 ) -> None:
-    """The refusal is 503 ``storage_unavailable`` naming the cause; /health is degraded meanwhile."""
+    """The refusal is 503 ``storage_unavailable`` naming the cause; /health is degraded."""
     async with await _admin(disk_server) as http:
         await http.post("/queues", json={"name": "jobs"})
         filler = _fill(small_disk)
