@@ -241,12 +241,13 @@ def glob_match(pattern: str, name: str) -> bool:
     return True
 
 
-class Permission(msgspec.Struct, frozen=True, kw_only=True):
+class Permission(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Actions granted on the queues whose names match a pattern.
 
     ``pattern`` is glob-like over the whole name: ``*`` matches any run of
     characters, ``?`` exactly one; ``orders.*`` matches ``orders.eu`` but not
-    ``orders``.
+    ``orders``. Unknown fields are refused: a typo in a request (``action``)
+    must not grant less than it says, and stored documents hold only these.
     """
 
     pattern: str

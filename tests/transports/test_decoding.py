@@ -284,6 +284,15 @@ async def test_unknown_field_in_update_user_is_422_naming_it(client: httpx.Async
     assert "is_admin" in assert_error(response, 422, "unknown_field")["detail"]
 
 
+async def test_unknown_field_in_a_permission_is_422_naming_it(client: httpx.AsyncClient) -> None:
+    """A typo inside one of a new user's permissions is 422 unknown_field; no user is made."""
+    permission = {"pattern": "jobs", "actions": ["consume"], "action": ["publish"]}
+    body = {"username": "typo", "password": "typo-password-1", "permissions": [permission]}
+    response = await client.post("/users", json=body)
+    assert "action" in assert_error(response, 422, "unknown_field")["detail"]
+    assert (await client.get("/users/typo")).status_code == 404
+
+
 async def test_unknown_field_in_login_is_422_naming_it(server: BrokerServer) -> None:
     """``POST /auth/token`` with ``user`` (not ``username``) is 422 unknown_field."""
     async with httpx.AsyncClient(base_url=server.url) as anonymous:
