@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, TypeGuard
 from .accounts import AccountStore, RefreshRow
 from .backend import StorageBackend
 from .errors import (
+    CommittedDataMissing,
     StorageCorrupt,
     StorageError,
+    StorageTooNew,
     StorageUnavailable,
     StorageUnreachable,
 )
@@ -34,11 +36,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccountStore",
+    "CommittedDataMissing",
     "RefreshRow",
     "SQLiteStorage",
     "StorageBackend",
     "StorageCorrupt",
     "StorageError",
+    "StorageTooNew",
     "StorageUnavailable",
     "StorageUnreachable",
     "WriteBehind",
