@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cli_backup import add_backup
 from .cli_client import CLIENT_COMMANDS
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Any]] = [
     _add_serve,
+    add_backup,
     *CLIENT_COMMANDS,
 ]
 """Functions that add a sub-command to the parser (client commands append theirs)."""
