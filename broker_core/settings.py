@@ -138,6 +138,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     README's performance section). A database keeps the page size it was
     made with.
     """
+    accept_data_loss: bool = False
+    """Start on a SQLite database that lost writes it had committed (a truncated or
+    zeroed WAL, a power loss with ``NORMAL``), logging what is missing, instead of
+    refusing to start. Meant for one start (``broker serve --accept-data-loss``)."""
     node_name: str | None = None
     """This node's name among the nodes sharing a PostgreSQL database; default ``host:port``."""
     node_timeout_s: float = 10.0

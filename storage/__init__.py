@@ -21,24 +21,29 @@ from typing import TYPE_CHECKING, TypeGuard
 from .accounts import AccountStore, RefreshRow
 from .backend import StorageBackend
 from .errors import (
+    CommittedDataMissing,
     StorageCorrupt,
     StorageError,
+    StorageTooNew,
     StorageUnavailable,
     StorageUnreachable,
 )
 from .postgres.writer import WriteBehind
 from .sqlite import SQLiteStorage, check_database
+from .sqlite.watermark import check_committed
 
 if TYPE_CHECKING:
     from broker_core.settings import Settings
 
 __all__ = [
     "AccountStore",
+    "CommittedDataMissing",
     "RefreshRow",
     "SQLiteStorage",
     "StorageBackend",
     "StorageCorrupt",
     "StorageError",
+    "StorageTooNew",
     "StorageUnavailable",
     "StorageUnreachable",
     "WriteBehind",
@@ -86,6 +91,7 @@ def storage_from_settings(settings: Settings) -> StorageBackend:
         max_batch=settings.flush_max_ops,
         processed_retention_s=settings.processed_retention_s,
         processed_retention_count=settings.processed_retention_count,
+        accept_data_loss=settings.accept_data_loss,
     )
 
 
@@ -114,12 +120,14 @@ def _require_asyncpg() -> None:
 def check_storage(settings: Settings) -> None:
     """Fail fast, before serving, when the configured storage can't be opened.
 
-    For SQLite, `check_database` on the file. For PostgreSQL, connect and
-    check that its schema is known (nothing is written).
+    For SQLite, `check_database` on the file, then that it holds every id
+    its commit watermark says was committed (`storage.sqlite.watermark`).
+    For PostgreSQL, connect and check that its schema is known. Nothing is
+    written.
 
     Raises:
-        StorageError: with a one-line reason (`StorageCorrupt`,
-            `StorageUnreachable`).
+        StorageError: with a one-line reason (`StorageCorrupt`, `StorageTooNew`,
+            `CommittedDataMissing`, `StorageUnreachable`).
     """
     url = settings.storage_url
     if is_postgres_url(url):
@@ -127,5 +135,8 @@ def check_storage(settings: Settings) -> None:
         from .postgres import check_postgres
 
         asyncio.run(check_postgres(url))
-    elif url is None:
-        check_database(settings.sqlite_path)
+    else:
+        database = sqlite_database(settings)
+        assert database is not None, "not PostgreSQL, so SQLite"
+        check_database(database)
+        check_committed(database, accept_loss=settings.accept_data_loss)

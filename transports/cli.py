@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cli_backup import add_backup
 from .cli_client import CLIENT_COMMANDS
 
 if TYPE_CHECKING:
@@ -33,6 +34,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
     serve.add_argument("--storage", dest="storage_url", help="storage URL (BROKER_STORAGE_URL)")
     serve.add_argument("--dev", action="store_const", const=True, help="development mode")
+    serve.add_argument(
+        "--accept-data-loss",
+        action="store_const",
+        const=True,
+        help="start even if the SQLite database lost committed writes (BROKER_ACCEPT_DATA_LOSS)",
+    )
     serve.set_defaults(handler=_serve)
 
 
@@ -44,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {
         name: getattr(args, name)
         for name in ("host", "port", "data_dir", "tls", "tls_cert", "tls_key", "log_level",
-                     "storage_url", "dev")
+                     "storage_url", "dev", "accept_data_loss")
         if getattr(args, name, None) is not None
     }  # fmt: skip
     try:
@@ -66,6 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Any]] = [
     _add_serve,
+    add_backup,
     *CLIENT_COMMANDS,
 ]
 """Functions that add a sub-command to the parser (client commands append theirs)."""

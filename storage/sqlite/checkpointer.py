@@ -41,10 +41,18 @@ class Checkpointer:
     Args:
         connect: opens the checkpointer's connection (called in its thread).
         interval_s: the most time committed frames wait to be checkpointed.
+        on_checkpoint: called in the thread after each checkpoint (the commit
+            watermark's fsync: `storage.sqlite.watermark`).
     """
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], interval_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        interval_s: float = 0.1,
+        on_checkpoint: Callable[[], None] | None = None,
+    ) -> None:
         self.interval_s = interval_s
+        self.on_checkpoint = on_checkpoint
         self.checkpoints = 0
         self._connect = connect
         self._stop = threading.Event()
@@ -78,6 +86,8 @@ class Checkpointer:
                     if version == checkpointed:
                         continue
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    if self.on_checkpoint is not None:
+                        self.on_checkpoint()
                 except Exception as exc:
                     # The next round tries again; say so once per failing spell.
                     if not failing:

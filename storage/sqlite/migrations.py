@@ -1,60 +1,162 @@
-"""The SQLite schema's version: created on a new file, checked on an old one.
+"""The SQLite schema's version: created on a new file, migrated step by step on an old one.
 
-The version lives in ``PRAGMA user_version`` (0: a new, empty file).
-Version 1 is ``schema.sql``; a later version adds its ordered step here.
+Each schema version is a step in `MIGRATIONS`, applied in order at open,
+each in one transaction with the record of it: a crash between two steps
+leaves the file at the last whole step, and the next start carries on from
+there. Version 1 is ``schema.sql`` (release 0.1.0); version 2 adds the
+version table itself, ``schema_version(version, applied_at, release)``,
+one row per step (the steps a database got before the table existed have
+no time or release).
+
+``PRAGMA user_version`` is kept equal to the newest step, in the same
+transaction: it is what release 0.1.0 reads, so an older broker refuses a
+newer file instead of serving it, and it answers "which version?" without
+a table (0: a new, empty file). The table, when there, must agree with it.
+
+A file from a newer release (a version past `SCHEMA_VERSION`) is refused
+before anything is written to it (`storage.errors.StorageTooNew`).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
+from contextlib import suppress
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from ..errors import StorageCorrupt
+from loguru import logger
+
+from ..errors import StorageCorrupt, StorageTooNew
+from ..release import release
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
-__all__ = ["SCHEMA_VERSION", "check_database", "migrate"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_database", "migrate", "stored_version"]
 
-SCHEMA_VERSION = 1
+
+def _statements(sql: str) -> Iterator[str]:
+    """The statements of a script, one by one (``executescript`` would commit first)."""
+    pending = ""
+    for line in sql.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    assert not pending.strip(" \n-"), "the script ends with a whole statement"
+
+
+def _run_file(name: str) -> Callable[[sqlite3.Connection], None]:
+    def step(db: sqlite3.Connection) -> None:
+        for statement in _statements(resources.files(__package__).joinpath(name).read_text()):
+            db.execute(statement)
+
+    step.__doc__ = f"Run ``{name}``."
+    return step
+
+
+def _version_table(db: sqlite3.Connection) -> None:
+    """Create the table that records each step (the runner fills it)."""
+    db.execute(
+        "CREATE TABLE schema_version ("
+        " version INTEGER PRIMARY KEY, applied_at REAL, release TEXT) WITHOUT ROWID"
+    )
+
+
+MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
+    (1, _run_file("schema.sql")),
+    (2, _version_table),
+)
+"""Every step, in order: ``(version, function run inside the step's transaction)``."""
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+"""The newest version this release knows: a database past it is refused."""
+_TABLE_SINCE = 2
+"""The first version that has the ``schema_version`` table."""
+
+
+def stored_version(db: sqlite3.Connection, where: str) -> int:
+    """The database's schema version (0: new), checked against this release.
+
+    Raises:
+        StorageTooNew: a newer release wrote it.
+        StorageCorrupt: the version table disagrees with the file's header.
+    """
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StorageTooNew(where, version, SCHEMA_VERSION)
+    if version < 0:
+        raise StorageCorrupt(where, f"unknown schema version {version}")
+    if version >= _TABLE_SINCE:
+        try:
+            (recorded,) = db.execute("SELECT max(version) FROM schema_version").fetchone()
+        except sqlite3.OperationalError as exc:
+            raise StorageCorrupt(where, f"schema version {version}: {exc}") from None
+        if recorded != version:
+            raise StorageCorrupt(
+                where, f"the header says schema {version}, the version table {recorded}"
+            )
+    return version
 
 
 def check_database(path: Path) -> None:
-    """Fail fast, before serving, when ``path`` exists but is no usable database.
+    """Fail fast, before serving, when ``path`` exists but is no usable database (read-only).
 
     Raises:
+        StorageTooNew: a newer release wrote it.
         StorageCorrupt: with a one-line reason.
     """
     if not path.exists():
         return
+    where = str(path)
     try:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
+            # The version first: a newer release's file is refused for that, not for its content.
+            stored_version(connection, where)
             row = connection.execute("PRAGMA quick_check").fetchone()
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
         finally:
             connection.close()
     except sqlite3.DatabaseError as exc:
-        raise StorageCorrupt(str(path), str(exc)) from None
+        raise StorageCorrupt(where, str(exc)) from None
     if row is None or row[0] != "ok":
-        raise StorageCorrupt(str(path), f"integrity check says {row}")
-    if version not in (0, SCHEMA_VERSION):
-        raise StorageCorrupt(str(path), f"unknown schema version {version}")
+        raise StorageCorrupt(where, f"integrity check says {row}")
 
 
 def migrate(db: sqlite3.Connection, where: str) -> None:
-    """Check the file, then create the schema on a new one (the writer's connection).
+    """Check the file, then apply each step it lacks (the writer's connection, autocommit).
 
     Raises:
-        StorageCorrupt: the file fails its check or has an unknown schema version.
+        StorageTooNew: a newer release wrote it (nothing was written).
+        StorageCorrupt: the file fails its check.
     """
+    version = stored_version(db, where)
     check = db.execute("PRAGMA quick_check").fetchone()
     if check is None or check[0] != "ok":
         raise StorageCorrupt(where, f"integrity check says {check}")
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version == 0:
-        db.executescript(resources.files(__package__).joinpath("schema.sql").read_text())
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    elif version != SCHEMA_VERSION:
-        raise StorageCorrupt(where, f"unknown schema version {version}")
+    applied: dict[int, float] = {}
+    for step_version, step in MIGRATIONS:
+        if step_version <= version:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            step(db)
+            applied[step_version] = time.time()
+            if step_version >= _TABLE_SINCE:
+                # Steps before the table (this open's, or an old release's) get their row now.
+                db.executemany(
+                    "INSERT OR IGNORE INTO schema_version VALUES (?, ?, ?)",
+                    [
+                        (v, applied.get(v), release() if v in applied else None)
+                        for v in range(1, step_version + 1)
+                    ],
+                )
+            db.execute(f"PRAGMA user_version={step_version}")
+        except BaseException:
+            with suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    if applied and version:
+        logger.info("database schema migrated", database=where, version=SCHEMA_VERSION)

@@ -1,4 +1,4 @@
--- The broker's SQLite schema (version 1). Applied at open when user_version is 0.
+-- The broker's SQLite schema (version 1), the first step of migrations.py on a new file.
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL

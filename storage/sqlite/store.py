@@ -20,6 +20,10 @@ every processing one comes back pending and redelivered. Message ids then
 continue `UNCLEAN_ID_GAP` past the last committed one: a message is pushed
 to consumers before its batch commits, so ids just past it may have been
 seen by a consumer for a message the crash lost, and must never name another.
+
+A lost write-ahead log is caught at start: the highest id committed is kept
+outside the log (`storage.sqlite.watermark`), and a database behind it is
+refused (`storage.errors.CommittedDataMissing`) unless ``accept_data_loss``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import aiosqlite
 from loguru import logger
 
 from ..coalesce import coalesce
-from ..errors import StorageCorrupt
+from ..errors import CommittedDataMissing, StorageCorrupt, StorageError
 from ..retention import prune_in_batches
 from ..rows import NO_HORIZON, DeliveryHorizon
 from . import pruning, reads
@@ -42,6 +46,7 @@ from .accounts import SQLiteAccountStore
 from .batches import transaction, write_last_id, write_step
 from .checkpointer import Checkpointer
 from .migrations import migrate
+from .watermark import CommitWatermark, highest_committed_id
 from .writer import SQLiteWriter
 
 if TYPE_CHECKING:
@@ -134,6 +139,8 @@ class SQLiteStorage:
         max_batch: a batch this large commits without lingering.
         processed_retention_s: processed messages older than this are pruned.
         processed_retention_count: at most this many processed messages are kept per queue.
+        accept_data_loss: open a database that lost committed writes (logged
+            loudly; ids continue past the lost ones) instead of refusing it.
     """
 
     def __init__(
@@ -146,14 +153,19 @@ class SQLiteStorage:
         max_batch: int = 512,
         processed_retention_s: float = 3600.0,
         processed_retention_count: int = 10_000,
+        accept_data_loss: bool = False,
     ) -> None:
         self.path = path
+        self.accept_data_loss = accept_data_loss
         self.synchronous = synchronous
         self.page_size = page_size
         self.processed_retention_s = processed_retention_s
         self.processed_retention_count = processed_retention_count
         self._reader: aiosqlite.Connection | None = None
-        self.checkpointer = Checkpointer(lambda: sqlite3.connect(self.path))
+        self.watermark = CommitWatermark(path)
+        self.checkpointer = Checkpointer(
+            lambda: sqlite3.connect(self.path), on_checkpoint=self.watermark.sync
+        )
         self.writer = SQLiteWriter(
             self._connect_writer,
             self._write_batch,
@@ -211,7 +223,10 @@ class SQLiteStorage:
         """Open the database, apply the schema, recover; return whether the last stop was clean.
 
         Raises:
-            StorageCorrupt: the file is not a SQLite database or fails its check.
+            StorageCorrupt: the file is not a SQLite database or fails its check
+                (`StorageTooNew`: a newer release wrote it).
+            CommittedDataMissing: the database lost writes it had committed
+                (see `storage.sqlite.watermark`), and ``accept_data_loss`` is off.
         """
         try:
             await self.writer.start()
@@ -224,7 +239,7 @@ class SQLiteStorage:
         except sqlite3.DatabaseError as exc:
             await self._close_db()
             raise StorageCorrupt(str(self.path), str(exc)) from exc
-        except StorageCorrupt:
+        except StorageError:
             await self._close_db()
             raise
         return clean
@@ -254,12 +269,27 @@ class SQLiteStorage:
         clean = meta.get("clean", "1") == "1"
         # Batches record the highest id only when they delete rows: else the rows hold it.
         self._recorded_id = int(meta.get("last_id", 0))
-        (highest_row,) = db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
-        self._last_id = max(self._recorded_id, highest_row)
+        found = self._last_id = highest_committed_id(db)
+        committed = self.watermark.read()
+        if committed is not None and found < committed:
+            if not self.accept_data_loss:
+                raise CommittedDataMissing(str(self.path), found, committed)
+            logger.error(
+                "committed writes lost: serving what is left, as told (accept_data_loss)",
+                database=str(self.path),
+                last_id=found,
+                committed_id=committed,
+                missing_ids=committed - found,
+            )
+            # Lost ids may have been seen by clients: continue past them, as after a crash.
+            self._last_id = committed
+            clean = False
         self._horizon = DeliveryHorizon(
             int(meta.get("horizon_id", 0)), float(meta.get("horizon_at", 0))
         )
         self._recover(db, clean)
+        # What the database holds now: lower than the old watermark once a loss is accepted.
+        self.watermark.open(found)
         return clean
 
     def _recover(self, db: sqlite3.Connection, clean: bool) -> None:
@@ -302,6 +332,7 @@ class SQLiteStorage:
         """Stop the writer (dropping what it still buffers, as a crash would) and the reader."""
         await self.writer.stop()
         self.checkpointer.stop()
+        self.watermark.close()
         if self._reader is not None:
             try:
                 await self._reader.close()
@@ -336,6 +367,9 @@ class SQLiteStorage:
             if record:
                 write_last_id(db, plan.last_id)
         # Only once committed: a failed batch is retried and must write it again.
+        if plan.last_id != self._last_id:
+            # New ids committed: the WAL now holds them (`storage.sqlite.watermark`).
+            self.watermark.record(plan.last_id)
         self._last_id = plan.last_id
         if record:
             self._recorded_id = plan.last_id

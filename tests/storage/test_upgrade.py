@@ -1,65 +1,145 @@
-"""A data dir written by the previous release starts on this code with everything intact.
+"""Data written by the previous release starts on this code with everything intact.
 
 ``tests/fixtures/datadir-0.1.0`` was made by ``tests/fixtures/make_datadir.py``
 running against release 0.1.0 (commit eacd139): queues with options, messages
 in every state (pending, delayed, processing at the stop, processed,
-dead-lettered), a user with permissions. Every schema change must keep these
-tests passing, migrating the copy on start.
+dead-lettered), a user with permissions. ``tests/fixtures/postgres-0.1.0.sql``
+is the same run against a PostgreSQL database, dumped. Every schema change
+must keep these tests passing, migrating the copy on start; a database from a
+newer release is refused before anything is written to it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from tests.conftest import BrokerServer, login, make_settings
+from storage.sqlite import SCHEMA_VERSION as SQLITE_VERSION
+from tests.conftest import BrokerServer, ServerProcess, login, make_settings
+from tests.storage.pg_database import temporary_database
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "datadir-0.1.0"
-EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURE = FIXTURES / "datadir-0.1.0"
+EXPECTED: dict[str, dict[str, Any]] = {
+    "sqlite": json.loads((FIXTURE / "expected.json").read_text()),
+    "postgres": json.loads((FIXTURES / "postgres-0.1.0.json").read_text()),
+}
 TEN_YEARS_S = 10 * 365 * 24 * 3600.0
 
 
-@pytest.fixture
-async def upgraded(tmp_path: Path) -> AsyncIterator[BrokerServer]:
-    """A broker started on a copy of the previous release's data dir."""
+async def _sql(url: str, sql: str) -> Any:
+    """Run ``sql`` on the database at ``url``: a script (``None``), or one query (its rows)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=3)
+    try:
+        if sql.lstrip().upper().startswith("SELECT"):
+            return await conn.fetch(sql)
+        await conn.execute(sql)
+        return None
+    finally:
+        await conn.close()
+
+
+class Upgraded:
+    """A broker started on the previous release's data, and what that release stored."""
+
+    def __init__(self, server: BrokerServer, kind: str, url: str | None) -> None:
+        self.server = server
+        self.kind = kind
+        self.url = url
+        self.expected = EXPECTED[kind]
+
+    async def versions(self) -> list[tuple[int, str | None]]:
+        """The version table's rows: (version, release), in order."""
+        if self.url is not None:
+            rows = await _sql(self.url, "SELECT version, release FROM broker_schema_version")
+            return sorted((row["version"], row["release"]) for row in rows)
+        db = sqlite3.connect(self.server.settings.sqlite_path)
+        try:
+            return db.execute("SELECT version, release FROM schema_version ORDER BY 1").fetchall()
+        finally:
+            db.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def release(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Upgraded]:
+    """A broker started on a copy of the previous release's data (SQLite data dir or dump)."""
     data = tmp_path / "data"
-    shutil.copytree(FIXTURE, data, ignore=shutil.ignore_patterns("expected.json"))
-    data.chmod(0o700)
-    (data / "jwt.secret").chmod(0o600)
+    url: str | None = None
+    if request.param == "sqlite":
+        shutil.copytree(FIXTURE, data, ignore=shutil.ignore_patterns("expected.json"))
+        data.chmod(0o700)
+        (data / "jwt.secret").chmod(0o600)
+    else:
+        url = request.getfixturevalue("fresh_postgres")
+        await _sql(url, (FIXTURES / "postgres-0.1.0.sql").read_text())
     # No admin password from the environment: the stored hash must still work.
     # The fixture's processed messages were settled when it was made: keep them.
-    settings = make_settings(data, admin_password=None, processed_retention_s=TEN_YEARS_S)
+    settings = make_settings(
+        data, admin_password=None, processed_retention_s=TEN_YEARS_S, storage_url=url
+    )
     server = BrokerServer(settings)
     await server.start()
     try:
-        yield server
+        yield Upgraded(server, request.param, url)
     finally:
         await server.stop()
 
 
 @pytest.fixture
-async def admin(upgraded: BrokerServer) -> AsyncIterator[httpx.AsyncClient]:
+def fresh_postgres() -> Any:
+    """An empty database of its own on the local PostgreSQL server (or a skip)."""
+    with temporary_database() as url:
+        yield url
+
+
+@pytest.fixture
+def upgraded(release: Upgraded) -> BrokerServer:
+    """The broker started on the previous release's data."""
+    return release.server
+
+
+@pytest.fixture
+async def admin(release: Upgraded) -> AsyncIterator[httpx.AsyncClient]:
     """The fixture's admin, logged in with the password the old release was given."""
-    pair = await login(upgraded.url, "admin", EXPECTED["admin_password"])
+    url = release.server.url
+    pair = await login(url, "admin", release.expected["admin_password"])
     async with httpx.AsyncClient(
-        base_url=upgraded.url, headers={"Authorization": f"Bearer {pair['access_token']}"}
+        base_url=url, headers={"Authorization": f"Bearer {pair['access_token']}"}
     ) as http:
         yield http
 
 
-async def test_every_queue_keeps_its_options_and_counts(admin: httpx.AsyncClient) -> None:
+async def test_the_version_table_says_the_current_version(release: Upgraded) -> None:
+    """After the start, the version table's newest row is this release's schema version."""
+    from storage.postgres import SCHEMA_VERSION as POSTGRES_VERSION
+
+    current = SQLITE_VERSION if release.kind == "sqlite" else POSTGRES_VERSION
+    versions = await release.versions()
+    assert [version for version, _ in versions] == list(range(1, current + 1))
+    # The old release's steps have no release; the step this start applied has this one's.
+    assert versions[0][1] is None
+    assert versions[-1][1] is not None
+
+
+async def test_every_queue_keeps_its_options_and_counts(
+    release: Upgraded, admin: httpx.AsyncClient
+) -> None:
     """Each queue comes back with its options and its messages counted by state."""
     queues = {queue["name"]: queue for queue in (await admin.get("/queues")).json()}
-    assert set(queues) == set(EXPECTED["queues"])
-    for name, expected in EXPECTED["queues"].items():
+    assert set(queues) == set(release.expected["queues"])
+    for name, expected in release.expected["queues"].items():
         queue = queues[name]
         for option in (
             "max_attempts", "dead_letter_queue", "message_ttl_ms", "max_length", "max_bytes",
@@ -90,11 +170,11 @@ async def test_pending_messages_keep_content_headers_and_order(admin: httpx.Asyn
 
 
 async def test_a_message_processing_at_the_stop_comes_back_redelivered(
-    admin: httpx.AsyncClient,
+    release: Upgraded, admin: httpx.AsyncClient
 ) -> None:
     """The message leased when the old release stopped is delivered again, marked so."""
     by_id = {m["message_id"]: m for m in await _consume_all(admin, "orders")}
-    again = by_id[EXPECTED["processing_message_id"]]
+    again = by_id[release.expected["processing_message_id"]]
     assert again["redelivered"] is True
     assert again["attempt"] == 2
 
@@ -118,9 +198,10 @@ async def test_the_delayed_message_stays_delayed(admin: httpx.AsyncClient) -> No
     assert [m["deliver_at"] for m in delayed] == ["2999-01-01T00:00:00Z"]
 
 
-async def test_users_keep_their_passwords_and_permissions(upgraded: BrokerServer) -> None:
+async def test_users_keep_their_passwords_and_permissions(release: Upgraded) -> None:
     """The old release's user logs in with its password and keeps its permissions."""
-    pair = await login(upgraded.url, "alice", EXPECTED["alice_password"])
+    upgraded = release.server
+    pair = await login(upgraded.url, "alice", release.expected["alice_password"])
     headers = {"Authorization": f"Bearer {pair['access_token']}"}
     async with httpx.AsyncClient(base_url=upgraded.url, headers=headers) as alice:
         allowed = await alice.post("/queues/orders/messages", json={"content": 1})
@@ -131,6 +212,61 @@ async def test_users_keep_their_passwords_and_permissions(upgraded: BrokerServer
 
 async def test_new_messages_never_reuse_an_old_id(admin: httpx.AsyncClient) -> None:
     """A message published after the upgrade gets an id past every stored one."""
+    stored = []
+    for queue in ("orders", "orders-dlq", "plain"):
+        browse = await admin.get(f"/queues/{queue}/messages", params={"limit": 100})
+        stored.extend(m["message_id"] for m in browse.json()["messages"])
     response = await admin.post("/queues/plain/messages", json={"content": "new"})
     assert response.status_code == 201, response.text
-    assert response.json()["message_id"] > 9
+    assert len(stored) == 9
+    assert response.json()["message_id"] > max(stored)
+
+
+# -- a newer release's data ----------------------------------------------------------------------
+
+NEWER = (
+    "was written by a newer release (schema 99; this release knows up to {}): upgrade the broker"
+)
+
+
+def _digest(folder: Path) -> tuple[str, int]:
+    """The database's hash and its WAL's size (a read-only check may create an empty WAL)."""
+    wal = folder / "broker.db-wal"
+    return (
+        hashlib.sha256((folder / "broker.db").read_bytes()).hexdigest(),
+        wal.stat().st_size if wal.exists() else 0,
+    )
+
+
+async def test_serve_refuses_a_sqlite_database_from_a_newer_release(
+    tmp_path: Path, server_process_factory: Any
+) -> None:
+    """``broker serve`` exits non-zero, saying so, and leaves a newer release's file as it was."""
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURE, data, ignore=shutil.ignore_patterns("expected.json"))
+    db = sqlite3.connect(data / "broker.db")
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    before = _digest(data)
+    broker: ServerProcess = server_process_factory(data)
+    with pytest.raises(RuntimeError) as caught:
+        await broker.start()
+    assert f"the database at {data / 'broker.db'} " in str(caught.value)
+    assert NEWER.format(SQLITE_VERSION) in str(caught.value)
+    assert _digest(data) == before
+
+
+async def test_serve_refuses_a_postgres_database_from_a_newer_release(
+    tmp_path: Path, fresh_postgres: str, server_process_factory: Any
+) -> None:
+    """``broker serve --storage postgresql://...`` exits non-zero on a newer release's schema."""
+    from storage.postgres import SCHEMA_VERSION as POSTGRES_VERSION
+
+    await _sql(fresh_postgres, (FIXTURES / "postgres-0.1.0.sql").read_text())
+    await _sql(fresh_postgres, "INSERT INTO public.broker_schema_version VALUES (99)")
+    broker: ServerProcess = server_process_factory(BROKER_STORAGE_URL=fresh_postgres)
+    with pytest.raises(RuntimeError) as caught:
+        await broker.start()
+    assert NEWER.format(POSTGRES_VERSION) in str(caught.value)
+    rows = await _sql(fresh_postgres, "SELECT version FROM public.broker_schema_version")
+    assert sorted(row["version"] for row in rows) == [2, 99]
