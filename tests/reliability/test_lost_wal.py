@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ import httpx
 import pytest
 
 from storage.sqlite.watermark import read_watermark, watermark_path
-from tests.conftest import BrokerServer, ServerProcess, login, make_settings
+from tests.conftest import MS, BrokerServer, ServerProcess, login, make_settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -68,10 +69,18 @@ async def _publish(url: str, token: str, queue: str, count: int) -> list[int]:
 
 
 def _checkpoint(database: Path) -> None:
-    """Copy the whole WAL into the database file now (what is there survives the damage)."""
+    """Copy the whole WAL into the database file now (what is there survives the damage).
+
+    The broker's own checkpointer may be running one at that moment (busy):
+    then try again, a bounded number of times.
+    """
     with closing(sqlite3.connect(database)) as db:
-        busy, log, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    assert busy == 0 and log == done, (busy, log, done)
+        for _ in range(200):
+            busy, log, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy == 0 and log == done:
+                return
+            time.sleep(10 * MS)
+    raise AssertionError(f"the WAL could not be checkpointed: {(busy, log, done)}")
 
 
 async def _lose_the_wal(
