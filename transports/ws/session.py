@@ -47,7 +47,12 @@ from loguru import logger
 
 from broker_core.auth import Action, InvalidToken, TokenType, allowed, revocation_reason
 from broker_core.errors import BrokerError, QueueNotFound
-from broker_core.frames import (
+
+from ..decoding import fail_undeliverable
+from ..errors import ApiError, InvalidInput, classify, last_error
+from ..logging import current_request_id
+from ..security import require
+from ..wire import (
     BATCH_BYTES,
     CLIENT_OPS,
     Ack,
@@ -66,22 +71,17 @@ from broker_core.frames import (
     Unsubscribed,
     peek,
 )
-
-from ..decoding import fail_undeliverable
-from ..errors import ApiError, InvalidInput, classify, last_error
-from ..logging import current_request_id
-from ..security import require
 from .codec import Undeliverable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from broker_core.auth import Claims, User
-    from broker_core.frames import ClientOne, Ref
     from broker_core.messages import Entry
     from broker_core.queue import Published
 
     from ..context import BrokerContext
+    from ..wire import ClientOne, Ref
     from .codec import Codec
 
 __all__ = [
