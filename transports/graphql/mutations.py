@@ -26,11 +26,11 @@ from broker_core.messages import (
     PublishRequest,
     UpdateQueueRequest,
 )
+from broker_core.permissions import require
 
 from ..errors import ApiError
 from ..rest.messages import SettledResponse
 from ..rest.queues import PurgeResponse, check_message_limits
-from ..security import require
 from .context import GraphQLContext, context_of
 from .structs import Long, to_struct
 from .types import (

@@ -34,11 +34,11 @@ import strawberry
 
 from broker_core.auth import Action, allowed
 from broker_core.errors import QueueNotFound
+from broker_core.permissions import require, require_visible, visible
 
 from ..decoding import deliverable, fail_undeliverable
 from ..errors import ApiError
 from ..observability.stats import build_stats
-from ..security import require, require_visible, visible
 from .context import Held, context_of
 from .types import EventDelivery, Message, QueueEvent, Stats
 

@@ -46,8 +46,9 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from litestar import Request, Response, get
 
+from broker_core.permissions import visible
+
 from ..rest.common import ctx_of, user_of
-from ..security import visible
 from .stats import BROKER_VERSION, FRAMEWORK
 from .telemetry import LATENCY_BUCKETS_S, telemetry_of
 

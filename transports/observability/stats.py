@@ -21,10 +21,10 @@ import msgspec
 from litestar import Request, get
 
 from broker_core.messages import from_timestamp
+from broker_core.permissions import visible
 
 from ..errors import last_error
 from ..rest.common import ctx_of, user_of
-from ..security import visible
 from .rates import Rates
 from .system import SystemStats
 from .telemetry import telemetry_of

@@ -24,11 +24,11 @@ from broker_core.messages import (
     QueueInfo,
     UpdateQueueRequest,
 )
+from broker_core.permissions import require, require_browse, require_visible, visible
 from broker_core.types import MessageStatus
 
 from ..decoding import deliverable, fail_undeliverable, showable, showable_page
 from ..errors import ApiError
-from ..security import require, require_visible, visible
 from .bodies import JsonBody
 from .common import ctx_of, user_of
 
@@ -224,7 +224,7 @@ class QueueController(Controller):
         ] = None,
     ) -> MessagesPage:
         """Browse messages by ascending id (``consume`` or ``manage``)."""
-        _require_browse(request, name)
+        require_browse(user_of(request), name)
         parsed = None
         if status is not None:
             try:
@@ -238,7 +238,7 @@ class QueueController(Controller):
         self, request: Request[Any, Any, Any], name: Name, message_id: FromPath[int]
     ) -> MessageView:
         """One message of the queue by id (``consume`` or ``manage``)."""
-        _require_browse(request, name)
+        require_browse(user_of(request), name)
         return showable(await ctx_of(request).broker.get_message(name, message_id))
 
     @post(
@@ -250,14 +250,6 @@ class QueueController(Controller):
         """Move a failed or dead-lettered message back to pending (``manage``)."""
         require(user_of(request), Action.MANAGE, name)
         return showable(await ctx_of(request).broker.retry(name, message_id))
-
-
-def _require_browse(request: Request[Any, Any, Any], name: str) -> None:
-    user = user_of(request)
-    from broker_core.auth import allowed
-
-    if not (allowed(user, Action.CONSUME, name) or allowed(user, Action.MANAGE, name)):
-        require(user, Action.CONSUME, name)
 
 
 @get("/consumers", tags=["queues"])

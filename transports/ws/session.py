@@ -47,11 +47,11 @@ from loguru import logger
 
 from broker_core.auth import Action, InvalidToken, TokenType, allowed, revocation_reason
 from broker_core.errors import BrokerError, QueueNotFound
+from broker_core.permissions import require
 
 from ..decoding import fail_undeliverable
 from ..errors import ApiError, InvalidInput, classify, last_error
 from ..logging import current_request_id
-from ..security import require
 from ..wire import (
     BATCH_BYTES,
     CLIENT_OPS,
