@@ -39,6 +39,7 @@ from broker_core.permissions import require, require_visible, visible
 from ..decoding import deliverable, fail_undeliverable
 from ..errors import ApiError
 from ..observability.stats import build_stats
+from ..operations import check_prefetch
 from .context import Held, context_of
 from .types import EventDelivery, Message, QueueEvent, Stats
 
@@ -217,10 +218,7 @@ class Subscription:
         context = context_of(info)
         require(context.caller(), Action.CONSUME, queue)
         context.spend(context.ctx.limits.consume)
-        # As over /ws: the held messages are bounded like a connection's send buffer.
-        most = context.ctx.settings.ws_send_buffer_messages
-        if not 1 <= prefetch <= most:
-            raise ApiError(422, "invalid", f"prefetch must be between 1 and {most}")
+        check_prefetch(context.ctx.settings, prefetch)
         broker = context.ctx.broker
         inbox = Inbox()
         held = Held(
