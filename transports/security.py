@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 
 if TYPE_CHECKING:
+    from litestar import Request
+    from litestar.connection import ASGIConnection
     from litestar.types import ASGIApp
 
     from broker_core.auth import User
@@ -30,7 +32,9 @@ __all__ = [
     "OPEN_PATHS",
     "BearerAuthMiddleware",
     "bearer_token",
+    "client_ip",
     "security_headers",
+    "user_of",
 ]
 
 OPEN_PATHS = ["^/health$", "^/auth/token$", "^/login$", "^/auth/refresh$", "^/dashboard"]
@@ -90,6 +94,18 @@ class BearerAuthMiddleware:
                     "rate limit exceeded", headers={"Retry-After": str(max(1, math.ceil(wait)))}
                 )
         return user, token
+
+
+def user_of(request: Request[Any, Any, Any]) -> User:
+    """The authenticated caller of a route (put there by `BearerAuthMiddleware`)."""
+    user: User = request.user
+    return user
+
+
+def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The peer address of ``connection`` (no proxy headers are trusted)."""
+    client = connection.client
+    return client.host if client is not None else "unknown"
 
 
 def security_headers(hsts: bool) -> list[tuple[bytes, bytes]]:

@@ -48,7 +48,8 @@ from litestar import Request, Response, get
 
 from broker_core.permissions import visible
 
-from ..rest.common import ctx_of, user_of
+from ..context import ctx_of
+from ..security import user_of
 from .stats import BROKER_VERSION, FRAMEWORK
 from .telemetry import LATENCY_BUCKETS_S, telemetry_of
 

@@ -18,7 +18,8 @@ from broker_core.messages import (
 )
 
 from .. import operations
-from .common import ctx_of, user_of
+from ..context import ctx_of
+from ..security import user_of
 
 __all__ = ["MessageController", "TouchResponse"]
 

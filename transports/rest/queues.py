@@ -29,9 +29,10 @@ from broker_core.permissions import require, require_browse, require_visible, vi
 from broker_core.types import MessageStatus
 
 from .. import operations
+from ..context import ctx_of
 from ..decoding import deliverable, fail_undeliverable, showable, showable_page
+from ..security import user_of
 from .bodies import JsonBody
-from .common import ctx_of, user_of
 
 __all__ = [
     "ConsumeResponse",
