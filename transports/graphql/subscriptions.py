@@ -58,7 +58,7 @@ __all__ = [
     "MIN_STATS_INTERVAL_MS",
     "EventFeed",
     "Inbox",
-    "Subscription",
+    "SubscriptionRoot",
 ]
 
 MIN_STATS_INTERVAL_MS = 100
@@ -190,8 +190,13 @@ class EventFeed:
         )
 
 
-@strawberry.type(description="Consume queues and watch the broker live (over WebSocket).")
-class Subscription:
+@strawberry.type(
+    name="Subscription",
+    description="Consume queues and watch the broker live (over WebSocket).",
+)
+class SubscriptionRoot:
+    """The GraphQL ``Subscription`` type (named apart from the WebSocket and client classes)."""
+
     @strawberry.subscription(
         graphql_type=Message,
         description=(
