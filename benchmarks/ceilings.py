@@ -47,7 +47,7 @@ _INSERT = f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
 
 def publish_frame(seq: int = 0) -> bytes:
     """The JSON frame our client sends to publish one 1 KiB message."""
-    from broker_core.frames import Publish, json_encoder
+    from transports.wire import Publish, json_encoder
 
     frame = Publish(queue="wsbroker-bench-e2e-0-0", content=msgspec.Raw(body(seq)), ref=seq + 1)
     return json_encoder.encode(frame)

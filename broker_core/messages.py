@@ -31,10 +31,12 @@ __all__ = [
     "NackRequest",
     "PublishRequest",
     "PublishResult",
+    "PurgeResponse",
     "QueueEvent",
     "QueueInfo",
     "QueueOptions",
     "SettleResult",
+    "SettledResponse",
     "TouchRequest",
     "UpdateQueueRequest",
     "check_queue_name",
@@ -242,6 +244,19 @@ class SettleResult(msgspec.Struct, kw_only=True, frozen=True):
 
     settled: list[int]
     errors: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class SettledResponse(msgspec.Struct, kw_only=True, frozen=True):
+    """The one message an ack or nack settled."""
+
+    message_id: int
+    status: str
+
+
+class PurgeResponse(msgspec.Struct, kw_only=True, frozen=True):
+    """How many pending messages a purge deleted."""
+
+    purged: int
 
 
 class ConsumerInfo(msgspec.Struct, kw_only=True, frozen=True):

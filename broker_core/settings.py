@@ -8,6 +8,14 @@ and lets explicit overrides (CLI flags) win over them.
 
 Units are in the field names (``_s``, ``_ms``, ``_bytes``, ``_per_s``); sizes
 are bytes and durations seconds unless named otherwise.
+
+This is the process's configuration, one flat ``BROKER_*`` namespace, read by
+storage and the transports; the core itself reads none of it (`BrokerContext`
+hands `Broker` its few numbers). It stays one class although its network,
+TLS, CORS, WebSocket and GraphQL sections concern the transports only: some
+rules straddle the sections (a message fits in a request body; storage names
+a node after its port), and one class keeps ``Settings(**values)`` and the
+environment variables simple for every caller.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from loguru import logger
 
@@ -23,10 +23,13 @@ from .ratelimit import LoginLimiter, TokenBucketLimiter
 from .secrets import ensure_data_dir, generate_secret, load_or_create_secret
 
 if TYPE_CHECKING:
+    from litestar import Request
+    from litestar.connection import ASGIConnection
+
     from broker_core.journal import SharedStorage
     from broker_core.settings import Settings
 
-__all__ = ["BrokerContext", "Limits"]
+__all__ = ["BrokerContext", "Limits", "ctx_of"]
 
 _PRUNE_INTERVAL_S = 5.0
 
@@ -118,3 +121,9 @@ class BrokerContext:
                 await self.broker.prune(time.time(), self.settings.failed_retention_s)
             except Exception as exc:
                 logger.opt(exception=exc).warning("pruning retained messages failed")
+
+
+def ctx_of(request: Request[Any, Any, Any] | ASGIConnection[Any, Any, Any, Any]) -> BrokerContext:
+    """The broker context of the app serving ``request`` (route handlers' way to it)."""
+    ctx: BrokerContext = request.app.state.ctx
+    return ctx

@@ -1,11 +1,12 @@
-"""Authentication of HTTP requests and the permission checks every transport shares.
+"""Authentication of HTTP requests, and the security headers of every response.
 
 `BearerAuthMiddleware` verifies ``Authorization: Bearer <access token>`` on
 every HTTP route but the open ones (``/health``, the token endpoints and the
 dashboard's static files), puts the `User` on ``request.user`` and spends a
 token of the user's rate-limit bucket of the route's class (the route's
 ``opt["rate_limit"]``: ``publish``, ``consume``, ``admin``, else ``default``).
-WebSocket routes authenticate themselves (header or first frame).
+WebSocket routes authenticate themselves (header or first frame). What an
+authenticated user may do is `broker_core.permissions`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 
-from broker_core.auth import Action, User, allowed
-from broker_core.errors import NotPermitted, QueueNotFound
-
 if TYPE_CHECKING:
+    from litestar import Request
+    from litestar.connection import ASGIConnection
     from litestar.types import ASGIApp
+
+    from broker_core.auth import User
 
     from .context import BrokerContext
     from .ratelimit import TokenBucketLimiter
@@ -30,11 +32,9 @@ __all__ = [
     "OPEN_PATHS",
     "BearerAuthMiddleware",
     "bearer_token",
-    "require",
-    "require_admin",
-    "require_visible",
+    "client_ip",
     "security_headers",
-    "visible",
+    "user_of",
 ]
 
 OPEN_PATHS = ["^/health$", "^/auth/token$", "^/login$", "^/auth/refresh$", "^/dashboard"]
@@ -96,32 +96,16 @@ class BearerAuthMiddleware:
         return user, token
 
 
-def visible(user: User, queue: str) -> bool:
-    """Whether ``user`` may know ``queue`` exists (any permission on it)."""
-    return any(allowed(user, action, queue) for action in Action)
+def user_of(request: Request[Any, Any, Any]) -> User:
+    """The authenticated caller of a route (put there by `BearerAuthMiddleware`)."""
+    user: User = request.user
+    return user
 
 
-def require_visible(user: User, queue: str) -> None:
-    """Raise `QueueNotFound` unless ``user`` has some permission on ``queue``.
-
-    A queue the caller may not touch answers exactly like a missing one, so
-    names can't be probed.
-    """
-    if not visible(user, queue):
-        raise QueueNotFound(queue)
-
-
-def require(user: User, action: Action, queue: str) -> None:
-    """Raise unless ``user`` may ``action`` on ``queue``: 404 if it can't see it, else 403."""
-    if not allowed(user, action, queue):
-        require_visible(user, queue)
-        raise NotPermitted(action.value, queue)
-
-
-def require_admin(user: User, action: str = "administer the broker") -> None:
-    """Raise `NotPermitted` (saying ``action``) unless ``user`` is an admin."""
-    if not user.admin or user.disabled:
-        raise NotPermitted(action)
+def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The peer address of ``connection`` (no proxy headers are trusted)."""
+    client = connection.client
+    return client.host if client is not None else "unknown"
 
 
 def security_headers(hsts: bool) -> list[tuple[bytes, bytes]]:

@@ -42,9 +42,9 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 from hypothesis_graphql import nodes
 from websockets.sync.client import ClientConnection, connect
 
-from broker_core.frames import CLIENT_OPS
 from tests.conftest import MS
 from transports.graphql.schema import build_schema
+from transports.wire import CLIENT_OPS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

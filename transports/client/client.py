@@ -29,7 +29,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from broker_core.frames import (
+from ..wire import (
     BATCH_BYTES,
     Ack,
     Auth,
@@ -51,7 +51,6 @@ from broker_core.frames import (
     msgpack_encoder,
     msgpack_server_decoder,
 )
-
 from .errors import AuthError, ClientError, ClosedError, RequestError
 from .messages import Message
 from .rest import DEFAULT_URL, RestClient, ssl_context
@@ -61,7 +60,7 @@ if TYPE_CHECKING:
 
     from websockets.asyncio.client import ClientConnection
 
-    from broker_core.frames import Ref, ServerFrame, ServerOne
+    from ..wire import Ref, ServerFrame, ServerOne
 
 __all__ = ["Client", "Subscription"]
 

@@ -43,6 +43,7 @@ from strawberry.litestar.controller import BaseContext
 from broker_core.auth import InvalidToken, TokenType, User, revocation_reason
 
 from ..errors import ApiError
+from ..operations import check_subscriptions
 from ..security import bearer_token
 
 if TYPE_CHECKING:
@@ -158,11 +159,7 @@ class GraphQLContext(BaseContext, kw_only=True):
         With ``held``, the subscription is ended (``held.revoke``) once its
         user may no longer hold it.
         """
-        limit = self.ctx.settings.max_consumers_per_connection
-        if self.subscriptions >= limit:
-            raise ApiError(
-                429, "too_many_subscriptions", f"a connection holds at most {limit} subscriptions"
-            )
+        check_subscriptions(self.ctx.settings, self.subscriptions)
         self.subscriptions += 1
         if held is not None:
             held.task = asyncio.current_task()

@@ -1,8 +1,9 @@
 """The GraphQL ``Mutation`` root: manage queues, publish, and settle delivered messages.
 
 Each resolver checks what the matching REST route checks and calls the same
-`Broker` method with the same Struct (``PublishRequest``, ``CreateQueueRequest``,
-...), so validation, limits and answers agree with REST. ``ack`` and ``nack``
+`transports.operations` rule or `Broker` method with the same Struct
+(``PublishRequest``, ``CreateQueueRequest``, ...), so validation, limits and
+answers agree with REST. ``ack`` and ``nack``
 act on an in-flight message by id, whoever holds it: a message delivered to a
 ``messages`` subscription is settled this way.
 """
@@ -17,20 +18,19 @@ import msgspec
 import strawberry
 from strawberry.scalars import JSON  # noqa: TC002
 
-from broker_core.auth import Action, User, allowed
-from broker_core.errors import InvalidTransition
+from broker_core.auth import Action
 from broker_core.messages import (
     AckRequest,
     CreateQueueRequest,
     NackRequest,
     PublishRequest,
+    PurgeResponse,
+    SettledResponse,
     UpdateQueueRequest,
 )
+from broker_core.permissions import require
 
-from ..errors import ApiError
-from ..rest.messages import SettledResponse
-from ..rest.queues import PurgeResponse, check_message_limits
-from ..security import require
+from .. import operations
 from .context import GraphQLContext, context_of
 from .structs import Long, to_struct
 from .types import (
@@ -45,8 +45,6 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
     from broker_core.messages import (
         PublishResult as PublishResultStruct,
         QueueInfo,
@@ -54,16 +52,6 @@ if TYPE_CHECKING:
     )
 
 __all__ = ["Mutation"]
-
-
-def _can_consume(user: User) -> Callable[[str], bool]:
-    return lambda queue: allowed(user, Action.CONSUME, queue)
-
-
-def _check_ids(context: GraphQLContext, ids: Sequence[int]) -> None:
-    limit = context.ctx.settings.max_batch
-    if len(ids) > limit:
-        raise ApiError(413, "too_large", f"settle at most {limit} messages at once")
 
 
 @strawberry.type(description="Manage queues, publish messages and settle deliveries.")
@@ -139,7 +127,7 @@ class Mutation:
             content=msgspec.Raw(msgspec.json.encode(content)),
             **{name: value for name, value in fields.items() if value is not None},
         )
-        [result] = await _publish(context, queue, [request])
+        [result] = await operations.publish(context.ctx, queue, [request])
         return result
 
     @strawberry.mutation(
@@ -150,10 +138,8 @@ class Mutation:
         self, info: strawberry.Info, queue: str, messages: list[PublishInput]
     ) -> list[PublishResultStruct]:
         context = _publisher(info, queue)
-        if not messages:
-            raise ApiError(422, "invalid", "messages must hold at least one message")
         requests = [to_struct(message, PublishRequest) for message in messages]
-        return await _publish(context, queue, requests)
+        return await operations.publish(context.ctx, queue, requests)
 
     @strawberry.mutation(
         graphql_type=SettledMessage, description="Acknowledge a delivered message: processed."
@@ -162,9 +148,7 @@ class Mutation:
         context = context_of(info)
         user = context.caller()
         context.spend(context.ctx.limits.consume)
-        result = await context.ctx.broker.ack([message_id], allowed=_can_consume(user))
-        _one(result, message_id, "ack")
-        return SettledResponse(message_id=message_id, status="processed")
+        return await operations.ack_one(context.ctx, user, message_id)
 
     @strawberry.mutation(
         graphql_type=SettledMessage,
@@ -181,11 +165,9 @@ class Mutation:
         user = context.caller()
         context.spend(context.ctx.limits.consume)
         request = to_struct(None, NackRequest, ids=[message_id], requeue=requeue, reason=reason)
-        result = await context.ctx.broker.nack(
-            request.ids, requeue=request.requeue, reason=request.reason, allowed=_can_consume(user)
+        return await operations.nack_one(
+            context.ctx, user, message_id, request.requeue, request.reason
         )
-        _one(result, message_id, "nack")
-        return SettledResponse(message_id=message_id, status="pending" if requeue else "failed")
 
     @strawberry.mutation(
         graphql_type=SettleResult,
@@ -194,10 +176,10 @@ class Mutation:
     async def ack_many(self, info: strawberry.Info, ids: list[Long]) -> SettleResultStruct:
         context = context_of(info)
         user = context.caller()
-        _check_ids(context, ids)
+        operations.check_settle_count(context.ctx.settings, ids)
         context.spend(context.ctx.limits.consume)
         request = to_struct(None, AckRequest, ids=ids)
-        return await context.ctx.broker.ack(request.ids, allowed=_can_consume(user))
+        return await operations.ack(context.ctx, user, request.ids)
 
     @strawberry.mutation(
         graphql_type=SettleResult,
@@ -212,11 +194,11 @@ class Mutation:
     ) -> SettleResultStruct:
         context = context_of(info)
         user = context.caller()
-        _check_ids(context, ids)
+        operations.check_settle_count(context.ctx.settings, ids)
         context.spend(context.ctx.limits.consume)
         request = to_struct(None, NackRequest, ids=ids, requeue=requeue, reason=reason)
-        return await context.ctx.broker.nack(
-            request.ids, requeue=request.requeue, reason=request.reason, allowed=_can_consume(user)
+        return await operations.nack(
+            context.ctx, user, request.ids, request.requeue, request.reason
         )
 
 
@@ -226,16 +208,3 @@ def _publisher(info: strawberry.Info, queue: str) -> GraphQLContext:
     require(context.caller(), Action.PUBLISH, queue)
     context.spend(context.ctx.limits.publish)
     return context
-
-
-async def _publish(
-    context: GraphQLContext, queue: str, requests: list[PublishRequest]
-) -> list[PublishResultStruct]:
-    check_message_limits(context.ctx.settings, requests)
-    return await context.ctx.broker.publish(queue, requests)
-
-
-def _one(result: SettleResultStruct, message_id: int, operation: str) -> None:
-    if message_id not in result.settled:
-        # Unknown, foreign and not-processing ids answer alike, as over REST: no probing.
-        raise InvalidTransition(message_id, operation, "not processing")

@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING
 
 import strawberry
 
-from broker_core.auth import Action, User, allowed
+from broker_core.permissions import require_browse, require_visible, visible
 from broker_core.types import MessageStatus
 
 from ..decoding import showable_page
 from ..errors import ApiError
 from ..observability.stats import build_stats
-from ..security import require, require_visible, visible
 from .context import context_of
 from .structs import Long  # noqa: TC001 - Strawberry reads argument annotations at runtime
 from .types import MessagesPage, Queue, Stats
@@ -26,16 +25,10 @@ if TYPE_CHECKING:
 
     from ..observability.stats import StatsResponse
 
-__all__ = ["MAX_PAGE", "Query", "require_browse"]
+__all__ = ["MAX_PAGE", "Query"]
 
 MAX_PAGE = 1000
 """Largest ``limit`` of ``messages`` (as REST's browse)."""
-
-
-def require_browse(user: User, queue: str) -> None:
-    """Raise unless ``user`` may browse ``queue`` (``consume`` or ``manage``, as REST)."""
-    if not (allowed(user, Action.CONSUME, queue) or allowed(user, Action.MANAGE, queue)):
-        require(user, Action.CONSUME, queue)
 
 
 @strawberry.type(description="Read the broker's queues, messages and figures.")

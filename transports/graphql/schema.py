@@ -26,7 +26,7 @@ from .limits import limit_extensions
 from .mutations import Mutation
 from .queries import Query
 from .structs import SCALARS
-from .subscriptions import Subscription
+from .subscriptions import SubscriptionRoot
 
 if TYPE_CHECKING:
     from strawberry.types import ExecutionContext
@@ -81,7 +81,7 @@ def build_schema(settings: Settings) -> BrokerSchema:
     return BrokerSchema(
         query=Query,
         mutation=Mutation,
-        subscription=Subscription,
+        subscription=SubscriptionRoot,
         extensions=extensions,
         config=StrawberryConfig(scalar_map=SCALARS),
     )

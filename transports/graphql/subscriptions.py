@@ -8,7 +8,9 @@
   consumer is removed and whatever it still held is requeued, marked
   redelivered (DESIGN.md, Data flow 6). The actor's deliveries land in an
   `Inbox` that credit bounds, so it never blocks the actor and never grows
-  past ``prefetch``.
+  past ``prefetch``. When the queue is deleted, the actor's ``on_close``
+  callback ends the subscription with ``queue_not_found``, as it ends a
+  WebSocket subscription.
 * ``queueEvents(queue)`` feeds dashboards. The broker calls every listener
   synchronously from the queue actors, so an `EventFeed` only appends to a
   bounded buffer; when a subscriber reads too slowly the oldest events are
@@ -34,11 +36,12 @@ import strawberry
 
 from broker_core.auth import Action, allowed
 from broker_core.errors import QueueNotFound
+from broker_core.permissions import require, require_visible, visible
 
 from ..decoding import deliverable, fail_undeliverable
 from ..errors import ApiError
 from ..observability.stats import build_stats
-from ..security import require, require_visible, visible
+from ..operations import check_prefetch
 from .context import Held, context_of
 from .types import EventDelivery, Message, QueueEvent, Stats
 
@@ -46,22 +49,18 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
     from broker_core.auth import User
-    from broker_core.broker import Broker
     from broker_core.messages import Entry, MessageView, QueueEvent as QueueEventStruct
 
     from ..observability.stats import StatsResponse
 
 __all__ = [
-    "LIVENESS_S",
     "MAX_STATS_INTERVAL_MS",
     "MIN_STATS_INTERVAL_MS",
     "EventFeed",
     "Inbox",
-    "Subscription",
+    "SubscriptionRoot",
 ]
 
-LIVENESS_S = 1.0
-"""How often an idle ``messages`` subscription checks that its queue still exists."""
 MIN_STATS_INTERVAL_MS = 100
 """Shortest ``intervalMs`` of ``stats`` (``/stats`` is built to be polled at 10/s)."""
 MAX_STATS_INTERVAL_MS = 3_600_000
@@ -78,13 +77,13 @@ class Inbox:
     """
 
     def __init__(self) -> None:
-        # ``None`` wakes `next` to raise `error` (the subscription was revoked).
+        # ``None`` wakes `next` to raise `error` (the subscription was ended).
         self.views: asyncio.Queue[MessageView | int | None] = asyncio.Queue()
-        self.error: ApiError | None = None
+        self.error: Exception | None = None
 
     def __call__(self, queue: str, entries: list[Entry]) -> None:
         if self.error is not None:
-            return  # revoked: removing the consumer requeues them
+            return  # ended: removing the consumer requeues them
         # Snapshot now: the entry is the broker's live record (attempt and
         # lease change if it is later requeued and redelivered).
         for entry in entries:
@@ -93,38 +92,28 @@ class Inbox:
             else:
                 self.views.put_nowait(entry.view(queue, "processing"))
 
-    def revoke(self, error: ApiError) -> None:
-        """End the subscription: `next` raises ``error``; undelivered views are dropped."""
-        self.error = error
+    def end(self, error: Exception) -> None:
+        """End the subscription: `next` raises ``error``; undelivered views are dropped.
+
+        Called synchronously, when the user loses the right (``revoked``) or
+        by the queue's actor when the queue is deleted (`QueueNotFound`); the
+        first reason wins.
+        """
+        if self.error is None:
+            self.error = error
         self.views.put_nowait(None)
 
-    async def next(self, broker: Broker, queue: str, actor: object) -> MessageView | int:
-        """Wait for the next delivery (a bare id: undeliverable); raise `QueueNotFound` once
-        the queue is deleted.
+    async def next(self) -> MessageView | int:
+        """Wait for the next delivery (a bare id: undeliverable).
 
         Raises:
-            ApiError: ``revoked``, once `revoke` was called.
+            Exception: the error given to `end`, once it was called.
         """
         views = self.views
         while True:
             if self.error is not None:
                 raise self.error
-            view: MessageView | int | None = None
-            if not views.empty():
-                view = views.get_nowait()
-            else:
-                # A deleted queue's actor stops without telling its consumers: an
-                # idle subscription looks for it now and then.
-                try:
-                    async with asyncio.timeout(LIVENESS_S):
-                        view = await views.get()
-                except TimeoutError:
-                    try:
-                        alive = broker.actor(queue) is actor
-                    except QueueNotFound:
-                        alive = False
-                    if not alive:
-                        raise QueueNotFound(queue) from None
+            view = await views.get()
             if view is not None and self.error is None:
                 return view
 
@@ -201,8 +190,13 @@ class EventFeed:
         )
 
 
-@strawberry.type(description="Consume queues and watch the broker live (over WebSocket).")
-class Subscription:
+@strawberry.type(
+    name="Subscription",
+    description="Consume queues and watch the broker live (over WebSocket).",
+)
+class SubscriptionRoot:
+    """The GraphQL ``Subscription`` type (named apart from the WebSocket and client classes)."""
+
     @strawberry.subscription(
         graphql_type=Message,
         description=(
@@ -217,26 +211,24 @@ class Subscription:
         context = context_of(info)
         require(context.caller(), Action.CONSUME, queue)
         context.spend(context.ctx.limits.consume)
-        # As over /ws: the held messages are bounded like a connection's send buffer.
-        most = context.ctx.settings.ws_send_buffer_messages
-        if not 1 <= prefetch <= most:
-            raise ApiError(422, "invalid", f"prefetch must be between 1 and {most}")
+        check_prefetch(context.ctx.settings, prefetch)
         broker = context.ctx.broker
         inbox = Inbox()
         held = Held(
             f"consume on queue {queue!r}",
             lambda user: allowed(user, Action.CONSUME, queue),
-            inbox.revoke,
+            inbox.end,
         )
         with context.subscription_slot(held):
-            actor = broker.actor(queue)
             # Shielded: if the subscription is cancelled while registering, the
             # registration still lands, and the finally clause undoes it.
-            registration = asyncio.ensure_future(broker.subscribe(queue, prefetch, inbox))
+            registration = asyncio.ensure_future(
+                broker.subscribe(queue, prefetch, inbox, lambda: inbox.end(QueueNotFound(queue)))
+            )
             try:
                 await asyncio.shield(registration)
                 while True:
-                    view = await inbox.next(broker, queue, actor)
+                    view = await inbox.next()
                     if isinstance(view, int):
                         # One poison message must not end the subscription.
                         await fail_undeliverable(broker, queue, [view])

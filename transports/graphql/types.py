@@ -1,12 +1,15 @@
 """The GraphQL types of the broker, each derived from the Struct REST serves for it.
 
+The Structs come from `broker_core.messages` (or, for ``Stats``, observability):
+a transport never imports another transport's modules.
+
 * ``Queue``: `broker_core.messages.QueueInfo`
 * ``Message``: `broker_core.messages.MessageView`
 * ``MessagesPage``: `broker_core.messages.MessagesPage`
 * ``PublishResult``: `broker_core.messages.PublishResult`
 * ``SettleResult``: `broker_core.messages.SettleResult`
-* ``SettledMessage``: `transports.rest.messages.SettledResponse`
-* ``PurgeResult``: `transports.rest.queues.PurgeResponse`
+* ``SettledMessage``: `broker_core.messages.SettledResponse`
+* ``PurgeResult``: `broker_core.messages.PurgeResponse`
 * ``QueueEvent``: `broker_core.messages.QueueEvent`, plus ``missed`` (`EventDelivery`)
 * ``Stats``: `transports.observability.stats.StatsResponse` (its nested Structs
   become ``SystemStats``, ``BrokerSpecific``, ``StorageStats``, ``QueueCounts``
@@ -25,17 +28,17 @@ from broker_core.messages import (
     MessageView,
     PublishRequest,
     PublishResult as PublishResultStruct,
+    PurgeResponse,
     QueueEvent as QueueEventStruct,
     QueueInfo,
     QueueOptions,
+    SettledResponse,
     SettleResult as SettleResultStruct,
     UpdateQueueRequest,
     from_timestamp,
 )
 
 from ..observability.stats import StatsResponse
-from ..rest.messages import SettledResponse
-from ..rest.queues import PurgeResponse
 from .structs import input_type, object_type
 
 __all__ = [

@@ -49,11 +49,12 @@ from litestar.exceptions import ValidationException
 from litestar.params import PathParameter, QueryParameter
 
 from broker_core.messages import from_timestamp
+from broker_core.permissions import require_admin
 
+from ..context import ctx_of
 from ..errors import ApiError
 from ..logging import LOG_FILE_GLOB, parse_log_line
-from ..rest.common import ctx_of, user_of
-from ..security import require_admin
+from ..security import user_of
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -46,8 +46,10 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from litestar import Request, Response, get
 
-from ..rest.common import ctx_of, user_of
-from ..security import visible
+from broker_core.permissions import visible
+
+from ..context import ctx_of
+from ..security import user_of
 from .stats import BROKER_VERSION, FRAMEWORK
 from .telemetry import LATENCY_BUCKETS_S, telemetry_of
 

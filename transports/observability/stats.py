@@ -21,10 +21,11 @@ import msgspec
 from litestar import Request, get
 
 from broker_core.messages import from_timestamp
+from broker_core.permissions import visible
 
+from ..context import ctx_of
 from ..errors import last_error
-from ..rest.common import ctx_of, user_of
-from ..security import visible
+from ..security import user_of
 from .rates import Rates
 from .system import SystemStats
 from .telemetry import telemetry_of

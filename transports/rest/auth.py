@@ -14,9 +14,10 @@ from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 from broker_core.auth import InvalidToken, TokenPair
 from transports.accounts import LoginRequest, RefreshRequest, UserView
 
+from ..context import ctx_of
 from ..decoding import check_json
 from ..errors import ApiError
-from .common import client_ip, ctx_of, user_of
+from ..security import client_ip, user_of
 
 __all__ = ["login", "logout", "me", "refresh", "token"]
 

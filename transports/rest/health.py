@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get
 
-from .common import ctx_of
+from ..context import ctx_of
 
 __all__ = ["Health", "health"]
 

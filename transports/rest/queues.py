@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
@@ -21,34 +21,26 @@ from broker_core.messages import (
     MessageView,
     PublishRequest,
     PublishResult,
+    PurgeResponse,
     QueueInfo,
     UpdateQueueRequest,
 )
+from broker_core.permissions import require, require_browse, require_visible, visible
 from broker_core.types import MessageStatus
 
+from .. import operations
+from ..context import ctx_of
 from ..decoding import deliverable, fail_undeliverable, showable, showable_page
-from ..errors import ApiError
-from ..security import require, require_visible, visible
+from ..security import user_of
 from .bodies import JsonBody
-from .common import ctx_of, user_of
-
-if TYPE_CHECKING:
-    from broker_core.settings import Settings
 
 __all__ = [
     "ConsumeResponse",
-    "PurgeResponse",
     "QueueController",
     "RedriveResponse",
     "list_consumers",
     "publish_fanout",
 ]
-
-
-class PurgeResponse(msgspec.Struct, kw_only=True, frozen=True):
-    """How many pending messages a purge deleted."""
-
-    purged: int
 
 
 class RedriveResponse(msgspec.Struct, kw_only=True, frozen=True):
@@ -61,21 +53,6 @@ class ConsumeResponse(msgspec.Struct, kw_only=True, frozen=True):
     """Messages leased by ``GET /queues/{name}/messages/consume``."""
 
     messages: list[MessageView]
-
-
-def check_message_limits(settings: Settings, messages: list[PublishRequest]) -> None:
-    """Refuse oversize bodies (413), too many headers (422) and too large batches (413)."""
-    if len(messages) > settings.max_batch:
-        raise ApiError(413, "too_large", f"a batch holds at most {settings.max_batch} messages")
-    for message in messages:
-        if len(message.content) > settings.max_message_bytes:
-            raise ApiError(
-                413, "too_large", f"message content exceeds {settings.max_message_bytes} bytes"
-            )
-        if message.headers is not None and len(message.headers) > settings.max_headers:
-            raise ApiError(
-                422, "invalid", f"a message carries at most {settings.max_headers} headers"
-            )
 
 
 _publish_body = JsonBody(PublishRequest)
@@ -155,9 +132,8 @@ class QueueController(Controller):
         data = await _publish_body.read(
             request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth
         )
-        check_message_limits(ctx.settings, [data])
-        results = await ctx.broker.publish(name, [data])
-        return results[0]
+        [result] = await operations.publish(ctx, name, [data])
+        return result
 
     @post(
         "/{name:str}/messages/batch",
@@ -174,8 +150,7 @@ class QueueController(Controller):
         data = await _batch_body.read(
             request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth
         )
-        check_message_limits(ctx.settings, data.messages)
-        return BatchPublishResponse(messages=await ctx.broker.publish(name, data.messages))
+        return BatchPublishResponse(messages=await operations.publish(ctx, name, data.messages))
 
     @get("/{name:str}/messages/consume", opt={"rate_limit": "consume"})
     async def consume(
@@ -224,7 +199,7 @@ class QueueController(Controller):
         ] = None,
     ) -> MessagesPage:
         """Browse messages by ascending id (``consume`` or ``manage``)."""
-        _require_browse(request, name)
+        require_browse(user_of(request), name)
         parsed = None
         if status is not None:
             try:
@@ -238,7 +213,7 @@ class QueueController(Controller):
         self, request: Request[Any, Any, Any], name: Name, message_id: FromPath[int]
     ) -> MessageView:
         """One message of the queue by id (``consume`` or ``manage``)."""
-        _require_browse(request, name)
+        require_browse(user_of(request), name)
         return showable(await ctx_of(request).broker.get_message(name, message_id))
 
     @post(
@@ -250,14 +225,6 @@ class QueueController(Controller):
         """Move a failed or dead-lettered message back to pending (``manage``)."""
         require(user_of(request), Action.MANAGE, name)
         return showable(await ctx_of(request).broker.retry(name, message_id))
-
-
-def _require_browse(request: Request[Any, Any, Any], name: str) -> None:
-    user = user_of(request)
-    from broker_core.auth import allowed
-
-    if not (allowed(user, Action.CONSUME, name) or allowed(user, Action.MANAGE, name)):
-        require(user, Action.CONSUME, name)
 
 
 @get("/consumers", tags=["queues"])
@@ -284,8 +251,4 @@ async def publish_fanout(request: Request[Any, Any, Any]) -> BatchPublishRespons
     user = user_of(request)
     for name in data.queues:
         require(user, Action.PUBLISH, name)
-    check_message_limits(ctx.settings, [data])
-    message = PublishRequest(
-        **{field: getattr(data, field) for field in PublishRequest.__struct_fields__}
-    )
-    return BatchPublishResponse(messages=await ctx.broker.publish_fanout(data.queues, message))
+    return BatchPublishResponse(messages=await operations.publish_fanout(ctx, data.queues, data))

@@ -8,10 +8,12 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import JSONBody, PathParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
+from broker_core.permissions import require_admin
+
 from ..accounts import CreateUserRequest, UpdateUserRequest, UserView
+from ..context import ctx_of
 from ..errors import ApiError
-from ..security import require_admin
-from .common import ctx_of, user_of
+from ..security import user_of
 
 if TYPE_CHECKING:
     from broker_core.auth import User

@@ -2,7 +2,7 @@
 
 `endpoint` holds the Litestar route and the handshake; `session` the state
 and loops of one connection; `codec` the JSON and MessagePack frame formats.
-The frames themselves are `broker_core.frames`.
+The frames themselves are `transports.wire`.
 """
 
 from __future__ import annotations

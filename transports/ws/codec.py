@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from broker_core.frames import (
+from ..decoding import check_json, deliverable
+from ..errors import InvalidEncoding, TooDeep
+from ..wire import (
     join_json,
     join_msgpack,
     json_client_decoder,
@@ -26,11 +28,8 @@ from broker_core.frames import (
     msgpack_encoder,
 )
 
-from ..decoding import check_json, deliverable
-from ..errors import InvalidEncoding, TooDeep
-
 if TYPE_CHECKING:
-    from broker_core.frames import ClientFrame
+    from ..wire import ClientFrame
 
 __all__ = ["JSON", "MSGPACK", "SUBPROTOCOLS", "Codec", "Undeliverable", "pick"]
 

@@ -16,7 +16,7 @@ Without an ``Authorization`` header the connection is accepted and its first
 frame must be ``auth`` within ``ws_auth_timeout_s``, else it is closed with
 1008 and a reason. The subprotocol ``msgpack`` switches to MessagePack binary
 frames; JSON text frames are the default (also as subprotocol ``json``). The
-query ``?batch=true`` asks for ``batch`` frames (`broker_core.frames`).
+query ``?batch=true`` asks for ``batch`` frames (`transports.wire`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from litestar import WebSocket, websocket
 from loguru import logger
 
 from broker_core.auth import InvalidToken
-from broker_core.frames import Auth, Authenticated
 
 from ..errors import InvalidInput, last_error
 from ..security import bearer_token
+from ..wire import Auth, Authenticated
 from .codec import pick
 from .session import CLOSE_INTERNAL, CLOSE_POLICY, Session, authenticate
 

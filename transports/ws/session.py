@@ -47,7 +47,19 @@ from loguru import logger
 
 from broker_core.auth import Action, InvalidToken, TokenType, allowed, revocation_reason
 from broker_core.errors import BrokerError, QueueNotFound
-from broker_core.frames import (
+from broker_core.permissions import require
+
+from ..decoding import fail_undeliverable
+from ..errors import ApiError, InvalidInput, classify, last_error
+from ..logging import current_request_id
+from ..operations import (
+    capped_lease,
+    check_content,
+    check_headers,
+    check_prefetch,
+    check_subscriptions,
+)
+from ..wire import (
     BATCH_BYTES,
     CLIENT_OPS,
     Ack,
@@ -66,22 +78,17 @@ from broker_core.frames import (
     Unsubscribed,
     peek,
 )
-
-from ..decoding import fail_undeliverable
-from ..errors import ApiError, InvalidInput, classify, last_error
-from ..logging import current_request_id
-from ..security import require
 from .codec import Undeliverable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from broker_core.auth import Claims, User
-    from broker_core.frames import ClientOne, Ref
     from broker_core.messages import Entry
     from broker_core.queue import Published
 
     from ..context import BrokerContext
+    from ..wire import ClientOne, Ref
     from .codec import Codec
 
 __all__ = [
@@ -601,15 +608,9 @@ class Session:
                 raise ApiError(429, "rate_limited", f"rate limit exceeded; retry in {wait:.3f} s")
             self._strikes = 0
         settings = self._settings
-        if frame.headers is not None and len(frame.headers) > settings.max_headers:
-            raise ApiError(
-                422, "invalid", f"a message carries at most {settings.max_headers} headers"
-            )
+        check_headers(settings, frame.headers)
         content = self._codec.content_in(frame.content, settings.max_json_depth)
-        if len(content) > settings.max_message_bytes:
-            raise ApiError(
-                413, "too_large", f"message content exceeds {settings.max_message_bytes} bytes"
-            )
+        check_content(settings, content)
         if content is not frame.content:
             frame = msgspec.structs.replace(frame, content=content)
         return frame
@@ -653,15 +654,8 @@ class Session:
     # -- subscriptions --------------------------------------------------------------
 
     async def _subscribe(self, frame: Subscribe) -> None:
-        settings = self._settings
-        if len(self._subs) >= settings.max_consumers_per_connection:
-            raise ApiError(
-                429,
-                "too_many_subscriptions",
-                f"a connection holds at most {settings.max_consumers_per_connection} subscriptions",
-            )
-        if frame.prefetch > self._buffer_limit:
-            raise ApiError(422, "invalid", f"prefetch is at most {self._buffer_limit}")
+        check_subscriptions(self._settings, len(self._subs))
+        check_prefetch(self._settings, frame.prefetch)
         require(self._current_user(), Action.CONSUME, frame.queue)
         self._next_sub += 1
         sub = Subscription(self, self._next_sub, frame.queue, frame.prefetch)
@@ -851,7 +845,7 @@ class Session:
         if self._revoked_tags:
             tags = self._refuse_revoked(tags, frame.ref, forget=False)
         groups, bad = self._claim(tags, keep=True)
-        lease = min(frame.lease, self._settings.max_lease_s)
+        lease = capped_lease(self._settings, frame.lease)
         for sub, by_id in groups.items():
             queue = sub.queue
             for id, tag in by_id.items():

@@ -39,6 +39,10 @@ connection opened with ``?batch=true`` (see `transports.ws`).
 `Publish` is a `PublishRequest` with a queue and a ``ref``: the broker takes
 the decoded frame as it is. ``content`` stays `msgspec.Raw`, so a JSON body is
 stored and pushed as the exact bytes the publisher sent, never re-encoded.
+
+This module sits beside the transports, not inside `transports.ws`: the
+server's endpoint and the Python client (`transports.client`) speak the same
+frames, and neither may import the other.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .messages import PublishRequest, QueueNameField
+from broker_core.messages import PublishRequest, QueueNameField
 
 __all__ = [
     "BATCH_BYTES",

@@ -1,0 +1,177 @@
+"""The publish, subscribe and settle rules that REST, WebSocket and GraphQL all apply.
+
+Each transport authenticates, checks permissions (`broker_core.permissions`),
+spends its rate-limit token and decodes its input in its own way; then it
+calls here, so that a message too large, a batch too long, a lease past the
+cap or a settle of a message the caller may not consume is answered alike
+whichever way it came (errors are mapped once, in `transports.errors`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from broker_core.errors import InvalidTransition
+from broker_core.messages import PublishRequest, SettledResponse
+from broker_core.permissions import may_consume
+
+from .errors import ApiError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import msgspec
+
+    from broker_core.auth import User
+    from broker_core.messages import PublishResult, SettleResult
+    from broker_core.settings import Settings
+
+    from .context import BrokerContext
+
+__all__ = [
+    "ack",
+    "ack_one",
+    "capped_lease",
+    "check_content",
+    "check_headers",
+    "check_messages",
+    "check_prefetch",
+    "check_settle_count",
+    "check_subscriptions",
+    "nack",
+    "nack_one",
+    "publish",
+    "publish_fanout",
+    "touch",
+]
+
+# -- publish ------------------------------------------------------------------------
+
+
+def check_content(settings: Settings, content: bytes | msgspec.Raw) -> None:
+    """Refuse a message body over ``max_message_bytes`` (413 ``too_large``)."""
+    if len(content) > settings.max_message_bytes:
+        raise ApiError(
+            413, "too_large", f"message content exceeds {settings.max_message_bytes} bytes"
+        )
+
+
+def check_headers(settings: Settings, headers: Mapping[str, str] | None) -> None:
+    """Refuse a message with more than ``max_headers`` headers (422 ``invalid``)."""
+    if headers is not None and len(headers) > settings.max_headers:
+        raise ApiError(422, "invalid", f"a message carries at most {settings.max_headers} headers")
+
+
+def check_messages(settings: Settings, messages: Sequence[PublishRequest]) -> None:
+    """Refuse an empty or too large batch (413), then any message `check_content` and
+    `check_headers` refuse."""
+    if not messages:
+        raise ApiError(422, "invalid", "messages must hold at least one message")
+    if len(messages) > settings.max_batch:
+        raise ApiError(413, "too_large", f"a batch holds at most {settings.max_batch} messages")
+    for message in messages:
+        check_content(settings, message.content)
+        check_headers(settings, message.headers)
+
+
+async def publish(
+    ctx: BrokerContext, queue: str, messages: list[PublishRequest]
+) -> list[PublishResult]:
+    """Publish ``messages`` to ``queue`` atomically, once they pass `check_messages`.
+
+    The caller has checked the ``publish`` permission. Returns once they are
+    committed, in order.
+    """
+    check_messages(ctx.settings, messages)
+    return await ctx.broker.publish(queue, messages)
+
+
+async def publish_fanout(
+    ctx: BrokerContext, queues: list[str], message: PublishRequest
+) -> list[PublishResult]:
+    """Publish one message to several queues, committed atomically (one result per queue).
+
+    ``message`` may be a subclass (a ``POST /publish`` body); only the fields
+    of `PublishRequest` are published.
+    """
+    check_messages(ctx.settings, [message])
+    plain = PublishRequest(
+        **{field: getattr(message, field) for field in PublishRequest.__struct_fields__}
+    )
+    return await ctx.broker.publish_fanout(queues, plain)
+
+
+# -- subscribe ----------------------------------------------------------------------
+
+
+def check_prefetch(settings: Settings, prefetch: int) -> None:
+    """Refuse a push consumer's ``prefetch`` outside 1 to ``ws_send_buffer_messages`` (422).
+
+    What a consumer holds is bounded like a connection's send buffer.
+    """
+    most = settings.ws_send_buffer_messages
+    if not 1 <= prefetch <= most:
+        raise ApiError(422, "invalid", f"prefetch must be between 1 and {most}")
+
+
+def check_subscriptions(settings: Settings, count: int) -> None:
+    """Refuse one more subscription on a connection that holds ``count`` (429)."""
+    limit = settings.max_consumers_per_connection
+    if count >= limit:
+        raise ApiError(
+            429, "too_many_subscriptions", f"a connection holds at most {limit} subscriptions"
+        )
+
+
+# -- settle by message id -----------------------------------------------------------
+
+
+def check_settle_count(settings: Settings, ids: Sequence[int]) -> None:
+    """Refuse to settle more than ``max_batch`` messages in one call (413)."""
+    limit = settings.max_batch
+    if len(ids) > limit:
+        raise ApiError(413, "too_large", f"a batch settles at most {limit} messages")
+
+
+def capped_lease(settings: Settings, lease: float) -> float:
+    """The lease a ``touch`` grants: what was asked, at most ``max_lease_s``."""
+    return min(lease, settings.max_lease_s)
+
+
+def _settled(result: SettleResult, message_id: int, operation: str) -> None:
+    if message_id not in result.settled:
+        # Unknown, foreign and not-processing ids answer alike: no probing.
+        raise InvalidTransition(message_id, operation, "not processing")
+
+
+async def ack(ctx: BrokerContext, user: User, ids: Sequence[int]) -> SettleResult:
+    """Ack in-flight messages by id, whoever holds them, on queues ``user`` may consume."""
+    return await ctx.broker.ack(ids, allowed=may_consume(user))
+
+
+async def nack(
+    ctx: BrokerContext, user: User, ids: Sequence[int], requeue: bool, reason: str | None
+) -> SettleResult:
+    """Nack in-flight messages by id: requeued (redelivered) or failed / dead-lettered."""
+    return await ctx.broker.nack(ids, requeue=requeue, reason=reason, allowed=may_consume(user))
+
+
+async def ack_one(ctx: BrokerContext, user: User, message_id: int) -> SettledResponse:
+    """Ack one in-flight message; raise `InvalidTransition` if it was not settled."""
+    _settled(await ack(ctx, user, [message_id]), message_id, "ack")
+    return SettledResponse(message_id=message_id, status="processed")
+
+
+async def nack_one(
+    ctx: BrokerContext, user: User, message_id: int, requeue: bool, reason: str | None
+) -> SettledResponse:
+    """Nack one in-flight message; raise `InvalidTransition` if it was not settled."""
+    _settled(await nack(ctx, user, [message_id], requeue, reason), message_id, "nack")
+    return SettledResponse(message_id=message_id, status="pending" if requeue else "failed")
+
+
+async def touch(ctx: BrokerContext, user: User, message_id: int, lease: float) -> float:
+    """Extend an in-flight message's lease to `capped_lease` seconds from now; its deadline."""
+    return await ctx.broker.touch(
+        message_id, capped_lease(ctx.settings, lease), allowed=may_consume(user)
+    )
