@@ -1,8 +1,10 @@
 """The WebSocket endpoint ``/ws``: push consumers, acks and pipelined publishes on one connection.
 
-`endpoint` holds the Litestar route and the handshake; `session` the state
-and loops of one connection; `codec` the JSON and MessagePack frame formats.
-The frames themselves are `broker_core.frames`.
+`endpoint` holds the Litestar route and the handshake; `session` the I/O
+shell of one connection (its read and write loops, send buffer, close and
+timers); `protocol` what a connection answers, without I/O; `consumers` its
+subscriptions and delivery tags, without I/O; `codec` the JSON and
+MessagePack frame formats. The frames themselves are `broker_core.frames`.
 """
 
 from __future__ import annotations
