@@ -20,19 +20,20 @@ Example::
 
 from __future__ import annotations
 
-from .client import Client, Subscription
+from .client import Client
 from .errors import AuthError, ClientError, ClosedError, RequestError
 from .messages import Message
 from .rest import DEFAULT_URL, RestClient
+from .subscription import ClientSubscription
 
 __all__ = [
     "DEFAULT_URL",
     "AuthError",
     "Client",
     "ClientError",
+    "ClientSubscription",
     "ClosedError",
     "Message",
     "RequestError",
     "RestClient",
-    "Subscription",
 ]

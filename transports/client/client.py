@@ -1,5 +1,11 @@
 """`Client`: the broker over one WebSocket (publish, subscribe) plus its REST API.
 
+This is the I/O shell: the `websockets` connection, its read loop, the
+reconnection loop, batching of writes, timers and tasks. What the client is
+waiting for (publishes to confirm, subscriptions, replies) is
+`transports.client.protocol.ClientProtocol`, and when to reconnect is
+`transports.client.reconnect.Reconnect`, neither of which does I/O.
+
 One connection carries every publish and subscription of a client. It opens
 on first use and, when lost, is opened again with exponential backoff (with
 jitter); then the client subscribes again and re-sends the publishes that
@@ -33,17 +39,11 @@ from broker_core.frames import (
     BATCH_BYTES,
     Ack,
     Auth,
-    Authenticated,
-    Confirm,
-    Deliver,
-    Error,
     Nack,
     Publish,
     ServerBatch,
     Subscribe,
-    Subscribed,
     Unsubscribe,
-    Unsubscribed,
     join_json,
     join_msgpack,
     json_encoder,
@@ -53,131 +53,26 @@ from broker_core.frames import (
 )
 
 from .errors import AuthError, ClientError, ClosedError, RequestError
-from .messages import Message
+from .protocol import ClientProtocol
+from .reconnect import Reconnect, Step
 from .rest import DEFAULT_URL, RestClient, ssl_context
+from .subscription import ClientSubscription
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable
+    from collections.abc import Callable, Iterable
 
     from websockets.asyncio.client import ClientConnection
 
-    from broker_core.frames import Ref, ServerFrame, ServerOne
+    from broker_core.frames import Ref, ServerFrame
 
-__all__ = ["Client", "Subscription"]
+    from .messages import Message
+
+__all__ = ["Client"]
 
 _MAX_TAGS = 10_000
 """Most tags in one ack or nack frame (the server's limit)."""
 _BATCH_FRAMES = 1000
 """A batch of publishes stops growing past this many frames (or `BATCH_BYTES`)."""
-_FATAL_STATUSES = frozenset({400, 403, 404})
-"""Handshake answers that retrying won't change."""
-
-
-class _Pending:
-    """A publish sent and not yet confirmed: its frame (to re-send) and its future."""
-
-    __slots__ = ("data", "future")
-
-    def __init__(self, data: bytes, future: asyncio.Future[int]) -> None:
-        self.data = data
-        self.future = future
-
-
-class Subscription:
-    """A push consumer of one queue: iterate it for messages, then `close` it.
-
-    Made by `Client.subscribe`; it subscribes on first use (``async with``,
-    ``async for`` or `start`) and again after every reconnection. At most
-    ``prefetch`` messages are unsettled at once.
-    """
-
-    def __init__(self, client: Client, queue: str, prefetch: int) -> None:
-        self.client = client
-        self.queue = queue
-        self.prefetch = prefetch
-        self.server_id: int | None = None
-        self._inbox: asyncio.Queue[Message | None] = asyncio.Queue()
-        self._ready: asyncio.Future[None] | None = None
-        self._closed = False
-        self._error: BaseException | None = None
-
-    def __repr__(self) -> str:
-        return f"<Subscription {self.queue!r} prefetch={self.prefetch}>"
-
-    async def start(self) -> Subscription:
-        """Subscribe now (once); return when the broker confirmed it.
-
-        Raises:
-            RequestError: the queue does not exist or the user may not consume from it.
-        """
-        if self._ready is None:
-            self._ready = asyncio.get_running_loop().create_future()
-            try:
-                await self.client._add_subscription(self)
-            except BaseException as exc:
-                self._end(exc)
-                raise
-        await asyncio.shield(self._ready)
-        return self
-
-    async def __aenter__(self) -> Subscription:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self
-
-    async def __anext__(self) -> Message:
-        if self._ready is None or not self._ready.done():
-            await self.start()
-        client = self.client
-        while True:
-            message = await self._inbox.get()
-            if message is None:
-                self._inbox.put_nowait(None)  # every later call ends too
-                if self._error is not None:
-                    raise self._error
-                raise StopAsyncIteration
-            if message.generation == client._generation:
-                return message
-            # Delivered on a lost connection: the broker requeued it.
-
-    async def get(self, wait: float | None = None) -> Message | None:
-        """The next message, or ``None`` if none came within ``wait`` seconds."""
-        try:
-            async with asyncio.timeout(wait):
-                return await self.__anext__()
-        except TimeoutError:
-            return None
-
-    async def close(self) -> None:
-        """Unsubscribe: the broker requeues what this subscription held unsettled."""
-        if self._closed:
-            return
-        self._closed = True
-        await self.client._remove_subscription(self)
-        self._end(None)
-
-    def _deliver(self, message: Message) -> None:
-        self._inbox.put_nowait(message)
-
-    def _confirmed(self, server_id: int) -> None:
-        self.server_id = server_id
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_result(None)
-
-    def _end(self, error: BaseException | None) -> None:
-        self._closed = True
-        self._error = error
-        if self._ready is not None and not self._ready.done():
-            if error is not None:
-                self._ready.set_exception(error)
-                self._ready.exception()  # retrieved: `start` re-raises it if awaited
-            else:
-                self._ready.set_result(None)
-        self._inbox.put_nowait(None)
 
 
 class Client(RestClient):
@@ -232,16 +127,11 @@ class Client(RestClient):
         self._text = not msgpack
         self._refs = itertools.count(1)
         self._ws: ClientConnection | None = None
-        self._generation = 0
+        self._protocol = ClientProtocol(self, msgpack)
         self._connected = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self._publishes: dict[Ref, _Pending] = {}
-        self._replies: dict[Ref | None, asyncio.Future[ServerFrame]] = {}
-        self._subscribing: dict[Ref | None, Subscription] = {}
-        self._subs: set[Subscription] = set()
-        self._by_server_id: dict[int, Subscription] = {}
         self._settle_out: dict[tuple[int, bool, bool, str | None], list[int]] = {}
         self._publish_out: list[bytes] = []
         self._publish_flush: asyncio.Handle | None = None
@@ -259,6 +149,11 @@ class Client(RestClient):
     def closed(self) -> bool:
         """Whether `close` was called."""
         return self._closed
+
+    @property
+    def _publishes(self) -> dict[Ref, tuple[bytes, Any]]:
+        """The publishes sent and not confirmed yet, by ref (a gauge for tests)."""
+        return self._protocol.publishes
 
     @property
     def connected(self) -> bool:
@@ -281,7 +176,7 @@ class Client(RestClient):
         with contextlib.suppress(ClientError):
             await self.flush()
         self._closed = True
-        self._fail_all(ClosedError("the client was closed"))
+        self._protocol.fail_all(ClosedError("the client was closed"), closed=True)
         for task in (self._flusher, self._refresher):
             if task is not None:
                 task.cancel()
@@ -387,7 +282,7 @@ class Client(RestClient):
         ws = await self._ready()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        self._publishes[ref] = _Pending(data, future)
+        self._protocol.publishing(ref, data, future)
         if self.batch:
             # The publishes of this turn of the loop leave together, as one batch.
             self._publish_out.append(data)
@@ -427,38 +322,38 @@ class Client(RestClient):
 
     # -- subscribe ------------------------------------------------------------------
 
-    def subscribe(self, queue: str, prefetch: int = 10) -> Subscription:
+    def subscribe(self, queue: str, prefetch: int = 10) -> ClientSubscription:
         """A push consumer of ``queue`` holding at most ``prefetch`` unsettled messages.
 
         Use it as ``async with client.subscribe("jobs", 10) as sub: async for
-        message in sub: ...`` (or iterate it directly and `Subscription.close`
+        message in sub: ...`` (or iterate it directly and `ClientSubscription.close`
         it at the end).
         """
-        return Subscription(self, queue, prefetch)
+        return ClientSubscription(self, queue, prefetch)
 
-    async def _add_subscription(self, sub: Subscription) -> None:
+    async def _add_subscription(self, sub: ClientSubscription) -> None:
         self._ensure_supervisor()
-        self._subs.add(sub)
+        self._protocol.subscribe(sub)
         ws = self._ws
         if ws is not None:
             # A connection being set up took its list of subscriptions already.
             await self._send_subscribe(ws, sub)
 
-    async def _send_subscribe(self, ws: ClientConnection, sub: Subscription) -> None:
+    async def _send_subscribe(self, ws: ClientConnection, sub: ClientSubscription) -> None:
         ref = next(self._refs)
-        self._subscribing[ref] = sub
+        self._protocol.subscribing_as(ref, sub)
         frame = Subscribe(queue=sub.queue, prefetch=sub.prefetch, ref=ref)
         with contextlib.suppress(ConnectionClosed):
             await ws.send(self._encode(frame), text=self._text)
 
-    async def _remove_subscription(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
+    async def _remove_subscription(self, sub: ClientSubscription) -> None:
+        protocol = self._protocol
+        protocol.unsubscribe(sub)
         await self.flush()  # settle before the broker requeues what is left
-        server_id, sub.server_id = sub.server_id, None
+        server_id = protocol.unsubscribing(sub)
         ws = self._ws
         if server_id is None or ws is None or not self._connected.is_set():
             return
-        self._by_server_id.pop(server_id, None)
         ref = next(self._refs)
         reply = self._expect(ref)
         with contextlib.suppress(ConnectionClosed, TimeoutError, ClientError):
@@ -467,11 +362,11 @@ class Client(RestClient):
             )
             async with asyncio.timeout(self.connect_timeout):
                 await reply
-        self._replies.pop(ref, None)
+        protocol.replies.pop(ref, None)
 
     def _expect(self, ref: int) -> asyncio.Future[ServerFrame]:
         future: asyncio.Future[ServerFrame] = asyncio.get_running_loop().create_future()
-        self._replies[ref] = future
+        self._protocol.expect(ref, future)
         return future
 
     # -- settle (the `Message` settler) ---------------------------------------------
@@ -483,7 +378,7 @@ class Client(RestClient):
         if message.tag is None:
             await super().settle(message, ack, requeue, reason)
             return
-        if message.generation != self._generation or not self._connected.is_set():
+        if message.generation != self._protocol.generation or not self._connected.is_set():
             return  # its connection is gone: the broker requeued it
         key = (message.generation, ack, requeue, reason)
         self._settle_out.setdefault(key, []).append(message.tag)
@@ -499,8 +394,9 @@ class Client(RestClient):
         """Send the acks and nacks batched so far now (they otherwise leave at the next turn)."""
         out, self._settle_out = self._settle_out, {}
         ws = self._ws
+        generation_now = self._protocol.generation
         for (generation, ack, requeue, reason), tags in out.items():
-            if ws is None or generation != self._generation:
+            if ws is None or generation != generation_now:
                 continue
             for start in range(0, len(tags), _MAX_TAGS):
                 chunk = tags[start : start + _MAX_TAGS]
@@ -557,14 +453,16 @@ class Client(RestClient):
         )
 
     async def _supervise(self) -> None:
-        initial, longest = self.backoff
-        delay = initial
+        policy = Reconnect(self.backoff, self.reconnect)
         while not self._closed:
             try:
                 ws = await self._open()
             except InvalidStatus as exc:
-                status = exc.response.status_code
-                if status == 401 and self.can_renew():
+                step = policy.refused(exc.response.status_code, self.can_renew())
+                if step is Step.GIVE_UP:
+                    self._give_up(_handshake_error(exc))
+                    return
+                if step is Step.RENEW:
                     try:
                         await self.refresh()
                     except RequestError as error:
@@ -572,47 +470,42 @@ class Client(RestClient):
                         return
                     except (OSError, httpx.HTTPError) as error:
                         logger.debug("token refresh failed", error=repr(error))
-                elif status == 401 or status in _FATAL_STATUSES or not self.reconnect:
-                    self._give_up(_handshake_error(exc))
-                    return
             except AuthError as exc:
                 self._give_up(exc)
                 return
             except (OSError, TimeoutError, InvalidHandshake, RequestError, httpx.HTTPError) as exc:
-                if not self.reconnect:
+                if policy.unreachable() is Step.GIVE_UP:
                     self._give_up(ClosedError(f"cannot connect to {self.ws_url}: {exc}"))
                     return
                 logger.debug("broker connection failed", url=self.ws_url, error=repr(exc))
             else:
-                delay = initial
+                policy.connected()
                 await self._serve(ws)
                 if self.closed:
                     return
-                if not self.reconnect:
+                step = policy.lost(ws.close_code, self.can_renew())
+                if step is Step.GIVE_UP:
                     self._give_up(ClosedError(f"connection lost: {_close_text(ws)}"))
                     return
-                if ws.close_code == 4001 and self.can_renew():
+                if step is Step.RENEW_NOW:
                     with contextlib.suppress(ClientError, OSError):
                         await self.refresh()
                     continue
                 self.reconnects += 1
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(longest, delay * 2)
+            await asyncio.sleep(policy.wait(random.uniform(0.5, 1.0)))
 
     async def _serve(self, ws: ClientConnection) -> None:
         """Run one connection: resubscribe, re-send, then read until it closes."""
-        self._generation += 1
+        protocol = self._protocol
+        subs = protocol.connection_made()
         self._ws = ws
-        subs = list(self._subs)
-        self._by_server_id.clear()
-        self._subscribing.clear()
         reader = asyncio.get_running_loop().create_task(self._read(ws))
         try:
             for sub in subs:
                 await self._send_subscribe(ws, sub)
-            for pending in list(self._publishes.values()):
+            for data in protocol.unconfirmed():
                 with contextlib.suppress(ConnectionClosed):
-                    await ws.send(pending.data, text=self._text)
+                    await ws.send(data, text=self._text)
             self._connected.set()
             if self._refresher is None and self.can_renew():
                 self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
@@ -623,18 +516,12 @@ class Client(RestClient):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            for future in self._replies.values():
-                if not future.done():
-                    future.set_exception(ClosedError("connection lost"))
-                    future.exception()
-            self._replies.clear()
-            for sub in self._subs:
-                sub.server_id = None
+            protocol.connection_lost()
         logger.debug("broker connection closed", url=self.ws_url, reason=_close_text(ws))
 
     async def _read(self, ws: ClientConnection) -> None:
         decode = self._decode
-        dispatch = self._dispatch
+        receive = self._protocol.receive
         with contextlib.suppress(ConnectionClosed):
             while True:
                 data = await ws.recv(decode=False)
@@ -645,72 +532,9 @@ class Client(RestClient):
                     continue
                 if isinstance(frame, ServerBatch):
                     for one in frame.frames:
-                        dispatch(one)
+                        receive(one)
                 else:
-                    dispatch(frame)
-
-    def _dispatch(self, frame: ServerOne) -> None:
-        match frame:
-            case Deliver():
-                sub = self._by_server_id.get(frame.subscription)
-                if sub is not None:
-                    sub._deliver(
-                        Message(
-                            queue=frame.queue,
-                            message_id=frame.message_id,
-                            raw=bytes(frame.content),
-                            headers=frame.headers,
-                            attempt=frame.attempt,
-                            redelivered=frame.redelivered,
-                            settler=self,
-                            tag=frame.tag,
-                            subscription=frame.subscription,
-                            generation=self._generation,
-                            msgpack=self.msgpack,
-                        )
-                    )
-            case Confirm(ref=ref):
-                pending = self._publishes.pop(ref, None)
-                if pending is not None and not pending.future.done():
-                    pending.future.set_result(frame.message_id)
-            case Subscribed(ref=ref):
-                sub = self._subscribing.pop(ref, None)
-                if sub is not None:
-                    self._by_server_id[frame.subscription] = sub
-                    sub._confirmed(frame.subscription)
-            case Error(ref=ref):
-                self._on_error(frame, ref)
-            case Unsubscribed(ref=None, reason=reason):
-                # The server ended it (its queue was deleted).
-                sub = self._by_server_id.pop(frame.subscription, None)
-                if sub is not None:
-                    self._subs.discard(sub)
-                    sub.server_id = None
-                    sub._end(RequestError("queue_not_found", f"subscription ended: {reason}"))
-            case Unsubscribed(ref=ref) | Authenticated(ref=ref):
-                reply = self._replies.pop(ref, None)
-                if reply is not None and not reply.done():
-                    reply.set_result(frame)
-
-    def _on_error(self, frame: Error, ref: Any) -> None:
-        error = RequestError(frame.code, frame.detail)
-        if ref is not None:
-            pending = self._publishes.pop(ref, None)
-            if pending is not None:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
-                return
-            sub = self._subscribing.pop(ref, None)
-            if sub is not None:
-                self._subs.discard(sub)
-                sub._end(error)
-                return
-            reply = self._replies.pop(ref, None)
-            if reply is not None:
-                if not reply.done():
-                    reply.set_exception(error)
-                return
-        logger.debug("broker error frame", code=frame.code, detail=frame.detail)
+                    receive(frame)
 
     async def _refresh_loop(self) -> None:
         while not self._closed:
@@ -728,18 +552,7 @@ class Client(RestClient):
 
     def _give_up(self, error: BaseException) -> None:
         self._fatal = error
-        self._fail_all(error)
-
-    def _fail_all(self, error: BaseException) -> None:
-        for pending in self._publishes.values():
-            if not pending.future.done():
-                pending.future.set_exception(error)
-                pending.future.exception()
-        self._publishes.clear()
-        for sub in list(self._subs):
-            sub._end(error if not self._closed else None)
-        self._subs.clear()
-        self._subscribing.clear()
+        self._protocol.fail_all(error, closed=self._closed)
 
 
 def _handshake_error(exc: InvalidStatus) -> RequestError:
