@@ -1,27 +1,17 @@
-"""`Session`: the I/O shell of one authenticated WebSocket connection, its loops and its buffer.
+"""`Session`: what the frames of one authenticated ``/ws`` connection do with the broker.
 
-What the connection answers, and the bookkeeping behind it (subscriptions,
-delivery tags, revoked tags, publishes in flight), is `WsProtocol`, which does
-no I/O; the session owns what does:
+A `Connection` (its loops, send buffer and close) around a `WsProtocol` (its
+bookkeeping and answers, without I/O); the session adds the calls to the
+broker and the rights behind them:
 
-* The **reader** (the endpoint's task) decodes client frames and dispatches
-  them with ``match``, awaiting the broker where a frame needs it. Publishes
-  never await: `Broker.publish_each_nowait` returns the commit future, whose
-  done-callback has the protocol answer ``confirm``; many publishes are in
-  flight at once and confirms leave in commit order.
+* Publishes never await: `Broker.publish_each_nowait` returns the commit
+  future, whose done-callback has the protocol answer ``confirm``; many
+  publishes are in flight at once and confirms leave in commit order.
 * Each `WsConsumer` is the `DeliverySink` of one consumer: the queue's actor
   calls `Session.deliver` synchronously with the messages it leased, and the
   protocol encodes ``deliver`` frames that go straight into the send buffer.
-* The **writer** task drains the send buffer into the socket, one WebSocket
-  message per frame (or one ``batch`` of them).
-
-Backpressure: the reader stops reading (so the client's TCP window closes)
-while the send buffer holds ``ws_send_buffer_messages`` frames or
-`_PAUSE_BYTES`, or as many publishes are unconfirmed. A client that stops
-reading therefore stops acking, its subscriptions run out of credit and the
-buffer stays bounded by its prefetch; one that stays behind longer than the
-heartbeat misses its pong and is disconnected by the server (1011). Past
-`_MAX_BYTES` buffered the connection is closed at once (1008).
+* Acks, nacks and touches claim their tags from the protocol's `Consumers`
+  and settle what they name with the broker.
 
 Rights are checked continuously (DESIGN.md, "Trust"): the session follows
 its user (`Accounts.follow`). When a permission is removed, each subscription
@@ -29,10 +19,8 @@ the user may no longer hold ends with ``unsubscribed {reason: "revoked"}``,
 what it held is requeued and its tags answer ``error {code: "revoked"}``; when
 the user is deleted or disabled or its password changes, the connection is
 closed with 4003 (what it held is requeued, what was buffered is dropped).
-
-Close codes: 1008 policy (rate limit, slow consumer), 4001 access token
-expired, 4003 revoked (user deleted, disabled, password changed), 1009 frame
-too big, 1011 internal error.
+The access token's expiry closes it with 4001 unless an ``auth`` frame
+renewed it.
 """
 
 from __future__ import annotations
@@ -40,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections import deque
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -49,24 +36,13 @@ from loguru import logger
 
 from broker_core.auth import Action, InvalidToken, TokenType, allowed, revocation_reason
 from broker_core.errors import QueueNotFound
-from broker_core.frames import (
-    BATCH_BYTES,
-    CLIENT_OPS,
-    Ack,
-    Auth,
-    ClientBatch,
-    Nack,
-    Publish,
-    Subscribe,
-    Touch,
-    Unsubscribe,
-    peek,
-)
+from broker_core.frames import Ack, Auth, Nack, Publish, Subscribe, Touch, Unsubscribe
 
 from ..decoding import fail_undeliverable
-from ..errors import ApiError, InvalidInput, classify, last_error
+from ..errors import ApiError, classify
 from ..logging import current_request_id
 from ..security import require
+from .connection import CLOSE_EXPIRED, CLOSE_POLICY, CLOSE_REVOKED, Connection
 from .protocol import State, WsProtocol
 
 if TYPE_CHECKING:
@@ -82,31 +58,8 @@ if TYPE_CHECKING:
     from .codec import Codec
     from .consumers import WsConsumer
 
-__all__ = [
-    "CLOSE_EXPIRED",
-    "CLOSE_INTERNAL",
-    "CLOSE_POLICY",
-    "CLOSE_REVOKED",
-    "CLOSE_TOO_BIG",
-    "Session",
-    "authenticate",
-]
+__all__ = ["Session", "authenticate"]
 
-CLOSE_POLICY = 1008
-"""Authentication failed, rate limit abused, or a slow consumer."""
-CLOSE_REVOKED = 4003
-"""The user was deleted or disabled, or its password changed (its token is revoked)."""
-CLOSE_TOO_BIG = 1009
-"""A frame passed ``ws_max_frame_bytes`` (uvicorn enforces it too)."""
-CLOSE_INTERNAL = 1011
-"""An unexpected server error; it is logged with its traceback."""
-CLOSE_EXPIRED = 4001
-"""The access token expired and no ``auth`` frame renewed it."""
-
-_PAUSE_BYTES = 8 << 20
-"""Buffered bytes past which the reader stops reading client frames."""
-_MAX_BYTES = 64 << 20
-"""Buffered bytes past which the connection is closed as a slow consumer."""
 _RATE_STRIKES = 100
 """Publishes refused in a row for the rate limit before the connection is closed."""
 
@@ -121,7 +74,7 @@ def authenticate(ctx: BrokerContext, token: str) -> tuple[User, Claims]:
     return ctx.accounts.authenticate(token), claims
 
 
-class Session:
+class Session(Connection):
     """One authenticated connection: run `run` until the client goes away.
 
     ``inflight``, ``peak_inflight``, ``buffered``, ``peak_buffered`` and
@@ -149,35 +102,21 @@ class Session:
         *,
         batch: bool = False,
     ) -> None:
-        self._send = send
-        self._batch = batch
-        self._receive = receive
-        self._ctx = ctx
-        self._broker = ctx.broker
-        self._settings = settings = ctx.settings
-        self._codec = codec
-        self._protocol = protocol = WsProtocol(codec, self._broker.leases)
-        self._consumers = protocol.consumers
-        self.user = user
-        self._claims = claims
-        self._loop = asyncio.get_running_loop()
         # Deliveries and failures are logged from queues' tasks too: bind the
         # id of the upgrade request, which those tasks don't serve.
         request_id = current_request_id()
-        self._log = logger.bind(
+        log = logger.bind(
             user=user.username, **({} if request_id is None else {"request_id": request_id})
         )
-        self._buffer: deque[str | bytes] = deque()
-        self._buffered_bytes = 0
-        self._buffer_limit = settings.ws_send_buffer_messages
-        self._max_inflight = settings.ws_send_buffer_messages
-        self._writer_wakeup: asyncio.Future[None] | None = None
-        self._reader_wakeup: asyncio.Future[None] | None = None
-        self.peak_buffered = 0
+        protocol = WsProtocol(codec, ctx.broker.leases)
+        super().__init__(send, receive, codec, protocol, ctx.settings, log, batch=batch)
+        self._ctx = ctx
+        self._broker = ctx.broker
+        self._consumers = protocol.consumers
+        self.user = user
+        self._claims = claims
         self._strikes = 0
         self._can_publish: dict[str, bool] = {}
-        self._closing: tuple[int, str] | None = None
-        self._flush_on_close = True
         self._release: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._chores: set[asyncio.Task[None]] = set()
@@ -191,7 +130,7 @@ class Session:
         accounts = self._ctx.accounts
         username = self.user.username
         accounts.follow(username, self.user_changed)
-        writer = self._loop.create_task(self._write_loop(), name="ws-writer")
+        writer = self._start_writer()
         try:
             # Changed between authentication and now: act on it as on any change.
             self.user_changed(accounts.get(username))
@@ -201,10 +140,7 @@ class Session:
             accounts.unfollow(username, self.user_changed)
             if self._expiry is not None:
                 self._expiry.cancel()
-            if not writer.done():
-                writer.cancel()
-            with suppress(asyncio.CancelledError):
-                await writer
+            await self._stop_writer(writer)
             if self._release is not None:
                 await self._release
             for task in list(self._revoking):
@@ -213,51 +149,13 @@ class Session:
             self._buffer.clear()
 
     @property
-    def closing(self) -> bool:
-        """Whether the session is closing (frames that come now are dropped)."""
-        return self._closing is not None
-
-    @property
-    def buffered(self) -> int:
-        """Frames waiting in the send buffer."""
-        return len(self._buffer)
-
-    @property
     def subscriptions(self) -> int:
         """Live subscriptions."""
         return len(self._consumers)
 
-    @property
-    def inflight(self) -> int:
-        """Publishes sent to the broker and not confirmed yet."""
-        return self._protocol.inflight
-
-    @property
-    def peak_inflight(self) -> int:
-        """The most publishes that were in flight at once."""
-        return self._protocol.peak_inflight
-
-    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
-        """Close the connection with ``code`` and ``reason``; requeue what it holds now.
-
-        With ``flush``, buffered frames are sent first, and the confirms (or
-        errors) of publishes in flight: a client told its publish is committed
-        won't send it again.
-        """
-        protocol = self._protocol
-        if self._closing is not None or protocol.state is State.CLOSED:
-            return
-        self._closing = (code, reason)
-        self._flush_on_close = flush
-        protocol.close(flush)
-        self._log.info("websocket closing", code=code, reason=reason)
-        if not flush:
-            self._buffer.clear()
-            self._buffered_bytes = 0
+    def _closing_started(self) -> None:
         if self._consumers:
             self._release = self._loop.create_task(self._release_all())
-        self._wake_writer()
-        self._wake_reader()
 
     async def _release_all(self) -> None:
         for consumer in self._consumers.take_all():
@@ -274,116 +172,6 @@ class Session:
     def _expired(self) -> None:
         self._expiry = None
         self.close(CLOSE_EXPIRED, "access token expired; send an auth frame with a fresh one")
-
-    # -- writer ---------------------------------------------------------------------
-
-    def _send_out(self) -> None:
-        """Move what the protocol answered into the send buffer, and wake the writer."""
-        frames = self._protocol.data_to_send()
-        if not frames:
-            return
-        buffer = self._buffer
-        buffer.extend(frames)
-        self._buffered_bytes += sum(map(len, frames))
-        if len(buffer) > self.peak_buffered:
-            self.peak_buffered = len(buffer)
-        waiter = self._writer_wakeup
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if self._buffered_bytes > _MAX_BYTES:
-            self.close(CLOSE_POLICY, "slow consumer: send buffer limit exceeded", flush=False)
-
-    def _wake_writer(self) -> None:
-        waiter = self._writer_wakeup
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _take(self) -> str | bytes:
-        """The next WebSocket message to send: one frame, or a batch of what is buffered."""
-        buffer = self._buffer
-        data = buffer.popleft()
-        size = len(data)
-        if self._batch and buffer and size < BATCH_BYTES:
-            frames = [data]
-            while buffer and size < BATCH_BYTES:
-                data = buffer.popleft()
-                frames.append(data)
-                size += len(data)
-            self._buffered_bytes -= size
-            return self._codec.join(frames)
-        self._buffered_bytes -= size
-        return data
-
-    async def _write_loop(self) -> None:
-        send = self._send
-        buffer = self._buffer
-        protocol = self._protocol
-        kind = "bytes" if self._codec.binary else "text"
-        try:
-            while True:
-                while buffer:
-                    data = self._take()
-                    await send({"type": "websocket.send", kind: data})
-                    if self._reader_wakeup is not None:
-                        self._wake_reader()
-                if self._closing is not None and (
-                    protocol.inflight == 0 or not self._flush_on_close
-                ):
-                    code, reason = self._closing
-                    await send({"type": "websocket.close", "code": code, "reason": reason})
-                    return
-                self._writer_wakeup = self._loop.create_future()
-                await self._writer_wakeup
-                self._writer_wakeup = None
-        except Exception as exc:
-            # The client went away mid-send: the reader sees the disconnect.
-            self._log.debug("websocket send failed", error=repr(exc))
-            protocol.connection_lost()
-            self._wake_reader()
-
-    # -- reader ---------------------------------------------------------------------
-
-    def _must_pause(self) -> bool:
-        protocol = self._protocol
-        return protocol.state is State.OPEN and (
-            len(self._buffer) >= self._buffer_limit
-            or self._buffered_bytes >= _PAUSE_BYTES
-            or protocol.inflight >= self._max_inflight
-        )
-
-    def _wake_reader(self) -> None:
-        waiter = self._reader_wakeup
-        if waiter is not None and not waiter.done() and not self._must_pause():
-            waiter.set_result(None)
-
-    async def _read_loop(self) -> None:
-        receive = self._receive
-        max_bytes = self._settings.ws_max_frame_bytes
-        while True:
-            while self._must_pause():
-                self._reader_wakeup = self._loop.create_future()
-                await self._reader_wakeup
-                self._reader_wakeup = None
-            message = await receive()
-            if message["type"] != "websocket.receive":
-                return
-            if self._closing is not None:
-                continue  # draining until the close handshake completes
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            if len(data) > max_bytes:
-                self.close(CLOSE_TOO_BIG, f"frame over {max_bytes} bytes", flush=False)
-                continue
-            try:
-                frame = self._codec.decode(data, self._settings.max_json_depth)
-            except (msgspec.DecodeError, InvalidInput) as exc:
-                self._bad_frame(data, exc)
-                continue
-            if isinstance(frame, ClientBatch):
-                await self._handle_batch(frame.frames)
-            else:
-                await self._handle(frame)
 
     async def _handle_batch(self, frames: list[ClientOne]) -> None:
         """Handle a batch's frames in order; consecutive publishes to a queue go as one group."""
@@ -426,32 +214,6 @@ class Session:
                     self._reauthenticate(frame)
         except Exception as exc:
             self._fail(frame.ref, exc)
-
-    def _bad_frame(self, data: str | bytes, exc: msgspec.DecodeError | InvalidInput) -> None:
-        op, ref = peek(data, self._codec.binary)
-        error: Exception = exc
-        if isinstance(exc, msgspec.ValidationError):
-            if op is None:
-                error = ApiError(400, "invalid", "a frame is an object with an 'op'")
-            elif not isinstance(op, str) or op not in CLIENT_OPS:
-                ops = ", ".join(sorted(CLIENT_OPS))
-                error = ApiError(
-                    400, "unknown_op", f"unknown op {str(op)[:64]!r}; use one of {ops}"
-                )
-        self._fail(ref, error)
-
-    def internal_error(self, exc: BaseException) -> None:
-        """Log an unexpected exception with its traceback and close with 1011."""
-        self._log.opt(exception=exc).error("websocket session failed")
-        last_error.record(f"{type(exc).__name__}: {exc}")
-        self.close(CLOSE_INTERNAL, "internal error")
-
-    def _fail(self, ref: Ref | None, exc: BaseException, tags: list[int] | None = None) -> None:
-        """Answer an error frame, or close with 1011 for an unexpected exception."""
-        if self._protocol.fail(ref, exc, tags):
-            self._send_out()
-        else:
-            self.internal_error(exc)
 
     def _current_user(self) -> User:
         """The connection's user as it is now; closes (4003) if its token was revoked."""
