@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 from .client import Client
+from .connection import BrokerConnection
 from .errors import AuthError, ClientError, ClosedError, RequestError
 from .messages import Message
 from .rest import DEFAULT_URL, RestClient
@@ -29,6 +30,7 @@ from .subscription import ClientSubscription
 __all__ = [
     "DEFAULT_URL",
     "AuthError",
+    "BrokerConnection",
     "Client",
     "ClientError",
     "ClientSubscription",
