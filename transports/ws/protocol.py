@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .codec import Codec
     from .consumers import WsConsumer
 
-__all__ = ["State", "WsProtocol", "unknown_tags_detail"]
+__all__ = ["CLOSED", "CLOSING", "OPEN", "State", "WsProtocol", "unknown_tags_detail"]
 
 
 class State(enum.Enum):
@@ -49,6 +49,13 @@ class State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
+
+
+# Module constants, as websockets' protocol.py has them: on Python 3.11 looking
+# a member up on its enum class costs ~100 ns, and `deliver` checks per call.
+OPEN = State.OPEN
+CLOSING = State.CLOSING
+CLOSED = State.CLOSED
 
 
 class WsProtocol:
@@ -61,7 +68,7 @@ class WsProtocol:
 
     def __init__(self, codec: Codec, leases: Callable[[str], Mapping[int, Entry]]) -> None:
         self.codec = codec
-        self.state = State.OPEN
+        self.state = OPEN
         self.consumers = Consumers(leases)
         self.inflight = 0
         self.peak_inflight = 0
@@ -84,14 +91,14 @@ class WsProtocol:
 
     def close(self, flush: bool) -> None:
         """The connection is closing: deliveries stop; without ``flush`` unsent frames go."""
-        if self.state is State.OPEN:
-            self.state = State.CLOSING
+        if self.state is OPEN:
+            self.state = CLOSING
         if not flush:
             self._out.clear()
 
     def connection_lost(self) -> None:
         """The connection is gone: nothing is answered from now on."""
-        self.state = State.CLOSED
+        self.state = CLOSED
         self._out.clear()
 
     # -- errors ---------------------------------------------------------------------
@@ -140,7 +147,7 @@ class WsProtocol:
         dropped: removing the consumer requeues them. The session fails the
         undeliverable ids (bodies stored before the input rule) instead.
         """
-        if self.state is not State.OPEN or consumer.ended is not None:
+        if self.state is not OPEN or consumer.ended is not None:
             return None
         codec = self.codec
         encode = codec.encode
@@ -183,7 +190,7 @@ class WsProtocol:
                 )
         finally:
             consumers.next_tag = tag
-        if consumers.crowded(consumer):
+        if len(held) > 2 * consumer.prefetch + 64:  # `Consumers.crowded`, inline: per call
             consumers.prune(consumer)
         return undeliverable
 
@@ -213,7 +220,7 @@ class WsProtocol:
     def end(self, consumer: WsConsumer, reason: str) -> None:
         """Forget a subscription the server ended, and tell the client why (if it knew of it)."""
         consumers = self.consumers
-        if consumers.live.pop(consumer.id, None) is None or self.state is not State.OPEN:
+        if consumers.live.pop(consumer.id, None) is None or self.state is not OPEN:
             return
         consumer.ended = reason
         consumers.forget(consumer)
@@ -224,7 +231,7 @@ class WsProtocol:
 
     def revoked(self, consumer: WsConsumer, requeued: int) -> None:
         """Tell the client its revoked subscription ended, once its consumer is removed."""
-        if self.state is State.OPEN:
+        if self.state is OPEN:
             self._out.append(
                 self.codec.encode(
                     Unsubscribed(subscription=consumer.id, requeued=requeued, reason="revoked")
@@ -249,7 +256,7 @@ class WsProtocol:
         them; the session logs them and closes with 1011), else ``None``.
         """
         self.inflight -= len(refs)
-        if self.state is State.CLOSED:
+        if self.state is CLOSED:
             return None
         unexpected: list[BaseException] | None = None
         if isinstance(outcome, BaseException):

@@ -43,7 +43,7 @@ from ..errors import ApiError, classify
 from ..logging import current_request_id
 from ..security import require
 from .connection import CLOSE_EXPIRED, CLOSE_POLICY, CLOSE_REVOKED, Connection
-from .protocol import State, WsProtocol
+from .protocol import CLOSED, OPEN, WsProtocol
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -234,7 +234,7 @@ class Session(Connection):
         with 4003, dropping what is buffered; otherwise each subscription on
         a queue the user may no longer consume ends as revoked.
         """
-        if self._closing is not None or self._protocol.state is not State.OPEN:
+        if self._closing is not None or self._protocol.state is not OPEN:
             return
         reason = revocation_reason(user, self._claims)
         if reason is not None:
@@ -327,7 +327,7 @@ class Session(Connection):
         if unexpected is not None:
             for exc in unexpected:
                 self.internal_error(exc)
-        if self._protocol.state is State.CLOSED:
+        if self._protocol.state is CLOSED:
             return
         self._send_out()
         if self._reader_wakeup is not None:
@@ -355,7 +355,7 @@ class Session(Connection):
         except BaseException:
             consumers.discard(consumer)
             raise
-        if self._closing is not None or self._protocol.state is not State.OPEN:
+        if self._closing is not None or self._protocol.state is not OPEN:
             consumers.discard(consumer)
             await self._broker.unsubscribe(consumer.queue, consumer.consumer_id)
             return
