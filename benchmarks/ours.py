@@ -35,7 +35,7 @@ from .workload import Tally, body, timed_sends
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-    from transports.client import Subscription
+    from transports.client import ClientSubscription
 
 __all__ = ["ROLES", "Ours", "consume", "gather_bounded", "produce"]
 
@@ -104,12 +104,12 @@ async def consume(spec: Spec, ready: Callable[[], None]) -> dict[str, Any]:
     Ends after ``count`` messages in all, or when stopped (``until_stop``).
     """
     clients = _clients(spec, spec.connections)
-    subs: list[Subscription] = [
+    subs: list[ClientSubscription] = [
         client.subscribe(queue, spec.prefetch) for client in clients for queue in spec.queues
     ]
     tally = Tally(spec.count, measure=spec.rate > 0, record_ids=spec.record_ids)
 
-    async def drain(sub: Subscription) -> None:
+    async def drain(sub: ClientSubscription) -> None:
         async for message in sub:
             at = tally.arrived(message.raw, message.message_id)
             await message.ack()

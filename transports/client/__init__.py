@@ -20,19 +20,22 @@ Example::
 
 from __future__ import annotations
 
-from .client import Client, Subscription
+from .client import Client
+from .connection import BrokerConnection
 from .errors import AuthError, ClientError, ClosedError, RequestError
 from .messages import Message
 from .rest import DEFAULT_URL, RestClient
+from .subscription import ClientSubscription
 
 __all__ = [
     "DEFAULT_URL",
     "AuthError",
+    "BrokerConnection",
     "Client",
     "ClientError",
+    "ClientSubscription",
     "ClosedError",
     "Message",
     "RequestError",
     "RestClient",
-    "Subscription",
 ]

@@ -38,7 +38,8 @@ from ..errors import InvalidInput, last_error
 from ..security import bearer_token
 from ..wire import Auth, Authenticated
 from .codec import pick
-from .session import CLOSE_INTERNAL, CLOSE_POLICY, Session, authenticate
+from .connection import CLOSE_INTERNAL, CLOSE_POLICY
+from .session import Session, authenticate
 
 if TYPE_CHECKING:
     from broker_core.auth import Claims, User
