@@ -11,7 +11,7 @@ import pytest
 from loguru import logger
 
 from tests.conftest import MS, make_settings
-from tests.transports.test_ws import make_queue, open_ws, recv, subscribe
+from tests.transports.ws.test_endpoint import make_queue, open_ws, recv, subscribe
 from transports.logging import configure_logging
 from transports.observability.middleware import RequestMetricsMiddleware
 from transports.observability.telemetry import RequestCounters

@@ -22,7 +22,7 @@ from tests.conftest import BrokerServer, login, make_settings
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "datadir-0.1.0"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "datadir-0.1.0"
 EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
 TEN_YEARS_S = 10 * 365 * 24 * 3600.0
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tests.conftest import MS, make_user
-from tests.transports.test_ws import make_queue, open_ws, publish_rest, recv, send
+from tests.transports.ws.test_endpoint import make_queue, open_ws, publish_rest, recv, send
 
 if TYPE_CHECKING:
     import httpx
