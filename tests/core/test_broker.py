@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from contextlib import closing, suppress
+from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -76,20 +76,13 @@ async def crash(broker: Broker) -> None:
     """Stop ``broker`` like ``kill -9``: no drain, no flush, no clean mark.
 
     Committed batches stay; operations still in the write-behind buffer are lost.
+    Storage goes first, as the process would: the broker's close afterwards
+    reaches nothing on disk.
     """
     storage = broker.storage
     assert isinstance(storage, SQLiteStorage)
-    tasks: list[asyncio.Task[None]] = []
-    for actor in broker._actors.values():
-        if actor._timer is not None:
-            actor._timer.cancel()
-        tasks += [t for t in (actor._task, actor._loader) if t is not None]
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with suppress(asyncio.CancelledError):
-            await task
-    await storage._close_db()
+    await storage.crash()
+    await broker.close()
 
 
 # -- queues ---------------------------------------------------------------------------------------

@@ -74,14 +74,7 @@ class Backend:
 
         PostgreSQL: the pool and the lock connection are dropped at once.
         """
-        if isinstance(storage, SQLiteStorage):
-            # The writer stops dropping what it buffers; the reader closes.
-            await storage._close_db()
-            return
-        buffer = storage._buffer
-        assert buffer._task is not None
-        buffer._task.cancel()
-        await storage._terminate()
+        await storage.crash()
 
     async def set_schema_version(self, version: int) -> None:
         """Make the (empty) database claim schema ``version``."""
@@ -257,14 +250,14 @@ async def test_reports_name_size_and_commit_counters(backend: Backend, storage: 
 async def test_garbage_file_is_storage_corrupt(backend: Backend) -> None:
     """A file that isn't a database raises StorageCorrupt and leaves nothing open."""
     if backend.kind != "sqlite":
-        pytest.skip("a database file is SQLite's: test_postgres.py covers the server's errors")
+        pytest.skip("a database file is SQLite's: postgres/test_store.py covers the server")
     backend.path.write_bytes(b"this is not a database, just some bytes " * 200)
     storage = backend.make()
     assert isinstance(storage, SQLiteStorage)
     with pytest.raises(StorageCorrupt) as caught:
         await storage.open()
     assert str(backend.path) in str(caught.value)
-    assert storage._reader is None
+    assert not storage.is_open
 
 
 async def test_unknown_schema_version_is_storage_corrupt(backend: Backend) -> None:

@@ -265,6 +265,11 @@ class Client(RestClient):
         """Whether the WebSocket is open now."""
         return self._connected.is_set()
 
+    @property
+    def unconfirmed(self) -> int:
+        """How many publishes wait for their confirm (they are resent after a reconnect)."""
+        return len(self._publishes)
+
     async def connect(self) -> None:
         """Open the WebSocket now (it opens on first use otherwise).
 
