@@ -575,7 +575,7 @@ async def test_last_message_id_survives_prune_and_reopen(backend: Backend) -> No
     assert await again.last_message_id() == 3
 
 
-_REMOVALS = {
+_REMOVALS: dict[str, list[Op]] = {
     "insert-and-drop-in-one-batch": [Insert("q", entry(4)), Drop(4)],
     "drop": [Drop(3)],
     "purge": [PurgeQueue("q")],
@@ -657,7 +657,7 @@ async def test_a_failed_commit_keeps_its_settlements(
     storage = await backend.open()
     await write(storage, put_queue(), Insert("q", entry(1)))
     if storage.shared:
-        await storage.claim("q", 1, NOW)  # type: ignore[attr-defined]
+        await storage.claim("q", 1, NOW)  # type: ignore[union-attr]
     await backend.fail_next_commit(storage, monkeypatch, permanent=permanent)
     with pytest.raises(StorageUnavailable):
         await storage.write([DeliverOp(1, 1, NOW + 30), AckOp("q", 1, NOW), Insert("q", entry(2))])

@@ -355,6 +355,7 @@ def test_settings_with_a_postgres_url_build_postgres_storage(scheme: str, tmp_pa
 async def test_counting_while_publishing_keeps_the_publishes(url: str) -> None:
     """A count read while a node publishes doesn't lose those publishes from its limit figure."""
     from broker_core.broker import Broker
+    from broker_core.claims import SharedQueueState
     from broker_core.messages import CreateQueueRequest, PublishRequest
 
     broker = Broker(PostgresStorage(url, node_name="n", node_timeout_s=TIMEOUT_S))
@@ -365,6 +366,7 @@ async def test_counting_while_publishing_keeps_the_publishes(url: str) -> None:
         for _ in range(20):
             await asyncio.gather(broker.sync_counts(["q"]), broker.publish("q", [request]))
         state = broker.actor("q").state
+        assert isinstance(state, SharedQueueState)
         assert state.stored_pending == 20
         await broker.sync_counts(["q"])
         assert state.stored_pending == broker.info("q").pending == 20
