@@ -163,6 +163,16 @@ class QueueActor:
         self.state.take_ops()
         return held
 
+    @property
+    def backlog(self) -> int:
+        """How many commands wait in the mailbox (an actor that falls behind grows it)."""
+        return len(self._mailbox)
+
+    @property
+    def waiting(self) -> int:
+        """How many long polls are parked, waiting for a message."""
+        return len(self._waiters)
+
     async def __aenter__(self) -> QueueActor:
         self.start()
         return self

@@ -56,6 +56,12 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+@contextlib.contextmanager
+def _keep_signals() -> Iterator[None]:
+    """Stands in for uvicorn's ``Server.capture_signals``: install no signal handler."""
+    yield
+
+
 class BrokerServer:
     """A broker served by uvicorn in this process, on a socket bound to 127.0.0.1."""
 
@@ -97,7 +103,8 @@ class BrokerServer:
             ws_ping_timeout=self.settings.ws_heartbeat_timeout_s,
         )
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # The test process keeps its own signal handlers (Ctrl-C stops pytest, not one server).
+        self._server.capture_signals = _keep_signals  # type: ignore[method-assign]
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
         deadline = time.monotonic() + 10_000 * MS
         while not self._server.started:
@@ -254,7 +261,7 @@ def server_process_factory(tmp_path: Path) -> Iterator[Any]:
     made: list[ServerProcess] = []
 
     def make(data_dir: Path | None = None, **env: str) -> ServerProcess:
-        process = ServerProcess(data_dir or tmp_path / "data", **env)
+        process = ServerProcess(data_dir or tmp_path / "data", None, **env)
         made.append(process)
         return process
 

@@ -83,7 +83,6 @@ _TABLES = (
     "broker_refresh_tokens",
     "broker_nodes",
 )
-_SIZE_TTL_S = 5.0
 
 
 class PostgresStorage:
@@ -99,6 +98,7 @@ class PostgresStorage:
         node_name: this node's name among the nodes.
         node_timeout_s: a node whose heartbeat stops this long is presumed dead.
         poll_s: how often idle queues look for messages a lost notification would have told.
+        size_ttl_s: how long `size_bytes` answers its cached figure before refreshing it.
     """
 
     def __init__(
@@ -113,6 +113,7 @@ class PostgresStorage:
         node_name: str = "node",
         node_timeout_s: float = 10.0,
         poll_s: float = 1.0,
+        size_ttl_s: float = 5.0,
     ) -> None:
         self.url = url
         self.where = display_url(url)
@@ -135,6 +136,7 @@ class PostgresStorage:
         self._tx_lock = asyncio.Lock()
         self._size = 0
         self._size_at = 0.0
+        self._size_ttl_s = size_ttl_s
         self._size_task: asyncio.Task[None] | None = None
         self._vacuum = pruning.MessagesVacuum()
 
@@ -186,6 +188,11 @@ class PostgresStorage:
             raise StorageUnavailable(problem)
 
     @property
+    def writer(self) -> WriteBehind[Op]:
+        """The write-behind buffer that group-commits journal operations."""
+        return self._buffer
+
+    @property
     def batch_stats(self) -> BatchStats:
         """Commit counters (batches, ops, seconds, failures)."""
         return self._buffer.stats
@@ -200,7 +207,7 @@ class PostgresStorage:
         if (
             self._pool is not None
             and (task is None or task.done())
-            and time.monotonic() - self._size_at > _SIZE_TTL_S
+            and time.monotonic() - self._size_at > self._size_ttl_s
         ):
             with suppress(RuntimeError):  # no running loop: keep the cached figure
                 self._size_task = asyncio.get_running_loop().create_task(self._refresh_size())
@@ -277,7 +284,11 @@ class PostgresStorage:
             await self._disconnect()
 
     async def crash(self) -> None:
-        """Drop every connection as a ``kill -9`` would (tests): the row and leases stay."""
+        """Stop as ``kill -9`` would (tests): buffered operations dropped, connections cut.
+
+        The node's row and its leases stay, for the other nodes to reap.
+        """
+        await self._buffer.stop()
         await self._terminate()
 
     async def _disconnect(self) -> None:

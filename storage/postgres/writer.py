@@ -113,6 +113,27 @@ class WriteBehind(CommitHealth, Generic[T]):
             with suppress(asyncio.CancelledError):
                 await self._task
 
+    async def stop(self) -> None:
+        """Stop the flusher without committing: what is buffered is dropped, as in a crash.
+
+        The futures of the dropped operations fail with `StorageUnavailable`.
+        """
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        self._buffer = []
+        for future in (self._future, self._inflight):
+            if future is not None and not future.done():
+                future.set_exception(StorageUnavailable("storage is closed"))
+        self._future = self._inflight = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the flusher task runs (from `start` to `close` or `stop`)."""
+        return self._task is not None and not self._task.done()
+
     async def _run(self) -> None:
         kick = self._kick
         assert kick is not None, "start() first"

@@ -217,6 +217,11 @@ class SQLiteStorage:
         assert self._reader is not None, "open() first"
         return self._reader
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the database is open: from a successful `open` to `close` (or `crash`)."""
+        return self._reader is not None
+
     # -- lifecycle --------------------------------------------------------------
 
     async def open(self) -> bool:
@@ -326,6 +331,10 @@ class SQLiteStorage:
             await self.writer.call(
                 lambda db: db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
             )
+        await self._close_db()
+
+    async def crash(self) -> None:
+        """Stop as ``kill -9`` would (tests): what is buffered is dropped, no clean mark."""
         await self._close_db()
 
     async def _close_db(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections import deque
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
@@ -184,7 +183,7 @@ async def test_timed_out_pulls_leave_no_waiters(rig: Rig) -> None:
     actor = await rig.start()
     for _ in range(5):
         assert await actor.pull(1, None, 5 * MS) == []
-    assert len(actor._waiters) == 0
+    assert actor.waiting == 0
 
 
 async def test_cancelled_pull_does_not_take_messages(rig: Rig) -> None:
@@ -319,8 +318,8 @@ async def test_context_manager_starts_and_stops(storage: SQLiteStorage) -> None:
     state = QueueState("q", QueueOptions(), budget=BodyBudget(1 << 20))
     async with QueueActor(state, storage, Hooks()) as actor:
         assert await actor.call(lambda state, now: state.name) == "q"
-    assert actor._task is not None
-    assert actor._task.done()
+    with pytest.raises(QueueDeleted):
+        await actor.call(lambda state, now: state.name)
 
 
 async def test_a_failing_sink_does_not_confirm_an_uncommitted_publish(db_path: Path) -> None:
@@ -390,7 +389,7 @@ async def test_casts_after_stop_are_ignored(rig: Rig) -> None:
     actor = await rig.start()
     await actor.stop()
     actor.cast(lambda state, now: state.purge())
-    assert actor._mailbox == deque()
+    assert actor.backlog == 0
 
 
 async def test_a_failing_cast_is_logged_and_the_actor_goes_on(rig: Rig) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from contextlib import closing, suppress
+from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -76,20 +76,13 @@ async def crash(broker: Broker) -> None:
     """Stop ``broker`` like ``kill -9``: no drain, no flush, no clean mark.
 
     Committed batches stay; operations still in the write-behind buffer are lost.
+    Storage goes first, as the process would: the broker's close afterwards
+    reaches nothing on disk.
     """
     storage = broker.storage
     assert isinstance(storage, SQLiteStorage)
-    tasks: list[asyncio.Task[None]] = []
-    for actor in broker._actors.values():
-        if actor._timer is not None:
-            actor._timer.cancel()
-        tasks += [t for t in (actor._task, actor._loader) if t is not None]
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with suppress(asyncio.CancelledError):
-            await task
-    await storage._close_db()
+    await storage.crash()
+    await broker.close()
 
 
 # -- queues ---------------------------------------------------------------------------------------
@@ -170,6 +163,15 @@ async def test_full_queue_rejects_publish(broker: Broker) -> None:
     with pytest.raises(QueueFull):
         await publish(broker, "q", b"2")
     assert broker.info("q").pending == 1
+
+
+async def test_publish_each_refuses_only_what_no_longer_fits(broker: Broker) -> None:
+    """Publishes queued one by one: a full queue refuses those past its limit, not the others."""
+    await create(broker, max_length=2)
+    outcomes = await broker.publish_each_nowait("q", [msg(b"1"), msg(b"2"), msg(b"3")])
+    kinds = [type(outcome).__name__ for outcome in outcomes]
+    assert kinds == ["Published", "Published", "QueueFull"]
+    assert broker.info("q").pending == 2
 
 
 async def test_subscriber_gets_pushed_deliveries_and_acks(broker: Broker) -> None:
@@ -684,6 +686,31 @@ async def test_unsubscribe_from_a_missing_queue_requeues_nothing(broker: Broker)
     await broker.delete_queue("q")
     assert await broker.unsubscribe("q", consumer) == 0
     assert await broker.unsubscribe("never", 1) == 0
+
+
+async def test_consumers_of_an_unknown_queue_are_none(broker: Broker) -> None:
+    """Asking for the consumers of a queue that doesn't exist lists nothing."""
+    await create(broker)
+    await broker.subscribe("q", 1, Sink())
+    assert broker.consumers(["never"]) == []
+    assert [c.queue for c in broker.consumers()] == ["q"]
+
+
+async def test_every_queue_has_its_actor(broker: Broker) -> None:
+    """``actors`` lists one actor per queue; ``find_actor`` finds it by name, or None."""
+    await create(broker, "a")
+    await create(broker, "b")
+    assert sorted(actor.name for actor in broker.actors()) == ["a", "b"]
+    assert broker.find_actor("a") is broker.actor("a")
+    assert broker.find_actor("never") is None
+
+
+async def test_a_stored_queue_change_is_applied_once(broker: Broker) -> None:
+    """Storage showing a queue changed asks for its options once; the same sight again, not."""
+    await create(broker)
+    options = broker.actor("q").state.options
+    assert broker.note_update("q", 1e12, options) is True
+    assert broker.note_update("q", 1e12, options) is False
 
 
 async def test_retry_of_a_processed_message_is_invalid(broker: Broker) -> None:

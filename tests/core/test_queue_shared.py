@@ -8,6 +8,7 @@ import pytest
 
 from broker_core.claims import SharedQueueState
 from broker_core.errors import QueueFull
+from broker_core.journal import Trim
 from broker_core.messages import Entry, QueueOptions
 from broker_core.pending import BodyBudget
 from tests.core.test_queue_state import BODY, Ids, deliveries, ops, publish, req
@@ -158,6 +159,7 @@ def test_drop_head_asks_storage_to_drop_the_oldest() -> None:
     state.counted(3, 3 * len(BODY), state.count_mark())
     publish(state, Ids(), count=2)
     [trim, *inserts] = state.take_ops()
-    assert (type(trim).__name__, trim.count, trim.size, trim.target) == ("Trim", 2, 0, "dlq")
+    assert isinstance(trim, Trim)
+    assert (trim.count, trim.size, trim.target) == (2, 0, "dlq")
     assert len(inserts) == 2
     assert state.stored_pending == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,8 +160,9 @@ def test_head_limit_below_1_kib_is_rejected() -> None:
 )
 def test_client_limits_must_be_positive(name: str) -> None:
     """The per-client limits of DESIGN.md "Trust" can't be turned off with 0."""
+    zero: dict[str, Any] = {name: 0}
     with pytest.raises(ValueError, match=f"{name} must be"):
-        Settings(**{name: 0})
+        Settings(**zero)
 
 
 @pytest.mark.parametrize(
@@ -174,9 +176,11 @@ def test_client_limits_must_be_positive(name: str) -> None:
 )
 def test_login_limits_may_be_disabled_with_zero(name: str) -> None:
     """Each login limit is a rate limit: 0 turns it off, a negative value is refused."""
-    assert getattr(Settings(**{name: 0}), name) == 0
+    zero: dict[str, Any] = {name: 0}
+    negative: dict[str, Any] = {name: -1}
+    assert getattr(Settings(**zero), name) == 0
     with pytest.raises(ValueError, match=f"{name} must be zero or more"):
-        Settings(**{name: -1})
+        Settings(**negative)
 
 
 @pytest.mark.parametrize("size", [0, 256, 1000, 12288, 131072])

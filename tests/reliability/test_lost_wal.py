@@ -74,13 +74,14 @@ def _checkpoint(database: Path) -> None:
     The broker's own checkpointer may be running one at that moment (busy):
     then try again, a bounded number of times.
     """
+    last: tuple[int, int, int] | None = None
     with closing(sqlite3.connect(database)) as db:
         for _ in range(200):
-            busy, log, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, log, done = last = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if busy == 0 and log == done:
                 return
             time.sleep(10 * MS)
-    raise AssertionError(f"the WAL could not be checkpointed: {(busy, log, done)}")
+    raise AssertionError(f"the WAL could not be checkpointed: {last}")
 
 
 async def _lose_the_wal(

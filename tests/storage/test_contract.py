@@ -74,14 +74,7 @@ class Backend:
 
         PostgreSQL: the pool and the lock connection are dropped at once.
         """
-        if isinstance(storage, SQLiteStorage):
-            # The writer stops dropping what it buffers; the reader closes.
-            await storage._close_db()
-            return
-        buffer = storage._buffer
-        assert buffer._task is not None
-        buffer._task.cancel()
-        await storage._terminate()
+        await storage.crash()
 
     async def set_schema_version(self, version: int) -> None:
         """Make the (empty) database claim schema ``version``."""
@@ -257,14 +250,14 @@ async def test_reports_name_size_and_commit_counters(backend: Backend, storage: 
 async def test_garbage_file_is_storage_corrupt(backend: Backend) -> None:
     """A file that isn't a database raises StorageCorrupt and leaves nothing open."""
     if backend.kind != "sqlite":
-        pytest.skip("a database file is SQLite's: test_postgres.py covers the server's errors")
+        pytest.skip("a database file is SQLite's: postgres/test_store.py covers the server")
     backend.path.write_bytes(b"this is not a database, just some bytes " * 200)
     storage = backend.make()
     assert isinstance(storage, SQLiteStorage)
     with pytest.raises(StorageCorrupt) as caught:
         await storage.open()
     assert str(backend.path) in str(caught.value)
-    assert storage._reader is None
+    assert not storage.is_open
 
 
 async def test_unknown_schema_version_is_storage_corrupt(backend: Backend) -> None:
@@ -582,7 +575,7 @@ async def test_last_message_id_survives_prune_and_reopen(backend: Backend) -> No
     assert await again.last_message_id() == 3
 
 
-_REMOVALS = {
+_REMOVALS: dict[str, list[Op]] = {
     "insert-and-drop-in-one-batch": [Insert("q", entry(4)), Drop(4)],
     "drop": [Drop(3)],
     "purge": [PurgeQueue("q")],
@@ -664,7 +657,7 @@ async def test_a_failed_commit_keeps_its_settlements(
     storage = await backend.open()
     await write(storage, put_queue(), Insert("q", entry(1)))
     if storage.shared:
-        await storage.claim("q", 1, NOW)  # type: ignore[attr-defined]
+        await storage.claim("q", 1, NOW)  # type: ignore[union-attr]
     await backend.fail_next_commit(storage, monkeypatch, permanent=permanent)
     with pytest.raises(StorageUnavailable):
         await storage.write([DeliverOp(1, 1, NOW + 30), AckOp("q", 1, NOW), Insert("q", entry(2))])

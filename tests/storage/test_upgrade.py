@@ -212,7 +212,7 @@ async def test_users_keep_their_passwords_and_permissions(release: Upgraded) -> 
 
 async def test_new_messages_never_reuse_an_old_id(admin: httpx.AsyncClient) -> None:
     """A message published after the upgrade gets an id past every stored one."""
-    stored = []
+    stored: list[int] = []
     for queue in ("orders", "orders-dlq", "plain"):
         browse = await admin.get(f"/queues/{queue}/messages", params={"limit": 100})
         stored.extend(m["message_id"] for m in browse.json()["messages"])

@@ -20,7 +20,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import MS, login, make_user
-from tests.transports.test_ws import eventually, make_queue, open_ws, publish_rest, send, subscribe
+from tests.transports.ws.test_endpoint import (
+    eventually,
+    make_queue,
+    open_ws,
+    publish_rest,
+    send,
+    subscribe,
+)
 
 if TYPE_CHECKING:
     from tests.conftest import BrokerServer

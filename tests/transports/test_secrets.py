@@ -1,4 +1,4 @@
-"""Tests of the data dir's secret files: created once, private, stable."""
+"""The data dir's secret files (created once, private, stable), and no secret leaves the broker."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
+from tests.conftest import ADMIN_PASSWORD
 from transports.secrets import ensure_data_dir, generate_password, load_or_create_secret
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from tests.conftest import BrokerServer
 
 
 def _mode(path: Path) -> int:
@@ -108,3 +112,33 @@ def test_generated_passwords_are_long_and_distinct() -> None:
     first, second = generate_password(), generate_password()
     assert len(first) == 24
     assert first != second
+
+
+@pytest.mark.parametrize("settings_overrides", [{"log_level": "DEBUG"}])
+async def test_secrets_never_leave_the_broker(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """Neither the JWT secret, the admin password nor a token shows in stats, metrics or logs."""
+    secret = (server.settings.data_dir / "jwt.secret").read_text().strip()
+    token = client.headers["authorization"].removeprefix("Bearer ")
+    async with httpx.AsyncClient(base_url=server.url) as anonymous:
+        await anonymous.post("/auth/token", json={"username": "admin", "password": "wrong-guess"})
+        await anonymous.get("/queues", params={"access_token": token})
+    exposed = [
+        (await client.get("/stats")).text,
+        (await client.get("/metrics")).text,
+    ]
+    for log in (await client.get("/logs")).json():
+        exposed.append((await client.get(f"/logs/{log['name']}")).text)
+    exposed.extend(path.read_text() for path in server.settings.logs_dir.glob("*.jsonl"))
+    for text in exposed:
+        assert secret not in text
+        assert ADMIN_PASSWORD not in text
+        assert token not in text
+        assert "wrong-guess" not in text
+
+
+async def test_secret_files_are_private(server: BrokerServer) -> None:
+    """The generated JWT secret is readable by its owner only."""
+    mode = (server.settings.data_dir / "jwt.secret").stat().st_mode & 0o777
+    assert mode == 0o600

@@ -106,8 +106,13 @@ class BrokerConnection(RestClient):
 
     @property
     def _publishes(self) -> dict[Ref, tuple[bytes, Any]]:
-        """The publishes sent and not confirmed yet, by ref (a gauge for tests)."""
+        """The publishes sent and not confirmed yet, by ref."""
         return self._protocol.publishes
+
+    @property
+    def unconfirmed(self) -> int:
+        """How many publishes wait for their confirm (they are resent after a reconnect)."""
+        return len(self._protocol.publishes)
 
     @property
     def connected(self) -> bool:

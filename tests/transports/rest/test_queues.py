@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,7 +25,9 @@ async def publish(
     return int(response.json()["message_id"])
 
 
-async def consume(client: httpx.AsyncClient, queue: str = "jobs", **params: object) -> list[dict]:
+async def consume(
+    client: httpx.AsyncClient, queue: str = "jobs", **params: str | int | float
+) -> list[dict[str, Any]]:
     response = await client.get(f"/queues/{queue}/messages/consume", params=params)
     if response.status_code == 204:
         return []

@@ -1,4 +1,7 @@
-"""Authentication and authorization over REST, attacked the way an intruder would."""
+"""Authentication and authorization over REST, attacked the way an intruder would.
+
+Also ``GET /auth/me``: the caller's own account, as clients like the dashboard read it.
+"""
 
 from __future__ import annotations
 
@@ -64,13 +67,14 @@ async def test_wrong_password_is_401(server: BrokerServer) -> None:
 async def test_brute_force_login_hits_429(server: BrokerServer) -> None:
     """Repeated failed logins from one address are answered 429 with Retry-After."""
     async with httpx.AsyncClient(base_url=server.url) as http:
-        statuses = []
-        for _ in range(5):
-            response = await http.post("/auth/token", json={"username": "admin", "password": "x"})
-            statuses.append(response.status_code)
+        responses = [
+            await http.post("/auth/token", json={"username": "admin", "password": "x"})
+            for _ in range(5)
+        ]
+        statuses = [response.status_code for response in responses]
         assert statuses[:3] == [401, 401, 401]
         assert statuses[3:] == [429, 429]
-        assert int(response.headers["retry-after"]) >= 1
+        assert int(responses[-1].headers["retry-after"]) >= 1
         # Even the right password waits: the limiter runs before the check.
         ok = await http.post("/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD})
         assert ok.status_code == 429
@@ -349,3 +353,39 @@ async def test_expired_access_token_is_refused_though_seen_before(server: Broker
     assert await _status(server, token) == 200
     await asyncio.sleep(7)  # 1 s lifetime + the 5 s clock leeway, and a margin
     assert await _status(server, token) == 401
+
+
+async def test_me_shows_the_admin(client: httpx.AsyncClient) -> None:
+    """An admin sees its name and admin flag, and no password hash."""
+    response = await client.get("/auth/me")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["username"] == "admin"
+    assert body["admin"] is True
+    assert body["permissions"] == []
+    assert "password_hash" not in body
+
+
+async def test_me_shows_a_users_permissions(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """A user sees exactly the permissions an admin gave it."""
+    permissions = [
+        {"pattern": "orders.*", "actions": ["publish", "consume"]},
+        {"pattern": "audit", "actions": ["manage"]},
+    ]
+    token = await make_user(client, server, "alice", permissions)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.get("/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["username"] == "alice"
+    assert body["admin"] is False
+    assert body["permissions"] == permissions
+
+
+async def test_me_needs_a_token(server: BrokerServer) -> None:
+    """Without a bearer token /auth/me answers 401 like every other route."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.get("/auth/me")
+    assert response.status_code == 401

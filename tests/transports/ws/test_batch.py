@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tests.conftest import MS, make_user
-from tests.transports.test_ws import make_queue, open_ws, publish_rest, recv, send
+from tests.transports.ws.test_endpoint import make_queue, open_ws, publish_rest, recv, send
 
 if TYPE_CHECKING:
     import httpx
@@ -89,7 +89,9 @@ async def test_msgpack_batches_carry_msgpack_frames(
         await ws.send(msgspec.msgpack.encode({"op": "batch", "frames": frames}))
         refs: list[int] = []
         while len(refs) < 50:
-            message = msgspec.msgpack.decode(await asyncio.wait_for(ws.recv(), 5000 * MS))
+            data = await asyncio.wait_for(ws.recv(), 5000 * MS)
+            assert isinstance(data, bytes), "msgpack frames are binary"
+            message = msgspec.msgpack.decode(data)
             for frame in message["frames"] if message["op"] == "batch" else [message]:
                 assert frame["op"] == "confirm", frame
                 refs.append(frame["ref"])
@@ -151,7 +153,7 @@ async def test_batched_publishes_to_several_queues_keep_their_order_and_errors(
             {"op": "publish", "queue": "a", "content": 6, "ref": "a3"},
         ]
         await send(ws, op="batch", frames=frames)
-        answers = {}
+        answers: dict[str, dict[str, Any]] = {}
         while len(answers) < len(frames):
             answer = await recv(ws)
             answers[answer["ref"]] = answer
@@ -194,7 +196,7 @@ async def test_a_batch_checks_publish_permission_frame_by_frame(
             for n, queue in enumerate(["jobs", "audit", "jobs", "audit", "jobs"])
         ]
         await send(ws, op="batch", frames=frames)
-        answers = {}
+        answers: dict[int, dict[str, Any]] = {}
         while len(answers) < len(frames):
             answer = await recv(ws)
             answers[answer["ref"]] = answer

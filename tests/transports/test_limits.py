@@ -1,6 +1,9 @@
-"""What one client may hold of the HTTP server: head bytes (431) and connections per address (429).
+"""What one client may take of the broker: each limit answers a precise 4xx or closes cleanly.
 
-Raw sockets, since HTTP clients refuse to send what these tests send.
+Counts and sizes (queues, headers, batches), request heads (431), connections
+per address (429) and slow clients (cut off after the request timeout). The
+head and connection tests use raw sockets, since HTTP clients refuse to send
+what they send.
 """
 
 from __future__ import annotations
@@ -23,6 +26,48 @@ if TYPE_CHECKING:
 
 TIMEOUT = 5000 * MS
 KIB = 1024
+SLOW = pytest.mark.parametrize("settings_overrides", [{"request_timeout_s": 0.3}])
+"""A request timeout short enough for the slow-client tests."""
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_queues": 2}])
+async def test_queue_count_limit(client: httpx.AsyncClient) -> None:
+    """Past max_queues, creating a queue answers 422 and creates nothing."""
+    for name in ("a", "b"):
+        assert (await client.post("/queues", json={"name": name})).status_code == 201
+    response = await client.post("/queues", json={"name": "c"})
+    assert response.status_code == 422
+    assert "limit" in response.json()["detail"]
+    assert len((await client.get("/queues")).json()) == 2
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_headers": 2}])
+async def test_header_count_limit(client: httpx.AsyncClient) -> None:
+    """A message with more headers than max_headers answers 422."""
+    await client.post("/queues", json={"name": "jobs"})
+    headers = {f"h{i}": "v" for i in range(3)}
+    response = await client.post("/queues/jobs/messages", json={"content": 1, "headers": headers})
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_batch": 3}])
+async def test_batch_size_limit(client: httpx.AsyncClient) -> None:
+    """A batch over max_batch answers 413 and publishes nothing."""
+    await client.post("/queues", json={"name": "jobs"})
+    batch = {"messages": [{"content": i} for i in range(4)]}
+    assert (await client.post("/queues/jobs/messages/batch", json=batch)).status_code == 413
+    assert (await client.get("/queues/jobs")).json()["pending"] == 0
+
+
+async def test_cors_is_off_by_default(client: httpx.AsyncClient) -> None:
+    """Without configured origins, no CORS header invites another site in."""
+    response = await client.get("/queues", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in response.headers
+    preflight = await client.options(
+        "/queues",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
 
 
 @contextlib.asynccontextmanager
@@ -175,3 +220,42 @@ async def test_open_websockets_count_against_the_address(server: BrokerServer) -
         await writer.drain()
         status, _, _ = await answer(reader)
     assert status == 429
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    try:
+        data = await asyncio.wait_for(reader.read(), seconds)
+    except TimeoutError:
+        return False
+    return data == b"" or data.startswith(b"HTTP/1.1 4")
+
+
+@SLOW
+async def test_silent_connection_is_closed(server: BrokerServer) -> None:
+    """A connection that never sends a request is closed after the request timeout."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    assert await _closed_within(reader, 3000 * MS)
+    writer.close()
+
+
+@SLOW
+async def test_trickled_request_head_is_closed(server: BrokerServer) -> None:
+    """A request head sent a byte at a time is cut off."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    closed = False
+    for byte in b"GET /health HTTP/1.1\r\nHost: x\r\n":
+        writer.write(bytes([byte]))
+        await asyncio.sleep(50 * MS)
+        if reader.at_eof() or writer.is_closing():
+            closed = True
+            break
+    assert closed or await _closed_within(reader, 1000 * MS)
+    writer.close()
+
+
+@SLOW
+async def test_long_poll_outlives_the_request_timeout(client: httpx.AsyncClient) -> None:
+    """A consume waiting longer than the request timeout still gets its answer."""
+    await client.post("/queues", json={"name": "jobs"})
+    response = await client.get("/queues/jobs/messages/consume", params={"wait": 0.8})
+    assert response.status_code == 204

@@ -76,7 +76,7 @@ async def test_publish_many_keeps_at_most_window_publishes_unconfirmed(
     async def watch() -> None:
         nonlocal peak
         while not done:
-            peak = max(peak, len(api._publishes))
+            peak = max(peak, api.unconfirmed)
             await asyncio.sleep(0)
 
     watcher = asyncio.create_task(watch())

@@ -185,8 +185,23 @@ async def test_close_commits_what_is_buffered(commit: FakeCommit) -> None:
     await buffer.close()
     assert future.done()
     assert commit.batches == [[1, 2, 3]]
-    assert buffer._task is not None
-    assert buffer._task.done()
+    assert not buffer.running
+
+
+async def test_stop_drops_what_is_buffered(commit: FakeCommit) -> None:
+    """stop() commits nothing more: buffered and in-flight writes fail, the flusher ends."""
+    buffer: WriteBehind[int] = WriteBehind(commit)
+    buffer.start()
+    commit.gate.clear()
+    inflight = buffer.write([1])
+    await commit.entered.wait()
+    buffered = buffer.write([2])
+    await buffer.stop()
+    for future in (inflight, buffered):
+        with pytest.raises(StorageUnavailable):
+            await future
+    assert commit.batches == []
+    assert not buffer.running
 
 
 async def test_large_batch_skips_linger(commit: FakeCommit) -> None:

@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from tests.conftest import MS
-from tests.transports.test_ws import make_queue, open_ws, recv, send, subscribe
+from tests.transports.ws.test_endpoint import make_queue, open_ws, recv, send, subscribe
 
 if TYPE_CHECKING:
     import httpx

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import MS
-from tests.transports.test_ws import open_ws, recv, send
+from tests.transports.ws.test_endpoint import open_ws, recv, send
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -19,7 +19,7 @@ from gql.transport.websockets import WebsocketsTransport
 from websockets.exceptions import ConnectionClosed
 
 from broker_core.auth import Action, Permission, User
-from broker_core.messages import Entry, QueueEvent
+from broker_core.messages import Entry, MessageView, QueueEvent
 from tests.conftest import MS
 from transports.graphql.subscriptions import EventFeed, Inbox
 
@@ -413,6 +413,7 @@ def test_inbox_is_a_delivery_sink() -> None:
     inbox = Inbox()
     inbox("jobs", [Entry(1, content=b'{"a":1}', size=7, created_at=0.0)])
     view = inbox.views.get_nowait()
+    assert isinstance(view, MessageView)
     assert (view.message_id, view.queue, view.status, bytes(view.content)) == (
         1,
         "jobs",

@@ -8,11 +8,10 @@ import httpx
 import pytest
 
 from tests.conftest import login
-from tests.storage.pg_database import reset_database, temporary_database
+from tests.storage.pg_database import reset_database
 from transports.cli import main
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from tests.conftest import BrokerServer
@@ -20,16 +19,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A database of this module's own on the local server (dropped after), or a skip."""
-    with temporary_database() as url:
-        yield url
-
-
 @pytest.fixture
 async def settings_overrides(postgres_url: str) -> dict[str, Any]:
-    """Serve from PostgreSQL, on the module's database emptied for this test."""
+    """Serve from PostgreSQL, on the run's test database emptied for this test."""
     await reset_database(postgres_url)
     return {"storage_url": postgres_url}
 
