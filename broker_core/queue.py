@@ -25,6 +25,7 @@ import heapq
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
+from .consumer import Consumer
 from .dedup import DedupWindow
 from .errors import InvalidTransition, MessageNotFound, QueueFull
 from .journal import (
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
     from .pending import BodyBudget, Item
 
 __all__ = [
-    "Consumer",
     "Published",
     "QueueState",
     "SettleOutcome",
@@ -67,24 +67,6 @@ def give_up_reason(options: QueueOptions, attempt: int, requeue: bool, reason: s
     if requeue and (max_attempts is None or attempt < max_attempts):
         return None
     return reason if not requeue else "max_attempts"
-
-
-class Consumer:
-    """A push consumer: its prefetch (credit ceiling) and the messages it holds."""
-
-    __slots__ = ("held", "id", "label", "prefetch", "since")
-
-    def __init__(self, id: int, prefetch: int, label: str = "", since: float = 0.0) -> None:
-        self.id = id
-        self.prefetch = prefetch
-        self.label = label
-        self.since = since
-        self.held: set[int] = set()
-
-    @property
-    def credit(self) -> int:
-        """How many more deliveries it may receive now."""
-        return self.prefetch - len(self.held)
 
 
 class Published(NamedTuple):
