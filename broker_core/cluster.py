@@ -83,12 +83,15 @@ class Standalone:
         """Storage opened; ``last_id`` is the highest message id it holds."""
         self._last_id = last_id
 
+    state_class: type[QueueState] = QueueState
+    """The queue state's algorithm: single node here, `SharedQueueState` in a cluster."""
+
     def new_state(
         self, name: str, options: QueueOptions, processed: int = 0, failed: int = 0
     ) -> QueueState:
         """The state of a queue created or loaded on this node."""
         broker = self._broker
-        return QueueState(
+        return self.state_class(
             name,
             options,
             budget=broker.budget,
@@ -152,6 +155,8 @@ class Standalone:
 class Cluster(Standalone):
     """This node of several on one `SharedStorage`: the database owns the pending order."""
 
+    state_class = SharedQueueState
+
     def __init__(self, broker: Broker, storage: SharedStorage) -> None:
         super().__init__(broker, storage)
         self._shared = storage
@@ -169,20 +174,6 @@ class Cluster(Standalone):
     async def opened(self, last_id: int) -> None:
         """Ids go on from ``last_id``, made under this node's slot."""
         self.ids = NodeIds(self._shared.node_slot, last_id, self._broker.clock)
-
-    def new_state(
-        self, name: str, options: QueueOptions, processed: int = 0, failed: int = 0
-    ) -> SharedQueueState:
-        """The shared state of a queue: it claims from storage."""
-        broker = self._broker
-        return SharedQueueState(
-            name,
-            options,
-            budget=broker.budget,
-            dedup_window_s=broker.dedup_window_s,
-            processed=processed,
-            failed=failed,
-        )
 
     async def restore(self, state: QueueState, now: float) -> None:
         """Only the dedup window: the pending order stays in storage."""
