@@ -16,7 +16,9 @@ from .cli_client import CLIENT_COMMANDS
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+    from broker_core.settings import Settings
+
+__all__ = ["COMMANDS", "build_parser", "main", "settings_from_args"]
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,21 +45,31 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.set_defaults(handler=_serve)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def settings_from_args(args: argparse.Namespace, flags: Sequence[str]) -> Settings | None:
+    """``BROKER_*`` settings overridden by the ``flags`` given on the command line.
+
+    Returns ``None`` after saying why on stderr when they are invalid (exit 2).
+    """
     from broker_core.settings import Settings
 
-    from .server import serve
-
     overrides = {
-        name: getattr(args, name)
-        for name in ("host", "port", "data_dir", "tls", "tls_cert", "tls_key", "log_level",
-                     "storage_url", "dev", "accept_data_loss")
-        if getattr(args, name, None) is not None
-    }  # fmt: skip
+        name: getattr(args, name) for name in flags if getattr(args, name, None) is not None
+    }
     try:
-        settings = Settings.from_env(**overrides)
+        return Settings.from_env(**overrides)
     except (ValueError, TypeError) as exc:
         print(f"broker: invalid settings: {exc}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    settings = settings_from_args(args, (
+        "host", "port", "data_dir", "tls", "tls_cert", "tls_key", "log_level", "storage_url",
+        "dev", "accept_data_loss",
+    ))  # fmt: skip
+    if settings is None:
         return 2
     from storage import StorageError
 

@@ -49,18 +49,12 @@ def add_backup(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _backup(args: argparse.Namespace) -> int:
-    from broker_core.settings import Settings
     from storage import StorageError
 
-    overrides = {
-        name: getattr(args, name)
-        for name in ("data_dir", "storage_url")
-        if getattr(args, name, None) is not None
-    }
-    try:
-        settings = Settings.from_env(**overrides)
-    except (ValueError, TypeError) as exc:
-        print(f"broker: invalid settings: {exc}", file=sys.stderr)
+    from .cli import settings_from_args
+
+    settings = settings_from_args(args, ("data_dir", "storage_url"))
+    if settings is None:
         return 2
     try:
         highest = backup_data_dir(settings, args.dest, force=args.force)
