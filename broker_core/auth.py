@@ -1,13 +1,10 @@
-"""Authentication and authorisation rules: password hashes, users' permissions, JWTs.
+"""Users, their permissions and their tokens: who a request speaks for and what it may do.
 
-Pure logic, no HTTP and no storage: transports call :func:`verify_password`
-and :class:`TokenService` and keep users and refresh records in storage.
+Pure logic, no HTTP and no storage: transports call :class:`TokenService`
+and keep users and refresh records in storage. Password hashes are
+`broker_core.passwords`; the glob matching of permission patterns is
+`broker_core.patterns`.
 
-* Passwords are hashed with scrypt (stdlib ``hashlib.scrypt``, RFC 7914) and
-  encoded as ``scrypt$n$r$p$salt$hash`` so parameters can be raised later
-  without invalidating stored hashes (see :func:`needs_rehash`). Hashing costs
-  tens of milliseconds of CPU on purpose: call it in a worker thread from
-  asyncio code (``asyncio.to_thread``).
 * Tokens are HS256 JWTs (RFC 7519). An access token authorises requests; a
   refresh token buys a new pair once. Refresh tokens belong to a *family*
   (one login); reusing a revoked refresh token revokes the family (the
@@ -18,24 +15,19 @@ and :class:`TokenService` and keep users and refresh records in storage.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
-import functools
-import hashlib
-import hmac
 import math
-import re
 import secrets
 import time
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import jwt
 import msgspec
 
+from .patterns import glob_match
+
 __all__ = [
-    "DUMMY_HASH",
     "Action",
     "Claims",
     "InvalidToken",
@@ -47,132 +39,9 @@ __all__ = [
     "TokenType",
     "User",
     "allowed",
-    "glob_match",
-    "hash_password",
-    "needs_rehash",
     "revocation_reason",
     "token_is_current",
-    "verify_password",
 ]
-
-# -- passwords ----------------------------------------------------------------
-
-_SCRYPT_N = 2**14
-_SCRYPT_R = 8
-_SCRYPT_P = 1
-_SALT_BYTES = 16
-_HASH_BYTES = 32
-# Accept stored parameters up to this memory cost (128 * n * r bytes), so a
-# corrupted or hostile hash can't make verification allocate without bound.
-_SCRYPT_MAXMEM = 64 * 1024 * 1024
-
-DUMMY_HASH = (
-    "scrypt$16384$8$1$6oxg41XcNcVNIIy0pLeCXA==$TIgIjgvpkExfwDYEwdyFYKRERP1u5mqvxmfyfsMLnJ8="
-)
-"""A valid hash of a random, forgotten password.
-
-Verify against it when the user does not exist, so that a login for an
-unknown name costs as much as one for a known name and timing does not reveal
-which names exist.
-"""
-
-
-def _encode_password(password: str) -> bytes:
-    # surrogatepass: a JSON body may carry lone surrogates; hash them
-    # deterministically instead of failing.
-    return password.encode("utf-8", "surrogatepass")
-
-
-def hash_password(password: str) -> str:
-    """Hash a password for storage with a fresh random salt.
-
-    Args:
-        password: The password in clear.
-
-    Returns:
-        The encoded hash ``scrypt$n$r$p$salt_b64$hash_b64``.
-    """
-    salt = secrets.token_bytes(_SALT_BYTES)
-    digest = hashlib.scrypt(
-        _encode_password(password),
-        salt=salt,
-        n=_SCRYPT_N,
-        r=_SCRYPT_R,
-        p=_SCRYPT_P,
-        maxmem=_SCRYPT_MAXMEM,
-        dklen=_HASH_BYTES,
-    )
-    return "$".join(
-        (
-            "scrypt",
-            str(_SCRYPT_N),
-            str(_SCRYPT_R),
-            str(_SCRYPT_P),
-            base64.b64encode(salt).decode("ascii"),
-            base64.b64encode(digest).decode("ascii"),
-        )
-    )
-
-
-def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes] | None:
-    """Split an encoded hash into its parameters, or None if it is malformed."""
-    parts = encoded.split("$")
-    if len(parts) != 6 or parts[0] != "scrypt":
-        return None
-    try:
-        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
-        salt = base64.b64decode(parts[4], validate=True)
-        digest = base64.b64decode(parts[5], validate=True)
-    except (ValueError, binascii.Error):
-        return None
-    if n < 2 or n & (n - 1) or not 1 <= r <= 64 or not 1 <= p <= 16:
-        return None
-    if 128 * n * r > _SCRYPT_MAXMEM or not salt or not 16 <= len(digest) <= 64:
-        return None
-    return n, r, p, salt, digest
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    """Check a password against a stored hash, in constant time for a given hash.
-
-    Never raises: a malformed or unsupported hash simply does not match.
-    For an unknown user, call it with :data:`DUMMY_HASH` and ignore the result.
-
-    Args:
-        password: The password in clear.
-        encoded: A hash from :func:`hash_password`.
-
-    Returns:
-        True if the password matches.
-    """
-    parsed = _parse_hash(encoded)
-    if parsed is None:
-        return False
-    n, r, p, salt, expected = parsed
-    try:
-        digest = hashlib.scrypt(
-            _encode_password(password),
-            salt=salt,
-            n=n,
-            r=r,
-            p=p,
-            maxmem=_SCRYPT_MAXMEM,
-            dklen=len(expected),
-        )
-    except (ValueError, MemoryError):
-        return False
-    return hmac.compare_digest(digest, expected)
-
-
-def needs_rehash(encoded: str) -> bool:
-    """Tell whether a stored hash uses other parameters than :func:`hash_password`.
-
-    Call it after a successful login and, when True, store a fresh hash of the
-    password the user just proved.
-    """
-    parsed = _parse_hash(encoded)
-    return parsed is None or parsed[:3] != (_SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
-
 
 # -- users and permissions ------------------------------------------------------
 
@@ -184,61 +53,6 @@ class Action(enum.StrEnum):
     CONSUME = "consume"
     MANAGE = "manage"
     """Create, update, purge and delete queues, and browse their messages."""
-
-
-class _Segment(NamedTuple):
-    """A run of a pattern between stars, with its fixed length."""
-
-    regex: re.Pattern[str]
-    size: int
-
-
-def _segment(text: str) -> _Segment:
-    # A run without stars has a fixed length and no quantifier, so the regex
-    # engine never backtracks in it: one attempt per position, each at most
-    # len(text) comparisons. Only ``?`` is a wildcard here: unlike
-    # ``fnmatch``, ``[`` stays literal, and matching is case-sensitive.
-    regex = "".join("." if char == "?" else re.escape(char) for char in text)
-    return _Segment(re.compile(regex, re.DOTALL), len(text))
-
-
-@functools.lru_cache(maxsize=4096)
-def _compile(pattern: str) -> tuple[_Segment, ...]:
-    """The runs of ``pattern`` between its stars (one run when it has none)."""
-    return tuple(_segment(run) for run in pattern.split("*"))
-
-
-def glob_match(pattern: str, name: str) -> bool:
-    """Tell whether ``name`` matches the permission ``pattern`` as a whole.
-
-    ``*`` matches any run of characters, ``?`` exactly one; every other
-    character stands for itself. The pattern is split at its stars: the run
-    before the first must start the name, the run after the last must end
-    it, and each run between is placed at its leftmost fit after the
-    previous one (leftmost is never worse: every run has a fixed length).
-    Nothing is retried, so a check costs at most ``len(name) *
-    len(pattern)`` character comparisons, linear in the name. The regular
-    expression this replaces backtracked over every way of splitting the
-    name between the stars: ``*******a`` took seconds on a 60-character name.
-    """
-    head, *rest = _compile(pattern)
-    if not rest:
-        return head.regex.fullmatch(name) is not None
-    *middles, tail = rest
-    end = len(name) - tail.size
-    if end < head.size or head.regex.match(name) is None:
-        return False
-    if tail.regex.match(name, end) is None:
-        return False
-    at = head.size
-    for run in middles:
-        if run.size == 0:
-            continue  # two stars in a row
-        found = run.regex.search(name, at, end)
-        if found is None:
-            return False
-        at = found.end()
-    return True
 
 
 class Permission(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

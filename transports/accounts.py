@@ -23,7 +23,6 @@ import msgspec
 from loguru import logger
 
 from broker_core.auth import (
-    DUMMY_HASH,
     Claims,
     InvalidToken,
     Permission,
@@ -31,10 +30,9 @@ from broker_core.auth import (
     TokenService,
     TokenType,
     User,
-    hash_password,
     revocation_reason,
-    verify_password,
 )
+from broker_core.passwords import DUMMY_HASH, hash_password, verify_password
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from broker_core.auth import (
-    DUMMY_HASH,
     Action,
     Claims,
     InvalidToken,
@@ -25,12 +24,10 @@ from broker_core.auth import (
     TokenType,
     User,
     allowed,
-    hash_password,
-    needs_rehash,
     revocation_reason,
     token_is_current,
-    verify_password,
 )
+from broker_core.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
 
 SECRET = "s" * 40
 ISSUER = "wsbroker"
