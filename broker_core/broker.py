@@ -122,6 +122,8 @@ class Broker:
         )
         self.inflight = InFlight(self, self._node)
         self.maintenance = Maintenance(self)
+        self.on_queue_dropped: list[Callable[[str], None]] = []
+        """Called with the name of each queue deleted here or by another node (topic bindings)."""
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -363,6 +365,8 @@ class Broker:
         self._node.forget(name)
         await actor.stop(QueueDeleted(name))
         self.inflight.forget(actor.discard())
+        for hook in self.on_queue_dropped:
+            hook(name)
         self.emit(QueueEvent(type="queue_deleted", queue=name, at=self.clock()))
 
     async def purge(self, name: str) -> int:

@@ -12,7 +12,10 @@ The tree::
     ├── InvalidTransition
     ├── QueueFull
     ├── NotPermitted
-    └── Unavailable
+    ├── Unavailable
+    ├── TopicNotFound
+    ├── TopicExists
+    └── InvalidRoutingKey
 
 Transports map each class to an HTTP status, a WebSocket error code and a
 GraphQL error code in one place (``transports/errors.py``).
@@ -23,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "BrokerError",
     "InvalidName",
+    "InvalidRoutingKey",
     "InvalidTransition",
     "MessageNotFound",
     "NotPermitted",
@@ -31,6 +35,8 @@ __all__ = [
     "QueueInUse",
     "QueueLimitReached",
     "QueueNotFound",
+    "TopicExists",
+    "TopicNotFound",
     "Unavailable",
 ]
 
@@ -145,3 +151,37 @@ class Unavailable(BrokerError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"storage unavailable: {reason}")
+
+
+class TopicNotFound(BrokerError):
+    """The named topic does not exist (or the caller may not know of it)."""
+
+    code = "topic_not_found"
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(f"topic {topic!r} does not exist")
+
+
+class TopicExists(BrokerError):
+    """A topic with that name exists already."""
+
+    code = "topic_exists"
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(f"topic {topic!r} already exists")
+
+
+class InvalidRoutingKey(BrokerError):
+    """A routing key or binding pattern breaks the topic rules (``broker_core.topics``).
+
+    ``field`` is the request field at fault: ``routing_key`` or ``pattern``.
+    """
+
+    code = "invalid"
+
+    def __init__(self, field: str, value: str, reason: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"invalid {field} {value[:64]!r}: {reason}")

@@ -16,6 +16,7 @@ from loguru import logger
 
 from broker_core.auth import TokenService
 from broker_core.broker import Broker
+from broker_core.topic_registry import Topics
 from storage import storage_from_settings
 
 from .accounts import Accounts
@@ -72,11 +73,13 @@ class BrokerContext:
         self.tokens: TokenService
         self.accounts: Accounts
         self.limits = Limits(settings)
+        self.topics = Topics(self.broker, self.storage.topics, shared=self.storage.shared)
         self.generated_admin_password: str | None = None
         self._pruner: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> BrokerContext:
         await self.broker.start()
+        await self.topics.load()
         settings = self.settings
         self.tokens = TokenService(
             await self._jwt_secret(), settings.access_token_ttl_s, settings.refresh_token_ttl_s
@@ -112,6 +115,7 @@ class BrokerContext:
             self._pruner.cancel()
             with suppress(asyncio.CancelledError):
                 await self._pruner
+        await self.topics.close()
         await self.broker.close()
 
     async def _prune_forever(self) -> None:

@@ -54,6 +54,7 @@ from .connection import (
     row_count,
 )
 from .migrations import migrate
+from .topics import PostgresTopicStore
 from .writer import WriteBehind
 
 if TYPE_CHECKING:
@@ -133,6 +134,8 @@ class PostgresStorage:
             permanent=permanent_error,
         )
         self._accounts = PostgresAccountStore(lambda: self.pool, self._before_direct)
+        self.topics = PostgresTopicStore(lambda: self.pool, self._before_direct)
+        """Topics and their bindings, shared by every node."""
         self._tx_lock = asyncio.Lock()
         self._size = 0
         self._size_at = 0.0

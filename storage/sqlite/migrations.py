@@ -65,9 +65,25 @@ def _version_table(db: sqlite3.Connection) -> None:
     )
 
 
+def _topics(db: sqlite3.Connection) -> None:
+    """Create the tables of topics and their bindings (`storage.sqlite.topics`)."""
+    db.execute(
+        "CREATE TABLE topics ("
+        " name TEXT PRIMARY KEY, created_at REAL NOT NULL, version INTEGER NOT NULL DEFAULT 0)"
+        " WITHOUT ROWID"
+    )
+    db.execute(
+        "CREATE TABLE topic_bindings ("
+        " topic TEXT NOT NULL, queue TEXT NOT NULL, pattern TEXT NOT NULL,"
+        " created_at REAL NOT NULL, PRIMARY KEY (topic, queue, pattern)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX topic_bindings_by_queue ON topic_bindings (queue)")
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
+    (3, _topics),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -46,6 +46,7 @@ from .accounts import SQLiteAccountStore
 from .batches import transaction, write_last_id, write_step
 from .checkpointer import Checkpointer
 from .migrations import migrate
+from .topics import SQLiteTopicStore
 from .watermark import CommitWatermark, highest_committed_id
 from .writer import SQLiteWriter
 
@@ -174,6 +175,8 @@ class SQLiteStorage:
             permanent=permanent_error,
         )
         self._accounts = SQLiteAccountStore(self.writer, lambda: self.reader)
+        self.topics = SQLiteTopicStore(self.writer, lambda: self.reader)
+        """Topics and their bindings, in the same file."""
         self._last_id = 0
         self._recorded_id = 0
         self._horizon = NO_HORIZON

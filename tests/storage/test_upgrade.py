@@ -198,6 +198,18 @@ async def test_the_delayed_message_stays_delayed(admin: httpx.AsyncClient) -> No
     assert [m["deliver_at"] for m in delayed] == ["2999-01-01T00:00:00Z"]
 
 
+async def test_an_upgraded_broker_routes_through_new_topics(admin: httpx.AsyncClient) -> None:
+    """The topics tables come with the migration: a topic binds an old queue and routes."""
+    queue = (await admin.get("/queues")).json()[0]["name"]
+    assert (await admin.post("/topics", json={"name": "upgraded"})).status_code == 201
+    bound = await admin.post("/topics/upgraded/bindings", json={"queue": queue, "pattern": "#"})
+    assert bound.status_code == 201, bound.text
+    published = await admin.post(
+        "/topics/upgraded/publish", json={"routing_key": "a", "content": 1}
+    )
+    assert [r["queue"] for r in published.json()["routed"]] == [queue]
+
+
 async def test_users_keep_their_passwords_and_permissions(release: Upgraded) -> None:
     """The old release's user logs in with its password and keeps its permissions."""
     upgraded = release.server
