@@ -25,7 +25,7 @@ on answers like a missing one.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from loguru import logger
 
@@ -48,6 +48,7 @@ __all__ = [
     "TopicStore",
     "Topics",
     "plain_request",
+    "publish_fields",
     "require_topic",
     "require_visible_topic",
 ]
@@ -388,9 +389,14 @@ def require_visible_topic(user: User, name: str) -> None:
 _PLAIN_FIELDS = PublishRequest.__struct_fields__
 
 
+def publish_fields(request: PublishRequest) -> dict[str, Any]:
+    """The `PublishRequest` fields of ``request`` (a topic publish, a WebSocket frame), by name."""
+    return {field: getattr(request, field) for field in _PLAIN_FIELDS}
+
+
 def plain_request(request: PublishRequest) -> PublishRequest:
     """The `PublishRequest` part of a topic publish (what each queue's copy is made of)."""
-    return PublishRequest(**{field: getattr(request, field) for field in _PLAIN_FIELDS})
+    return PublishRequest(**publish_fields(request))
 
 
 class BindingNotFound(TopicNotFound):

@@ -18,6 +18,7 @@ From the client::
     touch        {tags, lease, ref?}
     publish      {queue, content, headers?, priority?, delay_ms?, deliver_at?,
                   ttl_ms?, dedup_id?, ref}
+    publish      {topic, routing_key, content, ..., ref}  (to a topic's bound queues)
     batch        {frames: [any of the above but batch]}
 
 From the server::
@@ -28,6 +29,7 @@ From the server::
     deliver       {subscription, queue, tag, message_id, content, headers,
                    attempt, redelivered}
     confirm       {ref, message_id, duplicate?}
+    confirm       {ref, routed: [{queue, message_id, duplicate?}]}  (a topic publish)
     error         {code, detail, ref?, tags?}
     batch         {frames: [any of the above but batch]}
 
@@ -52,6 +54,7 @@ from typing import Annotated, Any
 import msgspec
 
 from broker_core.messages import PublishRequest, QueueNameField
+from broker_core.topic_messages import RoutedMessage, RoutingKeyField
 
 __all__ = [
     "BATCH_BYTES",
@@ -149,10 +152,17 @@ class Touch(_Frame, frozen=True, kw_only=True, tag="touch", forbid_unknown_field
 class Publish(
     PublishRequest, frozen=True, kw_only=True, tag="publish", tag_field="op", omit_defaults=True
 ):
-    """Publish one message to ``queue``; answered by ``confirm`` once it is committed."""
+    """Publish one message to ``queue``; answered by ``confirm`` once it is committed.
 
-    queue: QueueNameField
+    With ``topic`` and ``routing_key`` instead of ``queue``, the message goes to
+    every queue bound to the topic by a matching pattern, in one commit, and
+    the ``confirm`` lists them in ``routed`` (`broker_core.topic_registry`).
+    """
+
+    queue: QueueNameField | None = None
     ref: Ref
+    topic: QueueNameField | None = None
+    routing_key: RoutingKeyField | None = None
 
 
 ClientOne = Publish | Ack | Nack | Subscribe | Unsubscribe | Touch | Auth
@@ -228,11 +238,16 @@ class Deliver(_Frame, frozen=True, kw_only=True, tag="deliver"):
 
 
 class Confirm(_Frame, frozen=True, kw_only=True, tag="confirm"):
-    """A publish is committed; ``duplicate`` when its ``dedup_id`` was seen before."""
+    """A publish is committed; ``duplicate`` when its ``dedup_id`` was seen before.
+
+    A topic publish's confirm has no ``message_id`` (0 here) but ``routed``:
+    the queues it reached, each with its message id (empty when none matched).
+    """
 
     ref: Ref
-    message_id: int
+    message_id: int = 0
     duplicate: bool = False
+    routed: list[RoutedMessage] | None = None
 
 
 class Error(_Frame, frozen=True, kw_only=True, tag="error"):

@@ -20,6 +20,7 @@ from loguru import logger
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.tools import merge_types
 
 from ..errors import ErrorInfo, classify, last_error
 from .limits import limit_extensions
@@ -27,6 +28,7 @@ from .mutations import Mutation
 from .queries import Query
 from .structs import SCALARS
 from .subscriptions import SubscriptionRoot
+from .topics import TopicMutation, TopicQuery
 
 if TYPE_CHECKING:
     from strawberry.types import ExecutionContext
@@ -79,8 +81,8 @@ def build_schema(settings: Settings) -> BrokerSchema:
     """The schema with the limits of ``settings`` (depth, complexity, introspection)."""
     extensions: list[Any] = limit_extensions(settings)
     return BrokerSchema(
-        query=Query,
-        mutation=Mutation,
+        query=merge_types("Query", (Query, TopicQuery)),
+        mutation=merge_types("Mutation", (Mutation, TopicMutation)),
         subscription=SubscriptionRoot,
         extensions=extensions,
         config=StrawberryConfig(scalar_map=SCALARS),

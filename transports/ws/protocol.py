@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from broker_core.messages import Entry
     from broker_core.queue import Published
+    from broker_core.topic_messages import TopicPublishResult
 
     from ..wire import Ref
     from .codec import Codec
@@ -273,6 +274,20 @@ class WsProtocol:
             else:
                 out.append(encode(Confirm(ref=ref, message_id=one.id, duplicate=one.duplicate)))
         return unexpected
+
+    def routed(self, ref: Ref, outcome: TopicPublishResult | BaseException) -> bool:
+        """Answer a topic publish in flight: ``confirm {ref, routed}`` or an ``error``.
+
+        Returns ``False`` when ``outcome`` is an unexpected exception (nothing
+        was answered; the session logs it and closes with 1011).
+        """
+        self.inflight -= 1
+        if self.state is CLOSED:
+            return True
+        if isinstance(outcome, BaseException):
+            return self.fail(ref, outcome)
+        self._out.append(self.codec.encode(Confirm(ref=ref, routed=outcome.routed)))
+        return True
 
     # -- auth -----------------------------------------------------------------------
 

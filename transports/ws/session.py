@@ -37,6 +37,8 @@ from loguru import logger
 from broker_core.auth import Action, InvalidToken, TokenType, allowed, revocation_reason
 from broker_core.errors import QueueNotFound
 from broker_core.permissions import require
+from broker_core.topic_messages import TopicPublishRequest
+from broker_core.topic_registry import publish_fields, require_topic
 
 from ..decoding import fail_undeliverable
 from ..errors import ApiError, classify
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from broker_core.errors import BrokerError
     from broker_core.messages import Entry
     from broker_core.queue import Published
+    from broker_core.topic_messages import TopicPublishResult
 
     from ..context import BrokerContext
     from ..wire import ClientOne, Ref
@@ -67,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Session", "authenticate"]
 
+_TARGET = "a publish names a queue, or a topic and a routing_key"
 _RATE_STRIKES = 100
 """Publishes refused in a row for the rate limit before the connection is closed."""
 
@@ -186,7 +190,7 @@ class Session(Connection):
         for one in frames:
             if self.closing:
                 break  # as for frames that come after the close
-            if type(one) is Publish:
+            if type(one) is Publish and one.topic is None:
                 if group and group[0].queue != one.queue:
                     self._publish_group(group)
                     group = []
@@ -205,8 +209,10 @@ class Session(Connection):
     async def _handle(self, frame: ClientOne) -> None:
         try:
             match frame:
-                case Publish():
+                case Publish(topic=None):
                     self._publish(frame)
+                case Publish():
+                    self._publish_topic(frame)
                 case Ack(tags=tags, ref=ref):
                     await self._settle(tags, ref, None)
                 case Nack(tags=tags, ref=ref, requeue=requeue, reason=reason):
@@ -283,11 +289,17 @@ class Session(Connection):
         """``frame`` as it will be published, once the caller may and it fits; else raise."""
         user = self._current_user()
         queue = frame.queue
+        if queue is None or frame.routing_key is not None:
+            raise ApiError(422, "invalid", _TARGET)
         permitted = self._can_publish.get(queue)
         if permitted is None:
             permitted = self._can_publish[queue] = allowed(user, Action.PUBLISH, queue)
         if not permitted:
             require(user, Action.PUBLISH, queue)
+        return self._fits(user, frame)
+
+    def _fits(self, user: User, frame: Publish) -> Publish:
+        """``frame`` once it passes the rate limit and the size rules; else raise."""
         limiter = self._ctx.limits.publish
         if limiter.enabled:
             wait = limiter.hit(user.username, time.monotonic())
@@ -309,13 +321,41 @@ class Session(Connection):
         """Publish checked frames to their (one) queue; each is confirmed or fails on its own."""
         refs = [frame.ref for frame in frames]
         try:
-            future = self._broker.publish_each_nowait(frames[0].queue, frames)
+            future = self._broker.publish_each_nowait(frames[0].queue or "", frames)
         except Exception as exc:
             for ref in refs:
                 self._fail(ref, exc)
             return
         self._protocol.published(len(frames))
         future.add_done_callback(functools.partial(self._confirm, refs))
+
+    def _publish_topic(self, frame: Publish) -> None:
+        """Publish to a topic's bound queues; confirmed (with ``routed``) after the one commit."""
+        user = self._current_user()
+        topic, key = frame.topic, frame.routing_key
+        if topic is None or key is None or frame.queue is not None:
+            raise ApiError(422, "invalid", _TARGET)
+        require_topic(user, Action.PUBLISH, topic)
+        frame = self._fits(user, frame)
+        request = TopicPublishRequest(**publish_fields(frame), routing_key=key)
+        future = self._loop.create_task(self._ctx.topics.publish(topic, request, user))
+        self._protocol.published(1)
+        future.add_done_callback(functools.partial(self._routed, frame.ref))
+
+    def _routed(self, ref: Ref, future: asyncio.Task[TopicPublishResult]) -> None:
+        outcome = (
+            asyncio.CancelledError()
+            if future.cancelled()
+            else (future.exception() or future.result())
+        )
+        if not self._protocol.routed(ref, outcome):
+            assert isinstance(outcome, BaseException), "only an error goes unanswered"
+            self.internal_error(outcome)
+        if self._protocol.state is CLOSED:
+            return
+        self._send_out()
+        if self._reader_wakeup is not None:
+            self._wake_reader()
 
     def _confirm(
         self, refs: list[Ref], future: asyncio.Future[list[Published | BrokerError]]
