@@ -57,7 +57,7 @@ from .pending import BodyBudget
 from .settlement import InFlight
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
     from .actor import DeliverySink
     from .journal import Op, SharedStorage, Storage
@@ -122,7 +122,7 @@ class Broker:
         )
         self.inflight = InFlight(self, self._node)
         self.maintenance = Maintenance(self)
-        self.on_queue_dropped: list[Callable[[str], None]] = []
+        self.on_queue_dropped: list[Callable[[str], Awaitable[None]]] = []
         """Called with the name of each queue deleted here or by another node (topic bindings)."""
 
     # -- lifecycle --------------------------------------------------------------
@@ -366,7 +366,7 @@ class Broker:
         await actor.stop(QueueDeleted(name))
         self.inflight.forget(actor.discard())
         for hook in self.on_queue_dropped:
-            hook(name)
+            await hook(name)
         self.emit(QueueEvent(type="queue_deleted", queue=name, at=self.clock()))
 
     async def purge(self, name: str) -> int:

@@ -24,7 +24,6 @@ on answers like a missing one.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from loguru import logger
@@ -153,7 +152,6 @@ class Topics:
         self._store = store
         self._shared = shared
         self._topics: dict[str, _Topic] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def load(self) -> None:
         """Read every topic; drop bindings of queues that no longer exist (deleted in a crash)."""
@@ -172,11 +170,9 @@ class Topics:
         logger.info("topics loaded", topics=len(self._topics))
 
     async def close(self) -> None:
-        """Finish the binding clean-ups still running."""
+        """Stop following queue deletions."""
         if self._queue_dropped in self._broker.on_queue_dropped:
             self._broker.on_queue_dropped.remove(self._queue_dropped)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- reads --------------------------------------------------------------------
 
@@ -361,14 +357,9 @@ class Topics:
                 del topic.bindings[key]
                 topic.trie.remove(*key)
 
-    def _queue_dropped(self, queue: str) -> None:
+    async def _queue_dropped(self, queue: str) -> None:
         """A queue was deleted (here or by another node): its bindings go with it."""
         self._forget_queue(queue)
-        task = asyncio.get_running_loop().create_task(self._unbind_queue(queue))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _unbind_queue(self, queue: str) -> None:
         try:
             await self._store.unbind_queue(queue)
         except Exception as exc:
