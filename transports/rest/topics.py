@@ -105,7 +105,10 @@ class TopicController(Controller):
         self,
         request: Request[Any, Any, Any],
         name: Name,
-        routing_key: Annotated[str, QueryParameter(description="The key to test.", max_length=255)],
+        routing_key: Annotated[
+            str,
+            QueryParameter(description="The key to test (empty: zero words).", max_length=255),
+        ] = "",
     ) -> RouteResult:
         """Which queues a publish with ``routing_key`` would reach now (publishes nothing)."""
         queues = await ctx_of(request).topics.route(name, routing_key, user_of(request))

@@ -14,6 +14,7 @@ import { ConsumersView } from "./views/consumers.js";
 import { LogsView } from "./views/logs.js";
 import { OverviewView } from "./views/overview.js";
 import { QueuesView } from "./views/queues.js";
+import { TopicsView } from "./views/topics.js";
 
 const STATS_INTERVAL_MS = 1000;
 const NOTICE_KEY = "wsbroker.dashboard.notice";
@@ -61,6 +62,7 @@ class App {
       overview: new OverviewView(this),
       queues: new QueuesView(this),
       consumers: new ConsumersView(this),
+      topics: new TopicsView(this),
     };
     // GET /logs is for admins only: others don't get the tab at all.
     if (this.perms.admin) this.views.logs = new LogsView(this);
