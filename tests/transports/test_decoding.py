@@ -197,6 +197,10 @@ JSON_ROUTES = [
     pytest.param("POST", "/auth/refresh", id="refresh"),
     pytest.param("POST", "/auth/logout", id="logout"),
     pytest.param("POST", "/graphql", id="graphql"),
+    pytest.param("POST", "/topics", id="create-topic"),
+    pytest.param("POST", "/topics/t/bindings", id="bind"),
+    pytest.param("DELETE", "/topics/t/bindings", id="unbind"),
+    pytest.param("POST", "/topics/t/publish", id="topic-publish"),
 ]
 
 

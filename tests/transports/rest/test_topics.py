@@ -246,3 +246,30 @@ async def test_topics_and_bindings_survive_a_restart(
     client.headers["Authorization"] = f"Bearer {token}"
     response = await _publish(client, "t", "a.b.c")
     assert [r["queue"] for r in response.json()["routed"]] == ["q"]
+
+
+async def test_confirmed_topic_publish_and_bindings_survive_kill_9(
+    server_process_factory: Any,
+) -> None:
+    """After kill -9, every confirmed copy is in its queue and the bindings still route."""
+    from tests.conftest import login
+
+    process = server_process_factory()
+    await process.start()
+    token = (await login(process.url))["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=process.url, headers=headers, timeout=10) as http:
+        await _queue(http, "a")
+        await _queue(http, "b")
+        await _topic(http, "t", a=["k.*"], b=["#"])
+        confirmed = [await _publish(http, "t", f"k.{n}", n) for n in range(20)]
+        assert all(len(r.json()["routed"]) == 2 for r in confirmed)
+    process.kill()
+    await process.start()
+    token = (await login(process.url))["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=process.url, headers=headers, timeout=10) as http:
+        assert await _pending(http, "a") == 20
+        assert await _pending(http, "b") == 20
+        again = await _publish(http, "t", "k.x")
+        assert sorted(r["queue"] for r in again.json()["routed"]) == ["a", "b"]
