@@ -132,6 +132,7 @@ class Session(Connection):
         self._expiry: asyncio.TimerHandle | None = None
         self._chores: set[asyncio.Task[None]] = set()
         self._revoking: set[asyncio.Task[None]] = set()
+        self._topic_publishes: set[asyncio.Task[TopicPublishResult]] = set()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -338,9 +339,12 @@ class Session(Connection):
         require_topic(user, Action.PUBLISH, topic)
         frame = self._fits(user, frame)
         request = TopicPublishRequest(**publish_fields(frame), routing_key=key)
-        future = self._loop.create_task(self._ctx.topics.publish(topic, request, user))
+        task = self._loop.create_task(self._ctx.topics.publish(topic, request, user))
+        # Held here: the loop keeps only a weak reference to a task.
+        self._topic_publishes.add(task)
+        task.add_done_callback(self._topic_publishes.discard)
         self._protocol.published(1)
-        future.add_done_callback(functools.partial(self._routed, frame.ref))
+        task.add_done_callback(functools.partial(self._routed, frame.ref))
 
     def _routed(self, ref: Ref, future: asyncio.Task[TopicPublishResult]) -> None:
         outcome = (
