@@ -145,6 +145,7 @@ def _fuzz(url: str, token: str, fuzz: Fuzz) -> None:
                     fuzz.failures[f"{operation.label} ({mode.value})"] = str(exc)[:2000]
 
 
+@pytest.mark.timeout(360)  # 40 operations x 50 cases: past the default 120 s on a busy machine
 async def test_every_operation_answers_without_5xx_and_to_its_schema(
     server: BrokerServer, admin_token: str
 ) -> None:
