@@ -59,3 +59,9 @@ async def test_topics_view_binds_tests_routing_and_unbinds(
     await expect(rows).to_have_count(1, timeout=WAIT_MS)
     bindings = (await client.get("/topics/orders")).json()["bindings"]
     assert [b["queue"] for b in bindings] == ["all"]
+
+    # The queue's own view says which topics route to it.
+    await page.goto(f"{server.url}/dashboard/#/queues/all")
+    await expect(page.locator("#detail-topics")).to_have_text(
+        "bound by orders (#)", timeout=WAIT_MS
+    )

@@ -349,6 +349,7 @@ export class QueuesView {
     $("#browser").hidden = !browse;
     $("#redrive").hidden = !this.perms.allowed("manage", name);
     this.renderDetailHead();
+    if (changed) this.loadBindings(name);
     if (changed) {
       this.status = "";
       for (const b of $$("#status-filter button")) b.setAttribute("aria-pressed", String(b.dataset.status === ""));
@@ -363,6 +364,23 @@ export class QueuesView {
     setText($("#detail-name"), this.selected);
     const q = this.queues.get(this.selected);
     setText($("#detail-options"), q ? optionsText(q) : "");
+  }
+
+  /** "Bound by": the topic bindings that route to the queue (from GET /topics). */
+  async loadBindings(name) {
+    const out = $("#detail-topics");
+    out.replaceChildren();
+    let topics;
+    try {
+      topics = await this.app.session.request("GET", "/topics");
+    } catch {
+      return; // a listing the user may not read: nothing to show
+    }
+    if (this.selected !== name) return;
+    const bound = topics.flatMap((topic) =>
+      topic.bindings.filter((b) => b.queue === name).map((b) => `${topic.name} (${b.pattern === "" ? "empty key" : b.pattern})`),
+    );
+    if (bound.length) out.replaceChildren(h("a", { href: "#/topics" }, "bound by"), ` ${bound.join(", ")}`);
   }
 
   resetPages() {
