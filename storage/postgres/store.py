@@ -41,7 +41,7 @@ from ..errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
 from ..retention import prune_in_batches
 from . import pruning, reads, shared_queues
 from .accounts import PostgresAccountStore
-from .batches import apply, wakes
+from .batches import apply, one_statement, wakes
 from .cluster import ClusterNode
 from .connection import (
     CONNECT_TIMEOUT_S,
@@ -334,9 +334,20 @@ class PostgresStorage:
         await self._buffer.flush()
 
     async def _commit(self, ops: list[Op]) -> None:
-        async with self._tx_lock, self.pool.acquire() as conn, conn.transaction():
-            await self.node.fence(conn, wakes(ops))
-            await apply(conn, ops, self.node.id)
+        node = self.node
+        payloads = node.own(wakes(ops))
+        statement = one_statement(ops, node.id, payloads)
+        async with self._tx_lock, self.pool.acquire() as conn:
+            if statement is not None:
+                # The common batch: one statement, one round trip (`batches.one_statement`).
+                if not await conn.fetchval(statement.sql, *statement.params):
+                    raise node.refused()
+            else:
+                async with conn.transaction():
+                    await node.fence(conn, payloads)
+                    await apply(conn, ops, node.id)
+        # This node's queues learn of the commit now, not from their own NOTIFY.
+        node.tell_own(payloads)
 
     # -- shared queues ------------------------------------------------------------
 
