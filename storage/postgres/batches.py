@@ -9,6 +9,13 @@ with ``synchronous_commit=off`` (statement cost only, median per batch of
 ``executemany``; single-shape updates 6.9-7.5 ms with ``executemany``
 against 12-14 ms as ``UPDATE ... FROM unnest``.
 
+That is the transactional path, for batches with queue-level steps. The
+common batch (message steps only) goes as one statement instead
+(`one_statement`): the same writes as data-modifying CTEs, one round trip
+and no ``BEGIN``/``COMMIT``; there a patch shape sets the values all its
+rows share as parameters and joins only the varying columns as ``unnest``
+arrays (acks: the settle time), or is ``= ANY(ids)`` when nothing varies.
+
 Every patch and drop is fenced: it only touches a message no other node
 holds, so a node presumed dead writes nothing after its leases were given
 away. `wakes` are the ``NOTIFY`` payloads a batch sends at commit.
