@@ -293,9 +293,11 @@ class Scratch:
 class Cluster:
     """The nodes of one configuration, started in order (node 1 sets the schema up)."""
 
-    def __init__(self, config: Config, storage_url: str | None) -> None:
+    def __init__(self, config: Config, storage_url: str | None, trace: bool = False) -> None:
         self.config = config
         self.storage_url = storage_url
+        self.trace = trace
+        self.database = urlsplit(storage_url).path.lstrip("/") if storage_url else None
         self.nodes: list[BrokerProcess] = []
         self._stack = contextlib.ExitStack()
 
@@ -306,6 +308,8 @@ class Cluster:
                 if self.storage_url is not None:
                     name = f"n{index + 1}"
                     env = {"BROKER_STORAGE_URL": self.storage_url, "BROKER_NODE_NAME": name}
+                    if self.trace:
+                        env |= _trace_env()
                 node = BrokerProcess(**env)
                 try:
                     self._stack.enter_context(node)
@@ -367,13 +371,21 @@ class Cluster:
             httpx.delete(f"{self.nodes[0].url}/queues/{queue}", headers=headers, timeout=30)
 
 
-def _postgres_cpu() -> dict[int, float]:
-    """CPU seconds of every ``postgres`` process now, by pid."""
+def _postgres_cpu(database: str | None = None) -> dict[int, float]:
+    """CPU seconds of every ``postgres`` process now, by pid (``database``'s backends only).
+
+    A backend's title names its database (``postgres: 15/main: user db host
+    state``): on a machine shared with other users of the server, the
+    backends of the run's throwaway database are what the broker costs.
+    """
     out: dict[int, float] = {}
-    for process in psutil.process_iter(["name", "cpu_times"]):
+    for process in psutil.process_iter(["name", "cpu_times", "cmdline"]):
         times = process.info.get("cpu_times")
-        if process.info.get("name") == "postgres" and times is not None:
-            out[process.pid] = float(times.user + times.system)
+        if process.info.get("name") != "postgres" or times is None:
+            continue
+        if database is not None and f" {database} " not in " ".join(process.info["cmdline"] or ()):
+            continue
+        out[process.pid] = float(times.user + times.system)
     return out
 
 
@@ -391,16 +403,22 @@ class CpuMeter:
     """
 
     def __init__(
-        self, broker_pids: Sequence[int], postgres: bool, clients: Sequence[int] = ()
+        self,
+        broker_pids: Sequence[int],
+        postgres: bool,
+        clients: Sequence[int] = (),
+        database: str | None = None,
     ) -> None:
         self.pids = list(broker_pids)
         self.clients = list(clients)
         self.postgres = postgres
+        self.database = database
         self.wall = time.monotonic()
         self.machine = psutil.cpu_times()
         self.brokers = [cpu_seconds(pid) for pid in self.pids]
         self.client_start = [cpu_seconds(pid) for pid in self.clients]
         self.pg = _postgres_cpu() if postgres else {}
+        self.statements = _statements(self.pids) if postgres else {}
 
     @staticmethod
     def _since(pids: Sequence[int], start: Sequence[float | None]) -> list[float | None]:
@@ -428,10 +446,52 @@ class CpuMeter:
         if self.postgres:
             # A backend born within the phase counts from zero.
             after = _postgres_cpu()
-            out["postgres_cpu_s"] = round(
+            out["postgres_all_cpu_s"] = round(
                 sum(cpu - self.pg.get(pid, 0.0) for pid, cpu in after.items()), 3
             )
+            if self.database is not None:
+                # The run's own backends (the whole server serves other users too).
+                ours = _postgres_cpu(self.database)
+                out["postgres_cpu_s"] = round(
+                    sum(cpu - self.pg.get(pid, 0.0) for pid, cpu in ours.items()), 3
+                )
+            else:
+                out["postgres_cpu_s"] = out["postgres_all_cpu_s"]
+            if self.statements:
+                now = _statements(self.pids)
+                out["statements"] = {
+                    key: count - self.statements.get(key, 0)
+                    for key, count in now.items()
+                    if count != self.statements.get(key, 0)
+                }
         return out
+
+
+TRACE_DIR = Path(__file__).parent / "pg_trace"
+"""The ``sitecustomize`` that counts a node's statements (``--trace``)."""
+_TRACE_PREFIX = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-pg-trace-{os.getpid()}"
+
+
+def _trace_env() -> dict[str, str]:
+    """The environment that makes a node count its statements into `_TRACE_PREFIX`."""
+    path = os.environ.get("PYTHONPATH")
+    return {
+        "PYTHONPATH": f"{TRACE_DIR}{os.pathsep}{path}" if path else str(TRACE_DIR),
+        "BENCH_PG_TRACE": str(_TRACE_PREFIX),
+    }
+
+
+def _statements(pids: Sequence[int]) -> dict[str, int]:
+    """The statements the nodes ``pids`` sent so far, by SQL's first words (``--trace``)."""
+    total: dict[str, int] = {}
+    for pid in pids:
+        try:
+            counts = msgspec.json.decode(Path(f"{_TRACE_PREFIX}.{pid}.json").read_bytes())
+        except (OSError, msgspec.DecodeError):
+            continue
+        for key, count in counts.items():
+            total[key] = total.get(key, 0) + count
+    return total
 
 
 def _bitmap(worker: Worker) -> int:
@@ -573,6 +633,7 @@ def throughput(cluster: Cluster, plan: Plan, queue: str) -> dict[str, Any]:
                 cluster.pids(),
                 cluster.config.postgres,
                 [worker.process.pid for worker in (*consumers, *producers)],
+                cluster.database,
             )
             for producer in producers:
                 producer.stop()  # "go"
@@ -592,9 +653,10 @@ def throughput(cluster: Cluster, plan: Plan, queue: str) -> dict[str, Any]:
     elapsed = got.pop("completed") - started
     per_message = {
         f"{key.removesuffix('_s')}_us_per_msg": round(1e6 * used[key] / plan.count, 1)
-        for key in ("broker_cpu_s", "postgres_cpu_s", "clients_cpu_s")
+        for key in ("broker_cpu_s", "postgres_cpu_s", "postgres_all_cpu_s", "clients_cpu_s")
         if key in used
     }
+    per_message |= _statements_per_message(used, plan.count)
     return {
         "msgs_per_s": plan.count / elapsed,
         "seconds": elapsed,
@@ -603,6 +665,19 @@ def throughput(cluster: Cluster, plan: Plan, queue: str) -> dict[str, Any]:
         **got,
         **used,
         **per_message,
+    }
+
+
+def _statements_per_message(used: dict[str, Any], count: int) -> dict[str, float]:
+    """Statements (rows of an ``executemany`` each) and round trips per message (``--trace``)."""
+    counted = used.get("statements")
+    if not counted:
+        return {}
+    calls = counted.get("_calls", 0)
+    statements = sum(n for key, n in counted.items() if key != "_calls")
+    return {
+        "statements_per_msg": round(statements / count, 3),
+        "round_trips_per_msg": round(calls / count, 3),
     }
 
 
@@ -628,7 +703,7 @@ def latency(cluster: Cluster, plan: Plan, queue: str) -> dict[str, Any]:
                 )
             )
             consumer.wait_ready(READY_TIMEOUT)
-            cpu = CpuMeter(cluster.pids(), cluster.config.postgres)
+            cpu = CpuMeter(cluster.pids(), cluster.config.postgres, (), cluster.database)
             # The suite's paced producer: one `Client.publish` per message on
             # schedule, each confirm timed; its numbers are 0..total-1.
             producer = workers.start(
@@ -661,6 +736,9 @@ def latency(cluster: Cluster, plan: Plan, queue: str) -> dict[str, Any]:
         **{f"deliver_{key}": value for key, value in deliver.items()},
         **{f"confirm_{key}": value for key, value in confirm.items()},
         **used,
+        **_statements_per_message(used, total),
+        "postgres_cpu_us_per_msg": round(1e6 * used.get("postgres_cpu_s", 0.0) / total, 1),
+        "broker_cpu_us_per_msg": round(1e6 * used["broker_cpu_s"] / total, 1),
         # The paced producer starts after the meter: the roles' own CPU, as in the suite.
         "clients_cpu_s": round(produced["cpu_s"] + consumed["cpu_s"], 3),
     }
@@ -678,6 +756,17 @@ def _describe_throughput(result: dict[str, Any], plan: Plan) -> str:
         f"{result['broker_cpu_s']:.1f}, postgres "
         f"{result.get('postgres_cpu_s', 0):.1f}, clients "
         f"{result['clients_cpu_s']:.1f}; machine {result['machine_busy_pct']}% busy"
+        + _describe_statements(result)
+    )
+
+
+def _describe_statements(result: dict[str, Any]) -> str:
+    if "statements_per_msg" not in result:
+        return ""
+    return (
+        f"; per message: postgres {result.get('postgres_cpu_us_per_msg', 0):.0f} µs, "
+        f"{result['statements_per_msg']:.2f} statements, "
+        f"{result['round_trips_per_msg']:.2f} round trips"
     )
 
 
@@ -687,6 +776,7 @@ def _describe_latency(result: dict[str, Any], plan: Plan) -> str:
         f"p99 {result['deliver_p99_ms']:.2f} max {result['deliver_max_ms']:.2f} ms"
         f", confirm p50 {result['confirm_p50_ms']:.2f} "
         f"p99 {result['confirm_p99_ms']:.2f} ms, missing {result['missing']}"
+        + _describe_statements(result)
     )
 
 
@@ -703,8 +793,11 @@ _PHASES: tuple[_Phase, ...] = (
 class Run:
     """One run of the benchmark: the configurations, their runs, and the document."""
 
-    def __init__(self, plan: Plan, configs: Sequence[Config], out: Path) -> None:
+    def __init__(
+        self, plan: Plan, configs: Sequence[Config], out: Path, trace: bool = False
+    ) -> None:
         self.plan = plan
+        self.trace = trace
         self.configs = list(configs)
         self.out = out
         self.scratch: Scratch | None = None
@@ -777,7 +870,7 @@ class Run:
             url = scratch.url
 
         def phases() -> None:
-            with Cluster(config, url) as cluster:
+            with Cluster(config, url, self.trace) as cluster:
                 cluster.token()  # log in now: the password hash is not what we measure
                 for name, measure, describe in _PHASES:
                     queue = queue_names(f"cluster-{name}", run)[0]
@@ -929,6 +1022,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", nargs="+", choices=[c.key for c in CONFIGS],
                         default=[c.key for c in CONFIGS], metavar="KEY",
                         help="configurations: sqlite pg1 pg2 pg3 (default all)")  # fmt: skip
+    parser.add_argument("--rate", type=float,
+                        help="publishes per second of the latency phase (500)")  # fmt: skip
+    parser.add_argument("--duration", type=float, help="seconds of the latency phase (5)")
+    parser.add_argument("--trace", action="store_true",
+                        help="count each node's statements (benchmarks/pg_trace)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS / "cluster.json",
                         help="the JSON (the PNG goes beside it)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -937,12 +1035,14 @@ def main(argv: list[str] | None = None) -> int:
         base,
         count=base.count if args.messages is None else args.messages,
         runs=base.runs if args.runs is None else args.runs,
+        rate=base.rate if args.rate is None else args.rate,
+        duration=base.duration if args.duration is None else args.duration,
     )
     if plan.runs < 1 or plan.count < 3:
         parser.error("--runs must be at least 1 and --messages at least 3")
     raise_open_files()
     configs = [config for config in CONFIGS if config.key in args.configs]
-    run = Run(plan, configs, args.out)
+    run = Run(plan, configs, args.out, args.trace)
     with _interrupted_ok():
         run.run()
     path = run.save()

@@ -19,6 +19,11 @@ fencing token its leases carry in ``broker_messages.owner``) and a ``slot``
   ``reconnected``, and every ``poll_s`` ``resync`` (a fallback for a
   delayed message whose time no one told).
 
+A node tells itself its own commits' changes (`tell_own`; its listener skips
+them, `own`), and while it is alone on the database (`alone`, counted at
+join and by heartbeats, and told by a joining node's ``n``) it sends no
+message wakes at all: no ``NOTIFY`` per batch for nobody.
+
 Time in ``broker_nodes`` is the database's clock, so nodes' clocks may differ.
 """
 
@@ -40,12 +45,16 @@ from ..rows import decode_options
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-__all__ = ["CHANNEL", "ClusterNode", "NodeEvicted", "encode_change"]
+__all__ = ["CHANNEL", "ClusterNode", "NodeEvicted", "encode_change", "message_wake"]
 
 CHANNEL = "wsbroker"
 """The ``NOTIFY`` channel of the broker's changes."""
 _SEPARATOR = "\x1f"
+_SENDER = "\x1e"
+"""Ends the sending node's id before a payload a node also told itself (`tell_own`)."""
 _KINDS = {"m": "messages", "q": "queue", "u": "user", "d": "dedup", "t": "touch"}
+_JOINED = "n"
+"""The payload a node sends once its listener runs: the others stop thinking they are alone."""
 _REAPER_LOCK = int.from_bytes(b"wsbreapr", "big")
 _FORGET_DEAD_S = 300.0
 """A dead node's row (and slot) is kept this long: a node that was only slow learns it was
@@ -66,6 +75,11 @@ def encode_change(kind: str, name: str, at: float = 0.0, id: int = 0, key: str =
     if key or id:
         return _SEPARATOR.join((kind, name, repr(at), str(id), key))
     return f"{kind}{_SEPARATOR}{name}{_SEPARATOR}{at!r}" if at else f"{kind}{_SEPARATOR}{name}"
+
+
+def message_wake(payload: str) -> bool:
+    """Whether ``payload`` (of `encode_change`) tells of ready or delayed messages."""
+    return payload.startswith("m" + _SEPARATOR)
 
 
 def _decode_change(payload: str) -> Change | None:
@@ -112,6 +126,9 @@ class ClusterNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._listen_conn: Any = None
         self._listening = asyncio.Event()
+        self.peers = 0
+        """Other live nodes, as last counted (heartbeats; a joining node tells at once)."""
+        self._joined_at = 0.0
 
     # -- membership ---------------------------------------------------------------
 
@@ -126,6 +143,20 @@ class ClusterNode:
         ]
         # Changes made from now on reach this node: nothing is missed at start.
         await asyncio.wait_for(self._listening.wait(), 30)
+        # Now the others may stop skipping their wakes (`alone`): tell them.
+        await notify(self._pool, [f"{_JOINED}{_SEPARATOR}{self.id}"])
+
+    @property
+    def alone(self) -> bool:
+        """Whether no other live node shares the database: message wakes need no ``NOTIFY``.
+
+        A node that joins counts the others as it registers and tells them
+        once it listens (``n``); the others count it from then on, and every
+        heartbeat counts again. A wake skipped in between (a joining node
+        that went idle before the others heard of it) is found by its
+        ``poll_s`` resync at worst.
+        """
+        return self.peers == 0
 
     async def _register(self) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -146,6 +177,9 @@ class ClusterNode:
                 self.name,
             )
             self.slot = free
+            self.peers = await conn.fetchval(
+                "SELECT count(*) FROM broker_nodes WHERE NOT dead AND id <> $1", self.id
+            )
         self.evicted = False
         self._healthy_since = time.monotonic()
         logger.info("joined the cluster", node=self.name, node_id=self.id, slot=self.slot)
@@ -188,8 +222,12 @@ class ClusterNode:
             list(dict.fromkeys(payloads)),
         )
         if not alive:
-            self._evicted()
-            raise NodeEvicted(f"node {self.name} was presumed dead by the others; rejoining")
+            raise self.refused()
+
+    def refused(self) -> NodeEvicted:
+        """A write found this node's row dead: mark it evicted; the error to raise."""
+        self._evicted()
+        return NodeEvicted(f"node {self.name} was presumed dead by the others; rejoining")
 
     def _evicted(self) -> None:
         if not self.evicted:
@@ -208,13 +246,18 @@ class ClusterNode:
                     await self._register()
                     self._tell(Change("rejoined", self.name))
                     continue
-                beat = await self._pool.execute(
-                    f"UPDATE broker_nodes SET heartbeat_at = {_DB_NOW} WHERE id = $1 AND NOT dead",
+                peers = await self._pool.fetchval(
+                    f"UPDATE broker_nodes SET heartbeat_at = {_DB_NOW} WHERE id = $1 AND NOT dead "
+                    "RETURNING (SELECT count(*) FROM broker_nodes WHERE NOT dead AND id <> $1)",
                     self.id,
                 )
-                if beat.endswith(" 0"):
+                if peers is None:
                     self._evicted()
-                elif self._healthy_since is None:
+                    continue
+                if peers or time.monotonic() - self._joined_at > 2 * interval:
+                    # (A count taken just before a node joined must not undo its ``n``.)
+                    self.peers = peers
+                if self._healthy_since is None:
                     self._healthy_since = time.monotonic()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self._healthy_since = None
@@ -309,7 +352,34 @@ class ClusterNode:
             except Exception as exc:  # pragma: no cover - callbacks are ours
                 logger.opt(exception=exc).error("change callback failed", change=change.kind)
 
+    def own(self, payloads: Iterable[str]) -> list[str]:
+        """``payloads`` marked as this node's: its listener skips them (see `tell_own`)."""
+        return [f"{self.id}{_SENDER}{payload}" for payload in dict.fromkeys(payloads)]
+
+    def tell_own(self, payloads: Iterable[str]) -> None:
+        """Tell this node the changes its own commit made, at once.
+
+        Waiting for its own ``NOTIFY`` to come back through the listener's
+        session costs a server round trip and two wake-ups per batch on the
+        path from a publish to its delivery; the listener skips payloads
+        marked by `own` with this node's id.
+        """
+        for payload in payloads:
+            change = _decode_change(payload.partition(_SENDER)[2] or payload)
+            if change is not None:
+                self._tell(change)
+
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload.startswith(_JOINED + _SEPARATOR):
+            if payload != f"{_JOINED}{_SEPARATOR}{self.id}":
+                self.peers = max(self.peers, 1)
+                self._joined_at = time.monotonic()
+            return
+        if payload[:1].isdigit():
+            # Payloads start with a kind letter; a digit starts a sender's id (`own`).
+            sender, _, payload = payload.partition(_SENDER)
+            if sender == str(self.id):
+                return
         change = _decode_change(payload)
         if change is not None:
             self._tell(change)

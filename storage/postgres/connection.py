@@ -36,6 +36,21 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, "", ""))
 
 
+class _Session(asyncpg.Connection):  # type: ignore[misc]
+    """A pool session given back as it is: no reset statement at each release.
+
+    asyncpg resets a released session with ``pg_advisory_unlock_all(); CLOSE
+    ALL; UNLISTEN *; RESET ALL`` (one more round trip per acquire: two per
+    message at 1,000 msg/s). The pool's sessions never take session advisory
+    locks, ``LISTEN`` (the listener has its own session), ``SET`` or leave a
+    cursor open outside a transaction; an open transaction is still rolled
+    back by asyncpg itself.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(url: str, size: int) -> Any:
     """A pool of up to ``size`` sessions (an ``asyncpg.Pool``)."""
     return await asyncpg.create_pool(
@@ -45,6 +60,7 @@ async def create_pool(url: str, size: int) -> Any:
         timeout=CONNECT_TIMEOUT_S,
         command_timeout=_COMMAND_TIMEOUT_S,
         server_settings={"application_name": APPLICATION},
+        connection_class=_Session,
     )
 
 

@@ -16,7 +16,11 @@ shared mode):
   and every patch only touches a message that no other node holds, so a
   node presumed dead writes nothing after its leases were given away;
 - each batch tells the other nodes (``NOTIFY``, sent at commit) which queues
-  got ready messages and which queues changed; users' changes too;
+  got ready messages and which queues changed; users' changes too. The node
+  itself is told right after its commit, not by its own ``NOTIFY``, and a
+  node alone on the database sends no message wakes at all;
+- the common batch is one statement, its own transaction
+  (`batches.one_statement`): one round trip per batch;
 - a dead node's leases come back pending and redelivered through the
   reaper of `storage.postgres.cluster`, which also expires pending TTLs.
 
@@ -41,8 +45,8 @@ from ..errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
 from ..retention import prune_in_batches
 from . import pruning, reads, shared_queues
 from .accounts import PostgresAccountStore
-from .batches import apply, wakes
-from .cluster import ClusterNode
+from .batches import apply, one_statement, wakes
+from .cluster import ClusterNode, message_wake
 from .connection import (
     CONNECT_TIMEOUT_S,
     LISTEN_APPLICATION,
@@ -337,9 +341,22 @@ class PostgresStorage:
         await self._buffer.flush()
 
     async def _commit(self, ops: list[Op]) -> None:
-        async with self._tx_lock, self.pool.acquire() as conn, conn.transaction():
-            await self.node.fence(conn, wakes(ops))
-            await apply(conn, ops, self.node.id)
+        node = self.node
+        told = wakes(ops)
+        # Alone, a message wake would only come back to this node (told below).
+        payloads = node.own([p for p in told if not message_wake(p)] if node.alone else told)
+        statement = one_statement(ops, node.id, payloads)
+        async with self._tx_lock, self.pool.acquire() as conn:
+            if statement is not None:
+                # The common batch: one statement, one round trip (`batches.one_statement`).
+                if not await conn.fetchval(statement.sql, *statement.params):
+                    raise node.refused()
+            else:
+                async with conn.transaction():
+                    await node.fence(conn, payloads)
+                    await apply(conn, ops, node.id)
+        # This node's queues learn of the commit now, not from their own NOTIFY.
+        node.tell_own(told)
 
     # -- shared queues ------------------------------------------------------------
 
