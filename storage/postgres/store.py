@@ -81,6 +81,7 @@ _TABLES = (
     "broker_messages",
     "broker_users",
     "broker_refresh_tokens",
+    "broker_service_tokens",
     "broker_nodes",
 )
 

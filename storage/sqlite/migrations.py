@@ -65,9 +65,15 @@ def _version_table(db: sqlite3.Connection) -> None:
     )
 
 
+def _service_tokens(db: sqlite3.Connection) -> None:
+    """Add the table of service tokens (``broker_core.service_tokens``), one document each."""
+    db.execute("CREATE TABLE service_tokens (id TEXT PRIMARY KEY, document BLOB NOT NULL)")
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
+    (3, _service_tokens),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

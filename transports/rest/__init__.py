@@ -9,6 +9,7 @@ from .bodies import BODY_SCHEMAS, CheckedRequest
 from .health import health
 from .messages import MessageController
 from .queues import QueueController, list_consumers, publish_fanout
+from .tokens import TokenController
 from .users import UserController
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ ROUTES: list[ControllerRouterHandler] = [
     QueueController,
     MessageController,
     UserController,
+    TokenController,
     publish_fanout,
     list_consumers,
     token,

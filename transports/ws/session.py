@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from loguru import logger
 
-from broker_core.auth import Action, InvalidToken, TokenType, allowed, revocation_reason
+from broker_core.auth import Action, InvalidToken, allowed, revocation_reason
 from broker_core.errors import QueueNotFound
 from broker_core.permissions import require
 
@@ -72,13 +72,12 @@ _RATE_STRIKES = 100
 
 
 def authenticate(ctx: BrokerContext, token: str) -> tuple[User, Claims]:
-    """The user and verified claims of an access token.
+    """The user and verified claims of an access token (or a service token).
 
     Raises:
         InvalidToken: the token is invalid, expired, or no longer speaks for its user.
     """
-    claims = ctx.accounts.tokens.verify(token, TokenType.ACCESS)
-    return ctx.accounts.authenticate(token), claims
+    return ctx.accounts.verify(token)
 
 
 class Session(Connection):
