@@ -73,6 +73,10 @@ class BrokerContext:
         self.accounts: Accounts
         self.limits = Limits(settings)
         self.generated_admin_password: str | None = None
+        from .observability.tracing import tracing_from_settings
+
+        self.tracing = tracing_from_settings(settings)
+        """Spans of traced messages, or ``None`` when off (``settings.otel``)."""
         self._pruner: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> BrokerContext:
@@ -113,6 +117,8 @@ class BrokerContext:
             with suppress(asyncio.CancelledError):
                 await self._pruner
         await self.broker.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
     async def _prune_forever(self) -> None:
         while True:

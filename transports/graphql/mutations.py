@@ -127,7 +127,7 @@ class Mutation:
             content=msgspec.Raw(msgspec.json.encode(content)),
             **{name: value for name, value in fields.items() if value is not None},
         )
-        [result] = await operations.publish(context.ctx, queue, [request])
+        [result] = await operations.publish(context.ctx, queue, [request], "graphql")
         return result
 
     @strawberry.mutation(
@@ -139,7 +139,7 @@ class Mutation:
     ) -> list[PublishResultStruct]:
         context = _publisher(info, queue)
         requests = [to_struct(message, PublishRequest) for message in messages]
-        return await operations.publish(context.ctx, queue, requests)
+        return await operations.publish(context.ctx, queue, requests, "graphql")
 
     @strawberry.mutation(
         graphql_type=SettledMessage, description="Acknowledge a delivered message: processed."

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from broker_core.messages import Entry, MessageView, QueueEvent as QueueEventStruct
 
     from ..observability.stats import StatsResponse
+    from ..observability.tracing import Tracing
 
 __all__ = [
     "MAX_STATS_INTERVAL_MS",
@@ -76,7 +77,8 @@ class Inbox:
     is queued as its bare id, for the subscription to fail.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tracing: Tracing | None = None) -> None:
+        self._tracing = tracing
         # ``None`` wakes `next` to raise `error` (the subscription was ended).
         self.views: asyncio.Queue[MessageView | int | None] = asyncio.Queue()
         self.error: Exception | None = None
@@ -91,6 +93,10 @@ class Inbox:
                 self.views.put_nowait(entry.id)
             else:
                 self.views.put_nowait(entry.view(queue, "processing"))
+        if self._tracing is not None:
+            self._tracing.delivered(
+                queue, ((e.id, e.headers, e.attempt) for e in entries), "graphql"
+            )
 
     def end(self, error: Exception) -> None:
         """End the subscription: `next` raises ``error``; undelivered views are dropped.
@@ -213,7 +219,7 @@ class SubscriptionRoot:
         context.spend(context.ctx.limits.consume)
         check_prefetch(context.ctx.settings, prefetch)
         broker = context.ctx.broker
-        inbox = Inbox()
+        inbox = Inbox(context.ctx.tracing)
         held = Held(
             f"consume on queue {queue!r}",
             lambda user: allowed(user, Action.CONSUME, queue),
