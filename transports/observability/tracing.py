@@ -58,13 +58,21 @@ def valid_traceparent(value: str) -> bool:
     return match is not None and match[1] != "ff" and match[2] != "0" * 32 and match[3] != "0" * 16
 
 
-def trace_headers(headers: Mapping[str, str]) -> dict[str, str] | None:
-    """The trace context of an HTTP request's headers, as message headers; ``None`` if none."""
-    parent = headers.get(TRACEPARENT)
-    if parent is None or not valid_traceparent(parent.strip()):
+def trace_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str] | None:
+    """The trace context of an ASGI request's raw headers, as message headers; ``None`` if none.
+
+    Read from the scope's list, not through a headers object: it runs on
+    every REST publish, traced or not.
+    """
+    parent = state = None
+    for name, value in raw:
+        if name == b"traceparent":
+            parent = value.decode("latin-1").strip()
+        elif name == b"tracestate":
+            state = value.decode("latin-1").strip()
+    if parent is None or not valid_traceparent(parent):
         return None
-    context = {TRACEPARENT: parent.strip()}
-    state = headers.get(TRACESTATE)
+    context = {TRACEPARENT: parent}
     if state and len(state) <= _MAX_TRACESTATE:
         context[TRACESTATE] = state
     return context

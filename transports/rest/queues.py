@@ -134,7 +134,7 @@ class QueueController(Controller):
             request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth
         )
         messages = [data]
-        trace = trace_headers(request.headers)
+        trace = trace_headers(request.scope["headers"])
         if trace is not None:
             messages = with_trace(messages, trace)
         [result] = await operations.publish(ctx, name, messages)
@@ -156,7 +156,7 @@ class QueueController(Controller):
             request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth
         )
         messages = data.messages
-        trace = trace_headers(request.headers)
+        trace = trace_headers(request.scope["headers"])
         if trace is not None:
             messages = with_trace(messages, trace)
         return BatchPublishResponse(messages=await operations.publish(ctx, name, messages))
