@@ -7,6 +7,7 @@ answers on 127.0.0.1:5432).
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -302,3 +303,20 @@ async def test_a_token_without_consume_cannot_subscribe_over_websocket(
         await ws.send('{"op": "subscribe", "queue": "jobs", "prefetch": 1, "ref": "s"}')
         reply = await recv_within(ws, 5000 * MS)
     assert reply["op"] == "error" and reply["code"] == "forbidden", reply
+
+
+async def test_a_token_works_over_graphql_http_and_the_ws_auth_frame(
+    server: BrokerServer, client: httpx.AsyncClient, as_token: Any
+) -> None:
+    """A publish token publishes through GraphQL over HTTP and over /ws after an auth frame."""
+    await make_queue(client)
+    created = await create_token(client, "publish:jobs")
+    mutation = 'mutation { publish(queue: "jobs", content: 1) { messageId } }'
+    answer = (await as_token(created["token"]).post("/graphql", json={"query": mutation})).json()
+    assert "errors" not in answer, answer
+    async with await open_ws(server, None) as ws:
+        await ws.send(json.dumps({"op": "auth", "token": created["token"]}))
+        await ws.send(json.dumps({"op": "publish", "queue": "jobs", "content": 2, "ref": "p"}))
+        frames = [await recv_within(ws, 5000 * MS) for _ in range(2)]
+    assert frames[-1]["op"] == "confirm", frames
+    assert (await client.get("/queues/jobs")).json()["pending"] == 2
