@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import strawberry
 
 from broker_core.permissions import require_browse, require_visible, visible
+from broker_core.service_tokens import STATS_READ, require_scope
 from broker_core.types import MessageStatus
 
 from ..decoding import showable_page
@@ -89,10 +90,11 @@ class Query:
 
     @strawberry.field(
         graphql_type=Stats,
-        description="The broker's figures, as `GET /stats` answers them (any user).",
+        description="The broker's figures, as `GET /stats` answers them (any user; `stats:read`).",
     )
     def stats(self, info: strawberry.Info) -> StatsResponse:
         context = context_of(info)
         user = context.caller()
+        require_scope(user, STATS_READ)
         context.spend(context.ctx.limits.admin)
         return build_stats(context.ctx, user=user)

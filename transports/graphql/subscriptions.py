@@ -37,6 +37,7 @@ import strawberry
 from broker_core.auth import Action, allowed
 from broker_core.errors import QueueNotFound
 from broker_core.permissions import require, require_visible, visible
+from broker_core.service_tokens import STATS_READ, require_scope
 
 from ..decoding import deliverable, fail_undeliverable
 from ..errors import ApiError
@@ -283,7 +284,7 @@ class SubscriptionRoot:
         self, info: strawberry.Info, interval_ms: int = 1000
     ) -> AsyncGenerator[StatsResponse, None]:
         context = context_of(info)
-        context.caller()
+        require_scope(context.caller(), STATS_READ)
         if not MIN_STATS_INTERVAL_MS <= interval_ms <= MAX_STATS_INTERVAL_MS:
             raise ApiError(
                 422,

@@ -320,3 +320,17 @@ async def test_a_token_works_over_graphql_http_and_the_ws_auth_frame(
         frames = [await recv_within(ws, 5000 * MS) for _ in range(2)]
     assert frames[-1]["op"] == "confirm", frames
     assert (await client.get("/queues/jobs")).json()["pending"] == 2
+
+
+async def test_graphql_stats_needs_stats_read_as_rest_does(
+    client: httpx.AsyncClient, as_token: Any
+) -> None:
+    """The GraphQL stats query answers a stats:read token and refuses a publish-only one."""
+    query = {"query": "{ stats { queuesTotal } }"}
+    reader = as_token((await create_token(client, "stats:read"))["token"])
+    assert (await reader.post("/graphql", json=query)).json() == {
+        "data": {"stats": {"queuesTotal": 0}}
+    }
+    publisher = as_token((await create_token(client, "publish:*"))["token"])
+    refused = (await publisher.post("/graphql", json=query)).json()
+    assert refused["errors"][0]["extensions"]["code"] == "forbidden", refused
