@@ -49,6 +49,7 @@ __all__ = [
     "ServiceToken",
     "ServiceTokenView",
     "hash_secret",
+    "invalid_expiry",
     "issue",
     "matches",
     "parse_token",
@@ -128,6 +129,20 @@ class CreatedServiceToken(ServiceTokenView, frozen=True, kw_only=True):
     """The answer of ``POST /tokens``: the view and, this once, the token itself."""
 
     token: str
+
+    @classmethod
+    def of_new(cls, record: ServiceToken, token: str) -> CreatedServiceToken:
+        """The answer for a token just made."""
+        view = ServiceTokenView.of(record)
+        return cls(**msgspec.structs.asdict(view), token=token)
+
+
+def invalid_expiry(request: CreateServiceTokenRequest, now: datetime | None = None) -> str | None:
+    """Why ``request``'s ``expires_at`` can't be taken (it has passed), or ``None``."""
+    expires = request.expires_at
+    if expires is not None and expires <= (now or datetime.now(UTC)):
+        return "expires_at: must be in the future"
+    return None
 
 
 def hash_secret(token: str) -> str:

@@ -8,7 +8,6 @@ sessions end as a deleted user's do.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
@@ -20,6 +19,7 @@ from broker_core.service_tokens import (
     CreatedServiceToken,
     CreateServiceTokenRequest,
     ServiceTokenView,
+    invalid_expiry,
 )
 
 from ..context import ctx_of
@@ -59,19 +59,11 @@ class TokenController(Controller):
     ) -> CreatedServiceToken:
         """Create a service token; the answer holds the token, shown this once."""
         admin = _admin(request)
-        if data.expires_at is not None and data.expires_at <= datetime.now(UTC):
-            raise ApiError(422, "invalid", "expires_at: must be in the future")
+        invalid = invalid_expiry(data)
+        if invalid is not None:
+            raise ApiError(422, "invalid", invalid)
         record, token = await ctx_of(request).accounts.create_service_token(data, admin.username)
-        view = ServiceTokenView.of(record)
-        return CreatedServiceToken(
-            id=view.id,
-            name=view.name,
-            scopes=view.scopes,
-            created_at=view.created_at,
-            created_by=view.created_by,
-            expires_at=view.expires_at,
-            token=token,
-        )
+        return CreatedServiceToken.of_new(record, token)
 
     @get("/{token_id:str}")
     async def get_token(

@@ -334,3 +334,35 @@ async def test_graphql_stats_needs_stats_read_as_rest_does(
     publisher = as_token((await create_token(client, "publish:*"))["token"])
     refused = (await publisher.post("/graphql", json=query)).json()
     assert refused["errors"][0]["extensions"]["code"] == "forbidden", refused
+
+
+async def test_graphql_creates_lists_and_revokes_tokens(
+    client: httpx.AsyncClient, as_token: Any
+) -> None:
+    """createServiceToken, serviceTokens and revokeServiceToken do what /tokens does."""
+    create = (
+        'mutation { createServiceToken(name: "prom", scopes: ["metrics:read"]) '
+        "{ id token scopes } }"
+    )
+    created = (await client.post("/graphql", json={"query": create})).json()["data"]
+    token = created["createServiceToken"]
+    assert token["token"].startswith("wsb_") and token["scopes"] == ["metrics:read"]
+    listed = (await client.post("/graphql", json={"query": "{ serviceTokens { id name } }"})).json()
+    assert listed == {"data": {"serviceTokens": [{"id": token["id"], "name": "prom"}]}}
+    machine = as_token(token["token"])
+    assert (await machine.get("/metrics")).status_code == 200
+    refused = (await machine.post("/graphql", json={"query": "{ serviceTokens { id } }"})).json()
+    assert refused["errors"][0]["extensions"]["code"] == "forbidden", refused
+    revoke = f'mutation {{ revokeServiceToken(id: "{token["id"]}") }}'
+    assert (await client.post("/graphql", json={"query": revoke})).json() == {
+        "data": {"revokeServiceToken": True}
+    }
+    assert (await machine.get("/metrics")).status_code == 401
+
+
+async def test_graphql_refuses_a_bad_scope_naming_the_field(client: httpx.AsyncClient) -> None:
+    """An unknown scope in createServiceToken is an invalid-input error naming scopes."""
+    create = 'mutation { createServiceToken(name: "x", scopes: ["root"]) { id } }'
+    answer = (await client.post("/graphql", json={"query": create})).json()
+    [error] = answer["errors"]
+    assert error["extensions"]["status"] == 422 and "scopes" in error["message"], error
