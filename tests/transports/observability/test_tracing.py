@@ -255,3 +255,20 @@ async def test_untraced_messages_make_no_spans(traced: BrokerServer, exporter: A
         assert (await client.post("/queues/jobs/messages", json={"content": 1})).status_code == 201
         assert (await client.get("/queues/jobs/messages/consume")).status_code == 200
     assert exporter.get_finished_spans() == ()
+
+
+async def test_a_graphql_subscription_delivery_makes_a_deliver_span(
+    traced: BrokerServer, exporter: Any
+) -> None:
+    """A delivery to a GraphQL messages subscription makes a deliver span in the trace."""
+    token = (await login(traced.url))["access_token"]
+    async with httpx.AsyncClient(
+        base_url=traced.url, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
+        await make_queue(client)
+        await publish_with_http_header(client)
+        headers = await graphql_delivered_headers(traced, token)
+    assert headers["traceparent"] == TRACEPARENT
+    delivered = [s for s in exporter.get_finished_spans() if s.name == "deliver jobs"]
+    assert [s.attributes["network.protocol.name"] for s in delivered] == ["graphql"]
+    assert format(delivered[0].context.trace_id, "032x") == TRACE_ID
