@@ -213,7 +213,8 @@ def tracing_from_settings(settings: Settings) -> Tracing | None:
     OTLP/HTTP.
 
     Raises:
-        RuntimeError: ``otel`` is on but the ``otel`` extra is not installed.
+        StartError: ``otel`` is on but the ``otel`` extra is not installed
+            (``broker serve`` prints it in one line).
     """
     if not settings.otel:
         return None
@@ -222,7 +223,9 @@ def tracing_from_settings(settings: Settings) -> Tracing | None:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError as exc:
-        raise RuntimeError(
+        from ..startup import StartError
+
+        raise StartError(
             "BROKER_OTEL needs the otel extra: pip install 'wsbroker[otel]'"
         ) from exc
     provider = trace.get_tracer_provider()

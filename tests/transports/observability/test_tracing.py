@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
@@ -272,3 +273,18 @@ async def test_a_graphql_subscription_delivery_makes_a_deliver_span(
     delivered = [s for s in exporter.get_finished_spans() if s.name == "deliver jobs"]
     assert [s.attributes["network.protocol.name"] for s in delivered] == ["graphql"]
     assert format(delivered[0].context.trace_id, "032x") == TRACE_ID
+
+
+def test_otel_without_the_extra_is_a_one_line_start_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BROKER_OTEL with opentelemetry not importable refuses to start, saying what to install."""
+    import sys
+
+    from transports.observability.tracing import tracing_from_settings
+    from transports.startup import StartError
+
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    assert tracing_from_settings(make_settings(tmp_path, otel=False)) is None
+    with pytest.raises(StartError, match=r"wsbroker\[otel\]"):
+        tracing_from_settings(make_settings(tmp_path, otel=True))
