@@ -225,9 +225,7 @@ def tracing_from_settings(settings: Settings) -> Tracing | None:
     except ImportError as exc:
         from ..startup import StartError
 
-        raise StartError(
-            "BROKER_OTEL needs the otel extra: pip install 'wsbroker[otel]'"
-        ) from exc
+        raise StartError("BROKER_OTEL needs the otel extra: pip install 'wsbroker[otel]'") from exc
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
