@@ -88,6 +88,9 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     """Unix time; tokens issued before it are rejected (set at creation and on password change,
     so that neither an old password's tokens nor a deleted namesake's speak for the user)."""
     disabled: bool = False
+    scopes: tuple[str, ...] | None = None
+    """``None`` for a person; the scopes of a service token's principal
+    (`broker_core.service_tokens`), which may do only what they name."""
 
 
 def allowed(user: User, action: Action, queue: str) -> bool:
@@ -189,7 +192,7 @@ def revocation_reason(user: User | None, claims: Claims) -> str | None:
     created again under a deleted user's name).
     """
     if user is None or claims.sub != user.username:
-        return "user deleted"
+        return "token revoked" if claims.sub.startswith("token:") else "user deleted"
     if user.disabled:
         return "user disabled"
     if claims.iat < user.tokens_valid_after:

@@ -116,6 +116,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Hourly JSON log files older than this are deleted."""
     dev: bool = False
     """Development mode: exception traces in logs, GraphiQL."""
+    otel: bool = False
+    """Export OpenTelemetry spans of traced messages over OTLP (needs the ``otel`` extra;
+    ``OTEL_EXPORTER_OTLP_*`` configure the exporter): ``transports.observability.tracing``."""
 
     # -- auth ----------------------------------------------------------------
     jwt_secret: str | None = None

@@ -1,4 +1,4 @@
-"""`AccountStore`: where a broker keeps its users and refresh tokens.
+"""`AccountStore`: where a broker keeps its users, refresh tokens and service tokens.
 
 Users and refresh tokens live in the same database as the messages (one
 file to back up, one server to run), but they are no journal: they are
@@ -55,4 +55,20 @@ class AccountStore(Protocol):
 
     async def revoke_user_tokens(self, username: str) -> None:
         """Revoke every refresh token of a user."""
+        ...
+
+    async def get_service_token(self, id: str) -> bytes | None:
+        """A service token's stored document (`broker_core.service_tokens`), or ``None``."""
+        ...
+
+    async def list_service_tokens(self) -> list[bytes]:
+        """Every service token's document, by id."""
+        ...
+
+    async def put_service_token(self, id: str, document: bytes) -> None:
+        """Create a service token (on shared storage every node is told, as of a user change)."""
+        ...
+
+    async def delete_service_token(self, id: str) -> bool:
+        """Delete (revoke) a service token; return whether it existed."""
         ...

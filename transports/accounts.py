@@ -33,6 +33,17 @@ from broker_core.auth import (
     revocation_reason,
 )
 from broker_core.passwords import DUMMY_HASH, hash_password, verify_password
+from broker_core.service_tokens import (
+    PRINCIPAL_PREFIX,
+    CreateServiceTokenRequest,
+    ServiceToken,
+    issue,
+    matches,
+    parse_token,
+    principal,
+    principal_claims,
+    token_id_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -62,6 +73,7 @@ UserFollower: TypeAlias = "Callable[[User | None], None]"
 
 _user_encoder = msgspec.json.Encoder()
 _user_decoder = msgspec.json.Decoder(User)
+_token_decoder = msgspec.json.Decoder(ServiceToken)
 
 
 class LoginRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -135,12 +147,15 @@ class Accounts:
         self._verified: dict[str, Claims] = {}
         self._reloads: set[asyncio.Task[None]] = set()
         self._followers: dict[str, set[UserFollower]] = {}
+        self._principals: dict[str, tuple[ServiceToken, User]] = {}
+        """Service tokens by their principal's name (``token:<id>``), with the principal."""
 
     async def load(self) -> None:
-        """Read every user into the cache (at start); on shared storage, follow other nodes."""
+        """Read users and service tokens into the cache (at start); on shared storage, follow."""
         if self._changes is not None:
             self._changes.watch(self._on_change)
         self._replace_all(await self._storage.list_users())
+        self._replace_tokens(await self._storage.list_service_tokens())
 
     def _on_change(self, change: Change) -> None:
         # Another node (or this one) changed a user: read it again, so that a
@@ -155,6 +170,10 @@ class Accounts:
             task.add_done_callback(self._reloads.discard)
 
     async def _reload(self, username: str) -> None:
+        id = token_id_of(username)
+        if id is not None:
+            await self._reload_token(id)
+            return
         try:
             document = await self._storage.get_user(username)
         except Exception as exc:
@@ -165,10 +184,39 @@ class Accounts:
     async def _reload_all(self) -> None:
         try:
             documents = await self._storage.list_users()
+            tokens = await self._storage.list_service_tokens()
         except Exception as exc:
             logger.opt(exception=exc).warning("reading users failed")
             return
         self._replace_all(documents)
+        self._replace_tokens(tokens)
+
+    async def _reload_token(self, id: str) -> None:
+        try:
+            document = await self._storage.get_service_token(id)
+        except Exception as exc:
+            logger.opt(exception=exc).warning("reading a changed service token failed", id=id)
+            return
+        self._set_token(PRINCIPAL_PREFIX + id, _decode_token(document))
+
+    def _replace_tokens(self, documents: list[bytes]) -> None:
+        tokens = {PRINCIPAL_PREFIX + t.id: t for t in map(_token_decoder.decode, documents)}
+        for name in self._principals.keys() - tokens.keys():
+            self._set_token(name, None)
+        for name, token in tokens.items():
+            self._set_token(name, token)
+
+    def _set_token(self, name: str, token: ServiceToken | None) -> None:
+        """Cache ``token`` (``None``: revoked) and tell its principal's followers if it changed."""
+        old = self._principals.get(name)
+        if token is None:
+            if old is not None:
+                del self._principals[name]
+                self._tell(name, None)
+        elif old is None or old[0] != token:
+            user = principal(token)
+            self._principals[name] = (token, user)
+            self._tell(name, user)
 
     def _replace_all(self, documents: list[bytes]) -> None:
         users = {user.username: user for user in (_user_decoder.decode(doc) for doc in documents)}
@@ -255,8 +303,11 @@ class Accounts:
     # -- users --------------------------------------------------------------------
 
     def get(self, username: str) -> User | None:
-        """A user by name, from the cache."""
-        return self._users.get(username)
+        """A user by name, or a service token's principal (``token:<id>``), from the cache."""
+        user = self._users.get(username)
+        if user is None and username in self._principals:
+            return self._principals[username][1]
+        return user
 
     def all(self) -> list[User]:
         """Every user, by name."""
@@ -319,7 +370,7 @@ class Accounts:
         An unknown user costs the same hash as a known one, so timing doesn't
         tell which usernames exist.
         """
-        user = self._users.get(username)
+        user = self._users.get(username)  # never a service token's principal
         encoded = DUMMY_HASH if user is None else user.password_hash
         # scrypt costs ~50 ms of CPU: keep it off the event loop.
         matches = await asyncio.to_thread(verify_password, password, encoded)
@@ -358,17 +409,77 @@ class Accounts:
         await self._storage.revoke_family(claims.fam)
 
     def authenticate(self, access_token: str) -> User:
-        """The user an access token speaks for.
+        """The user an access token (or a service token) speaks for.
 
         Raises:
             InvalidToken: the token is invalid, expired, of the wrong type, or
                 its user is gone, disabled or changed password since.
         """
+        if parse_token(access_token) is not None:
+            return self._service(access_token)[1]
         claims = self._verified.get(access_token)
         if claims is None or claims.exp + _EXPIRY_LEEWAY_S <= time.time():
             claims = self.tokens.verify(access_token, TokenType.ACCESS)
             self._remember(access_token, claims)
         return self.current(claims)
+
+    def verify(self, access_token: str) -> tuple[User, Claims]:
+        """The user and the claims of an access token or a service token (for sessions).
+
+        A service token's claims stand for a JWT's: its principal as ``sub``,
+        its expiry (or a century) as ``exp``, so sessions follow and expire it
+        the same way.
+
+        Raises:
+            InvalidToken: as `authenticate`.
+        """
+        if parse_token(access_token) is not None:
+            record, user = self._service(access_token)
+            return user, principal_claims(record)
+        claims = self.tokens.verify(access_token, TokenType.ACCESS)
+        return self.authenticate(access_token), claims
+
+    def _service(self, token: str) -> tuple[ServiceToken, User]:
+        id = parse_token(token)
+        found = None if id is None else self._principals.get(PRINCIPAL_PREFIX + id)
+        if found is None or not matches(found[0], token):
+            raise InvalidToken("token is invalid or revoked")
+        expires = found[0].expires_at
+        if expires is not None and expires.timestamp() <= time.time():
+            raise InvalidToken("token has expired")
+        return found
+
+    # -- service tokens -----------------------------------------------------------
+
+    def service_tokens(self) -> list[ServiceToken]:
+        """Every service token, oldest first."""
+        return sorted((t for t, _ in self._principals.values()), key=lambda t: t.created_at)
+
+    def service_token(self, id: str) -> ServiceToken | None:
+        """A service token by id, or ``None``."""
+        found = self._principals.get(PRINCIPAL_PREFIX + id)
+        return None if found is None else found[0]
+
+    async def create_service_token(
+        self, request: CreateServiceTokenRequest, created_by: str
+    ) -> tuple[ServiceToken, str]:
+        """Make and store a service token; the record and the token, to show once."""
+        record, token = issue(request, created_by)
+        await self._storage.put_service_token(record.id, _user_encoder.encode(record))
+        self._set_token(PRINCIPAL_PREFIX + record.id, record)
+        logger.info("service token created", id=record.id, name=record.name, by=created_by)
+        return record, token
+
+    async def revoke_service_token(self, id: str) -> bool:
+        """Revoke a service token at once (its sessions end); return whether it existed."""
+        name = PRINCIPAL_PREFIX + id
+        if name not in self._principals:
+            return False
+        # Forgotten before the write: no request may pass with it once revoking began.
+        self._set_token(name, None)
+        await self._storage.delete_service_token(id)
+        logger.info("service token revoked", id=id)
+        return True
 
     def current(self, claims: Claims) -> User:
         """The user a verified token speaks for, as it is now (one dict look-up).
@@ -378,6 +489,8 @@ class Accounts:
                 or changed its password since the token was issued.
         """
         user = self._users.get(claims.sub)
+        if user is None and claims.sub in self._principals:
+            user = self._principals[claims.sub][1]
         reason = revocation_reason(user, claims)
         if reason is not None:
             raise InvalidToken(f"token revoked: {reason}", code="token_revoked")
@@ -396,3 +509,7 @@ class Accounts:
             while len(verified) >= _VERIFIED_CACHE_SIZE:
                 del verified[next(iter(verified))]
         verified[token] = claims
+
+
+def _decode_token(document: bytes | None) -> ServiceToken | None:
+    return None if document is None else _token_decoder.decode(document)

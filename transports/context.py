@@ -75,6 +75,10 @@ class BrokerContext:
         self.limits = Limits(settings)
         self.topics = Topics(self.broker, self.storage.topics, shared=self.storage.shared)
         self.generated_admin_password: str | None = None
+        from .observability.tracing import tracing_from_settings
+
+        self.tracing = tracing_from_settings(settings)
+        """Spans of traced messages, or ``None`` when off (``settings.otel``)."""
         self._pruner: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> BrokerContext:
@@ -117,6 +121,8 @@ class BrokerContext:
                 await self._pruner
         await self.topics.close()
         await self.broker.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
     async def _prune_forever(self) -> None:
         while True:

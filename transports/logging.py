@@ -160,6 +160,8 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Anything shaped like a JWT: a JSON header ("eyJ" is base64url of '{"'),
     # a payload and a signature.
     (re.compile(r"\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]+"), "***"),
+    # A service token (broker_core.service_tokens), wherever it appears: its id stays.
+    (re.compile(r"\b(wsb_[0-9a-f]+_)[\w-]+"), r"\1***"),
 )
 
 

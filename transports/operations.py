@@ -9,6 +9,7 @@ whichever way it came (errors are mapped once, in `transports.errors`).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from broker_core.errors import InvalidTransition
@@ -75,15 +76,21 @@ def check_messages(settings: Settings, messages: Sequence[PublishRequest]) -> No
 
 
 async def publish(
-    ctx: BrokerContext, queue: str, messages: list[PublishRequest]
+    ctx: BrokerContext, queue: str, messages: list[PublishRequest], transport: str = "http"
 ) -> list[PublishResult]:
     """Publish ``messages`` to ``queue`` atomically, once they pass `check_messages`.
 
     The caller has checked the ``publish`` permission. Returns once they are
-    committed, in order.
+    committed, in order (with ``publish`` spans of the traced ones when spans are on).
     """
     check_messages(ctx.settings, messages)
-    return await ctx.broker.publish(queue, messages)
+    tracing = ctx.tracing
+    if tracing is None:
+        return await ctx.broker.publish(queue, messages)
+    started = time.time_ns()
+    results = await ctx.broker.publish(queue, messages)
+    tracing.published(queue, messages, [r.message_id for r in results], started, transport)
+    return results
 
 
 async def publish_fanout(
@@ -146,14 +153,20 @@ def _settled(result: SettleResult, message_id: int, operation: str) -> None:
 
 async def ack(ctx: BrokerContext, user: User, ids: Sequence[int]) -> SettleResult:
     """Ack in-flight messages by id, whoever holds them, on queues ``user`` may consume."""
-    return await ctx.broker.ack(ids, allowed=may_consume(user))
+    result = await ctx.broker.ack(ids, allowed=may_consume(user))
+    if ctx.tracing is not None:
+        ctx.tracing.settled(result.settled, "ack")
+    return result
 
 
 async def nack(
     ctx: BrokerContext, user: User, ids: Sequence[int], requeue: bool, reason: str | None
 ) -> SettleResult:
     """Nack in-flight messages by id: requeued (redelivered) or failed / dead-lettered."""
-    return await ctx.broker.nack(ids, requeue=requeue, reason=reason, allowed=may_consume(user))
+    result = await ctx.broker.nack(ids, requeue=requeue, reason=reason, allowed=may_consume(user))
+    if ctx.tracing is not None:
+        ctx.tracing.settled(result.settled, "nack")
+    return result
 
 
 async def ack_one(ctx: BrokerContext, user: User, message_id: int) -> SettledResponse:

@@ -1,4 +1,4 @@
-"""`PostgresAccountStore`: users and refresh tokens in PostgreSQL, shared by every node.
+"""`PostgresAccountStore`: users, refresh and service tokens in PostgreSQL, shared by every node.
 
 A change of a user is told to every node (``NOTIFY``, `storage.postgres.cluster`)
 in the transaction that makes it, so that each node's cache of users follows.
@@ -10,6 +10,8 @@ can't take a revocation with it.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from broker_core.service_tokens import PRINCIPAL_PREFIX
 
 from .cluster import CHANNEL, encode_change, notify
 from .connection import row_count
@@ -111,6 +113,38 @@ class PostgresAccountStore:
         await self._direct(
             "UPDATE broker_refresh_tokens SET revoked = true WHERE username = $1", username
         )
+
+    async def get_service_token(self, id: str) -> bytes | None:
+        """A service token's stored document, or ``None``."""
+        document = await self._pool().fetchval(
+            "SELECT document FROM broker_service_tokens WHERE id = $1", id
+        )
+        return bytes(document) if document is not None else None
+
+    async def list_service_tokens(self) -> list[bytes]:
+        """Every service token's document, by id."""
+        rows = await self._pool().fetch("SELECT document FROM broker_service_tokens ORDER BY id")
+        return [bytes(row[0]) for row in rows]
+
+    async def put_service_token(self, id: str, document: bytes) -> None:
+        """Create a service token (every node is told, as of its principal's change)."""
+        await self._direct(
+            "WITH put AS (INSERT INTO broker_service_tokens (id, document) VALUES ($1, $2)) "
+            f"SELECT pg_notify('{CHANNEL}', $3)",
+            id,
+            document,
+            encode_change("u", PRINCIPAL_PREFIX + id),
+        )
+
+    async def delete_service_token(self, id: str) -> bool:
+        """Delete (revoke) a service token; every node is told and drops it at once."""
+        await self._before_write()
+        async with self._pool().acquire() as conn, conn.transaction():
+            deleted = row_count(
+                await conn.execute("DELETE FROM broker_service_tokens WHERE id = $1", id)
+            )
+            await notify(conn, [encode_change("u", PRINCIPAL_PREFIX + id)])
+        return deleted > 0
 
     async def _direct(self, sql: str, *args: Any) -> int:
         """Run one statement in its own transaction, ordered after the buffered writes."""

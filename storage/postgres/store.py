@@ -86,6 +86,7 @@ _TABLES = (
     "broker_messages",
     "broker_users",
     "broker_refresh_tokens",
+    "broker_service_tokens",
     "broker_nodes",
 )
 

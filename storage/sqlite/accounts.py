@@ -1,6 +1,6 @@
 """`SQLiteAccountStore`: users and refresh tokens in the SQLite file.
 
-Tables ``users`` and ``refresh_tokens``. Writes run in the writer thread
+Tables ``users``, ``refresh_tokens`` and ``service_tokens``. Writes run in the writer thread
 (`storage.sqlite.writer`) after the message operations buffered before
 them; reads go through the read-only connection.
 """
@@ -89,6 +89,31 @@ class SQLiteAccountStore:
     async def revoke_user_tokens(self, username: str) -> None:
         """Revoke every refresh token of a user (password changed, user deleted)."""
         await self._direct("UPDATE refresh_tokens SET revoked = 1 WHERE username = ?", (username,))
+
+    async def get_service_token(self, id: str) -> bytes | None:
+        """A service token's stored document, or ``None``."""
+        async with self._reader().execute(
+            "SELECT document FROM service_tokens WHERE id = ?", (id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return bytes(row[0]) if row else None
+
+    async def list_service_tokens(self) -> list[bytes]:
+        """Every service token's document, by id."""
+        async with self._reader().execute(
+            "SELECT document FROM service_tokens ORDER BY id"
+        ) as cursor:
+            return [bytes(row[0]) for row in await cursor.fetchall()]
+
+    async def put_service_token(self, id: str, document: bytes) -> None:
+        """Create a service token."""
+        await self._direct(
+            "INSERT INTO service_tokens (id, document) VALUES (?, ?)", (id, document)
+        )
+
+    async def delete_service_token(self, id: str) -> bool:
+        """Delete (revoke) a service token; return whether it existed."""
+        return await self._direct("DELETE FROM service_tokens WHERE id = ?", (id,)) > 0
 
     async def _direct(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one statement in the writer thread, after the operations buffered before it."""

@@ -80,10 +80,16 @@ def _topics(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX topic_bindings_by_queue ON topic_bindings (queue)")
 
 
+def _service_tokens(db: sqlite3.Connection) -> None:
+    """Add the table of service tokens (``broker_core.service_tokens``), one document each."""
+    db.execute("CREATE TABLE service_tokens (id TEXT PRIMARY KEY, document BLOB NOT NULL)")
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
     (3, _topics),
+    (4, _service_tokens),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

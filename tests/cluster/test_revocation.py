@@ -103,3 +103,34 @@ async def test_a_user_disabled_on_one_node_is_closed_4003_on_another(cluster: Cl
     assert (await counts(await cluster.admin(b), "jobs"))["processed"] == 0
     https = [await cluster.admin(a), await cluster.admin(b)]
     await settle_counts(https, "jobs", pending=2, processing=0)
+
+
+async def test_a_service_token_revoked_on_one_node_is_refused_and_closed_on_another(
+    cluster: Cluster,
+) -> None:
+    """A token made on A works on B; revoked on A, its socket on B closes 4003 within 1 s."""
+    a, b = await cluster.start("a", "b")
+    http_a, http_b = await cluster.admin(a), await cluster.admin(b)
+    await shared_queue(http_a, http_b, "jobs")
+    response = await http_a.post("/tokens", json={"name": "worker", "scopes": ["consume:jobs"]})
+    assert response.status_code == 201, response.text
+    created = response.json()
+    async with client_of(b, created["token"]) as machine_b:
+        await eventually(
+            lambda: machine_b.get("/queues/jobs"),
+            lambda r: r.status_code == 200,
+            within=PROPAGATION_S,
+            what="the token known to B",
+        )
+        ws = await open_ws(b, created["token"])
+        async with ws:
+            await subscribe(ws, "jobs", prefetch=2)
+            await publish_batch(http_a, "jobs", ["one", "two"])
+            await deliveries(ws, 2)
+            assert (await http_a.delete(f"/tokens/{created['id']}")).status_code == 204
+            with pytest.raises(ConnectionClosed):
+                frame: Any = json.loads(await asyncio.wait_for(ws.recv(), REVOKED_WITHIN))
+                raise AssertionError(f"unexpected frame: {frame!r}")
+        assert ws.close_code == 4003
+        assert (await machine_b.get("/queues/jobs")).status_code == 401
+    await settle_counts([http_a, http_b], "jobs", pending=2, processing=0)

@@ -222,6 +222,17 @@ async def test_users_keep_their_passwords_and_permissions(release: Upgraded) -> 
     assert denied.status_code in (403, 404), denied.text
 
 
+async def test_service_tokens_work_on_an_upgraded_database(
+    release: Upgraded, admin: httpx.AsyncClient
+) -> None:
+    """The migration adds the service token table: a token made after the upgrade works."""
+    created = await admin.post("/tokens", json={"name": "prom", "scopes": ["metrics:read"]})
+    assert created.status_code == 201, created.text
+    headers = {"Authorization": f"Bearer {created.json()['token']}"}
+    async with httpx.AsyncClient(base_url=release.server.url, headers=headers) as machine:
+        assert (await machine.get("/metrics")).status_code == 200
+
+
 async def test_new_messages_never_reuse_an_old_id(admin: httpx.AsyncClient) -> None:
     """A message published after the upgrade gets an id past every stored one."""
     stored: list[int] = []

@@ -694,3 +694,43 @@ async def test_overview_screenshot_for_the_docs(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@in_browser
+async def test_an_admin_creates_and_revokes_a_service_token(
+    server: BrokerServer, page: Page
+) -> None:
+    """The Tokens tab creates a token shown once (it scrapes /metrics) and revokes it."""
+    from playwright.async_api import expect
+
+    await sign_in(page, server, hash="#/tokens")
+    await page.locator("#create-token summary").click()
+    await page.fill("#create-token-form [name=name]", "prometheus")
+    await page.fill("#create-token-form [name=scopes]", "metrics:read")
+    await page.click("#create-token-form button[type=submit]")
+    secret = page.locator("#token-secret")
+    await expect(secret).to_have_text(re.compile(r"^wsb_"), timeout=WAIT_MS)
+    token = await secret.text_content()
+    assert token is not None
+    row = page.locator("#tokens-table tbody tr")
+    await expect(row).to_have_count(1, timeout=WAIT_MS)
+    await expect(row).to_contain_text("metrics:read", timeout=WAIT_MS)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers) as machine:
+        assert (await machine.get("/metrics")).status_code == 200
+        await row.locator("[data-action=revoke]").click()
+        await confirm(page)
+        await expect(page.locator("#tokens-empty")).to_be_visible(timeout=WAIT_MS)
+        assert (await machine.get("/metrics")).status_code == 401
+
+
+@in_browser
+async def test_the_tokens_tab_is_for_admins_only(
+    server: BrokerServer, page: Page, client: httpx.AsyncClient
+) -> None:
+    """A user without admin doesn't get the Tokens tab."""
+    from playwright.async_api import expect
+
+    await make_user(client, server, "viewer", [{"pattern": "*", "actions": ["consume"]}])
+    await sign_in(page, server, username="viewer", password="viewer-password")
+    await expect(page.locator('.tabs a[data-view="tokens"]')).to_be_hidden(timeout=WAIT_MS)

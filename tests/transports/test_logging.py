@@ -324,6 +324,7 @@ def test_rotation_follows_utc_not_local_time() -> None:
         ("{'new_password': 'hunter2'}", "hunter2"),
         ('{"refresh_token": "opaque-value"}', "opaque-value"),
         (f"decoded {JWT} ok", JWT.split(".")[1]),
+        ("pasted wsb_0a1b2c3d4e5f6071_Zm9vYmFyYmF6-secret here", "Zm9vYmFyYmF6-secret"),
     ],
 )
 def test_redact_masks_secrets(text: str, secret: str) -> None:

@@ -16,9 +16,15 @@ Example::
                     await message.ack()
 
     asyncio.run(main())
+
+The library is silent: it logs through loguru under the ``transports.client``
+namespace, disabled at import as loguru advises for libraries. Turn it on
+with ``from loguru import logger; logger.enable("transports.client")``.
 """
 
 from __future__ import annotations
+
+from loguru import logger
 
 from .client import Client
 from .connection import BrokerConnection
@@ -26,6 +32,10 @@ from .errors import AuthError, ClientError, ClosedError, RequestError
 from .messages import Message
 from .rest import DEFAULT_URL, RestClient
 from .subscription import ClientSubscription
+
+# A library must not write to its user's stderr unless asked (loguru's
+# "Library" guidance): its records stay off until `logger.enable`.
+logger.disable(__name__)
 
 __all__ = [
     "DEFAULT_URL",

@@ -23,6 +23,7 @@ import msgspec
 
 from broker_core.auth import TokenPair
 from broker_core.messages import MessageView, QueueInfo, SettleResult
+from broker_core.service_tokens import CreatedServiceToken, ServiceTokenView
 
 from .errors import AuthError, RequestError
 from .messages import Message
@@ -30,6 +31,7 @@ from .topics import TopicMethods
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from datetime import datetime
 
 __all__ = ["DEFAULT_URL", "RestClient", "ssl_context"]
 
@@ -56,6 +58,8 @@ _queues_decoder = msgspec.json.Decoder(list[QueueInfo])
 _consumed_decoder = msgspec.json.Decoder(_Consumed)
 _settle_decoder = msgspec.json.Decoder(SettleResult)
 _any_decoder = msgspec.json.Decoder()
+_created_token_decoder = msgspec.json.Decoder(CreatedServiceToken)
+_token_views_decoder = msgspec.json.Decoder(list[ServiceTokenView])
 
 
 @functools.cache
@@ -332,6 +336,31 @@ class RestClient(TopicMethods):
         """The broker's ``GET /stats`` document."""
         stats: dict[str, Any] = _any_decoder.decode((await self.request("GET", "/stats")).content)
         return stats
+
+    # -- service tokens (admins) ----------------------------------------------------
+
+    async def create_service_token(
+        self, name: str, scopes: Sequence[str], *, expires_at: datetime | None = None
+    ) -> CreatedServiceToken:
+        """Create a service token (``POST /tokens``); its ``token`` is shown this once.
+
+        ``scopes``: ``metrics:read``, ``stats:read``, ``publish:<pattern>``,
+        ``consume:<pattern>``, ``manage:<pattern>``. Pass the token as
+        ``access_token`` to a client that should speak for the machine.
+        """
+        body: dict[str, Any] = {"name": name, "scopes": list(scopes)}
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        response = await self.request("POST", "/tokens", json=body)
+        return _created_token_decoder.decode(response.content)
+
+    async def service_tokens(self) -> list[ServiceTokenView]:
+        """Every service token, without its secret (``GET /tokens``)."""
+        return _token_views_decoder.decode((await self.request("GET", "/tokens")).content)
+
+    async def revoke_service_token(self, id: str) -> None:
+        """Revoke a service token at once (``DELETE /tokens/{id}``)."""
+        await self.request("DELETE", f"/tokens/{id}")
 
     # -- settling REST deliveries (the `Message` settler) ---------------------------
 

@@ -40,7 +40,7 @@ from litestar.di import NamedDependency  # noqa: TC002
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.litestar.controller import BaseContext
 
-from broker_core.auth import InvalidToken, TokenType, User, revocation_reason
+from broker_core.auth import InvalidToken, User, revocation_reason
 
 from ..errors import ApiError
 from ..operations import check_subscriptions
@@ -268,9 +268,10 @@ def _authenticate(context: GraphQLContext, token: str) -> None:
     """Authenticate ``context`` with an access token, or set ``auth_error``."""
     accounts = context.ctx.accounts
     try:
-        context.user = accounts.authenticate(token)
         if context.websocket is not None:
-            context.claims = accounts.tokens.verify(token, TokenType.ACCESS)
+            context.user, context.claims = accounts.verify(token)
+        else:
+            context.user = accounts.authenticate(token)
     except InvalidToken as exc:
         context.user, context.auth_error = None, exc.reason
 

@@ -3,7 +3,8 @@
 Built on Strawberry's Litestar controller. HTTP requests pass the app's bearer
 middleware like every REST route; WebSocket connections (which that
 middleware leaves alone) speak graphql-transport-ws or the legacy graphql-ws
-(Apollo) protocol and authenticate in ``connection_init``
+(Apollo) protocol, each carrying queries, mutations and subscriptions
+(`transports.graphql.legacy_ws`), and authenticate in ``connection_init``
 (`authenticate_connection`). The origin of a browser's WebSocket must be the
 page's own or one of ``settings.allowed_origins``. GraphiQL is served at
 ``GET /graphql`` in development mode only.
@@ -35,6 +36,7 @@ from strawberry.types.unset import UNSET
 from ..decoding import check_json
 from ..errors import InvalidInput
 from .context import GraphQLContext, authenticate_connection, http_context, ws_context
+from .legacy_ws import LegacyGraphQLWSHandler
 from .schema import build_schema
 
 if TYPE_CHECKING:
@@ -136,6 +138,8 @@ def routes(settings: Settings) -> list[type[Controller]]:
         max_subscriptions_per_connection = settings.max_consumers_per_connection
         allowed_origins = normalize_allowed_origins(settings.allowed_origins)
         websocket_adapter_class = CheckedWebSocketAdapter
+        # Queries and mutations over legacy graphql-ws too, as that protocol allows.
+        graphql_ws_handler_class = LegacyGraphQLWSHandler
 
         def decode_json(self, data: str | bytes) -> object:
             """Parse a JSON document of the client once it passes `check_json`."""

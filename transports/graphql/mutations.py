@@ -28,12 +28,19 @@ from broker_core.messages import (
     SettledResponse,
     UpdateQueueRequest,
 )
-from broker_core.permissions import require
+from broker_core.permissions import require, require_admin
+from broker_core.service_tokens import (
+    CreatedServiceToken,
+    CreateServiceTokenRequest,
+    invalid_expiry,
+)
 
 from .. import operations
+from ..errors import ApiError
 from .context import GraphQLContext, context_of
 from .structs import Long, to_struct
 from .types import (
+    CreatedToken,
     PublishInput,
     PublishResult,
     PurgeResult,
@@ -127,7 +134,7 @@ class Mutation:
             content=msgspec.Raw(msgspec.json.encode(content)),
             **{name: value for name, value in fields.items() if value is not None},
         )
-        [result] = await operations.publish(context.ctx, queue, [request])
+        [result] = await operations.publish(context.ctx, queue, [request], "graphql")
         return result
 
     @strawberry.mutation(
@@ -139,7 +146,7 @@ class Mutation:
     ) -> list[PublishResultStruct]:
         context = _publisher(info, queue)
         requests = [to_struct(message, PublishRequest) for message in messages]
-        return await operations.publish(context.ctx, queue, requests)
+        return await operations.publish(context.ctx, queue, requests, "graphql")
 
     @strawberry.mutation(
         graphql_type=SettledMessage, description="Acknowledge a delivered message: processed."
@@ -200,6 +207,45 @@ class Mutation:
         return await operations.nack(
             context.ctx, user, request.ids, request.requeue, request.reason
         )
+
+    @strawberry.mutation(
+        graphql_type=CreatedToken,
+        description=(
+            "Create a service token (admins), as `POST /tokens`; `token` is shown this once. "
+            "Scopes: metrics:read, stats:read, publish:<pattern>, consume:<pattern>, "
+            "manage:<pattern>."
+        ),
+    )
+    async def create_service_token(
+        self,
+        info: strawberry.Info,
+        name: str,
+        scopes: list[str],
+        expires_at: datetime | None = None,
+    ) -> CreatedServiceToken:
+        context = context_of(info)
+        admin = context.caller()
+        require_admin(admin, "manage service tokens")
+        context.spend(context.ctx.limits.admin)
+        request = to_struct(
+            None, CreateServiceTokenRequest, name=name, scopes=scopes, expires_at=expires_at
+        )
+        invalid = invalid_expiry(request)
+        if invalid is not None:
+            raise ApiError(422, "invalid", invalid)
+        record, token = await context.ctx.accounts.create_service_token(request, admin.username)
+        return CreatedServiceToken.of_new(record, token)
+
+    @strawberry.mutation(
+        description="Revoke a service token at once (admins), as `DELETE /tokens/{id}`."
+    )
+    async def revoke_service_token(self, info: strawberry.Info, id: str) -> bool:
+        context = context_of(info)
+        require_admin(context.caller(), "manage service tokens")
+        context.spend(context.ctx.limits.admin)
+        if not await context.ctx.accounts.revoke_service_token(id):
+            raise ApiError(404, "token_not_found", f"service token {id!r} does not exist")
+        return True
 
 
 def _publisher(info: strawberry.Info, queue: str) -> GraphQLContext:

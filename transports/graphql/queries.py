@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import strawberry
 
-from broker_core.permissions import require_browse, require_visible, visible
+from broker_core.permissions import require_admin, require_browse, require_visible, visible
+from broker_core.service_tokens import STATS_READ, ServiceTokenView, require_scope
 from broker_core.types import MessageStatus
 
 from ..decoding import showable_page
@@ -18,7 +19,7 @@ from ..errors import ApiError
 from ..observability.stats import build_stats
 from .context import context_of
 from .structs import Long  # noqa: TC001 - Strawberry reads argument annotations at runtime
-from .types import MessagesPage, Queue, Stats
+from .types import MessagesPage, Queue, ServiceToken, Stats
 
 if TYPE_CHECKING:
     from broker_core.messages import MessagesPage as MessagesPageStruct, QueueInfo
@@ -89,10 +90,20 @@ class Query:
 
     @strawberry.field(
         graphql_type=Stats,
-        description="The broker's figures, as `GET /stats` answers them (any user).",
+        description="The broker's figures, as `GET /stats` answers them (any user; `stats:read`).",
     )
     def stats(self, info: strawberry.Info) -> StatsResponse:
         context = context_of(info)
         user = context.caller()
+        require_scope(user, STATS_READ)
         context.spend(context.ctx.limits.admin)
         return build_stats(context.ctx, user=user)
+
+    @strawberry.field(
+        graphql_type=list[ServiceToken],
+        description="Every service token, oldest first (admins; never the secret).",
+    )
+    def service_tokens(self, info: strawberry.Info) -> list[ServiceTokenView]:
+        context = context_of(info)
+        require_admin(context.caller(), "manage service tokens")
+        return [ServiceTokenView.of(t) for t in context.ctx.accounts.service_tokens()]

@@ -5,7 +5,7 @@ Every error an operation produces gets ``extensions.code`` and
 raised by a resolver (the same mapping as REST's status and WebSocket's
 codes), ``invalid_query`` / 400 for a document that fails parsing,
 validation or a limit, variables that don't fit their types, or an
-operation the transport doesn't carry (a mutation over legacy graphql-ws). An
+operation the transport doesn't carry (a subscription over HTTP). An
 unexpected exception is logged with its traceback, recorded as the broker's
 ``last_error`` and shown as ``internal server error``.
 """

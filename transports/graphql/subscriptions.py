@@ -37,6 +37,7 @@ import strawberry
 from broker_core.auth import Action, allowed
 from broker_core.errors import QueueNotFound
 from broker_core.permissions import require, require_visible, visible
+from broker_core.service_tokens import STATS_READ, require_scope
 
 from ..decoding import deliverable, fail_undeliverable
 from ..errors import ApiError
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from broker_core.messages import Entry, MessageView, QueueEvent as QueueEventStruct
 
     from ..observability.stats import StatsResponse
+    from ..observability.tracing import Tracing
 
 __all__ = [
     "MAX_STATS_INTERVAL_MS",
@@ -76,7 +78,8 @@ class Inbox:
     is queued as its bare id, for the subscription to fail.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tracing: Tracing | None = None) -> None:
+        self._tracing = tracing
         # ``None`` wakes `next` to raise `error` (the subscription was ended).
         self.views: asyncio.Queue[MessageView | int | None] = asyncio.Queue()
         self.error: Exception | None = None
@@ -91,6 +94,10 @@ class Inbox:
                 self.views.put_nowait(entry.id)
             else:
                 self.views.put_nowait(entry.view(queue, "processing"))
+        if self._tracing is not None:
+            self._tracing.delivered(
+                queue, ((e.id, e.headers, e.attempt) for e in entries), "graphql"
+            )
 
     def end(self, error: Exception) -> None:
         """End the subscription: `next` raises ``error``; undelivered views are dropped.
@@ -213,7 +220,7 @@ class SubscriptionRoot:
         context.spend(context.ctx.limits.consume)
         check_prefetch(context.ctx.settings, prefetch)
         broker = context.ctx.broker
-        inbox = Inbox()
+        inbox = Inbox(context.ctx.tracing)
         held = Held(
             f"consume on queue {queue!r}",
             lambda user: allowed(user, Action.CONSUME, queue),
@@ -277,7 +284,7 @@ class SubscriptionRoot:
         self, info: strawberry.Info, interval_ms: int = 1000
     ) -> AsyncGenerator[StatsResponse, None]:
         context = context_of(info)
-        context.caller()
+        require_scope(context.caller(), STATS_READ)
         if not MIN_STATS_INTERVAL_MS <= interval_ms <= MAX_STATS_INTERVAL_MS:
             raise ApiError(
                 422,

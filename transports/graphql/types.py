@@ -14,6 +14,7 @@ a transport never imports another transport's modules.
 * ``Stats``: `transports.observability.stats.StatsResponse` (its nested Structs
   become ``SystemStats``, ``BrokerSpecific``, ``StorageStats``, ``QueueCounts``
   and ``Rates``)
+* ``ServiceToken`` and ``CreatedServiceToken``: `broker_core.service_tokens`
 * inputs ``QueueOptionsInput``, ``QueueUpdateInput`` and ``PublishInput``:
   `broker_core.messages.QueueOptions`, ``UpdateQueueRequest`` and ``PublishRequest``
 """
@@ -37,11 +38,13 @@ from broker_core.messages import (
     UpdateQueueRequest,
     from_timestamp,
 )
+from broker_core.service_tokens import CreatedServiceToken, ServiceTokenView
 
 from ..observability.stats import StatsResponse
 from .structs import input_type, object_type
 
 __all__ = [
+    "CreatedToken",
     "EventDelivery",
     "Message",
     "MessagesPage",
@@ -52,6 +55,7 @@ __all__ = [
     "QueueEvent",
     "QueueOptionsInput",
     "QueueUpdateInput",
+    "ServiceToken",
     "SettleResult",
     "SettledMessage",
     "Stats",
@@ -117,6 +121,17 @@ Stats = object_type(
         "The figures of `GET /stats`: uptime, requests, message counts, system readings "
         "and broker details; `brokerSpecific.queues` lists the queues you can see."
     ),
+)
+
+ServiceToken = object_type(
+    ServiceTokenView,
+    name="ServiceToken",
+    description="A service token as admins list it (never its secret).",
+)
+CreatedToken = object_type(
+    CreatedServiceToken,
+    name="CreatedServiceToken",
+    description="A service token just made; `token` is shown this once.",
 )
 
 if TYPE_CHECKING:

@@ -1,7 +1,11 @@
-"""``GET /metrics``: the broker's metrics in the Prometheus text format (version 0.0.4).
+"""``GET /metrics``: the broker's metrics, exposed through ``prometheus_client``.
 
-The exposition is written here by hand (``prometheus_client`` is only a test
-dependency, used to parse it back). Families:
+The values live where they are counted (the request middleware, the actors,
+the write-behind buffer, psutil); `BrokerCollector` is a ``prometheus_client``
+custom collector that reads them at scrape time, so format, escaping and
+content negotiation (the Prometheus text format 0.0.4, or OpenMetrics 1.0
+when the scraper's ``Accept`` asks for ``application/openmetrics-text``) are
+the library's job. Families:
 
 HTTP (from the request middleware)
     ``broker_http_requests_total{route,method,status}`` counter;
@@ -33,20 +37,30 @@ Process (psutil, the names of Prometheus's client libraries)
     ``broker_info{version,framework,storage}`` (always 1) and
     ``broker_start_time_seconds``.
 
-Any authenticated user may scrape it; like ``GET /queues``, the per-queue
-series of a non-admin cover only the queues it has a permission on.
+Any user may scrape it, and a service token with the ``metrics:read`` scope
+(`broker_core.service_tokens`); per-queue series of a non-admin user cover
+only the queues it has a permission on, while admins and ``metrics:read``
+tokens see every queue.
 """
 
 from __future__ import annotations
 
 import gc
-import math
 from typing import TYPE_CHECKING, Any
 
 import psutil
 from litestar import Request, Response, get
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    SummaryMetricFamily,
+)
+from prometheus_client.exposition import choose_encoder
 
 from broker_core.permissions import visible
+from broker_core.service_tokens import METRICS_READ, require_scope
 
 from ..context import ctx_of
 from ..security import user_of
@@ -54,200 +68,230 @@ from .stats import BROKER_VERSION, FRAMEWORK
 from .telemetry import LATENCY_BUCKETS_S, telemetry_of
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterator
+
+    from prometheus_client.metrics_core import Metric
 
     from broker_core.auth import User
 
     from ..context import BrokerContext
 
-__all__ = ["CONTENT_TYPE", "get_metrics", "render_metrics"]
+__all__ = ["CONTENT_TYPE", "BrokerCollector", "get_metrics", "render_metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4"
-"""The media type of the Prometheus text exposition format (Litestar adds the UTF-8 charset)."""
+"""The media type of the Prometheus text format, served unless OpenMetrics is asked for."""
 
 _BOUNDS = [*(repr(bound) for bound in LATENCY_BUCKETS_S), "+Inf"]
 
-
-def escape_label(value: str) -> str:
-    """Escape a label value: backslash, double quote and newline (exposition format)."""
-    return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
-class _Exposition:
-    """Lines of a text exposition, one family after another."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help: str) -> None:
-        help = help.replace("\\", r"\\").replace("\n", r"\n")
-        self.lines.append(f"# HELP {name} {help}")
-        self.lines.append(f"# TYPE {name} {kind}")
-
-    def sample(self, name: str, value: float, labels: Iterable[tuple[str, str]] = ()) -> None:
-        text = ",".join(f'{key}="{escape_label(val)}"' for key, val in labels)
-        if text:
-            self.lines.append(f"{name}{{{text}}} {_number(value)}")
-        else:
-            self.lines.append(f"{name} {_number(value)}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-def _http(out: _Exposition, ctx: BrokerContext) -> None:
-    routes = telemetry_of(ctx).requests.routes
-    out.family("broker_http_requests_total", "counter", "HTTP responses and WebSocket upgrades.")
-    for route, methods in routes.items():
-        for method, series in methods.items():
-            for status, count in sorted(series.statuses.items()):
-                labels = (("route", route), ("method", method), ("status", str(status)))
-                out.sample("broker_http_requests_total", count, labels)
-    name = "broker_http_request_duration_seconds"
-    out.family(name, "histogram", "Time from a request's arrival to its response's status line.")
-    for route, methods in routes.items():
-        for method, series in methods.items():
-            cumulative = 0
-            for bound, count in zip(_BOUNDS, series.buckets, strict=True):
-                cumulative += count
-                bucket = (("route", route), ("method", method), ("le", bound))
-                out.sample(f"{name}_bucket", cumulative, bucket)
-            series_labels = (("route", route), ("method", method))
-            out.sample(f"{name}_sum", series.sum_s, series_labels)
-            out.sample(f"{name}_count", series.count, series_labels)
-
-
 _MESSAGE_COUNTERS = (
-    ("broker_messages_published_total", "published_total", "Messages published to the queue."),
-    ("broker_messages_delivered_total", "delivered_total", "Deliveries (leases) of the queue."),
-    ("broker_messages_acked_total", "acked_total", "Messages acknowledged (processed)."),
-    ("broker_messages_nacked_total", "nacked_total", "Negative acknowledgements."),
+    ("broker_messages_published", "published_total", "Messages published to the queue."),
+    ("broker_messages_delivered", "delivered_total", "Deliveries (leases) of the queue."),
+    ("broker_messages_acked", "acked_total", "Messages acknowledged (processed)."),
+    ("broker_messages_nacked", "nacked_total", "Negative acknowledgements."),
 )
 
 
-def _queues(out: _Exposition, ctx: BrokerContext, user: User | None) -> None:
-    broker = ctx.broker
-    names = broker.queue_names()
-    out.family("broker_queues", "gauge", "Queues in the broker.")
-    out.sample("broker_queues", len(names))
-    if user is not None and not user.admin:
-        names = [name for name in names if visible(user, name)]
-    infos = broker.infos(names)
-    for metric, attribute, help in _MESSAGE_COUNTERS:
-        out.family(metric, "counter", help + " Restarts at 0 with the broker.")
-        for info in infos:
-            out.sample(metric, getattr(info, attribute), (("queue", info.name),))
-    out.family("broker_queue_messages", "gauge", "Messages of the queue by status.")
-    for info in infos:
-        for status, value in (
-            ("pending", info.pending),
-            ("delayed", info.delayed),
-            ("processing", info.processing),
-            ("processed", info.processed),
-            ("failed", info.failed),
-        ):
-            out.sample("broker_queue_messages", value, (("queue", info.name), ("status", status)))
-    out.family("broker_queue_consumers", "gauge", "Push consumers subscribed to the queue.")
-    for info in infos:
-        out.sample("broker_queue_consumers", info.consumers, (("queue", info.name),))
+class BrokerCollector:
+    """A ``prometheus_client`` custom collector of one broker, as one caller may see it.
 
-
-def _storage(out: _Exposition, ctx: BrokerContext) -> None:
-    storage = ctx.storage
-    stats = storage.batch_stats
-    out.family("broker_storage_commit_seconds", "summary", "Time spent in group commits.")
-    out.sample("broker_storage_commit_seconds_sum", stats.seconds)
-    out.sample("broker_storage_commit_seconds_count", stats.batches)
-    out.family("broker_storage_batch_ops", "summary", "Operations per group commit.")
-    out.sample("broker_storage_batch_ops_sum", stats.ops)
-    out.sample("broker_storage_batch_ops_count", stats.batches)
-    out.family("broker_storage_commit_failures_total", "counter", "Group commits that failed.")
-    out.sample("broker_storage_commit_failures_total", stats.failures)
-    out.family("broker_storage_degraded", "gauge", "1 while storage refuses writes.")
-    out.sample("broker_storage_degraded", int(storage.degraded is not None))
-    out.family("broker_storage_size_bytes", "gauge", "Size of the storage files.")
-    out.sample("broker_storage_size_bytes", storage.size_bytes())
-
-
-def _process(out: _Exposition, ctx: BrokerContext) -> None:
-    process = telemetry_of(ctx).system.process
-    with process.oneshot():
-        cpu = process.cpu_times()
-        memory = process.memory_info()
-        threads = process.num_threads()
-        created = process.create_time()
-        try:
-            fds: int | None = process.num_fds()
-        except (AttributeError, psutil.Error):  # pragma: no cover - Windows
-            fds = None
-    out.family("process_cpu_seconds_total", "counter", "User and system CPU time of the process.")
-    out.sample("process_cpu_seconds_total", cpu.user + cpu.system)
-    out.family("process_resident_memory_bytes", "gauge", "Resident memory of the process.")
-    out.sample("process_resident_memory_bytes", memory.rss)
-    out.family("process_virtual_memory_bytes", "gauge", "Virtual memory of the process.")
-    out.sample("process_virtual_memory_bytes", memory.vms)
-    if fds is not None:
-        out.family("process_open_fds", "gauge", "Open file descriptors of the process.")
-        out.sample("process_open_fds", fds)
-    out.family("process_threads", "gauge", "Threads of the process.")
-    out.sample("process_threads", threads)
-    out.family("process_start_time_seconds", "gauge", "Start of the process (Unix time).")
-    out.sample("process_start_time_seconds", created)
-    collector = telemetry_of(ctx).collector
-    out.family("python_gc_collections_total", "counter", "Garbage collector passes.")
-    for generation, passes in enumerate(collector.passes):
-        out.sample("python_gc_collections_total", passes, (("generation", str(generation)),))
-    out.family(
-        "broker_gc_pause_seconds_total",
-        "counter",
-        "Time the garbage collector stopped the process.",
-    )
-    for generation, seconds in enumerate(collector.seconds):
-        out.sample("broker_gc_pause_seconds_total", seconds, (("generation", str(generation)),))
-    out.family("broker_gc_longest_pause_seconds", "gauge", "The longest garbage collector pass.")
-    out.sample("broker_gc_longest_pause_seconds", collector.longest_s)
-    out.family("broker_gc_frozen_objects", "gauge", "Startup objects the collector never walks.")
-    out.sample("broker_gc_frozen_objects", gc.get_freeze_count())
-    out.family("broker_start_time_seconds", "gauge", "Start of the broker (Unix time).")
-    out.sample("broker_start_time_seconds", ctx.started_at)
-    out.family("broker_info", "gauge", "The broker's version, framework and storage backend.")
-    info = (("version", BROKER_VERSION), ("framework", FRAMEWORK), ("storage", ctx.storage.name))
-    out.sample("broker_info", 1, info)
-
-
-def render_metrics(ctx: BrokerContext, *, user: User | None = None) -> str:
-    """The Prometheus text exposition of the broker behind ``ctx``.
+    Built per scrape: ``user`` decides which queues' series are collected.
 
     Args:
         ctx: the running broker.
-        user: when given and not an admin, per-queue series cover only the
-            queues it has a permission on.
+        user: when given, not an admin and without ``metrics:read``, per-queue
+            series cover only the queues it has a permission on.
     """
-    out = _Exposition()
-    _http(out, ctx)
-    _queues(out, ctx, user)
-    _storage(out, ctx)
-    _process(out, ctx)
-    return out.text()
+
+    def __init__(self, ctx: BrokerContext, user: User | None = None) -> None:
+        self._ctx = ctx
+        self._user = user
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family, read from the running broker now."""
+        yield from self._http()
+        yield from self._queues()
+        yield from self._storage()
+        yield from self._process()
+
+    def _http(self) -> Iterator[Metric]:
+        routes = telemetry_of(self._ctx).requests.routes
+        requests = CounterMetricFamily(
+            "broker_http_requests",
+            "HTTP responses and WebSocket upgrades.",
+            labels=("route", "method", "status"),
+        )
+        latency = HistogramMetricFamily(
+            "broker_http_request_duration_seconds",
+            "Time from a request's arrival to its response's status line.",
+            labels=("route", "method"),
+        )
+        for route, methods in routes.items():
+            for method, series in methods.items():
+                for status, count in sorted(series.statuses.items()):
+                    requests.add_metric((route, method, str(status)), count)
+                cumulative = 0
+                buckets: list[tuple[str, float]] = []
+                for bound, count in zip(_BOUNDS, series.buckets, strict=True):
+                    cumulative += count
+                    buckets.append((bound, cumulative))
+                latency.add_metric((route, method), buckets, series.sum_s)
+        yield requests
+        yield latency
+
+    def _queues(self) -> Iterator[Metric]:
+        broker = self._ctx.broker
+        names = broker.queue_names()
+        yield GaugeMetricFamily("broker_queues", "Queues in the broker.", value=len(names))
+        user = self._user
+        if user is not None and not user.admin and METRICS_READ not in (user.scopes or ()):
+            names = [name for name in names if visible(user, name)]
+        infos = broker.infos(names)
+        for metric, attribute, help in _MESSAGE_COUNTERS:
+            family = CounterMetricFamily(
+                metric, help + " Restarts at 0 with the broker.", labels=("queue",)
+            )
+            for info in infos:
+                family.add_metric((info.name,), getattr(info, attribute))
+            yield family
+        messages = GaugeMetricFamily(
+            "broker_queue_messages", "Messages of the queue by status.", labels=("queue", "status")
+        )
+        consumers = GaugeMetricFamily(
+            "broker_queue_consumers", "Push consumers subscribed to the queue.", labels=("queue",)
+        )
+        for info in infos:
+            messages.add_metric((info.name, "pending"), info.pending)
+            messages.add_metric((info.name, "delayed"), info.delayed)
+            messages.add_metric((info.name, "processing"), info.processing)
+            messages.add_metric((info.name, "processed"), info.processed)
+            messages.add_metric((info.name, "failed"), info.failed)
+            consumers.add_metric((info.name,), info.consumers)
+        yield messages
+        yield consumers
+
+    def _storage(self) -> Iterator[Metric]:
+        storage = self._ctx.storage
+        stats = storage.batch_stats
+        yield SummaryMetricFamily(
+            "broker_storage_commit_seconds",
+            "Time spent in group commits.",
+            count_value=stats.batches,
+            sum_value=stats.seconds,
+        )
+        yield SummaryMetricFamily(
+            "broker_storage_batch_ops",
+            "Operations per group commit.",
+            count_value=stats.batches,
+            sum_value=stats.ops,
+        )
+        yield CounterMetricFamily(
+            "broker_storage_commit_failures", "Group commits that failed.", value=stats.failures
+        )
+        yield GaugeMetricFamily(
+            "broker_storage_degraded",
+            "1 while storage refuses writes.",
+            value=int(storage.degraded is not None),
+        )
+        yield GaugeMetricFamily(
+            "broker_storage_size_bytes", "Size of the storage files.", value=storage.size_bytes()
+        )
+
+    def _process(self) -> Iterator[Metric]:
+        ctx = self._ctx
+        process = telemetry_of(ctx).system.process
+        with process.oneshot():
+            cpu = process.cpu_times()
+            memory = process.memory_info()
+            threads = process.num_threads()
+            created = process.create_time()
+            try:
+                fds: int | None = process.num_fds()
+            except (AttributeError, psutil.Error):  # pragma: no cover - Windows
+                fds = None
+        yield CounterMetricFamily(
+            "process_cpu_seconds",
+            "User and system CPU time of the process.",
+            value=cpu.user + cpu.system,
+        )
+        yield GaugeMetricFamily(
+            "process_resident_memory_bytes", "Resident memory of the process.", value=memory.rss
+        )
+        yield GaugeMetricFamily(
+            "process_virtual_memory_bytes", "Virtual memory of the process.", value=memory.vms
+        )
+        if fds is not None:
+            yield GaugeMetricFamily(
+                "process_open_fds", "Open file descriptors of the process.", value=fds
+            )
+        yield GaugeMetricFamily("process_threads", "Threads of the process.", value=threads)
+        yield GaugeMetricFamily(
+            "process_start_time_seconds", "Start of the process (Unix time).", value=created
+        )
+        collector = telemetry_of(ctx).collector
+        passes = CounterMetricFamily(
+            "python_gc_collections", "Garbage collector passes.", labels=("generation",)
+        )
+        for generation, count in enumerate(collector.passes):
+            passes.add_metric((str(generation),), count)
+        yield passes
+        pauses = CounterMetricFamily(
+            "broker_gc_pause_seconds",
+            "Time the garbage collector stopped the process.",
+            labels=("generation",),
+        )
+        for generation, seconds in enumerate(collector.seconds):
+            pauses.add_metric((str(generation),), seconds)
+        yield pauses
+        yield GaugeMetricFamily(
+            "broker_gc_longest_pause_seconds",
+            "The longest garbage collector pass.",
+            value=collector.longest_s,
+        )
+        yield GaugeMetricFamily(
+            "broker_gc_frozen_objects",
+            "Startup objects the collector never walks.",
+            value=gc.get_freeze_count(),
+        )
+        yield GaugeMetricFamily(
+            "broker_start_time_seconds", "Start of the broker (Unix time).", value=ctx.started_at
+        )
+        info = GaugeMetricFamily(
+            "broker_info",
+            "The broker's version, framework and storage backend.",
+            labels=("version", "framework", "storage"),
+        )
+        info.add_metric((BROKER_VERSION, FRAMEWORK, ctx.storage.name), 1)
+        yield info
 
 
-@get(
-    "/metrics",
-    tags=["operations"],
-    opt={"rate_limit": "admin"},
-    media_type=CONTENT_TYPE,
-)
-async def get_metrics(request: Request[Any, Any, Any]) -> Response[str]:
-    """Prometheus metrics: requests, messages per queue, storage, process (any user)."""
-    text = render_metrics(ctx_of(request), user=user_of(request))
-    return Response(text, media_type=CONTENT_TYPE)
+def render_metrics(
+    ctx: BrokerContext, *, user: User | None = None, accept: str = ""
+) -> tuple[bytes, str]:
+    """The exposition of the broker behind ``ctx`` and its media type.
+
+    Args:
+        ctx: the running broker.
+        user: the caller (see `BrokerCollector`).
+        accept: the scraper's ``Accept`` header: OpenMetrics when it asks for
+            ``application/openmetrics-text``, else the text format 0.0.4.
+    """
+    # A registry per scrape: the collector is the caller's view, and a
+    # registry without auto-describe never collects at registration.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BrokerCollector(ctx, user))
+    encode, media_type = choose_encoder(accept)
+    return encode(registry), media_type
+
+
+@get("/metrics", tags=["operations"], opt={"rate_limit": "admin"}, media_type=CONTENT_TYPE)
+async def get_metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Prometheus metrics: requests, messages per queue, storage, process.
+
+    Any user, or a service token with ``metrics:read``; OpenMetrics when asked for.
+    """
+    user = user_of(request)
+    require_scope(user, METRICS_READ)
+    body, media_type = render_metrics(
+        ctx_of(request), user=user, accept=request.headers.get("accept", "")
+    )
+    return Response(body, media_type=media_type)

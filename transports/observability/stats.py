@@ -22,6 +22,7 @@ from litestar import Request, get
 
 from broker_core.messages import from_timestamp
 from broker_core.permissions import visible
+from broker_core.service_tokens import STATS_READ, require_scope
 
 from ..context import ctx_of
 from ..errors import last_error
@@ -179,7 +180,11 @@ def build_stats(ctx: BrokerContext, *, user: User | None = None) -> StatsRespons
     by_status = {str(status): count for status, count in sorted(requests.by_status.items())}
 
     names = broker.queue_names()
-    shown = names if user is None or user.admin else [n for n in names if visible(user, n)]
+    # A `stats:read` service token is an operator's eyes: every queue, like an admin.
+    if user is None or user.admin or STATS_READ in (user.scopes or ()):
+        shown = names
+    else:
+        shown = [n for n in names if visible(user, n)]
     queues = [
         QueueCounts(
             name=info.name,
@@ -247,11 +252,15 @@ def build_stats(ctx: BrokerContext, *, user: User | None = None) -> StatsRespons
     opt={"rate_limit": "admin"},
 )
 async def get_stats(request: Request[Any, Any, Any]) -> StatsResponse:
-    """Uptime, request and message counts, system readings and broker details (any user).
+    """Uptime, request and message counts, system readings and broker details.
+
+    Any user, or a service token with ``stats:read`` (which sees every queue).
 
     ``broker_specific.queues`` lists only the queues the caller has a
     permission on.
     """
+    user = user_of(request)
+    require_scope(user, STATS_READ)
     ctx = ctx_of(request)
     await ctx.broker.sync_counts()
-    return build_stats(ctx, user=user_of(request))
+    return build_stats(ctx, user=user)

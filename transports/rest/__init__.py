@@ -10,6 +10,7 @@ from .health import health
 from .messages import MessageController
 from .queues import QueueController, list_consumers, publish_fanout
 from .topics import TopicController
+from .tokens import TokenController
 from .users import UserController
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ ROUTES: list[ControllerRouterHandler] = [
     MessageController,
     UserController,
     TopicController,
+    TokenController,
     publish_fanout,
     list_consumers,
     token,

@@ -31,6 +31,7 @@ from broker_core.types import MessageStatus
 from .. import operations
 from ..context import ctx_of
 from ..decoding import deliverable, fail_undeliverable, showable, showable_page
+from ..observability.tracing import trace_headers, with_trace
 from ..security import user_of
 from .bodies import JsonBody
 
@@ -132,7 +133,11 @@ class QueueController(Controller):
         data = await _publish_body.read(
             request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth
         )
-        [result] = await operations.publish(ctx, name, [data])
+        messages = [data]
+        trace = trace_headers(request.scope["headers"])
+        if trace is not None:
+            messages = with_trace(messages, trace)
+        [result] = await operations.publish(ctx, name, messages)
         return result
 
     @post(
@@ -150,7 +155,11 @@ class QueueController(Controller):
         data = await _batch_body.read(
             request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth
         )
-        return BatchPublishResponse(messages=await operations.publish(ctx, name, data.messages))
+        messages = data.messages
+        trace = trace_headers(request.scope["headers"])
+        if trace is not None:
+            messages = with_trace(messages, trace)
+        return BatchPublishResponse(messages=await operations.publish(ctx, name, messages))
 
     @get("/{name:str}/messages/consume", opt={"rate_limit": "consume"})
     async def consume(
@@ -175,6 +184,11 @@ class QueueController(Controller):
         wait = min(wait, settings.max_wait_s)
         broker = ctx_of(request).broker
         messages = await broker.pull(name, max, wait, lease)
+        tracing = ctx_of(request).tracing
+        if tracing is not None:
+            tracing.delivered(
+                name, ((m.message_id, m.headers, m.attempt) for m in messages), "http"
+            )
         poison = [view.message_id for view in messages if not deliverable(bytes(view.content))]
         if poison:
             # Failed, not answered: a body that breaks the input rule would make the

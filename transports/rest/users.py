@@ -58,7 +58,7 @@ class UserController(Controller):
         """One user."""
         _admin(request)
         user = ctx_of(request).accounts.get(username)
-        if user is None:
+        if user is None or user.scopes is not None:  # a service token's principal is no user
             raise ApiError(404, "user_not_found", f"user {username!r} does not exist")
         return UserView.of(user)
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from loguru import logger
 
-from broker_core.auth import Action, InvalidToken, TokenType, allowed, revocation_reason
+from broker_core.auth import Action, InvalidToken, allowed, revocation_reason
 from broker_core.errors import QueueNotFound
 from broker_core.permissions import require
 from broker_core.topic_messages import TopicPublishRequest
@@ -76,13 +76,12 @@ _RATE_STRIKES = 100
 
 
 def authenticate(ctx: BrokerContext, token: str) -> tuple[User, Claims]:
-    """The user and verified claims of an access token.
+    """The user and verified claims of an access token (or a service token).
 
     Raises:
         InvalidToken: the token is invalid, expired, or no longer speaks for its user.
     """
-    claims = ctx.accounts.tokens.verify(token, TokenType.ACCESS)
-    return ctx.accounts.authenticate(token), claims
+    return ctx.accounts.verify(token)
 
 
 class Session(Connection):
@@ -329,6 +328,20 @@ class Session(Connection):
             return
         self._protocol.published(len(frames))
         future.add_done_callback(functools.partial(self._confirm, refs))
+        if self._ctx.tracing is not None:
+            future.add_done_callback(functools.partial(self._traced, frames, time.time_ns()))
+
+    def _traced(
+        self,
+        frames: list[Publish],
+        started_ns: int,
+        future: asyncio.Future[list[Published | BrokerError]],
+    ) -> None:
+        """Record the ``publish`` spans of the traced frames that were stored."""
+        if future.cancelled() or future.exception() is not None or self._ctx.tracing is None:
+            return
+        ids = [o.id if not isinstance(o, BaseException) else None for o in future.result()]
+        self._ctx.tracing.published(frames[0].queue, frames, ids, started_ns, "websocket")
 
     def _publish_topic(self, frame: Publish) -> None:
         """Publish to a topic's bound queues; confirmed (with ``routed``) after the one commit."""
@@ -428,6 +441,11 @@ class Session(Connection):
         """Send deliveries to ``consumer`` (called by the queue's actor, in its turn)."""
         undeliverable = self._protocol.deliver(consumer, entries)
         self._send_out()
+        tracing = self._ctx.tracing
+        if tracing is not None:
+            tracing.delivered(
+                consumer.queue, ((e.id, e.headers, e.attempt) for e in entries), "websocket"
+            )
         if undeliverable is not None:
             # Failed, not sent: one poison message must not end the session (and
             # requeue it at the head again for the next consumer to die on).
@@ -453,6 +471,8 @@ class Session(Connection):
         for consumer, by_id in groups.items():
             assert consumer.consumer_id is not None, "a delivering subscription has a consumer"
             ids = list(by_id)
+            if self._ctx.tracing is not None:
+                self._ctx.tracing.settled(ids, "ack" if nack is None else "nack")
             try:
                 if nack is None:
                     outcome = await broker.consumer_ack(consumer.queue, consumer.consumer_id, ids)

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from broker_core.auth import Action, Permission, User
 from broker_core.messages import Entry, MessageView, QueueEvent
-from tests.conftest import MS
+from tests.conftest import MS, make_user
 from transports.graphql.subscriptions import EventFeed, Inbox
 
 if TYPE_CHECKING:
@@ -123,6 +123,47 @@ async def test_consume_and_ack_through_a_subscription(
         await events.aclose()
     info = await queue_info(client)
     assert (info["processed"], info["processing"], info["pending"]) == (1, 0, 0)
+
+
+async def test_ack_mutation_over_the_same_socket(
+    server: BrokerServer, client: httpx.AsyncClient, admin_token: str, protocol: str
+) -> None:
+    """gql acks a delivery with a mutation on the socket it consumes on, over both protocols."""
+    await make_queue(client)
+    message_id = await publish(client, {"order": 8})
+    async with ws_session(server, protocol, {"token": admin_token}) as session:
+        events = subscribe(session, MESSAGES, queue="jobs", prefetch=5)
+        message = (await next_of(events))["messages"]
+        assert message["messageId"] == message_id
+        acked = await session.execute(GraphQLRequest(ACK, variable_values={"id": message_id}))
+        assert acked == {"ack": {"status": "processed"}}
+        await events.aclose()
+    info = await queue_info(client)
+    assert (info["processed"], info["processing"], info["pending"]) == (1, 0, 0)
+
+
+async def test_queries_run_over_the_socket(
+    server: BrokerServer, client: httpx.AsyncClient, admin_token: str, protocol: str
+) -> None:
+    """A query over the WebSocket answers once and completes, over both protocols."""
+    await make_queue(client)
+    async with ws_session(server, protocol, {"token": admin_token}) as session:
+        result = await session.execute(GraphQLRequest("{ queues { name } }"))
+    assert result == {"queues": [{"name": "jobs"}]}
+
+
+async def test_a_mutation_over_the_socket_is_checked_like_over_http(
+    server: BrokerServer, client: httpx.AsyncClient, protocol: str
+) -> None:
+    """A mutation the user may not make over the socket is a GraphQL error, as over HTTP."""
+    await make_queue(client)
+    token = await make_user(client, server, "reader", [{"pattern": "*", "actions": ["consume"]}])
+    async with ws_session(server, protocol, {"token": token}) as session:
+        with pytest.raises(TransportQueryError) as refused:
+            await session.execute(
+                GraphQLRequest('mutation { publish(queue: "jobs", content: 1) { messageId } }')
+            )
+    assert "forbidden" in str(refused.value), refused.value
 
 
 async def test_prefetch_bounds_the_messages_held(

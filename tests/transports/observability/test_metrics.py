@@ -9,7 +9,6 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import login, make_user
-from transports.observability.metrics import escape_label
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -175,6 +174,36 @@ async def test_the_serving_process_freezes_its_startup_objects(
     assert frozen > 10_000
 
 
-def test_label_values_are_escaped() -> None:
-    """Backslashes, quotes and newlines in label values are escaped."""
-    assert escape_label('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
+async def test_openmetrics_is_served_when_asked_for(client: httpx.AsyncClient) -> None:
+    """Accept: application/openmetrics-text gets OpenMetrics 1.0, ending in # EOF, that parses."""
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as openmetrics_families,
+    )
+
+    await make_queue(client, "jobs")
+    response = await client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+    parsed = openmetrics_families(response.text)  # type: ignore[no-untyped-call]
+    families = {f.name: f for f in parsed}
+    assert families["broker_http_requests"].type == "counter"
+    assert families["broker_http_request_duration_seconds"].type == "histogram"
+    assert (
+        value(
+            families["broker_queue_messages"],
+            "broker_queue_messages",
+            queue="jobs",
+            status="pending",
+        )
+        == 0
+    )
+
+
+async def test_the_text_format_is_the_default(client: httpx.AsyncClient) -> None:
+    """Without an OpenMetrics Accept header (a browser's included) the 0.0.4 text is served."""
+    response = await client.get("/metrics", headers={"Accept": "text/html,*/*"})
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "# EOF" not in response.text

@@ -15,6 +15,7 @@ import { LogsView } from "./views/logs.js";
 import { OverviewView } from "./views/overview.js";
 import { QueuesView } from "./views/queues.js";
 import { TopicsView } from "./views/topics.js";
+import { TokensView } from "./views/tokens.js";
 
 const STATS_INTERVAL_MS = 1000;
 const NOTICE_KEY = "wsbroker.dashboard.notice";
@@ -67,6 +68,9 @@ class App {
     // GET /logs is for admins only: others don't get the tab at all.
     if (this.perms.admin) this.views.logs = new LogsView(this);
     $('.tabs a[data-view="logs"]').hidden = !this.perms.admin;
+    // So are service tokens (GET/POST/DELETE /tokens).
+    if (this.perms.admin) this.views.tokens = new TokensView(this);
+    $('.tabs a[data-view="tokens"]').hidden = !this.perms.admin;
     this.current = null;
     this.onHash = () => this.route();
     this.subscribeStats();
