@@ -9,8 +9,8 @@ from .bodies import BODY_SCHEMAS, CheckedRequest
 from .health import health
 from .messages import MessageController
 from .queues import QueueController, list_consumers, publish_fanout
-from .topics import TopicController
 from .tokens import TokenController
+from .topics import TopicController
 from .users import UserController
 
 if TYPE_CHECKING:

@@ -320,8 +320,9 @@ class Session(Connection):
     def _publish_group(self, frames: list[Publish]) -> None:
         """Publish checked frames to their (one) queue; each is confirmed or fails on its own."""
         refs = [frame.ref for frame in frames]
+        queue = frames[0].queue or ""
         try:
-            future = self._broker.publish_each_nowait(frames[0].queue or "", frames)
+            future = self._broker.publish_each_nowait(queue, frames)
         except Exception as exc:
             for ref in refs:
                 self._fail(ref, exc)
@@ -329,10 +330,11 @@ class Session(Connection):
         self._protocol.published(len(frames))
         future.add_done_callback(functools.partial(self._confirm, refs))
         if self._ctx.tracing is not None:
-            future.add_done_callback(functools.partial(self._traced, frames, time.time_ns()))
+            future.add_done_callback(functools.partial(self._traced, queue, frames, time.time_ns()))
 
     def _traced(
         self,
+        queue: str,
         frames: list[Publish],
         started_ns: int,
         future: asyncio.Future[list[Published | BrokerError]],
@@ -341,7 +343,7 @@ class Session(Connection):
         if future.cancelled() or future.exception() is not None or self._ctx.tracing is None:
             return
         ids = [o.id if not isinstance(o, BaseException) else None for o in future.result()]
-        self._ctx.tracing.published(frames[0].queue, frames, ids, started_ns, "websocket")
+        self._ctx.tracing.published(queue, frames, ids, started_ns, "websocket")
 
     def _publish_topic(self, frame: Publish) -> None:
         """Publish to a topic's bound queues; confirmed (with ``routed``) after the one commit."""
