@@ -3,6 +3,7 @@
 Examples::
 
     broker queues                                   # a table of every queue
+    broker queues create orders.dlq
     broker queues create orders --max-attempts 5 --dead-letter-queue orders.dlq
     broker queues show orders --json
     broker queues update orders --lease 60 --option message_ttl_ms=null
