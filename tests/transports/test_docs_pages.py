@@ -113,16 +113,34 @@ async def test_swagger_ui_renders_offline_and_calls_with_the_pasted_token(
 
 
 @pytest.mark.parametrize("_", [None], ids=["graphiql"])
-async def test_graphiql_renders_offline(
-    _: None, server: BrokerServer, context: BrowserContext
+async def test_graphiql_renders_offline_and_queries_with_the_pasted_token(
+    _: None, server: BrokerServer, context: BrowserContext, admin_token: str
 ) -> None:
-    """GraphiQL (development mode) loads from the broker alone and asks /graphql."""
+    """GraphiQL (development mode) loads from the broker alone; a query carries the token
+    pasted in its Headers tab."""
     from playwright.async_api import expect
 
-    page, urls, _requests = await recorded_page(context)
+    page, urls, requests = await recorded_page(context)
     await page.goto(f"{server.url}/graphql")
     await expect(page.locator(".graphiql-container")).to_be_visible()
     await expect(page.get_by_text("PASTE-AN-ACCESS-TOKEN").first).to_be_attached()
+    # The editors are CodeMirror 5 instances: typing into them is what setValue does.
+    await page.evaluate(
+        """(token) => {
+          const editors = [...document.querySelectorAll('.CodeMirror')].map(e => e.CodeMirror);
+          editors[0].setValue('{ queues { name } }');
+          for (const editor of editors.slice(1)) {
+            if (editor.getValue().includes('Authorization')) {
+              editor.setValue(JSON.stringify({Authorization: 'Bearer ' + token}));
+            }
+          }
+        }""",
+        admin_token,
+    )
+    await page.locator(".graphiql-execute-button").click()
+    await expect(page.locator(".graphiql-response")).to_contain_text('"queues": []')
+    queries = [r for r in requests if r.url == f"{server.url}/graphql" and r.method == "POST"]
+    assert (await queries[-1].all_headers())["authorization"] == f"Bearer {admin_token}"
     assert_all_local(urls, server)
     assert any(u.startswith(f"{server.url}/schema/assets/vendor/graphiql/") for u in urls)
     assert not page.errors, page.errors  # type: ignore[attr-defined]
