@@ -14,9 +14,6 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 from loguru import logger
 
 from broker_core.settings import Settings
@@ -25,6 +22,7 @@ from . import dashboard, graphql, observability, rest, ws
 from .context import BrokerContext
 from .errors import exception_handlers
 from .observability.collector import freeze_startup_objects
+from .openapi import AllowedMethodsMiddleware, openapi_config
 from .security import BearerAuthMiddleware, security_headers
 
 if TYPE_CHECKING:
@@ -64,7 +62,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup: bool = False
             *ws.ROUTES,
             *dashboard.routes(),
         ],
-        middleware=[DefineMiddleware(BearerAuthMiddleware, ctx=ctx)],
+        middleware=[DefineMiddleware(BearerAuthMiddleware, ctx=ctx), AllowedMethodsMiddleware],
         lifespan=[lifespan, observability.sampler_lifespan(ctx)],
         state=State({"ctx": ctx}),
         exception_handlers=exception_handlers,
@@ -72,19 +70,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup: bool = False
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors,
         logging_config=None,
-        openapi_config=OpenAPIConfig(
-            title="wsbroker",
-            version=VERSION,
-            path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
-            components=Components(
-                schemas=rest.BODY_SCHEMAS,
-                security_schemes={
-                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
-                },
-            ),
-            security=[{"bearer": []}],
-        ),
+        openapi_config=openapi_config(settings, VERSION),
         debug=settings.dev,
     )
     # Around routing itself (Litestar runs ``middleware=`` per route, after

@@ -1,6 +1,10 @@
 """The ``broker`` command: ``broker serve`` starts the broker; other commands talk to one.
 
 Settings come from ``BROKER_*`` environment variables; flags override them.
+Each group of commands lives in a module of its own (``cli_queues.py``,
+``cli_messages.py``, ...) whose ``add_*`` function `COMMANDS` lists: a new
+group is one new module and one line there. `transports.cli_client` holds
+what the client commands share (profiles, TLS trust, output).
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cli_backup import add_backup
-from .cli_client import CLIENT_COMMANDS
+from .cli_messages import add_consume, add_messages, add_publish
+from .cli_queues import add_queues
+from .cli_session import add_login, add_logout, add_version, client_version
 from .cli_topics import add_topics
+from .cli_users import add_users
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -24,24 +31,51 @@ __all__ = ["COMMANDS", "build_parser", "main", "settings_from_args"]
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="start the broker (HTTPS on 0.0.0.0:8777 by default)")
-    serve.add_argument("--host", help="address to listen on (BROKER_HOST)")
-    serve.add_argument("--port", type=int, help="port to listen on (BROKER_PORT)")
+    serve.add_argument("--host", help="address to listen on (BROKER_HOST; default: 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port to listen on (BROKER_PORT; default: 8777)")
     serve.add_argument(
-        "--data-dir", type=Path, help="where data, secrets and logs live (BROKER_DATA_DIR)"
+        "--data-dir",
+        type=Path,
+        help="where data, secrets and logs live (BROKER_DATA_DIR; default: broker-data)",
     )
     serve.add_argument(
-        "--no-tls", dest="tls", action="store_const", const=False, help="serve plain HTTP"
+        "--no-tls",
+        dest="tls",
+        action="store_const",
+        const=False,
+        help="serve plain HTTP (BROKER_TLS=false; default: HTTPS)",
     )
-    serve.add_argument("--tls-cert", type=Path, help="certificate file (PEM)")
-    serve.add_argument("--tls-key", type=Path, help="private key file (PEM)")
-    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
-    serve.add_argument("--storage", dest="storage_url", help="storage URL (BROKER_STORAGE_URL)")
-    serve.add_argument("--dev", action="store_const", const=True, help="development mode")
+    serve.add_argument(
+        "--tls-cert",
+        type=Path,
+        help="certificate file, PEM (BROKER_TLS_CERT; default: a self-signed one,"
+        " made in the data dir)",
+    )
+    serve.add_argument(
+        "--tls-key",
+        type=Path,
+        help="private key file, PEM (BROKER_TLS_KEY; default: the self-signed one's)",
+    )
+    serve.add_argument(
+        "--log-level", help="DEBUG, INFO, WARNING, ... (BROKER_LOG_LEVEL; default: INFO)"
+    )
+    serve.add_argument(
+        "--storage",
+        dest="storage_url",
+        help="storage URL, postgresql://... (BROKER_STORAGE_URL; default: SQLite in the data dir)",
+    )
+    serve.add_argument(
+        "--dev",
+        action="store_const",
+        const=True,
+        help="development mode: GraphiQL at /graphql (BROKER_DEV; default: off)",
+    )
     serve.add_argument(
         "--accept-data-loss",
         action="store_const",
         const=True,
-        help="start even if the SQLite database lost committed writes (BROKER_ACCEPT_DATA_LOSS)",
+        help="start even if the SQLite database lost committed writes"
+        " (BROKER_ACCEPT_DATA_LOSS; default: refuse)",
     )
     serve.set_defaults(handler=_serve)
 
@@ -87,15 +121,27 @@ def _serve(args: argparse.Namespace) -> int:
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Any]] = [
     _add_serve,
     add_backup,
-    *CLIENT_COMMANDS,
+    add_login,
+    add_logout,
+    add_version,
+    add_queues,
+    add_publish,
+    add_consume,
+    add_messages,
+    add_users,
     add_topics,
 ]
-"""Functions that add a sub-command to the parser (client commands append theirs)."""
+"""Functions that add a sub-command to the parser: one line per command group."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``broker`` command."""
-    parser = argparse.ArgumentParser(prog="broker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="broker", description="A durable HTTP/WebSocket message broker, and its client."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s (wsbroker) {client_version()}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(commands)

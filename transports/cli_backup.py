@@ -42,9 +42,19 @@ def add_backup(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "backup", help="copy a running broker's SQLite data to DEST (a new data dir)"
     )
     backup.add_argument("dest", type=Path, help="the directory to create")
-    backup.add_argument("--data-dir", type=Path, help="the broker's data dir (BROKER_DATA_DIR)")
-    backup.add_argument("--storage", dest="storage_url", help="storage URL (BROKER_STORAGE_URL)")
-    backup.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    backup.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the broker's data dir (BROKER_DATA_DIR; default: broker-data)",
+    )
+    backup.add_argument(
+        "--storage",
+        dest="storage_url",
+        help="storage URL (BROKER_STORAGE_URL; default: SQLite in the data dir)",
+    )
+    backup.add_argument(
+        "--force", action="store_true", help="replace DEST if it exists (default: refuse)"
+    )
     backup.set_defaults(handler=_backup)
 
 

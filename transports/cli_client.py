@@ -1,146 +1,245 @@
-"""The ``broker`` commands that talk to a running broker: login, queues, publish, consume.
+"""What every ``broker`` command that talks to a running broker shares.
 
-They use the client library (`transports.client`). Every command takes
-``--url`` (``BROKER_URL``, default ``https://127.0.0.1:8777``) and
-``--insecure`` (``BROKER_INSECURE=1``: accept the self-signed certificate).
-``broker login`` keeps the tokens, per broker URL, in ``tokens.json`` (mode
-0600) under ``$BROKER_CONFIG_DIR`` or ``~/.config/wsbroker``; later commands
-refresh them there. With ``BROKER_USERNAME`` and ``BROKER_PASSWORD`` set, the
-commands log in by themselves instead.
+A command module (``cli_queues.py``, ``cli_messages.py``, ...) adds its
+sub-commands with `add_connection_options` and `add_output_options`, runs
+its coroutine through `command`, gets a logged-in `transports.client.Client`
+from `connect`, and prints with `print_table` (people) or `print_json`
+(``--json``, scripts). `transports.cli.COMMANDS` lists the modules' ``add_*``
+functions: a new module adds one line there.
 
-Examples::
-
-    broker login --username admin
-    broker queues
-    broker publish jobs '{"order": 7}'
-    seq 1 1000 | broker publish jobs -
-    broker consume jobs --prefetch 50 --count 10
+Which broker, and how it is trusted, comes from the profile
+(`transports.cli_profiles`): flags, then ``BROKER_*`` variables, then what
+``broker login`` remembered. With ``BROKER_USERNAME`` and ``BROKER_PASSWORD``
+set, the commands log in by themselves instead of using stored tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
-import getpass
+import functools
 import os
+import ssl
 import sys
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .cli_profiles import (
+    CertificateChanged,
+    Profile,
+    Trust,
+    fingerprint,
+    load_profile,
+    pinned_context,
+    presented_certificate,
+    save_profile,
+)
+
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Coroutine, Sequence
     from typing import TypeAlias
 
     from broker_core.auth import TokenPair
 
-    from .client import Client, Message
+    from .client import Client
 
     Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
-__all__ = ["CLIENT_COMMANDS", "config_dir", "load_tokens", "save_tokens"]
+__all__ = [
+    "DEFAULT_URL",
+    "Target",
+    "Usage",
+    "add_connection_options",
+    "add_output_options",
+    "command",
+    "confirm",
+    "connect",
+    "print_json",
+    "print_record",
+    "print_table",
+    "quoted",
+    "target_of",
+]
 
-_TOKENS_FILE = "tokens.json"
-_PUBLISH_WINDOW = 500
+DEFAULT_URL = "https://127.0.0.1:8777"
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder()
 
 
-def config_dir() -> Path:
-    """Where the CLI keeps its tokens: ``$BROKER_CONFIG_DIR`` or ``~/.config/wsbroker``."""
-    configured = os.environ.get("BROKER_CONFIG_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    return Path.home() / ".config" / "wsbroker"
+class Usage(Exception):
+    """A mistake of the user's, reported in one line without a traceback (exit 1)."""
 
 
-def load_tokens(url: str) -> dict[str, str] | None:
-    """The tokens stored for the broker at ``url``, if any."""
-    path = config_dir() / _TOKENS_FILE
-    try:
-        stored = _decoder.decode(path.read_bytes())
-    except (OSError, msgspec.DecodeError):
-        return None
-    entry = stored.get(url.rstrip("/")) if isinstance(stored, dict) else None
-    return entry if isinstance(entry, dict) else None
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
 
 
-def save_tokens(url: str, pair: TokenPair, username: str | None = None) -> Path:
-    """Store a token pair for ``url`` (file mode 0600, directory 0700); return the file."""
-    directory = config_dir()
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / _TOKENS_FILE
-    try:
-        stored = _decoder.decode(path.read_bytes())
-    except (OSError, msgspec.DecodeError):
-        stored = {}
-    if not isinstance(stored, dict):
-        stored = {}
-    key = url.rstrip("/")
-    entry = {"access_token": pair.access_token, "refresh_token": pair.refresh_token}
-    previous = stored.get(key)
-    username = username or (previous.get("username") if isinstance(previous, dict) else None)
-    if username:
-        entry["username"] = username
-    stored[key] = entry
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(_encoder.encode(stored))
-    os.chmod(temporary, 0o600)  # O_CREAT's mode doesn't apply to an existing file
-    os.replace(temporary, path)
-    return path
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """``--profile``, ``--url`` and ``--insecure``, which every client command takes."""
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("BROKER_PROFILE", "default"),
+        help="the remembered broker to use (BROKER_PROFILE; default: %(default)s)",
+    )
     parser.add_argument(
         "--url",
-        default=os.environ.get("BROKER_URL", "https://127.0.0.1:8777"),
-        help="the broker's URL (BROKER_URL; default https://127.0.0.1:8777)",
+        default=os.environ.get("BROKER_URL"),
+        help="the broker's URL (BROKER_URL; default: the profile's, else " + DEFAULT_URL + ")",
     )
     parser.add_argument(
         "--insecure",
         action="store_true",
-        default=os.environ.get("BROKER_INSECURE", "").lower() in ("1", "true", "yes", "on"),
-        help="accept any TLS certificate, such as the broker's self-signed one",
+        default=_env_flag("BROKER_INSECURE"),
+        help="accept any TLS certificate (BROKER_INSECURE=1; `broker login --insecure` "
+        "remembers it for the profile; default: verify, or the certificate pinned at login)",
     )
 
 
-def _client(args: argparse.Namespace, **options: Any) -> Client:
-    """A client of the broker named by the flags, with the stored or environment credentials."""
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--json``: machine-readable output instead of a table."""
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON for scripts (default: a table)"
+    )
+
+
+@dataclass
+class Target:
+    """The broker a command talks to, how its certificate is trusted, and the stored login."""
+
+    name: str
+    url: str
+    trust: Trust
+    certificate: str | None
+    profile: Profile | None
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The TLS context for this broker (``None``: the client's default)."""
+        if self.trust is Trust.PINNED and self.certificate is not None:
+            return pinned_context(self.certificate)
+        return None
+
+    @property
+    def logged_in(self) -> bool:
+        """Whether the profile holds tokens for this URL."""
+        return (
+            self.profile is not None
+            and self.profile.url == self.url
+            and self.profile.refresh_token is not None
+        )
+
+    def keep(self, pair: TokenPair, username: str | None = None) -> None:
+        """Store a new token pair (and the trust it was got with) in the profile."""
+        current = load_profile(self.name)
+        if current is not None and current.url == self.url:
+            username = username or current.username
+        save_profile(
+            self.name,
+            Profile(
+                url=self.url,
+                trust=self.trust,
+                certificate=self.certificate,
+                username=username,
+                access_token=pair.access_token,
+                refresh_token=pair.refresh_token,
+            ),
+        )
+
+
+def target_of(args: argparse.Namespace) -> Target:
+    """The broker named by the flags, the environment and the profile, in that order."""
+    profile = load_profile(args.profile)
+    url = (args.url or (profile.url if profile else None) or DEFAULT_URL).rstrip("/")
+    same = profile is not None and profile.url == url
+    if args.insecure:
+        trust, certificate = Trust.INSECURE, None
+    elif same and profile is not None:
+        trust, certificate = profile.trust, profile.certificate
+    else:
+        trust, certificate = Trust.VERIFY, None
+    return Target(args.profile, url, trust, certificate, profile if same else None)
+
+
+def connect(args: argparse.Namespace, **options: Any) -> Client:
+    """A client of the command's broker, with the stored or the environment's credentials.
+
+    Raises:
+        Usage: not logged in to that broker and no ``BROKER_PASSWORD``.
+    """
     from .client import Client
 
-    url: str = args.url
+    target: Target = args.target
     username = os.environ.get("BROKER_USERNAME")
     password = os.environ.get("BROKER_PASSWORD")
-    stored = load_tokens(url) if password is None else None
-    if stored is None and password is None:
-        raise _Usage("not logged in: run `broker login` first (or set BROKER_PASSWORD)")
-    stored = stored or {}
-
-    def keep(pair: TokenPair) -> None:
-        save_tokens(url, pair)
-
+    profile = target.profile
+    if password is None and not target.logged_in:
+        hint = "broker login" if target.url == DEFAULT_URL else f"broker login --url {target.url}"
+        if args.profile != "default":
+            hint += f" --profile {args.profile}"
+        raise Usage(
+            f"not logged in to {target.url} (profile {args.profile!r}): run `{hint}` first"
+            " (or set BROKER_PASSWORD)"
+        )
+    stored = profile if password is None and profile is not None else Profile(url=target.url)
     return Client(
-        url,
-        username=username or stored.get("username"),
+        target.url,
+        # `broker login`'s default user, so BROKER_PASSWORD alone works as it does there.
+        username=username or stored.username or "admin",
         password=password,
-        access_token=stored.get("access_token"),
-        refresh_token=stored.get("refresh_token"),
-        insecure=args.insecure,
-        on_tokens=keep if password is None else None,
+        access_token=stored.access_token,
+        refresh_token=stored.refresh_token,
+        insecure=target.trust is Trust.INSECURE,
+        tls=target.tls,
+        on_tokens=target.keep if password is None else None,
         **{"reconnect": False, **options},
     )
 
 
-class _Usage(Exception):
-    """A mistake of the user's, reported without a traceback."""
+def _certificate_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a failed certificate verification."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
-def _run(main: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
-    """Run an async command; report errors in one line (exit 1), Ctrl-C as 130."""
+def changed_certificate(target: Target) -> CertificateChanged:
+    """The error for a pinned broker whose certificate no longer verifies."""
+    assert target.certificate is not None, "only a pinned target has a certificate"
+    try:
+        presented: str | None = fingerprint(presented_certificate(target.url))
+    except (OSError, ValueError):
+        presented = None
+    return CertificateChanged(target.url, fingerprint(target.certificate), presented)
 
+
+def report_changed(exc: CertificateChanged, profile: str) -> None:
+    """Say loudly that a pinned certificate changed, and what to do about it."""
+    print(
+        "broker: @@@ THE BROKER'S CERTIFICATE HAS CHANGED @@@\n"
+        f"  {exc.url} presented a certificate other than the one pinned in profile"
+        f" {profile!r} at the first login:\n"
+        f"    pinned:    SHA256 {exc.pinned}\n"
+        f"    presented: SHA256 {exc.presented or '(could not be read)'}\n"
+        "  Someone may be intercepting the connection, or the broker made a new certificate\n"
+        "  (a new data dir, or its certificate expired). Nothing was sent. If you know why it\n"
+        f"  changed, check the new fingerprint on the broker's host and run:\n"
+        f"    broker login --url {exc.url} --repin",
+        file=sys.stderr,
+    )
+
+
+def command(
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]],
+) -> Callable[[argparse.Namespace], int]:
+    """Wrap an async command: errors in one line (exit 1), Ctrl-C as 130."""
+
+    @functools.wraps(main)
     def handler(args: argparse.Namespace) -> int:
         from loguru import logger
 
@@ -149,21 +248,20 @@ def _run(main: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namesp
         # The library's debug records are noise on a terminal; errors are printed below.
         logger.disable("transports.client")
         try:
+            args.target = target_of(args)
             result: int = asyncio.run(main(args)) or 0
         except KeyboardInterrupt:
             return 130
-        except (_Usage, ClientError, OSError) as exc:
-            print(f"broker: {exc}", file=sys.stderr)
+        except CertificateChanged as exc:
+            report_changed(exc, args.profile)
             return 1
+        except (Usage, ClientError, OSError) as exc:
+            return _failed(args, exc)
         except Exception as exc:
             import httpx
 
             if isinstance(exc, httpx.HTTPError):
-                hint = (
-                    " (--insecure accepts a self-signed one)" if "CERTIFICATE" in str(exc) else ""
-                )
-                print(f"broker: cannot reach the broker: {exc}{hint}", file=sys.stderr)
-                return 1
+                return _failed(args, exc, "cannot reach the broker: ")
             raise
         finally:
             logger.enable("transports.client")
@@ -172,206 +270,85 @@ def _run(main: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namesp
     return handler
 
 
-def _print_json(value: Any) -> None:
+def _failed(args: argparse.Namespace, exc: Exception, prefix: str = "") -> int:
+    target: Target | None = getattr(args, "target", None)
+    if target is not None and _certificate_failure(exc):
+        if target.trust is Trust.PINNED:
+            report_changed(changed_certificate(target), args.profile)
+            return 1
+        hint = (
+            f" (a self-signed broker: `broker login --url {target.url}` pins its certificate,"
+            " or --insecure accepts any)"
+        )
+        print(f"broker: {prefix}{exc}{hint}", file=sys.stderr)
+        return 1
+    print(f"broker: {prefix}{exc}", file=sys.stderr)
+    return 1
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as one line of JSON."""
     sys.stdout.write(_encoder.encode(value).decode() + "\n")
     sys.stdout.flush()
 
 
-# -- login ------------------------------------------------------------------------------
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, dict)):
+        return _encoder.encode(value).decode()
+    return str(value)
 
 
-def _add_login(commands: Subparsers) -> None:
-    login = commands.add_parser("login", help="log in and keep the tokens for later commands")
-    _common(login)
-    login.add_argument(
-        "--username", default=os.environ.get("BROKER_USERNAME", "admin"), help="default admin"
-    )
-    login.add_argument(
-        "--password-stdin", action="store_true", help="read the password from standard input"
-    )
-    login.set_defaults(handler=_run(_login))
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Print ``rows`` as aligned columns under an upper-case header (numbers right-aligned)."""
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    table = [[column.upper() for column in columns], *cells]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    numeric = [
+        bool(rows) and all(isinstance(row.get(c), int | float) for row in rows) for c in columns
+    ]
+    for line in table:
+        out = [
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, right in zip(line, widths, numeric, strict=True)
+        ]
+        print("  ".join(out).rstrip())
 
 
-async def _login(args: argparse.Namespace) -> int:
-    from .client import RestClient
-
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = os.environ.get("BROKER_PASSWORD") or getpass.getpass(
-            f"password for {args.username}: "
-        )
-    async with RestClient(args.url, insecure=args.insecure) as client:
-        pair = await client.login(args.username, password)
-    path = save_tokens(args.url, pair, args.username)
-    print(f"logged in to {args.url} as {args.username}; tokens kept in {path}", file=sys.stderr)
-    return 0
+def print_record(record: dict[str, Any]) -> None:
+    """Print one object as ``field: value`` lines."""
+    width = max((len(key) for key in record), default=0)
+    for key, value in record.items():
+        print(f"{key.ljust(width)}  {_cell(value)}")
 
 
-# -- queues -----------------------------------------------------------------------------
+def confirm(args: argparse.Namespace, what: str) -> None:
+    """Ask before ``what`` unless ``--yes``; refuse without a terminal to ask on.
+
+    Raises:
+        Usage: not confirmed.
+    """
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise Usage(f"{what}: pass --yes to confirm (standard input is not a terminal)")
+    if input(f"{what}? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise Usage("cancelled")
 
 
-def _add_queues(commands: Subparsers) -> None:
-    queues = commands.add_parser("queues", help="list the queues and their counts")
-    _common(queues)
-    queues.add_argument("--json", action="store_true", help="one JSON object per line")
-    queues.set_defaults(handler=_run(_queues))
+def quoted(name: str) -> str:
+    """``name`` as one path segment of a URL (a queue or user name)."""
+    from urllib.parse import quote
+
+    return quote(name, safe="")
 
 
-async def _queues(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
-        queues = await client.queues()
-    if args.json:
-        for queue in queues:
-            _print_json(queue)
-        return 0
-    columns = ("name", "pending", "processing", "processed", "failed", "consumers")
-    rows = [[str(getattr(queue, column)) for column in columns] for queue in queues]
-    table = [[column.upper() for column in columns], *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
-    for row in table:
-        cells = [cell.rjust(width) for cell, width in zip(row, widths, strict=True)]
-        cells[0] = row[0].ljust(widths[0])
-        print("  ".join(cells).rstrip())
-    return 0
-
-
-# -- publish ----------------------------------------------------------------------------
-
-
-def _add_publish(commands: Subparsers) -> None:
-    publish = commands.add_parser(
-        "publish", help="publish a message, or one per line of standard input with '-'"
-    )
-    _common(publish)
-    publish.add_argument("queue")
-    publish.add_argument(
-        "message",
-        nargs="?",
-        default="-",
-        help="the content: JSON, else taken as a string; '-' (default) reads lines from stdin",
-    )
-    publish.add_argument(
-        "--string", action="store_true", help="send the text as a JSON string, even if it parses"
-    )
-    publish.add_argument(
-        "--header",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a message header (repeatable)",
-    )
-    publish.set_defaults(handler=_run(_publish))
-
-
-def _content(text: str, as_string: bool) -> Any:
-    if as_string:
-        return text
-    try:
-        return _decoder.decode(text)
-    except msgspec.DecodeError:
-        return text
-
-
-def _stdin_lines() -> Iterator[str]:
-    for line in sys.stdin:
-        line = line.rstrip("\r\n")
-        if line:
-            yield line
-
-
-async def _publish(args: argparse.Namespace) -> int:
-    headers: dict[str, str] = {}
-    for header in args.header:
-        name, sep, value = header.partition("=")
-        if not sep or not name:
-            raise _Usage(f"--header wants NAME=VALUE, got {header!r}")
-        headers[name] = value
-    async with _client(args, window=_PUBLISH_WINDOW) as client:
-        if args.message == "-":
-            contents = (_content(line, args.string) for line in _stdin_lines())
-            ids = await client.publish_many(args.queue, contents, headers=headers or None)
-        else:
-            ids = [
-                await client.publish(
-                    args.queue, _content(args.message, args.string), headers=headers or None
-                )
-            ]
-    for message_id in ids:
-        _print_json({"queue": args.queue, "message_id": message_id})
-    return 0
-
-
-# -- consume ----------------------------------------------------------------------------
-
-
-def _add_consume(commands: Subparsers) -> None:
-    consume = commands.add_parser(
-        "consume", help="print pushed messages as JSON lines (acked by default)"
-    )
-    _common(consume)
-    consume.add_argument("queue")
-    consume.add_argument(
-        "--prefetch", type=int, default=10, help="most unsettled messages at once (default 10)"
-    )
-    settle = consume.add_mutually_exclusive_group()
-    settle.add_argument(
-        "--ack", dest="settle", action="store_const", const="ack", help="ack each (default)"
-    )
-    settle.add_argument(
-        "--nack",
-        dest="settle",
-        action="store_const",
-        const="nack",
-        help="requeue them all when done: a peek at up to --prefetch (or --count) messages",
-    )
-    consume.add_argument(
-        "--count",
-        type=int,
-        help="stop after this many messages (up to --prefetch more may have been pushed:"
-        " they are requeued, marked redelivered)",
-    )
-    consume.add_argument(
-        "--timeout", type=float, help="stop when no message came for this many seconds"
-    )
-    consume.set_defaults(handler=_run(_consume), settle="ack")
-
-
-async def _consume(args: argparse.Namespace) -> int:
-    if args.count is not None and args.count < 1:
-        raise _Usage("--count must be at least 1")
-    if args.prefetch < 1:
-        raise _Usage("--prefetch must be at least 1")
-    prefetch = args.prefetch
-    if args.count is not None:
-        # A peek holds what it read until the end; acking needs no more credit than that.
-        prefetch = args.count if args.settle == "nack" else min(prefetch, args.count)
-    held: list[Message] = []
-    received = 0
-    # Reconnect only when tailing a queue; a bounded read fails fast instead.
-    async with (
-        _client(args, reconnect=args.count is None) as client,
-        client.subscribe(args.queue, prefetch) as subscription,
-    ):
-        while args.count is None or received < args.count:
-            message = await subscription.get(args.timeout)
-            if message is None:
-                break
-            _print_json(message.to_dict())
-            if args.settle == "ack":
-                await message.ack()
-            else:
-                held.append(message)
-            received += 1
-        for message in held:
-            await message.nack(requeue=True)
-    return 0
-
-
-CLIENT_COMMANDS: list[Callable[[Subparsers], None]] = [
-    _add_login,
-    _add_queues,
-    _add_publish,
-    _add_consume,
-]
-"""The sub-commands this module adds to ``broker`` (see `transports.cli.COMMANDS`)."""
+# Names the first version of this module had; commands written against it keep working.
+_Usage = Usage
+_common = add_connection_options
+_run = command
+_client = connect
+_print_json = print_json

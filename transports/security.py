@@ -2,7 +2,7 @@
 
 `BearerAuthMiddleware` verifies ``Authorization: Bearer <access token>`` on
 every HTTP route but the open ones (``/health``, the token endpoints and the
-dashboard's static files), puts the `User` on ``request.user`` and spends a
+dashboard's static files, the API docs), puts the `User` on ``request.user`` and spends a
 token of the user's rate-limit bucket of the route's class (the route's
 ``opt["rate_limit"]``: ``publish``, ``consume``, ``admin``, else ``default``).
 WebSocket routes authenticate themselves (header or first frame). What an
@@ -37,7 +37,14 @@ __all__ = [
     "user_of",
 ]
 
-OPEN_PATHS = ["^/health$", "^/auth/token$", "^/login$", "^/auth/refresh$", "^/dashboard"]
+OPEN_PATHS = [
+    "^/health$",
+    "^/auth/token$",
+    "^/login$",
+    "^/auth/refresh$",
+    "^/dashboard",
+    "^/schema(/|$)",  # the API docs and their document (`transports.openapi`)
+]
 """Routes reachable without a token (regular expressions over the path)."""
 _OPEN = re.compile("|".join(OPEN_PATHS))
 

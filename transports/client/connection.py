@@ -38,7 +38,7 @@ from ..wire import (
 from .errors import AuthError, ClientError, ClosedError, RequestError
 from .protocol import ClientProtocol
 from .reconnect import Reconnect, Step
-from .rest import DEFAULT_URL, RestClient, ssl_context
+from .rest import DEFAULT_URL, RestClient
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
@@ -204,7 +204,7 @@ class BrokerConnection(RestClient):
             self.ws_url,
             additional_headers={"Authorization": f"Bearer {token}"},
             subprotocols=[Subprotocol("msgpack" if self.msgpack else "json")],
-            ssl=ssl_context(self.insecure) if self.ws_url.startswith("wss") else None,
+            ssl=self.tls if self.ws_url.startswith("wss") else None,
             compression=self.compression,
             max_size=None,
             open_timeout=self._http.timeout.connect or 10.0,

@@ -109,6 +109,8 @@ class RestClient(TopicMethods):
         access_token: a token from an earlier login.
         refresh_token: the refresh token of that login.
         insecure: accept any TLS certificate (the broker's self-signed one).
+        tls: the TLS context to use instead (a pinned certificate, a private CA);
+            ``insecure`` is then ignored.
         timeout: seconds allowed for each HTTP request.
         on_tokens: called with every new token pair (to store it).
     """
@@ -122,11 +124,13 @@ class RestClient(TopicMethods):
         access_token: str | None = None,
         refresh_token: str | None = None,
         insecure: bool = False,
+        tls: ssl.SSLContext | None = None,
         timeout: float = 10.0,
         on_tokens: Callable[[TokenPair], None] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.insecure = insecure
+        self.tls = tls or ssl_context(insecure)
         self._username = username
         self._password = password
         self._access = access_token
@@ -141,7 +145,7 @@ class RestClient(TopicMethods):
         self._http = httpx.AsyncClient(
             base_url=self.url,
             # httpx builds a context even for plain HTTP unless given one: share ours.
-            verify=ssl_context(insecure),
+            verify=self.tls,
             timeout=timeout,
         )
 

@@ -7,7 +7,7 @@ middleware leaves alone) speak graphql-transport-ws or the legacy graphql-ws
 (`transports.graphql.legacy_ws`), and authenticate in ``connection_init``
 (`authenticate_connection`). The origin of a browser's WebSocket must be the
 page's own or one of ``settings.allowed_origins``. GraphiQL is served at
-``GET /graphql`` in development mode only.
+``GET /graphql`` in development mode only, from files shipped in the package.
 
 Every JSON document, a request body, the ``variables`` of a ``GET`` or a
 WebSocket message, passes `check_json` before it is parsed: a variable with
@@ -35,6 +35,7 @@ from strawberry.types.unset import UNSET
 
 from ..decoding import check_json
 from ..errors import InvalidInput
+from ..openapi import DOCS_DIR
 from .context import GraphQLContext, authenticate_connection, http_context, ws_context
 from .legacy_ws import LegacyGraphQLWSHandler
 from .schema import build_schema
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 __all__ = ["PATH", "CheckedWebSocketAdapter", "routes"]
 
 PATH = "/graphql"
+_GRAPHIQL_HTML = (DOCS_DIR / "graphiql.html").read_text()
+"""The GraphiQL page of development mode; its scripts are under ``/schema/assets``."""
 CLOSE_INVALID_MESSAGE = 4400
 """graphql-transport-ws: the close code of a message the server can't take."""
 
@@ -140,6 +143,11 @@ def routes(settings: Settings) -> list[type[Controller]]:
         websocket_adapter_class = CheckedWebSocketAdapter
         # Queries and mutations over legacy graphql-ws too, as that protocol allows.
         graphql_ws_handler_class = LegacyGraphQLWSHandler
+
+        @property
+        def graphql_ide_html(self) -> str:
+            """GraphiQL from the files shipped in the package (`transports.openapi`), no CDN."""
+            return _GRAPHIQL_HTML
 
         def decode_json(self, data: str | bytes) -> object:
             """Parse a JSON document of the client once it passes `check_json`."""

@@ -11,6 +11,7 @@ OpenAPI request body refers to a schema msgspec generates from the same Struct.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -94,7 +95,11 @@ class CheckedRequest(Request[Any, Any, Any]):
     """The app's request class: a JSON body Litestar decodes passes `check_json` first.
 
     Litestar's own decoding would take invalid UTF-8 inside strings, and raise
-    `RecursionError` (a 500) on deep nesting.
+    `RecursionError` (a 500) on deep nesting. A body that becomes a Struct
+    (a ``data: JSONBody[...]`` parameter) is then decoded into it strictly:
+    Litestar converts leniently (``"5"`` for an integer, ``0`` for ``false``),
+    which would accept what the OpenAPI document (msgspec's schema of the
+    Struct) says is invalid.
     """
 
     async def json(self) -> Any:
@@ -103,4 +108,18 @@ class CheckedRequest(Request[Any, Any, Any]):
         if body:
             ctx: BrokerContext = self.app.state.ctx
             check_json(body, ctx.settings.max_json_depth)
+            field = self.route_handler.parsed_data_field
+            kind = field.annotation if field is not None else None
+            if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+                try:
+                    _strict_decoder(kind).decode(body)
+                except msgspec.ValidationError:
+                    raise  # 422, `unknown_field` when it names one (`transports.errors.classify`)
+                except msgspec.DecodeError as exc:
+                    raise ApiError(400, "malformed", f"body is not valid JSON: {exc}") from None
         return await super().json()
+
+
+@functools.cache
+def _strict_decoder(kind: type[msgspec.Struct]) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(kind)

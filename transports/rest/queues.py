@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.exceptions import ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
@@ -161,19 +162,32 @@ class QueueController(Controller):
             messages = with_trace(messages, trace)
         return BatchPublishResponse(messages=await operations.publish(ctx, name, messages))
 
-    @get("/{name:str}/messages/consume", opt={"rate_limit": "consume"})
+    @get(
+        "/{name:str}/messages/consume",
+        opt={"rate_limit": "consume"},
+        responses={204: ResponseSpec(None, description="No message came within `wait` seconds")},
+    )
     async def consume(
         self,
         request: Request[Any, Any, Any],
         name: Name,
         wait: Annotated[
-            float, QueryParameter(ge=0, description="Seconds to wait for a message.")
+            float,
+            QueryParameter(
+                ge=0, description="Seconds to wait for a message, at most BROKER_MAX_WAIT_S (20)."
+            ),
         ] = 0.0,
         max: Annotated[
             int, QueryParameter(ge=1, le=1000, description="Most messages to lease.")
         ] = 1,
         lease: Annotated[
-            float | None, QueryParameter(gt=0, description="Lease in seconds (queue default).")
+            float | None,
+            QueryParameter(
+                gt=0,
+                description="Lease in seconds (queue default).",
+                # Litestar leaves an optional parameter's bounds out of the document.
+                schema_extra={"exclusiveMinimum": 0},
+            ),
         ] = None,
     ) -> Response[ConsumeResponse | None]:
         """Lease up to ``max`` messages, long-polling up to ``wait`` seconds; 204 if none came."""
@@ -181,7 +195,10 @@ class QueueController(Controller):
         settings = ctx_of(request).settings
         if lease is not None and lease > settings.max_lease_s:
             raise ValidationException(f"lease is at most {settings.max_lease_s} seconds")
-        wait = min(wait, settings.max_wait_s)
+        if wait > settings.max_wait_s:
+            # Refused, not capped (as SQS refuses WaitTimeSeconds above 20): a client
+            # asking for 60 s must not believe it waited 60 s when it waited 20.
+            raise ValidationException(f"wait is at most {settings.max_wait_s} seconds")
         broker = ctx_of(request).broker
         messages = await broker.pull(name, max, wait, lease)
         tracing = ctx_of(request).tracing
@@ -205,21 +222,20 @@ class QueueController(Controller):
         request: Request[Any, Any, Any],
         name: Name,
         status: Annotated[
-            str | None, QueryParameter(description="pending, processing, processed or failed")
+            Literal["pending", "processing", "processed", "failed"] | None,
+            QueryParameter(description="Only messages in this status (default: all)."),
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         cursor: Annotated[
-            int | None, QueryParameter(ge=0, description="next_cursor of the last page")
+            int | None,
+            QueryParameter(
+                ge=0, description="next_cursor of the last page", schema_extra={"minimum": 0}
+            ),
         ] = None,
     ) -> MessagesPage:
         """Browse messages by ascending id (``consume`` or ``manage``)."""
         require_browse(user_of(request), name)
-        parsed = None
-        if status is not None:
-            try:
-                parsed = MessageStatus.parse(status)
-            except ValueError as exc:
-                raise ValidationException(str(exc)) from None
+        parsed = None if status is None else MessageStatus.parse(status)
         return showable_page(await ctx_of(request).broker.browse(name, parsed, limit, cursor))
 
     @get("/{name:str}/messages/{message_id:int}", opt={"rate_limit": "default"})

@@ -35,10 +35,11 @@ def _as(server: BrokerServer, token: str) -> httpx.AsyncClient:
 
 
 async def test_health_needs_no_token(server: BrokerServer) -> None:
-    """/health answers without a token; nothing else does."""
+    """/health (and the API docs, `tests/transports/rest/test_openapi.py`) answer without a
+    token; nothing else does."""
     async with httpx.AsyncClient(base_url=server.url) as http:
         assert (await http.get("/health")).status_code == 200
-        for path in ("/queues", "/schema/openapi.json", "/users"):
+        for path in ("/queues", "/stats", "/users"):
             response = await http.get(path)
             assert response.status_code == 401, path
             assert response.json()["detail"]
