@@ -241,12 +241,8 @@ def command(
 
     @functools.wraps(main)
     def handler(args: argparse.Namespace) -> int:
-        from loguru import logger
-
         from .client import ClientError
 
-        # The library's debug records are noise on a terminal; errors are printed below.
-        logger.disable("transports.client")
         try:
             args.target = target_of(args)
             result: int = asyncio.run(main(args)) or 0
@@ -263,8 +259,6 @@ def command(
             if isinstance(exc, httpx.HTTPError):
                 return _failed(args, exc, "cannot reach the broker: ")
             raise
-        finally:
-            logger.enable("transports.client")
         return result
 
     return handler
@@ -284,6 +278,16 @@ def _failed(args: argparse.Namespace, exc: Exception, prefix: str = "") -> int:
         return 1
     print(f"broker: {prefix}{exc}", file=sys.stderr)
     return 1
+
+
+def parse_content(text: str, as_string: bool) -> Any:
+    """A message's content from the command line: JSON when it parses, else the text."""
+    if as_string:
+        return text
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
 
 
 def print_json(value: Any) -> None:

@@ -16,14 +16,13 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from .cli_client import (
     Usage,
     add_connection_options,
     add_output_options,
     command,
     connect,
+    parse_content,
     print_json,
     print_record,
     print_table,
@@ -41,7 +40,6 @@ __all__ = ["add_consume", "add_messages", "add_publish"]
 _PUBLISH_WINDOW = 500
 _STATUSES = ("pending", "processing", "processed", "failed")
 _COLUMNS = ("message_id", "status", "attempt", "created_at", "content", "last_error")
-_decoder = msgspec.json.Decoder()
 
 
 # -- publish ----------------------------------------------------------------------------
@@ -74,15 +72,6 @@ def add_publish(commands: Subparsers) -> None:
     publish.set_defaults(handler=command(_publish))
 
 
-def _content(text: str, as_string: bool) -> Any:
-    if as_string:
-        return text
-    try:
-        return _decoder.decode(text)
-    except msgspec.DecodeError:
-        return text
-
-
 def _stdin_lines() -> Iterator[str]:
     for line in sys.stdin:
         line = line.rstrip("\r\n")
@@ -99,12 +88,12 @@ async def _publish(args: argparse.Namespace) -> int:
         headers[name] = value
     async with connect(args, window=_PUBLISH_WINDOW) as client:
         if args.message == "-":
-            contents = (_content(line, args.string) for line in _stdin_lines())
+            contents = (parse_content(line, args.string) for line in _stdin_lines())
             ids = await client.publish_many(args.queue, contents, headers=headers or None)
         else:
             ids = [
                 await client.publish(
-                    args.queue, _content(args.message, args.string), headers=headers or None
+                    args.queue, parse_content(args.message, args.string), headers=headers or None
                 )
             ]
     for message_id in ids:

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .cli_client import _client, _common, _content, _print_json, _run, _Usage
+from .cli_client import (
+    Usage,
+    add_connection_options,
+    command,
+    connect,
+    parse_content,
+    print_json,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -32,38 +39,38 @@ def add_topics(commands: Subparsers) -> None:
     actions = topics.add_subparsers(dest="topic_command", required=True)
 
     listing = actions.add_parser("list", help="list topics and their bindings")
-    _common(listing)
+    add_connection_options(listing)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    listing.set_defaults(handler=_run(_list))
+    listing.set_defaults(handler=command(_list))
 
     for name, help_text, run in (
         ("create", "create a topic", _create),
         ("delete", "delete a topic and its bindings", _delete),
     ):
         one = actions.add_parser(name, help=help_text)
-        _common(one)
+        add_connection_options(one)
         one.add_argument("topic")
-        one.set_defaults(handler=_run(run))
+        one.set_defaults(handler=command(run))
 
     for name, help_text, run in (
         ("bind", "bind a queue to a topic by a pattern ('*' one word, '#' any)", _bind),
         ("unbind", "remove a binding", _unbind),
     ):
         binding = actions.add_parser(name, help=help_text)
-        _common(binding)
+        add_connection_options(binding)
         binding.add_argument("topic")
         binding.add_argument("queue")
         binding.add_argument("pattern")
-        binding.set_defaults(handler=_run(run))
+        binding.set_defaults(handler=command(run))
 
     route = actions.add_parser("route", help="show the queues a routing key would reach")
-    _common(route)
+    add_connection_options(route)
     route.add_argument("topic")
     route.add_argument("routing_key")
-    route.set_defaults(handler=_run(_route))
+    route.set_defaults(handler=command(_route))
 
     publish = actions.add_parser("publish", help="publish one message by routing key")
-    _common(publish)
+    add_connection_options(publish)
     publish.add_argument("topic")
     publish.add_argument("routing_key")
     publish.add_argument("message", help="the content: JSON, else taken as a string")
@@ -75,15 +82,15 @@ def add_topics(commands: Subparsers) -> None:
     publish.add_argument("--delay-ms", type=int, help="deliver after this many milliseconds")
     publish.add_argument("--ttl-ms", type=int, help="expire if undelivered this long")
     publish.add_argument("--dedup-id", help="a deduplication id")
-    publish.set_defaults(handler=_run(_publish))
+    publish.set_defaults(handler=command(_publish))
 
 
 async def _list(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with connect(args) as client:
         topics = await client.topics()
     for topic in topics:
         if args.json:
-            _print_json(topic)
+            print_json(topic)
             continue
         print(topic.name)
         for binding in topic.bindings:
@@ -92,31 +99,31 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _create(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
-        _print_json(await client.create_topic(args.topic))
+    async with connect(args) as client:
+        print_json(await client.create_topic(args.topic))
     return 0
 
 
 async def _delete(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with connect(args) as client:
         await client.delete_topic(args.topic)
     return 0
 
 
 async def _bind(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
-        _print_json(await client.bind(args.topic, args.queue, args.pattern))
+    async with connect(args) as client:
+        print_json(await client.bind(args.topic, args.queue, args.pattern))
     return 0
 
 
 async def _unbind(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with connect(args) as client:
         await client.unbind(args.topic, args.queue, args.pattern)
     return 0
 
 
 async def _route(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with connect(args) as client:
         for queue in await client.route(args.topic, args.routing_key):
             print(queue)
     return 0
@@ -127,7 +134,7 @@ async def _publish(args: argparse.Namespace) -> int:
     for header in args.header:
         name, sep, value = header.partition("=")
         if not sep or not name:
-            raise _Usage(f"--header wants NAME=VALUE, got {header!r}")
+            raise Usage(f"--header wants NAME=VALUE, got {header!r}")
         headers[name] = value
     options = {
         "headers": headers or None,
@@ -136,12 +143,12 @@ async def _publish(args: argparse.Namespace) -> int:
         "ttl_ms": args.ttl_ms,
         "dedup_id": args.dedup_id,
     }
-    async with _client(args) as client:
+    async with connect(args) as client:
         result = await client.publish_topic(
             args.topic,
             args.routing_key,
-            _content(args.message, args.string),
+            parse_content(args.message, args.string),
             **{key: value for key, value in options.items() if value is not None},
         )
-    _print_json(result)
+    print_json(result)
     return 0

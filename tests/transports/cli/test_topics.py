@@ -7,43 +7,33 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.conftest import ADMIN_PASSWORD
-from tests.transports.cli.test_client_commands import broker, config_dir, json_lines, logged_in
 from transports.client import RequestError, RestClient
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import httpx
 
     from tests.conftest import BrokerServer
+    from tests.transports.cli.cli_helpers import Cli
 
-__all__ = ["config_dir"]  # the fixture, imported for pytest
 
-
-async def test_topic_commands_end_to_end(
-    config_dir: Path, client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_topic_commands_end_to_end(logged_in: Cli, client: httpx.AsyncClient) -> None:
     """create, bind, route, publish, list, unbind and delete, each from the command line."""
     await client.post("/queues", json={"name": "eu"})
-    await logged_in(config_dir)
-    capsys.readouterr()
-    assert await broker("topics", "create", "orders") == 0
-    assert await broker("topics", "bind", "orders", "eu", "orders.eu.#") == 0
-    capsys.readouterr()
-    assert await broker("topics", "route", "orders", "orders.eu.x") == 0
-    assert capsys.readouterr().out.split() == ["eu"]
-    assert (
-        await broker("topics", "publish", "orders", "orders.eu.x", '{"n": 1}', "--priority", "2")
-        == 0
+    await logged_in.ok("topics", "create", "orders")
+    await logged_in.ok("topics", "bind", "orders", "eu", "orders.eu.#")
+    assert (await logged_in.ok("topics", "route", "orders", "orders.eu.x")).out.split() == ["eu"]
+    run = await logged_in.ok(
+        "topics", "publish", "orders", "orders.eu.x", '{"n": 1}', "--priority", "2"
     )
-    [published] = json_lines(capsys.readouterr().out)
+    [published] = run.lines()
     assert [r["queue"] for r in published["routed"]] == ["eu"]
-    assert await broker("topics", "list") == 0
-    assert capsys.readouterr().out.splitlines() == ["orders", "  orders.eu.#  ->  eu"]
-    assert await broker("topics", "unbind", "orders", "eu", "orders.eu.#") == 0
-    assert await broker("topics", "unbind", "orders", "eu", "orders.eu.#") == 1
-    assert "binding" in capsys.readouterr().err
-    assert await broker("topics", "delete", "orders") == 0
+    listing = await logged_in.ok("topics", "list")
+    assert listing.out.splitlines() == ["orders", "  orders.eu.#  ->  eu"]
+    await logged_in.ok("topics", "unbind", "orders", "eu", "orders.eu.#")
+    again = await logged_in("topics", "unbind", "orders", "eu", "orders.eu.#")
+    assert again.code == 1
+    assert "binding" in again.err
+    await logged_in.ok("topics", "delete", "orders")
     assert (await client.get("/topics")).json() == []
     [message] = (await client.get("/queues/eu/messages/consume")).json()["messages"]
     assert message["content"] == {"n": 1}
