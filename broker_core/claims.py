@@ -214,9 +214,19 @@ class SharedQueueState(QueueState):
 
     # -- time -------------------------------------------------------------------
 
+    def set_options(self, options: QueueOptions) -> None:
+        """As `QueueState.set_options`; a pause lifted (on any node) claims again."""
+        was_paused = self.paused_until
+        super().set_options(options)
+        if was_paused and not self.paused_until:
+            self._want = True
+
     def tick(self, now: float) -> None:
         """As `QueueState.tick`, and the wakes due (delayed messages in storage)."""
+        was_paused = self.paused_until
         super().tick(now)
+        if was_paused and not self.paused_until:
+            self._want = True  # paused until now: what waits in storage may be claimed
         wakes = self._wakes
         while wakes and wakes[0] <= now:
             heapq.heappop(wakes)
