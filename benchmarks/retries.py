@@ -8,7 +8,8 @@ Run: ``python -m benchmarks.retries [--count N] [--runs R] [--backoff M]``.
   never used: nothing is nacked), interleaved run by run on one broker,
   medians of ``--runs``.
 * `backoff`: ``--backoff`` messages are published to one queue over REST,
-  leased and nacked so that every one waits a 10-minute back-off. The
+  leased and nacked (1,000 at a time) so that every one waits a 10-minute
+  back-off. The
   broker's RSS is read before and after; then 1,000 fresh messages are
   published and leased (REST, 100 per request) on that queue and on an
   empty queue, interleaved, to show that the back-off heap doesn't slow
@@ -102,9 +103,15 @@ def backoff(ours: Ours, count: int) -> dict[str, Any]:
     for _ in range(count // 1000):
         http.post("/queues/backoff/messages/batch", json=body).raise_for_status()
     rss_published = broker.rss()
-    ids = _lease_all(http, "backoff", count, 1000)
-    for start in range(0, len(ids), 1000):
-        http.post("/messages/nack", json={"ids": ids[start : start + 1000]}).raise_for_status()
+    # Leased and nacked 1,000 at a time, as consumers would: what is held at
+    # once is one batch, the rest waits its back-off.
+    nacked = 0
+    while nacked < count:
+        ids = _lease_all(http, "backoff", min(1000, count - nacked), 1000)
+        if not ids:
+            break
+        http.post("/messages/nack", json={"ids": ids}).raise_for_status()
+        nacked += len(ids)
     info = http.get("/queues/backoff").json()
     rss_backoff = broker.rss()
     say(

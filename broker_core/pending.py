@@ -15,8 +15,9 @@ then `hydrate`).
 
 Where the next rules belong: per-group FIFO with round robin across groups
 replaces the per-priority deques behind `pop_next` and `requeue`; a retry
-back-off is `delay` of a requeued entry; "why is it waiting" is a lookup
-here (delayed, behind a cold head, ...).
+back-off is `backoff` of a requeued entry (the delay heap, its body kept only
+within the budget); "why is it waiting" is a lookup here (delayed, behind a
+cold head, ...).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ letters.
 
 Ordering: messages of one priority are delivered in publish order; a
 requeued message goes back to the head of its priority, so redeliveries may
-overtake. Higher priorities always go first.
+overtake, unless the queue's retry policy (or the nack) makes it wait: then
+it goes to the tail of its priority when due. Higher priorities always go first.
 
 `QueueState` is the single-node algorithm: the actor owns the pending order.
 On storage shared by several nodes, `claims.SharedQueueState` overrides
