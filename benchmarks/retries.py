@@ -72,7 +72,8 @@ def _lease_all(http: httpx.Client, queue: str, count: int, batch: int) -> list[i
     deadline = time.monotonic() + 120
     while len(ids) < count and time.monotonic() < deadline:
         response = http.get(
-            f"/queues/{queue}/messages/consume", params={"max": batch, "wait": 1.0, "lease": 600}
+            f"/queues/{queue}/messages/consume",
+            params={"max": min(batch, count - len(ids)), "wait": 1.0, "lease": 600},
         )
         if response.status_code == 200:
             ids.extend(m["message_id"] for m in response.json()["messages"])
