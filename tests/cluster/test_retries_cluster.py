@@ -11,6 +11,7 @@ import pytest
 from tests.cluster.conftest import (
     PROPAGATION_S,
     RECV_S,
+    client_of,
     counts,
     deliveries,
     eventually,
@@ -23,7 +24,7 @@ from tests.cluster.conftest import (
     shared_queue,
     subscribe,
 )
-from tests.conftest import MS
+from tests.conftest import MS, login
 
 if TYPE_CHECKING:
     import httpx
@@ -116,3 +117,29 @@ async def test_cancel_and_reschedule_a_message_another_node_published(cluster: C
     assert response.status_code == 409, response.text
     assert (await http_a.post(f"/messages/{keep}/ack")).status_code == 200
     await settle_counts([http_a, http_b], "later", pending=0, processing=0, processed=1)
+
+
+async def test_policy_backoff_and_pause_survive_a_restart_of_every_node(cluster: Cluster) -> None:
+    """Both nodes stopped and one started again: the policy, a back-off and a pause hold."""
+    a, b = await cluster.start("a", "b")
+    http_a, http_b = await cluster.admin(a), await cluster.admin(b)
+    await shared_queue(http_a, http_b, "kept", retry={"min_ms": 600_000, "jitter": 0.0})
+    await shared_queue(http_a, http_b, "held")
+    message_id = await publish(http_a, "kept", "x")
+    [_] = await pull(http_a, "kept", wait=2)
+    assert (await http_a.post(f"/messages/{message_id}/nack")).status_code == 200
+    assert (await http_a.post("/queues/held/pause")).status_code == 200
+    await publish(http_a, "held", "y")
+    await paused_on(http_b, "held", True)
+    a.terminate()
+    b.terminate()
+    await b.start()
+    async with client_of(b, str((await login(b.url))["access_token"])) as http:
+        kept = (await http.get("/queues/kept")).json()
+        assert kept["retry"]["min_ms"] == 600_000, kept
+        view = (await http.get(f"/queues/kept/messages/{message_id}")).json()
+        assert (view["status"], view["waiting"]) == ("pending", "retry_backoff"), view
+        assert await pull(http, "kept", wait=0.3) == []
+        held = (await http.get("/queues/held")).json()
+        assert (held["paused"], held["pending"]) == (True, 1), held
+        assert await pull(http, "held", wait=0.3) == []

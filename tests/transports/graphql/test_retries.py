@@ -96,3 +96,22 @@ async def test_pause_resume_cancel_and_reschedule(client: httpx.AsyncClient) -> 
     """
     assert (await data_of(client, now, id=keep))["rescheduleMessage"]["waiting"] is None
     assert await consume(client) == [keep]
+
+
+async def test_backoff_gaps_grow_between_graphql_nacks(client: httpx.AsyncClient) -> None:
+    """Nacked through GraphQL under a linear policy of 200 ms: 200 then 400 ms at least."""
+    import time
+
+    options = {"retry": {"backoff": "linear", "minMs": 200, "maxMs": 2000, "jitter": 0.0}}
+    await data_of(client, CREATE, name="jobs", options=options)
+    id = await publish(client, "x")
+    times = []
+    for _ in range(3):
+        got: list[int] = []
+        while not got:
+            got = await consume(client, wait=1.0)
+        times.append(time.monotonic())
+        assert got == [id]
+        await data_of(client, NACK, id=id, delay=None)
+    assert times[1] - times[0] >= 0.195
+    assert times[2] - times[1] >= 0.395

@@ -77,3 +77,24 @@ async def test_bad_nack_delay_is_refused_naming_the_field(
         assert error["op"] == "error", error
         assert "delay_ms" in str(error), error
         assert (await queue_info(client))["processing"] == 1
+
+
+async def test_the_last_attempt_is_dead_lettered_after_the_backoffs(
+    server: BrokerServer, admin_token: str, client: httpx.AsyncClient
+) -> None:
+    """max_attempts 3 with a 100 ms back-off: two waits, then the third nack dead-letters."""
+    await make_queue(client, "dlq")
+    retry = {"backoff": "fixed", "min_ms": 100, "max_ms": 100, "jitter": 0.0}
+    await make_queue(client, retry=retry, max_attempts=3, dead_letter_queue="dlq")
+    [id] = await publish_rest(client, ["x"])
+    async with await open_ws(server, admin_token) as ws:
+        await subscribe(ws)
+        attempts = []
+        for _ in range(3):
+            frame = await recv(ws)
+            attempts.append(frame["attempt"])
+            await send(ws, op="nack", tags=[frame["tag"]])
+        await subscribe(ws, "dlq")
+        dead = await recv(ws)
+    assert attempts == [1, 2, 3]
+    assert (dead["queue"], dead["message_id"], dead["attempt"]) == ("dlq", id, 1)
