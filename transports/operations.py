@@ -9,6 +9,7 @@ whichever way it came (errors are mapped once, in `transports.errors`).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from broker_core import retry_commands
@@ -21,7 +22,6 @@ from .errors import ApiError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from datetime import datetime
 
     import msgspec
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         QueueInfo,
         RescheduleRequest,
         SettleResult,
+        UpdateQueueRequest,
     )
     from broker_core.settings import Settings
 
@@ -49,6 +50,7 @@ __all__ = [
     "check_prefetch",
     "check_settle_count",
     "check_subscriptions",
+    "check_update",
     "nack",
     "nack_one",
     "pause",
@@ -241,6 +243,13 @@ def check_pause_until(now: float, until: datetime | None) -> None:
         raise ApiError(422, "invalid", "until must be in the future (`until`)")
     if at > now + MAX_DELAY_MS / 1000:
         raise ApiError(422, "invalid", f"until is at most {MAX_DELAY_MS} ms from now (`until`)")
+
+
+def check_update(now: float, request: UpdateQueueRequest) -> None:
+    """Refuse a ``PATCH`` whose ``paused_until`` `check_pause_until` would refuse."""
+    until = request.paused_until
+    if isinstance(until, datetime):
+        check_pause_until(now, until)
 
 
 async def cancel(ctx: BrokerContext, queue: str, message_id: int) -> None:

@@ -78,6 +78,7 @@ class Mutation(RetryMutation):
         require(context.caller(), Action.MANAGE, name)
         context.spend(context.ctx.limits.admin)
         request = to_struct(options, UpdateQueueRequest)
+        operations.check_update(context.ctx.broker.clock(), request)
         return await context.ctx.broker.update_queue(name, request)
 
     @strawberry.mutation(description="Delete a queue and its messages (`manage`); true when done.")

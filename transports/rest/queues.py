@@ -101,7 +101,9 @@ class QueueController(Controller):
     ) -> QueueInfo:
         """Change a queue's options (``manage``)."""
         require(user_of(request), Action.MANAGE, name)
-        return await ctx_of(request).broker.update_queue(name, data)
+        ctx = ctx_of(request)
+        operations.check_update(ctx.broker.clock(), data)
+        return await ctx.broker.update_queue(name, data)
 
     @delete("/{name:str}", status_code=HTTP_204_NO_CONTENT, opt={"rate_limit": "admin"})
     async def delete_queue(self, request: Request[Any, Any, Any], name: Name) -> None:

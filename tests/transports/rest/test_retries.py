@@ -245,6 +245,9 @@ async def test_pause_refusals(client: httpx.AsyncClient) -> None:
         response = await client.post("/queues/jobs/pause", json={"until": until})
         assert response.status_code == 422, response.text
         assert "until" in response.text
+        response = await client.patch("/queues/jobs", json={"paused": True, "paused_until": until})
+        assert response.status_code == 422, response.text
+        assert "until" in response.text
     assert (await client.post("/queues/nope/pause")).status_code == 404
 
 
