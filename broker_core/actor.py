@@ -261,7 +261,8 @@ class QueueActor:
             return entries
         eager = wait <= 0
         if eager:
-            if not self.state.pending_count and self._shared is None:
+            state = self.state
+            if state.paused(self._clock()) or (not state.pending_count and self._shared is None):
                 return entries
             # Ready messages whose bodies are still in storage (or, shared, that
             # only a claim can find): wait for the load or the claim's answer.

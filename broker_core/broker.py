@@ -21,7 +21,6 @@ from contextlib import suppress
 from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeVar, cast
 
-import msgspec
 from loguru import logger
 
 from .actor import QueueActor, QueueDeleted
@@ -54,6 +53,7 @@ from .messages import (
     from_timestamp,
 )
 from .pending import BodyBudget
+from .retry_control import shown_options
 from .settlement import InFlight
 
 if TYPE_CHECKING:
@@ -279,7 +279,7 @@ class Broker:
             delivered_total=state.delivered_total,
             acked_total=state.acked_total,
             nacked_total=state.nacked_total,
-            **msgspec.structs.asdict(state.options),
+            **shown_options(state, self.clock()),
         )
 
     def infos(self, names: Iterable[str] | None = None) -> list[QueueInfo]:
@@ -499,9 +499,10 @@ class Broker:
         requeue: bool = True,
         reason: str | None = None,
         allowed: Callable[[str], bool] | None = None,
+        delay_ms: int | None = None,
     ) -> SettleResult:
-        """Nack in-flight messages by id: requeue them or dead-letter them."""
-        return await self.inflight.nack(ids, requeue, reason, allowed)
+        """Nack in-flight messages by id: requeue them (after ``delay_ms``) or dead-letter them."""
+        return await self.inflight.nack(ids, requeue, reason, allowed, delay_ms)
 
     async def touch(
         self, id: int, lease: float, *, allowed: Callable[[str], bool] | None = None
@@ -551,11 +552,12 @@ class Broker:
         ids: Sequence[int],
         requeue: bool,
         reason: str | None = None,
+        delay_ms: int | None = None,
     ) -> SettleOutcome:
-        """Nack messages a push consumer holds."""
+        """Nack messages a push consumer holds (a requeue waits ``delay_ms`` if given)."""
         return await self.actor(name).call(
             lambda state, now: state.nack(
-                ids, now, requeue=requeue, reason=reason, consumer_id=consumer_id
+                ids, now, requeue=requeue, reason=reason, consumer_id=consumer_id, delay_ms=delay_ms
             )
         )
 

@@ -15,12 +15,13 @@ import heapq
 from typing import TYPE_CHECKING
 
 from .journal import Drop, Release, Requeue, Trim
+from .messages import Entry
 from .queue import QueueState
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .messages import Entry, QueueOptions
+    from .messages import QueueOptions
     from .pending import BodyBudget, Item
 
 __all__ = ["MAX_CLAIM", "SharedQueueState"]
@@ -131,9 +132,21 @@ class SharedQueueState(QueueState):
     def _not_pending_for_retry(self, id: int) -> None:
         """Not claimed here: it waits in storage, which restores it."""
 
-    def _requeue(self, entry: Entry) -> None:
-        # Back to storage, where any node may claim it.
-        self._ops.append(Requeue(entry.id, entry.attempt, self.name))
+    def _requeue(self, entry: Entry, deliver_at: float) -> None:
+        # Back to storage, where any node may claim it (once due, after a back-off).
+        self._ops.append(Requeue(entry.id, entry.attempt, self.name, deliver_at))
+
+    def reschedule(
+        self, id: int, deliver_at: float | None, priority: int | None, now: float
+    ) -> bool:
+        """A message claimed here goes back to storage, rescheduled there (any node claims it)."""
+        item = self._take_waiting(id, "reschedule")
+        if not isinstance(item, Entry):
+            return False
+        self._ops.append(Release(self.name, id, item.attempt))
+        at = item.deliver_at if deliver_at is None else deliver_at
+        self.reschedule_stored(id, at, item.priority if priority is None else priority, now)
+        return True
 
     def _hand_over(self, target: str, item: Item) -> None:
         """Storage moved it to ``target``, where any node claims it."""
@@ -155,6 +168,10 @@ class SharedQueueState(QueueState):
         """
         consumers = self.consumers
         credit = sum(consumers[id].credit for id in self._ready)
+        if self.paused_until:
+            # Paused (on any node: the pause is in the shared options): claim
+            # nothing, and let go of what was claimed for delivery here.
+            credit = waiting = 0
         pending = self.pending
         if not credit and not waiting and pending.count:
             for entry in pending.drain():
@@ -197,9 +214,19 @@ class SharedQueueState(QueueState):
 
     # -- time -------------------------------------------------------------------
 
+    def set_options(self, options: QueueOptions) -> None:
+        """As `QueueState.set_options`; a pause lifted (on any node) claims again."""
+        was_paused = self.paused_until
+        super().set_options(options)
+        if was_paused and not self.paused_until:
+            self._want = True
+
     def tick(self, now: float) -> None:
         """As `QueueState.tick`, and the wakes due (delayed messages in storage)."""
+        was_paused = self.paused_until
         super().tick(now)
+        if was_paused and not self.paused_until:
+            self._want = True  # paused until now: what waits in storage may be claimed
         wakes = self._wakes
         while wakes and wakes[0] <= now:
             heapq.heappop(wakes)

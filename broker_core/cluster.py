@@ -13,6 +13,7 @@ ids from its node slot (`ids.NodeIds`).
 from __future__ import annotations
 
 import asyncio
+import random
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from .ids import NodeIds
 from .journal import DeadLetter, Fail, QueueCounts, Requeue
 from .messages import QueueEvent
 from .queue import QueueState, give_up_reason
+from .retry import requeue_delay_ms
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterable
@@ -42,12 +44,19 @@ _COUNTS_EVERY_S = 1.0
 
 
 def give_back_op(
-    queue: str, options: QueueOptions, entry: Entry, requeue: bool, reason: str, now: float
+    queue: str,
+    options: QueueOptions,
+    entry: Entry,
+    requeue: bool,
+    reason: str,
+    now: float,
+    delay_ms: int | None = None,
 ) -> Op:
     """The op that gives back a message held on another node (shared storage's REST nack)."""
     why = give_up_reason(options, entry.attempt, requeue, reason)
     if why is None:
-        return Requeue(entry.id, entry.attempt, queue)
+        wait = requeue_delay_ms(options.retry, entry.attempt, "nack", random.random(), delay_ms)
+        return Requeue(entry.id, entry.attempt, queue, now + wait / 1000 if wait > 0 else 0.0)
     target = options.dead_letter_queue
     if target is not None and target != queue:
         return DeadLetter(entry.id, queue, target, why)

@@ -40,6 +40,7 @@ __all__ = [
     "Release",
     "ReplayedQueue",
     "Requeue",
+    "Reschedule",
     "Restore",
     "SharedStorage",
     "Storage",
@@ -65,11 +66,24 @@ class DeliverOp(msgspec.Struct, frozen=True, gc=False):
 
 
 class Requeue(msgspec.Struct, frozen=True, gc=False):
-    """A message went back to ``pending`` (nack, lease expiry, consumer gone), redelivered."""
+    """A message went back to ``pending`` (nack, lease expiry, consumer gone), redelivered.
+
+    ``deliver_at`` is when it goes again after a back-off (`retry`), 0 at once.
+    """
 
     id: int
     attempt: int
     queue: str
+    deliver_at: float = 0.0
+
+
+class Reschedule(msgspec.Struct, frozen=True, gc=False):
+    """A pending message of ``queue`` is due at ``deliver_at`` (0: now) with ``priority``."""
+
+    id: int
+    queue: str
+    deliver_at: float
+    priority: int
 
 
 class Release(msgspec.Struct, frozen=True, gc=False):
@@ -159,6 +173,7 @@ Op = (
     Insert
     | DeliverOp
     | Requeue
+    | Reschedule
     | Release
     | AckOp
     | Fail

@@ -35,6 +35,7 @@ class Maintenance:
     ) -> MessagesPage:
         """A page of a queue's messages by ascending id."""
         leases = self._broker.leases(name)
+        now = self._broker.clock()
         if cursor is not None:
             cursor = min(cursor, MAX_MESSAGE_ID)
         rows = await self._storage.browse(name, status, limit + 1, cursor)
@@ -47,7 +48,7 @@ class Maintenance:
             if live is not None:
                 entry.lease_deadline = live.lease_deadline
                 entry.attempt = live.attempt
-            views.append(entry.view(name, row.status.label))
+            views.append(entry.view(name, row.status.label, now))
         next_cursor = page[-1].entry.id if len(rows) > limit and page else None
         return MessagesPage(messages=views, next_cursor=next_cursor)
 
@@ -59,7 +60,7 @@ class Maintenance:
         row = await self._storage.get_message(id)
         if row is None or row.queue != name:
             raise MessageNotFound(id)
-        return row.entry.view(name, row.status.label)
+        return row.entry.view(name, row.status.label, self._broker.clock())
 
     async def retry(self, name: str, id: int) -> MessageView:
         """Move a failed or dead-lettered message of ``name`` back to pending.

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from .errors import InvalidName
+from .retry import MAX_DELAY_MS, RetryPolicy
 from .types import Overflow
 
 __all__ = [
@@ -29,12 +30,14 @@ __all__ = [
     "MessageView",
     "MessagesPage",
     "NackRequest",
+    "PauseRequest",
     "PublishRequest",
     "PublishResult",
     "PurgeResponse",
     "QueueEvent",
     "QueueInfo",
     "QueueOptions",
+    "RescheduleRequest",
     "SettleResult",
     "SettledResponse",
     "TouchRequest",
@@ -51,8 +54,8 @@ Priority = Annotated[int, msgspec.Meta(ge=0, le=9)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=43200)]
 # As RabbitMQ caps its TTLs and delays: about 49.7 days.
-Millis = Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)]
-DelayMillis = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+Millis = Annotated[int, msgspec.Meta(ge=1, le=MAX_DELAY_MS)]
+DelayMillis = Annotated[int, msgspec.Meta(ge=0, le=MAX_DELAY_MS)]
 Headers = dict[
     Annotated[str, msgspec.Meta(max_length=256)], Annotated[str, msgspec.Meta(max_length=4096)]
 ]
@@ -85,7 +88,11 @@ class QueueOptions(msgspec.Struct, kw_only=True, frozen=True):
 
     ``max_attempts`` counts deliveries: a message delivered that many times and
     then nacked (or whose lease expires) is dead-lettered instead of requeued.
-    ``None`` means no limit for every optional field.
+    ``None`` means no limit for every optional field. ``retry`` spaces the
+    requeues of a message (`retry.RetryPolicy`; ``None``: at once).
+    ``paused`` stops deliveries (until ``paused_until`` if set): it is set by
+    ``POST /queues/{name}/pause`` and stored with the options so that every
+    node and every restart sees it.
     """
 
     max_attempts: PositiveInt | None = None
@@ -95,6 +102,9 @@ class QueueOptions(msgspec.Struct, kw_only=True, frozen=True):
     max_bytes: PositiveInt | None = None
     overflow: Overflow = Overflow.REJECT_PUBLISH
     lease: Seconds = 30.0
+    retry: RetryPolicy | None = None
+    paused: bool = False
+    paused_until: datetime | None = None
 
 
 class CreateQueueRequest(QueueOptions, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -118,6 +128,9 @@ class UpdateQueueRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     max_bytes: PositiveInt | msgspec.UnsetType | None = msgspec.UNSET
     overflow: Overflow | msgspec.UnsetType = msgspec.UNSET
     lease: Seconds | msgspec.UnsetType = msgspec.UNSET
+    retry: RetryPolicy | msgspec.UnsetType | None = msgspec.UNSET
+    paused: bool | msgspec.UnsetType = msgspec.UNSET
+    paused_until: datetime | msgspec.UnsetType | None = msgspec.UNSET
 
     def apply(self, options: QueueOptions) -> QueueOptions:
         """Return ``options`` with the fields this request sets replaced."""
@@ -126,6 +139,8 @@ class UpdateQueueRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
             for field in self.__struct_fields__
             if (value := getattr(self, field)) is not msgspec.UNSET
         }
+        if changes.get("paused") is False:
+            changes["paused_until"] = None  # resumed: an old deadline means nothing
         return msgspec.structs.replace(options, **changes)
 
 
@@ -210,6 +225,8 @@ class MessageView(msgspec.Struct, kw_only=True, frozen=True):
     lease_expires_at: datetime | None = None
     dead_lettered_from: str | None = None
     last_error: str | None = None
+    waiting: str | None = None
+    """Why a pending message is not delivered yet: ``delayed`` or ``retry_backoff``."""
 
 
 class MessagesPage(msgspec.Struct, kw_only=True, frozen=True):
@@ -231,6 +248,26 @@ class NackRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     ids: Annotated[list[int], msgspec.Meta(min_length=1)]
     requeue: bool = True
     reason: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    delay_ms: DelayMillis | None = None
+    """Wait this long before it goes again (a requeue only), instead of the queue's ``retry``."""
+
+
+class RescheduleRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Body of ``PATCH /queues/{name}/messages/{id}``: when a pending message goes, and how.
+
+    Give ``deliver_at`` or ``delay_ms`` (from now; 0 or a past instant: at
+    once), ``priority``, or both; a field left out keeps its value.
+    """
+
+    deliver_at: datetime | None = None
+    delay_ms: DelayMillis | None = None
+    priority: Priority | None = None
+
+
+class PauseRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Body of ``POST /queues/{name}/pause`` (optional): resume by itself at ``until``."""
+
+    until: datetime | None = None
 
 
 class TouchRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -328,8 +365,11 @@ class Entry(_Identified, kw_only=True, gc=False, eq=False):
     def __repr__(self) -> str:
         return f"<Entry {self.id} p{self.priority} attempt={self.attempt}>"
 
-    def view(self, queue: str, status: str) -> MessageView:
-        """Return the wire view of this entry (``content`` must be loaded)."""
+    def view(self, queue: str, status: str, now: float | None = None) -> MessageView:
+        """Return the wire view of this entry (``content`` must be loaded).
+
+        With ``now``, a pending message due later says why it waits (``waiting``).
+        """
         assert self.content is not None, "a view needs the body"
         return MessageView(
             message_id=self.id,
@@ -346,4 +386,12 @@ class Entry(_Identified, kw_only=True, gc=False, eq=False):
             lease_expires_at=from_timestamp(self.lease_deadline) if self.lease_deadline else None,
             dead_lettered_from=self.dead_lettered_from,
             last_error=self.last_error,
+            waiting=None if now is None else _waiting(self, status, now),
         )
+
+
+def _waiting(entry: Entry, status: str, now: float) -> str | None:
+    """``retry_backoff`` for a pending message given back and due later, ``delayed`` if never."""
+    if status != "pending" or entry.deliver_at <= now:
+        return None
+    return "retry_backoff" if entry.attempt else "delayed"

@@ -15,8 +15,9 @@ then `hydrate`).
 
 Where the next rules belong: per-group FIFO with round robin across groups
 replaces the per-priority deques behind `pop_next` and `requeue`; a retry
-back-off is `delay` of a requeued entry; "why is it waiting" is a lookup
-here (delayed, behind a cold head, ...).
+back-off is `backoff` of a requeued entry (the delay heap, its body kept only
+within the budget); "why is it waiting" is a lookup here (delayed, behind a
+cold head, ...).
 """
 
 from __future__ import annotations
@@ -239,6 +240,19 @@ class PendingOrder:
             self.budget.force(entry.size)
         heapq.heappush(self._delayed, (entry.deliver_at, entry.id, entry))
 
+    def backoff(self, entry: Entry) -> None:
+        """A message given back (or rescheduled) that waits for its ``deliver_at``.
+
+        Unlike a delayed publish it keeps its body only within the budget: a
+        queue with many messages in back-off holds little more than their ids
+        (the body is read back from storage when it is due, as a cold one's).
+        """
+        if entry.content is not None and not self.budget.take(entry.size):
+            entry.content = None
+        self.bytes += entry.size
+        self._delayed_ids.add(entry.id)
+        heapq.heappush(self._delayed, (entry.deliver_at, entry.id, entry))
+
     def promote_due(self, now: float) -> None:
         """Make the delayed messages due by ``now`` ready, in ``deliver_at`` order."""
         delayed = self._delayed
@@ -307,6 +321,20 @@ class PendingOrder:
                     self._forget(item)
                     return item
         return None
+
+    def remove_delayed(self, id: int) -> Entry | None:
+        """Take delayed message ``id`` off the timer heap; ``None`` if it isn't delayed here."""
+        if id not in self._delayed_ids:
+            return None
+        delayed = self._delayed
+        for index, (_, entry_id, entry) in enumerate(delayed):
+            if entry_id == id:
+                delayed[index] = delayed[-1]
+                delayed.pop()
+                heapq.heapify(delayed)
+                self._forget_delayed(entry)
+                return entry
+        return None  # pragma: no cover - the ids and the heap agree
 
     def withdraw(self, ids: set[int]) -> list[int]:
         """Take out every ready or delayed message whose id is in ``ids``; return those found."""

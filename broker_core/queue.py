@@ -12,7 +12,8 @@ letters.
 
 Ordering: messages of one priority are delivered in publish order; a
 requeued message goes back to the head of its priority, so redeliveries may
-overtake. Higher priorities always go first.
+overtake, unless the queue's retry policy (or the nack) makes it wait: then
+it goes to the tail of its priority when due. Higher priorities always go first.
 
 `QueueState` is the single-node algorithm: the actor owns the pending order.
 On storage shared by several nodes, `claims.SharedQueueState` overrides
@@ -22,6 +23,7 @@ where messages go (storage, not memory) and how they are claimed.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -37,11 +39,11 @@ from .journal import (
     Insert,
     Op,
     PurgeQueue,
-    Requeue,
     Restore,
 )
 from .messages import Entry
 from .pending import PendingOrder, item_id, pack_cold
+from .retry_control import MessageControl, give_up_reason, pause_deadline
 from .types import Overflow
 
 if TYPE_CHECKING:
@@ -56,17 +58,6 @@ __all__ = [
     "SettleOutcome",
     "give_up_reason",
 ]
-
-
-def give_up_reason(options: QueueOptions, attempt: int, requeue: bool, reason: str) -> str | None:
-    """Why a message given back after ``attempt`` deliveries leaves its queue, or ``None``.
-
-    It stays (requeued) when asked to and ``max_attempts`` allows another try.
-    """
-    max_attempts = options.max_attempts
-    if requeue and (max_attempts is None or attempt < max_attempts):
-        return None
-    return reason if not requeue else "max_attempts"
 
 
 class Published(NamedTuple):
@@ -84,8 +75,10 @@ class SettleOutcome(NamedTuple):
     errors: dict[int, Exception]
 
 
-class QueueState:
+class QueueState(MessageControl):
     """Pending order, leases and consumers of one queue, and the rules that move messages.
+
+    Back-off, pause, cancel and reschedule come from `MessageControl`.
 
     Args:
         name: the queue's name.
@@ -108,6 +101,7 @@ class QueueState:
     ) -> None:
         self.name = name
         self.options = options
+        self.paused_until = pause_deadline(options)
         self.budget = budget
         self.dedup_window_s = dedup_window_s
         self.pending = PendingOrder(budget)
@@ -172,6 +166,7 @@ class QueueState:
     def set_options(self, options: QueueOptions) -> None:
         """Apply new options; they govern the next publish, lease and nack."""
         self.options = options
+        self.paused_until = pause_deadline(options)
 
     # -- publish ----------------------------------------------------------------
 
@@ -375,7 +370,7 @@ class QueueState:
             entry = self.processing.pop(id)
             # Counts against max_attempts: a message that kills its consumer
             # every time is dead-lettered instead of looping for ever.
-            self._give_back(entry, True, "consumer gone", now)
+            self._give_back(entry, True, "consumer gone", now, "gone")
         return len(held)
 
     def dispatch(self, now: float) -> None:
@@ -383,6 +378,8 @@ class QueueState:
         ready = self._ready
         consumers = self.consumers
         pending = self.pending
+        if self.paused_until > now:
+            return
         while ready and pending.count:
             consumer_id = ready[0]
             consumer = consumers[consumer_id]
@@ -401,6 +398,8 @@ class QueueState:
         lease = lease_s if lease_s is not None else self.options.lease
         out: list[Entry] = []
         pending = self.pending
+        if self.paused_until > now:
+            return out
         while len(out) < max_count and pending.count:
             entry = self._next_ready(now)
             if entry is None:
@@ -487,11 +486,13 @@ class QueueState:
         requeue: bool = True,
         reason: str | None = None,
         consumer_id: int | None = None,
+        delay_ms: int | None = None,
     ) -> SettleOutcome:
         """Give leased messages back: requeued (redelivered) or, without requeue, dead-lettered.
 
         A message that has used ``max_attempts`` deliveries is dead-lettered even
-        when ``requeue`` is true.
+        when ``requeue`` is true. A requeue waits ``delay_ms`` if given, else
+        what the queue's retry policy says.
         """
         settled: list[int] = []
         errors: dict[int, Exception] = {}
@@ -504,7 +505,7 @@ class QueueState:
             self.nacked_total += 1
             if reason is not None:
                 entry.last_error = reason
-            self._give_back(entry, requeue, reason or "rejected", now)
+            self._give_back(entry, requeue, reason or "rejected", now, "nack", delay_ms)
             settled.append(id)
         return SettleOutcome(settled, errors)
 
@@ -523,21 +524,6 @@ class QueueState:
         """Another node extended a lease this node holds to ``deadline`` (if it still holds it)."""
         if id in self.processing and deadline > now:
             self.touch(id, deadline - now, now)
-
-    def _give_back(self, entry: Entry, requeue: bool, reason: str, now: float) -> None:
-        why = give_up_reason(self.options, entry.attempt, requeue, reason)
-        if why is None:
-            entry.redelivered = True
-            entry.consumer = None
-            entry.lease_deadline = 0.0
-            self._requeue(entry)
-        else:
-            self._dead_letter(entry, why, now)
-
-    def _requeue(self, entry: Entry) -> None:
-        """A message given back goes again first."""
-        self.pending.requeue(entry)
-        self._ops.append(Requeue(entry.id, entry.attempt, self.name))
 
     def _dead_letter(self, item: Item, reason: str, now: float, *, drop: bool = False) -> None:
         """Send a message that left the queue to the dead-letter queue, or end it.
@@ -580,7 +566,9 @@ class QueueState:
             entry = self.processing.get(id)
             if entry is not None and entry.lease_deadline == deadline:
                 self._take_leased(id, None, "expire")
-                self._give_back(entry, True, "lease expired", now)
+                self._give_back(entry, True, "lease expired", now, "expired")
+        if 0 < self.paused_until <= now:
+            self.paused_until = 0.0  # paused until an instant: resumed by itself
         pending = self.pending
         pending.promote_due(now)
         while (expired := pending.pop_expired(now)) is not None:
@@ -598,6 +586,8 @@ class QueueState:
         dedup = self._dedup.next_deadline()
         if dedup is not None:
             candidates.append(dedup)
+        if 0 < self.paused_until < math.inf:
+            candidates.append(self.paused_until)
         return min(candidates) if candidates else None
 
     # -- bulk -------------------------------------------------------------------

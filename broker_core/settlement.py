@@ -74,14 +74,18 @@ class InFlight:
         requeue: bool,
         reason: str | None,
         allowed: Callable[[str], bool] | None,
+        delay_ms: int | None = None,
     ) -> SettleResult:
-        """Nack in-flight messages by id: requeue them or dead-letter them."""
+        """Nack in-flight messages by id: requeue them (after ``delay_ms``, else the queue's
+        back-off) or dead-letter them."""
         return await self._settle(
             ids,
             allowed,
-            lambda state, group, now: state.nack(group, now, requeue=requeue, reason=reason),
+            lambda state, group, now: state.nack(
+                group, now, requeue=requeue, reason=reason, delay_ms=delay_ms
+            ),
             lambda held, options, now: give_back_op(
-                held.queue, options, held.entry, requeue, reason or "rejected", now
+                held.queue, options, held.entry, requeue, reason or "rejected", now, delay_ms
             ),
         )
 

@@ -30,6 +30,7 @@ from broker_core.journal import (
     PutQueue,
     Release,
     Requeue,
+    Reschedule,
     Restore,
     Trim,
 )
@@ -138,10 +139,17 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
             case AckOp(queue=queue, id=id, at=at):
                 segment.patch(id, status=PROCESSED, settled_at=at, lease_deadline=0.0)
                 segment.acked[queue] = segment.acked.get(queue, 0) + 1
-            case Requeue(id=id, attempt=attempt):
+            case Requeue(id=id, attempt=attempt, deliver_at=deliver_at):
                 segment.patch(
-                    id, status=PENDING, attempt=attempt, redelivered=True, lease_deadline=0.0
+                    id,
+                    status=PENDING,
+                    attempt=attempt,
+                    redelivered=True,
+                    lease_deadline=0.0,
+                    deliver_at=deliver_at,
                 )
+            case Reschedule(id=id, deliver_at=deliver_at, priority=priority):
+                segment.patch(id, deliver_at=deliver_at, priority=priority)
             case Release(id=id, attempt=attempt):
                 segment.patch(id, status=PENDING, attempt=attempt, lease_deadline=0.0)
             case Fail(id=id, reason=reason, at=at):
@@ -190,7 +198,7 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
     return Plan(steps, last_id, removes)
 
 
-_SETTLES = (DeliverOp, AckOp, Requeue, Release, Fail, DeadLetter, Drop, Restore)
+_SETTLES = (DeliverOp, AckOp, Requeue, Reschedule, Release, Fail, DeadLetter, Drop, Restore)
 """The operations on one message that name it by ``id``."""
 
 

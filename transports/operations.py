@@ -10,11 +10,14 @@ whichever way it came (errors are mapped once, in `transports.errors`).
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+from broker_core import retry_commands
 from broker_core.errors import InvalidTransition
 from broker_core.messages import PublishRequest, SettledResponse
 from broker_core.permissions import may_consume
+from broker_core.retry import MAX_DELAY_MS
 
 from .errors import ApiError
 
@@ -24,7 +27,14 @@ if TYPE_CHECKING:
     import msgspec
 
     from broker_core.auth import User
-    from broker_core.messages import PublishResult, SettleResult
+    from broker_core.messages import (
+        MessageView,
+        PublishResult,
+        QueueInfo,
+        RescheduleRequest,
+        SettleResult,
+        UpdateQueueRequest,
+    )
     from broker_core.settings import Settings
 
     from .context import BrokerContext
@@ -32,17 +42,24 @@ if TYPE_CHECKING:
 __all__ = [
     "ack",
     "ack_one",
+    "cancel",
     "capped_lease",
     "check_content",
     "check_headers",
     "check_messages",
+    "check_pause_until",
     "check_prefetch",
     "check_settle_count",
     "check_subscriptions",
+    "check_update",
     "nack",
     "nack_one",
+    "pause",
     "publish",
     "publish_fanout",
+    "reschedule",
+    "reschedule_at",
+    "resume",
     "touch",
 ]
 
@@ -160,10 +177,20 @@ async def ack(ctx: BrokerContext, user: User, ids: Sequence[int]) -> SettleResul
 
 
 async def nack(
-    ctx: BrokerContext, user: User, ids: Sequence[int], requeue: bool, reason: str | None
+    ctx: BrokerContext,
+    user: User,
+    ids: Sequence[int],
+    requeue: bool,
+    reason: str | None,
+    delay_ms: int | None = None,
 ) -> SettleResult:
-    """Nack in-flight messages by id: requeued (redelivered) or failed / dead-lettered."""
-    result = await ctx.broker.nack(ids, requeue=requeue, reason=reason, allowed=may_consume(user))
+    """Nack in-flight messages by id: requeued (redelivered) or failed / dead-lettered.
+
+    A requeue waits ``delay_ms`` if given, else what the queue's ``retry`` policy says.
+    """
+    result = await ctx.broker.nack(
+        ids, requeue=requeue, reason=reason, allowed=may_consume(user), delay_ms=delay_ms
+    )
     if ctx.tracing is not None:
         ctx.tracing.settled(result.settled, "nack")
     return result
@@ -176,10 +203,15 @@ async def ack_one(ctx: BrokerContext, user: User, message_id: int) -> SettledRes
 
 
 async def nack_one(
-    ctx: BrokerContext, user: User, message_id: int, requeue: bool, reason: str | None
+    ctx: BrokerContext,
+    user: User,
+    message_id: int,
+    requeue: bool,
+    reason: str | None,
+    delay_ms: int | None = None,
 ) -> SettledResponse:
     """Nack one in-flight message; raise `InvalidTransition` if it was not settled."""
-    _settled(await nack(ctx, user, [message_id], requeue, reason), message_id, "nack")
+    _settled(await nack(ctx, user, [message_id], requeue, reason, delay_ms), message_id, "nack")
     return SettledResponse(message_id=message_id, status="pending" if requeue else "failed")
 
 
@@ -188,3 +220,70 @@ async def touch(ctx: BrokerContext, user: User, message_id: int, lease: float) -
     return await ctx.broker.touch(
         message_id, capped_lease(ctx.settings, lease), allowed=may_consume(user)
     )
+
+
+# -- cancel, reschedule, pause ----------------------------------------------------------
+
+
+def reschedule_at(now: float, request: RescheduleRequest) -> float | None:
+    """When a reschedule makes a message due (``None``: unchanged), or 422 naming the field.
+
+    ``deliver_at`` and ``delay_ms`` exclude each other; an instant further
+    than the delay cap (`broker_core.retry.MAX_DELAY_MS`) from now is refused.
+    """
+    if request.deliver_at is not None and request.delay_ms is not None:
+        raise ApiError(422, "invalid", "give deliver_at or delay_ms, not both (`delay_ms`)")
+    if request.deliver_at is None and request.delay_ms is None and request.priority is None:
+        raise ApiError(422, "invalid", "give deliver_at, delay_ms or priority (`deliver_at`)")
+    if request.delay_ms is not None:
+        return now + request.delay_ms / 1000
+    if request.deliver_at is None:
+        return None
+    at = request.deliver_at.timestamp()
+    if at > now + MAX_DELAY_MS / 1000:
+        raise ApiError(
+            422, "invalid", f"deliver_at is at most {MAX_DELAY_MS} ms from now (`deliver_at`)"
+        )
+    return at
+
+
+def check_pause_until(now: float, until: datetime | None) -> None:
+    """Refuse a pause that would end in the past or past the delay cap (422 naming ``until``)."""
+    if until is None:
+        return
+    at = until.timestamp()
+    if at <= now:
+        raise ApiError(422, "invalid", "until must be in the future (`until`)")
+    if at > now + MAX_DELAY_MS / 1000:
+        raise ApiError(422, "invalid", f"until is at most {MAX_DELAY_MS} ms from now (`until`)")
+
+
+def check_update(now: float, request: UpdateQueueRequest) -> None:
+    """Refuse a ``PATCH`` whose ``paused_until`` `check_pause_until` would refuse."""
+    until = request.paused_until
+    if isinstance(until, datetime):
+        check_pause_until(now, until)
+
+
+async def cancel(ctx: BrokerContext, queue: str, message_id: int) -> None:
+    """Cancel a pending or delayed message (the caller has ``manage``); 409 if processing."""
+    await retry_commands.cancel(ctx.broker, queue, message_id)
+
+
+async def reschedule(
+    ctx: BrokerContext, queue: str, message_id: int, request: RescheduleRequest
+) -> MessageView:
+    """Reschedule a pending message (the caller has ``manage``); the message as it is now."""
+    at = reschedule_at(ctx.broker.clock(), request)
+    return await retry_commands.reschedule(ctx.broker, queue, message_id, at, request.priority)
+
+
+async def pause(ctx: BrokerContext, queue: str, until: datetime | None) -> QueueInfo:
+    """Pause a queue's deliveries (the caller has ``manage``), until ``until`` if given."""
+    check_pause_until(ctx.broker.clock(), until)
+    return await retry_commands.pause(ctx.broker, queue, until)
+
+
+async def resume(ctx: BrokerContext, queue: str) -> QueueInfo:
+    """Resume a paused queue (the caller has ``manage``)."""
+    return await retry_commands.resume(ctx.broker, queue)

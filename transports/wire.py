@@ -53,7 +53,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from broker_core.messages import PublishRequest, QueueNameField
+from broker_core.messages import DelayMillis, PublishRequest, QueueNameField
 from broker_core.topic_messages import RoutedMessage, RoutingKeyField
 
 __all__ = [
@@ -133,12 +133,16 @@ class Ack(_Frame, frozen=True, kw_only=True, tag="ack", forbid_unknown_fields=Tr
 
 
 class Nack(_Frame, frozen=True, kw_only=True, tag="nack", forbid_unknown_fields=True):
-    """Give deliveries back: requeued (redelivered) or, without ``requeue``, failed."""
+    """Give deliveries back: requeued (redelivered) or, without ``requeue``, failed.
+
+    A requeue waits ``delay_ms`` if given, else the queue's ``retry`` back-off.
+    """
 
     tags: Tags
     requeue: bool = True
     reason: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
     ref: Ref | None = None
+    delay_ms: DelayMillis | None = None
 
 
 class Touch(_Frame, frozen=True, kw_only=True, tag="touch", forbid_unknown_fields=True):

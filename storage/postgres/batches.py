@@ -35,6 +35,7 @@ from broker_core.journal import (
     PutQueue,
     Release,
     Requeue,
+    Reschedule,
     Restore,
     Trim,
 )
@@ -99,7 +100,17 @@ def wakes(ops: Sequence[Op]) -> list[str]:
                         times.add(at)
                 else:
                     ready.add(queue)
-            case Requeue(queue=queue) | Release(queue=queue) | Restore(queue=queue):
+            case Requeue(queue=queue, deliver_at=at) | Reschedule(queue=queue, deliver_at=at) if at:
+                # A back-off or a reschedule: the nodes wake for it when it is due.
+                times = delayed.setdefault(queue, set())
+                if len(times) < _DELAYED_WAKES:
+                    times.add(at)
+            case (
+                Requeue(queue=queue)
+                | Reschedule(queue=queue)
+                | Release(queue=queue)
+                | Restore(queue=queue)
+            ):
                 ready.add(queue)
             case DeadLetter(target=target) | Trim(target=str() as target):
                 ready.add(target)

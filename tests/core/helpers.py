@@ -15,6 +15,7 @@ from broker_core.journal import (
     PurgeQueue,
     Release,
     Requeue,
+    Reschedule,
 )
 from tests.conftest import MS
 
@@ -32,8 +33,10 @@ def describe(op: Op) -> tuple[Any, ...]:
             return ("insert", entry.id)
         case DeliverOp(id=id, attempt=attempt):
             return ("deliver", id, attempt)
-        case Requeue(id=id, attempt=attempt):
-            return ("requeue", id, attempt)
+        case Requeue(id=id, attempt=attempt, deliver_at=at):
+            return ("requeue", id, attempt) if not at else ("requeue", id, attempt, at)
+        case Reschedule(id=id, deliver_at=at, priority=priority):
+            return ("reschedule", id, at, priority)
         case AckOp(id=id):
             return ("ack", id)
         case Fail(id=id, reason=reason):

@@ -23,6 +23,7 @@ from broker_core.journal import (
     PutQueue,
     Release,
     Requeue,
+    Reschedule,
     Restore,
     Trim,
 )
@@ -103,8 +104,25 @@ def test_a_patch_holds_the_last_value_of_each_column() -> None:
         Requeue(id=7, attempt=2, queue="jobs"),
     )
     assert segment(plan).patches == {
-        7: {"status": PENDING, "attempt": 2, "lease_deadline": 0.0, "redelivered": True}
+        7: {
+            "status": PENDING,
+            "attempt": 2,
+            "lease_deadline": 0.0,
+            "redelivered": True,
+            "deliver_at": 0.0,
+        }
     }
+
+
+def test_a_requeue_after_backoff_and_a_reschedule_set_deliver_at() -> None:
+    """A back-off's requeue stores when the message is due; a reschedule its time and priority."""
+    plan = plan_of(
+        Requeue(id=7, attempt=1, queue="jobs", deliver_at=99.5),
+        Reschedule(id=8, queue="jobs", deliver_at=120.0, priority=4),
+    )
+    patches = segment(plan).patches
+    assert (patches[7]["deliver_at"], patches[7]["status"]) == (99.5, PENDING)
+    assert patches[8] == {"deliver_at": 120.0, "priority": 4}
 
 
 def test_acks_are_counted_per_queue() -> None:

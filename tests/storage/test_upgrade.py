@@ -152,6 +152,8 @@ async def test_every_queue_keeps_its_options_and_counts(
         )
         assert queue["processed"] == expected["processed"]
         assert queue["delayed"] == expected["delayed"]
+        # Options stored before retries existed take their defaults.
+        assert (queue["retry"], queue["paused"], queue["paused_until"]) == (None, False, None)
 
 
 async def _consume_all(admin: httpx.AsyncClient, queue: str) -> list[dict[str, Any]]:

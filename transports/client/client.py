@@ -105,7 +105,7 @@ class Client(BrokerConnection):
         self._sends: set[asyncio.Task[None]] = set()
         self._content_encode = self._encode
         self._flusher: asyncio.Task[None] | None = None
-        self._settle_out: dict[tuple[int, bool, bool, str | None], list[int]] = {}
+        self._settle_out: dict[tuple[int, bool, bool, str | None, int | None], list[int]] = {}
         self._publish_out: list[bytes] = []
         self._publish_flush: asyncio.Handle | None = None
 
@@ -293,15 +293,20 @@ class Client(BrokerConnection):
     # -- settle (the `Message` settler) ---------------------------------------------
 
     async def settle(
-        self, message: Message, ack: bool, requeue: bool = True, reason: str | None = None
+        self,
+        message: Message,
+        ack: bool,
+        requeue: bool = True,
+        reason: str | None = None,
+        delay_ms: int | None = None,
     ) -> None:
         """Ack or nack a message: REST-leased ones over REST, pushed ones in the next batch."""
         if message.tag is None:
-            await super().settle(message, ack, requeue, reason)
+            await super().settle(message, ack, requeue, reason, delay_ms)
             return
         if message.generation != self._protocol.generation or not self._connected.is_set():
             return  # its connection is gone: the broker requeued it
-        key = (message.generation, ack, requeue, reason)
+        key = (message.generation, ack, requeue, reason, delay_ms)
         self._settle_out.setdefault(key, []).append(message.tag)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_settles())
@@ -316,11 +321,15 @@ class Client(BrokerConnection):
         out, self._settle_out = self._settle_out, {}
         ws = self._ws
         generation_now = self._protocol.generation
-        for (generation, ack, requeue, reason), tags in out.items():
+        for (generation, ack, requeue, reason, delay_ms), tags in out.items():
             if ws is None or generation != generation_now:
                 continue
             for start in range(0, len(tags), _MAX_TAGS):
                 chunk = tags[start : start + _MAX_TAGS]
-                frame = Ack(tags=chunk) if ack else Nack(tags=chunk, requeue=requeue, reason=reason)
+                frame = (
+                    Ack(tags=chunk)
+                    if ack
+                    else Nack(tags=chunk, requeue=requeue, reason=reason, delay_ms=delay_ms)
+                )
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send(self._encode(frame), text=self._text)

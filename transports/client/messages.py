@@ -16,9 +16,14 @@ class Settler(Protocol):
     """Whoever settles a message: the REST client, or the WebSocket client that got it."""
 
     async def settle(
-        self, message: Message, ack: bool, requeue: bool = True, reason: str | None = None
+        self,
+        message: Message,
+        ack: bool,
+        requeue: bool = True,
+        reason: str | None = None,
+        delay_ms: int | None = None,
     ) -> None:
-        """Ack (``ack``) or nack the message."""
+        """Ack (``ack``) or nack the message (a requeue after ``delay_ms`` if given)."""
 
 
 class Message:
@@ -109,14 +114,17 @@ class Message:
             self._settled = True
             await self._settler.settle(self, True)
 
-    async def nack(self, requeue: bool = True, reason: str | None = None) -> None:
+    async def nack(
+        self, requeue: bool = True, reason: str | None = None, delay_ms: int | None = None
+    ) -> None:
         """Give the message back: requeued (redelivered later) or, without ``requeue``, failed.
 
-        ``reason`` is kept as the message's ``last_error``.
+        ``reason`` is kept as the message's ``last_error``. A requeue waits
+        ``delay_ms`` if given, else the queue's ``retry`` back-off.
         """
         if not self._settled:
             self._settled = True
-            await self._settler.settle(self, False, requeue, reason)
+            await self._settler.settle(self, False, requeue, reason, delay_ms)
 
 
 class _Unset:

@@ -327,14 +327,65 @@ class RestClient(TopicMethods):
         return _settle_decoder.decode(response.content)
 
     async def nack_ids(
-        self, ids: Sequence[int], *, requeue: bool = True, reason: str | None = None
+        self,
+        ids: Sequence[int],
+        *,
+        requeue: bool = True,
+        reason: str | None = None,
+        delay_ms: int | None = None,
     ) -> SettleResult:
-        """Nack leased messages by id over REST (``POST /messages/nack``)."""
+        """Nack leased messages by id over REST (``POST /messages/nack``).
+
+        A requeue waits ``delay_ms`` if given, else the queue's ``retry`` back-off.
+        """
         body: dict[str, Any] = {"ids": list(ids), "requeue": requeue}
         if reason is not None:
             body["reason"] = reason
+        if delay_ms is not None:
+            body["delay_ms"] = delay_ms
         response = await self.request("POST", "/messages/nack", json=body)
         return _settle_decoder.decode(response.content)
+
+    # -- retries: pause, cancel, reschedule ---------------------------------------------
+
+    async def pause_queue(self, name: str, until: datetime | None = None) -> QueueInfo:
+        """Hold a queue's deliveries (``POST /queues/{name}/pause``), until ``until`` if given."""
+        body = {"until": until.isoformat()} if until is not None else None
+        response = await self.request("POST", f"/queues/{name}/pause", json=body)
+        return _queue_decoder.decode(response.content)
+
+    async def resume_queue(self, name: str) -> QueueInfo:
+        """Deliver again from a paused queue (``POST /queues/{name}/resume``)."""
+        response = await self.request("POST", f"/queues/{name}/resume")
+        return _queue_decoder.decode(response.content)
+
+    async def cancel_message(self, queue: str, message_id: int) -> None:
+        """Cancel a pending, delayed or backing-off message (409 if it is processing)."""
+        await self.request("DELETE", f"/queues/{queue}/messages/{message_id}")
+
+    async def reschedule_message(
+        self,
+        queue: str,
+        message_id: int,
+        *,
+        delay_ms: int | None = None,
+        deliver_at: datetime | None = None,
+        priority: int | None = None,
+    ) -> dict[str, Any]:
+        """Reschedule a pending message: due after ``delay_ms`` or at ``deliver_at``, ``priority``.
+
+        Returns the message view (``waiting`` says ``delayed`` while it waits).
+        """
+        body: dict[str, Any] = {}
+        if delay_ms is not None:
+            body["delay_ms"] = delay_ms
+        if deliver_at is not None:
+            body["deliver_at"] = deliver_at.isoformat()
+        if priority is not None:
+            body["priority"] = priority
+        response = await self.request("PATCH", f"/queues/{queue}/messages/{message_id}", json=body)
+        view: dict[str, Any] = _any_decoder.decode(response.content)
+        return view
 
     async def stats(self) -> dict[str, Any]:
         """The broker's ``GET /stats`` document."""
@@ -369,13 +420,20 @@ class RestClient(TopicMethods):
     # -- settling REST deliveries (the `Message` settler) ---------------------------
 
     async def settle(
-        self, message: Message, ack: bool, requeue: bool = True, reason: str | None = None
+        self,
+        message: Message,
+        ack: bool,
+        requeue: bool = True,
+        reason: str | None = None,
+        delay_ms: int | None = None,
     ) -> None:
         """Settle a message leased over REST."""
         if ack:
             result = await self.ack_ids([message.message_id])
         else:
-            result = await self.nack_ids([message.message_id], requeue=requeue, reason=reason)
+            result = await self.nack_ids(
+                [message.message_id], requeue=requeue, reason=reason, delay_ms=delay_ms
+            )
         if message.message_id not in result.settled:
             detail = result.errors.get(str(message.message_id), "not settled")
             raise RequestError("invalid_transition", detail, 409)

@@ -38,6 +38,7 @@ from broker_core.service_tokens import (
 from .. import operations
 from ..errors import ApiError
 from .context import GraphQLContext, context_of
+from .retries import RetryMutation
 from .structs import Long, to_struct
 from .types import (
     CreatedToken,
@@ -62,7 +63,7 @@ __all__ = ["Mutation"]
 
 
 @strawberry.type(description="Manage queues, publish messages and settle deliveries.")
-class Mutation:
+class Mutation(RetryMutation):
     @strawberry.mutation(graphql_type=Queue, description="Create a queue (`manage`).")
     async def create_queue(
         self,
@@ -84,6 +85,7 @@ class Mutation:
         require(context.caller(), Action.MANAGE, name)
         context.spend(context.ctx.limits.admin)
         request = to_struct(options, UpdateQueueRequest)
+        operations.check_update(context.ctx.broker.clock(), request)
         return await context.ctx.broker.update_queue(name, request)
 
     @strawberry.mutation(description="Delete a queue and its messages (`manage`); true when done.")
@@ -167,13 +169,21 @@ class Mutation:
         message_id: Long,
         requeue: bool = True,
         reason: str | None = None,
+        delay_ms: Long | None = None,
     ) -> SettledResponse:
         context = context_of(info)
         user = context.caller()
         context.spend(context.ctx.limits.consume)
-        request = to_struct(None, NackRequest, ids=[message_id], requeue=requeue, reason=reason)
+        request = to_struct(
+            None,
+            NackRequest,
+            ids=[message_id],
+            requeue=requeue,
+            reason=reason,
+            delay_ms=delay_ms,
+        )
         return await operations.nack_one(
-            context.ctx, user, message_id, request.requeue, request.reason
+            context.ctx, user, message_id, request.requeue, request.reason, request.delay_ms
         )
 
     @strawberry.mutation(
@@ -198,14 +208,17 @@ class Mutation:
         ids: list[Long],
         requeue: bool = True,
         reason: str | None = None,
+        delay_ms: Long | None = None,
     ) -> SettleResultStruct:
         context = context_of(info)
         user = context.caller()
         operations.check_settle_count(context.ctx.settings, ids)
         context.spend(context.ctx.limits.consume)
-        request = to_struct(None, NackRequest, ids=ids, requeue=requeue, reason=reason)
+        request = to_struct(
+            None, NackRequest, ids=ids, requeue=requeue, reason=reason, delay_ms=delay_ms
+        )
         return await operations.nack(
-            context.ctx, user, request.ids, request.requeue, request.reason
+            context.ctx, user, request.ids, request.requeue, request.reason, request.delay_ms
         )
 
     @strawberry.mutation(

@@ -221,7 +221,7 @@ def input_type(
     for field in info.fields:
         if field.name in exclude:
             continue
-        annotation, _ = _annotation(field.type)
+        annotation = _input_annotation(field.type)
         if field.required:
             annotations[field.name] = annotation
         else:
@@ -229,6 +229,25 @@ def input_type(
             namespace[field.name] = strawberry.UNSET
     cls = type(name, (), {"__annotations__": annotations, **namespace})
     return strawberry.input(cls, name=name, description=description or _summary(struct.__doc__))
+
+
+_inputs: dict[type[msgspec.Struct], type] = {}
+
+
+def _input_annotation(kind: msgspec.inspect.Type) -> Any:
+    """As `_annotation`, but a nested Struct is an input type (``<Struct>Input``)."""
+    match kind:
+        case msgspec.inspect.UnionType(types=types):
+            rest = [t for t in types if not isinstance(t, msgspec.inspect.NoneType)]
+            if len(rest) == 1 and isinstance(rest[0], msgspec.inspect.StructType):
+                inner = _input_annotation(rest[0])
+                return inner | None if len(rest) != len(types) else inner
+        case msgspec.inspect.StructType(cls=cls):
+            known = _inputs.get(cls)
+            if known is None:
+                known = _inputs[cls] = input_type(cls, name=f"{cls.__name__}Input")
+            return known
+    return _annotation(kind)[0]
 
 
 def to_struct(value: object | None, struct: type[S], **extra: object) -> S:
@@ -266,7 +285,26 @@ def _plain(value: object, kind: msgspec.inspect.Type) -> object:
         return msgspec.Raw(msgspec.json.encode(value))
     if isinstance(value, enum.Enum):
         return value.value
+    nested = _struct_of(kind)
+    if nested is not None and value is not None:
+        return {
+            field.name: _plain(item, field.type)
+            for field in nested.fields
+            if (item := getattr(value, field.name, strawberry.UNSET)) is not strawberry.UNSET
+        }
+    if isinstance(value, list):
+        return [v.value if isinstance(v, enum.Enum) else v for v in value]
     return value
+
+
+def _struct_of(kind: msgspec.inspect.Type) -> msgspec.inspect.StructType | None:
+    """The Struct type ``kind`` holds (alone or beside None), if any."""
+    if isinstance(kind, msgspec.inspect.StructType):
+        return kind
+    if isinstance(kind, msgspec.inspect.UnionType):
+        found = [t for t in kind.types if isinstance(t, msgspec.inspect.StructType)]
+        return found[0] if len(found) == 1 else None
+    return None
 
 
 _PATH = re.compile(r"`\$[^`]*`")

@@ -16,6 +16,7 @@ from broker_core.messages import (
     TouchRequest,
     from_timestamp,
 )
+from broker_core.retry import MAX_DELAY_MS
 
 from .. import operations
 from ..context import ctx_of
@@ -52,10 +53,19 @@ class MessageController(Controller):
         message_id: FromPath[int],
         requeue: Annotated[bool, QueryParameter(description="Requeue (true) or fail it.")] = True,
         reason: Annotated[str | None, QueryParameter(max_length=1024)] = None,
+        delay_ms: Annotated[
+            int | None,
+            QueryParameter(
+                ge=0,
+                le=MAX_DELAY_MS,
+                description="Wait this long before it goes again (overrides the queue's retry).",
+            ),
+        ] = None,
     ) -> SettledResponse:
-        """Give a leased message back: requeued (redelivered) or failed / dead-lettered."""
+        """Give a leased message back: requeued (redelivered, after ``delay_ms`` or the queue's
+        back-off) or failed / dead-lettered."""
         return await operations.nack_one(
-            ctx_of(request), user_of(request), message_id, requeue, reason
+            ctx_of(request), user_of(request), message_id, requeue, reason, delay_ms
         )
 
     @post("/{message_id:int}/touch", status_code=200)
@@ -85,4 +95,6 @@ class MessageController(Controller):
         """Nack many leased messages."""
         ctx = ctx_of(request)
         operations.check_settle_count(ctx.settings, data.ids)
-        return await operations.nack(ctx, user_of(request), data.ids, data.requeue, data.reason)
+        return await operations.nack(
+            ctx, user_of(request), data.ids, data.requeue, data.reason, data.delay_ms
+        )

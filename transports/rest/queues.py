@@ -20,10 +20,12 @@ from broker_core.messages import (
     FanoutPublishRequest,
     MessagesPage,
     MessageView,
+    PauseRequest,
     PublishRequest,
     PublishResult,
     PurgeResponse,
     QueueInfo,
+    RescheduleRequest,
     UpdateQueueRequest,
 )
 from broker_core.permissions import require, require_browse, require_visible, visible
@@ -101,7 +103,9 @@ class QueueController(Controller):
     ) -> QueueInfo:
         """Change a queue's options (``manage``)."""
         require(user_of(request), Action.MANAGE, name)
-        return await ctx_of(request).broker.update_queue(name, data)
+        ctx = ctx_of(request)
+        operations.check_update(ctx.broker.clock(), data)
+        return await ctx.broker.update_queue(name, data)
 
     @delete("/{name:str}", status_code=HTTP_204_NO_CONTENT, opt={"rate_limit": "admin"})
     async def delete_queue(self, request: Request[Any, Any, Any], name: Name) -> None:
@@ -255,6 +259,49 @@ class QueueController(Controller):
         """Move a failed or dead-lettered message back to pending (``manage``)."""
         require(user_of(request), Action.MANAGE, name)
         return showable(await ctx_of(request).broker.retry(name, message_id))
+
+    @delete(
+        "/{name:str}/messages/{message_id:int}",
+        status_code=HTTP_204_NO_CONTENT,
+        opt={"rate_limit": "admin"},
+    )
+    async def cancel_message(
+        self, request: Request[Any, Any, Any], name: Name, message_id: FromPath[int]
+    ) -> None:
+        """Cancel a pending, delayed or backing-off message (``manage``); 409 if processing."""
+        require(user_of(request), Action.MANAGE, name)
+        await operations.cancel(ctx_of(request), name, message_id)
+
+    @patch("/{name:str}/messages/{message_id:int}", opt={"rate_limit": "admin"})
+    async def reschedule_message(
+        self,
+        request: Request[Any, Any, Any],
+        name: Name,
+        message_id: FromPath[int],
+        data: JSONBody[RescheduleRequest],
+    ) -> MessageView:
+        """Reschedule a pending message: ``deliver_at`` or ``delay_ms``, ``priority``."""
+        require(user_of(request), Action.MANAGE, name)
+        ctx = ctx_of(request)
+        return showable(await operations.reschedule(ctx, name, message_id, data))
+
+    @post("/{name:str}/pause", status_code=200, opt={"rate_limit": "admin"})
+    async def pause(
+        self,
+        request: Request[Any, Any, Any],
+        name: Name,
+        data: JSONBody[PauseRequest | None] = None,
+    ) -> QueueInfo:
+        """Hold deliveries (until ``until``, else until resumed); publishes go on."""
+        require(user_of(request), Action.MANAGE, name)
+        until = data.until if data is not None else None
+        return await operations.pause(ctx_of(request), name, until)
+
+    @post("/{name:str}/resume", status_code=200, opt={"rate_limit": "admin"})
+    async def resume(self, request: Request[Any, Any, Any], name: Name) -> QueueInfo:
+        """Deliver again from a paused queue (``manage``)."""
+        require(user_of(request), Action.MANAGE, name)
+        return await operations.resume(ctx_of(request), name)
 
 
 @get("/consumers", tags=["queues"])

@@ -215,8 +215,8 @@ class Session(Connection):
                     self._publish_topic(frame)
                 case Ack(tags=tags, ref=ref):
                     await self._settle(tags, ref, None)
-                case Nack(tags=tags, ref=ref, requeue=requeue, reason=reason):
-                    await self._settle(tags, ref, (requeue, reason))
+                case Nack(tags=tags, ref=ref, requeue=requeue, reason=reason, delay_ms=delay):
+                    await self._settle(tags, ref, (requeue, reason, delay))
                 case Subscribe():
                     await self._subscribe(frame)
                 case Unsubscribe():
@@ -460,7 +460,10 @@ class Session(Connection):
     # -- settlement -----------------------------------------------------------------
 
     async def _settle(
-        self, tags: list[int], ref: Ref | None, nack: tuple[bool, str | None] | None
+        self,
+        tags: list[int],
+        ref: Ref | None,
+        nack: tuple[bool, str | None, int | None] | None,
     ) -> None:
         self._current_user()
         protocol = self._protocol
@@ -479,9 +482,9 @@ class Session(Connection):
                 if nack is None:
                     outcome = await broker.consumer_ack(consumer.queue, consumer.consumer_id, ids)
                 else:
-                    requeue, reason = nack
+                    requeue, reason, delay_ms = nack
                     outcome = await broker.consumer_nack(
-                        consumer.queue, consumer.consumer_id, ids, requeue, reason
+                        consumer.queue, consumer.consumer_id, ids, requeue, reason, delay_ms
                     )
             except Exception as exc:
                 if classify(exc).status >= 500:

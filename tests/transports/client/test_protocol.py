@@ -48,7 +48,12 @@ class Settler:
     """Stands for the client that settles delivered messages."""
 
     async def settle(
-        self, message: Message, ack: bool, requeue: bool = True, reason: str | None = None
+        self,
+        message: Message,
+        ack: bool,
+        requeue: bool = True,
+        reason: str | None = None,
+        delay_ms: int | None = None,
     ) -> None:
         raise AssertionError("not settled here")
 

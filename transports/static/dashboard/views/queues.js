@@ -36,7 +36,17 @@ export function optionsText(q) {
   if (q.max_length) parts.push(`max ${fmtInt(q.max_length)} msgs`);
   if (q.max_bytes) parts.push(`max ${fmtInt(q.max_bytes)} B`);
   if (q.max_length || q.max_bytes) parts.push(q.overflow === "drop_head" ? "drops head" : "rejects when full");
+  if (q.retry) parts.push(retryText(q.retry));
+  if (q.paused) parts.push(q.paused_until ? `paused until ${fmtTime(q.paused_until)}` : "paused");
   return parts.join(" · ");
+}
+
+// The retry policy in a few words: "retry exponential 1000-600000 ms ×2 ±10% on nack, expired".
+export function retryText(r) {
+  const growth = r.backoff === "exponential" ? ` ×${r.multiplier}` : "";
+  const range = r.backoff === "fixed" ? `${fmtInt(r.min_ms)} ms` : `${fmtInt(r.min_ms)}-${fmtInt(r.max_ms)} ms`;
+  const jitter = r.jitter ? ` ±${Math.round(r.jitter * 100)}%` : "";
+  return `retry ${r.backoff} ${range}${growth}${jitter} on ${r.on.join(", ")}`;
 }
 
 const queuePath = (name) => `/queues/${encodeURIComponent(name)}`;
@@ -234,8 +244,15 @@ export class QueuesView {
       options: h("td", { class: "opts" }),
       actions: h("td", { class: "actions" }),
     };
+    let pause = null;
     if (this.perms.allowed("manage", name)) {
+      pause = h(
+        "button",
+        { type: "button", class: "small", dataset: { action: "pause" }, "aria-label": `Pause or resume ${name}`, onclick: () => this.togglePause(name) },
+        "Pause",
+      );
       cells.actions.append(
+        pause,
         h(
           "button",
           { type: "button", class: "small", dataset: { action: "purge" }, "aria-label": `Purge ${name}`, onclick: () => this.purge(name) },
@@ -249,7 +266,7 @@ export class QueuesView {
       );
     }
     const tr = labelRow($("#queues-table"), h("tr", { dataset: { queue: name } }, ...Object.values(cells)));
-    return { tr, cells };
+    return { tr, cells, pause };
   }
 
   renderTable() {
@@ -275,6 +292,8 @@ export class QueuesView {
       setText(c.outRate, fmtRate(rates?.delivered));
       setText(c.ackRate, fmtRate(rates?.acked));
       setText(c.options, optionsText(q));
+      if (row.pause) setText(row.pause, q.paused ? "Resume" : "Pause");
+      row.tr.classList.toggle("paused", Boolean(q.paused));
       c.failed.classList.toggle("bad", q.failed > 0);
       row.tr.classList.toggle("selected", name === this.selected);
     }
@@ -307,6 +326,29 @@ export class QueuesView {
       this.refetch();
     } catch (error) {
       toast(`could not create the queue: ${explain(error)}`, "error");
+    }
+  }
+
+  async togglePause(name) {
+    const resume = Boolean(this.queues.get(name)?.paused);
+    try {
+      const info = await this.app.session.request("POST", `${queuePath(name)}/${resume ? "resume" : "pause"}`);
+      this.queues.set(name, info);
+      toast(`${name} ${resume ? "resumed" : "paused: publishes are accepted, nothing is delivered"}`);
+      this.renderTable();
+    } catch (error) {
+      toast(`could not ${resume ? "resume" : "pause"} ${name}: ${explain(error)}`, "error");
+    }
+  }
+
+  async cancel(queue, id) {
+    if (!(await confirmDialog(`Cancel message ${id} of ${queue}?`, "Cancel message"))) return;
+    try {
+      await this.app.session.request("DELETE", `${queuePath(queue)}/messages/${id}`);
+      toast(`message ${id} cancelled`);
+      this.loadMessages();
+    } catch (error) {
+      toast(`could not cancel message ${id}: ${explain(error)}`, "error");
     }
   }
 
@@ -423,7 +465,8 @@ export class QueuesView {
     if (m.dead_lettered_from) notes.push(`dead-lettered from ${m.dead_lettered_from}`);
     if (m.last_error) notes.push(m.last_error);
     if (m.redelivered) notes.push("redelivered");
-    if (m.deliver_at) notes.push(`delivers ${fmtTime(m.deliver_at)}`);
+    if (m.waiting === "retry_backoff") notes.push(`in back-off until ${fmtTime(m.deliver_at)}`);
+    else if (m.deliver_at) notes.push(`delivers ${fmtTime(m.deliver_at)}`);
     if (m.lease_expires_at) notes.push(`leased until ${fmtTime(m.lease_expires_at)}`);
     if (m.headers && Object.keys(m.headers).length) notes.push(`headers ${preview(m.headers, 80)}`);
     const retryable = m.status === "failed" || (m.status === "pending" && m.dead_lettered_from);
@@ -437,11 +480,21 @@ export class QueuesView {
         ),
       );
     }
+    if (m.status === "pending" && !m.dead_lettered_from && this.perms.allowed("manage", queue)) {
+      actions.append(
+        h(
+          "button",
+          { type: "button", class: "small danger", dataset: { action: "cancel" }, "aria-label": `Cancel message ${m.message_id}`, onclick: () => this.cancel(queue, m.message_id) },
+          "Cancel",
+        ),
+      );
+    }
+    const badge = m.waiting === "retry_backoff" ? "backoff" : m.status;
     const tr = h(
       "tr",
       { dataset: { message: m.message_id, status: m.status } },
       h("td", { class: "num" }, String(m.message_id)),
-      h("td", null, h("span", { class: `badge ${m.status}` }, m.status)),
+      h("td", null, h("span", { class: `badge ${badge}`, title: m.waiting ?? "" }, badge)),
       h("td", { class: "num" }, fmtInt(m.attempt)),
       h("td", { class: "num" }, String(m.priority)),
       h("td", { title: m.created_at }, fmtTime(m.created_at)),
