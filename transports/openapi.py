@@ -171,6 +171,19 @@ def _exact_components(schemas: dict[str, Any]) -> None:
             schemas[name] = schema
 
 
+def _optional_body(operation: dict[str, Any]) -> None:
+    """Mark a body the handler may go without (``JSONBody[X | None] = None``) not required.
+
+    Litestar marks every body required; a ``null`` alternative in its schema says otherwise.
+    """
+    body = operation.get("requestBody")
+    if body is None:
+        return
+    for media in body.get("content", {}).values():
+        if {"type": "null"} in media.get("schema", {}).get("oneOf", ()):
+            body["required"] = False
+
+
 def complete(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """A copy of Litestar's ``document`` with what it leaves out (see the module docstring)."""
     document = copy.deepcopy(document)
@@ -198,6 +211,7 @@ def complete(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
                         "application/x-www-form-urlencoded": {"schema": login_ref},
                     },
                 }
+            _optional_body(operation)
             responses = operation["responses"]
             for status in _statuses(path, method, operation):
                 key = str(status)
