@@ -12,7 +12,10 @@ The tree::
     ├── InvalidTransition
     ├── QueueFull
     ├── NotPermitted
-    └── Unavailable
+    ├── Unavailable
+    ├── InvalidSchedule
+    ├── ScheduleNotFound
+    └── ScheduleExists
 
 Transports map each class to an HTTP status, a WebSocket error code and a
 GraphQL error code in one place (``transports/errors.py``).
@@ -23,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "BrokerError",
     "InvalidName",
+    "InvalidSchedule",
     "InvalidTransition",
     "MessageNotFound",
     "NotPermitted",
@@ -31,6 +35,8 @@ __all__ = [
     "QueueInUse",
     "QueueLimitReached",
     "QueueNotFound",
+    "ScheduleExists",
+    "ScheduleNotFound",
     "Unavailable",
 ]
 
@@ -145,3 +151,36 @@ class Unavailable(BrokerError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"storage unavailable: {reason}")
+
+
+class InvalidSchedule(BrokerError):
+    """A schedule's definition is invalid; ``field`` names the field at fault (a 422)."""
+
+    code = "invalid_schedule"
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid {field}: {reason}")
+
+
+class ScheduleNotFound(BrokerError):
+    """The queue has no schedule of that name."""
+
+    code = "schedule_not_found"
+
+    def __init__(self, queue: str, name: str) -> None:
+        self.queue = queue
+        self.name = name
+        super().__init__(f"queue {queue!r} has no schedule {name!r}")
+
+
+class ScheduleExists(BrokerError):
+    """The queue has a schedule of that name already."""
+
+    code = "schedule_exists"
+
+    def __init__(self, queue: str, name: str) -> None:
+        self.queue = queue
+        self.name = name
+        super().__init__(f"queue {queue!r} already has a schedule {name!r}")

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 from broker_core.journal import Storage
 
 if TYPE_CHECKING:
+    from broker_core.schedules import ScheduleStore
+
     from .accounts import AccountStore
     from .commit_health import BatchStats
 
@@ -31,6 +33,11 @@ class StorageBackend(Storage, Protocol):
     @property
     def accounts(self) -> AccountStore:
         """Users and refresh tokens, in the same database."""
+        ...
+
+    @property
+    def schedules(self) -> ScheduleStore:
+        """Recurring schedules, in the same database."""
         ...
 
     @property

@@ -16,6 +16,7 @@ from loguru import logger
 
 from broker_core.auth import TokenService
 from broker_core.broker import Broker
+from broker_core.scheduler import Scheduler
 from storage import storage_from_settings
 
 from .accounts import Accounts
@@ -68,6 +69,7 @@ class BrokerContext:
             body_cache_bytes=settings.body_cache_bytes,
             default_lease_s=settings.default_lease_s,
         )
+        self.scheduler = Scheduler(self.broker, self.storage.schedules, shared=self.storage.shared)
         # Made at start: on shared storage the signing key is in the database.
         self.tokens: TokenService
         self.accounts: Accounts
@@ -77,6 +79,7 @@ class BrokerContext:
 
     async def __aenter__(self) -> BrokerContext:
         await self.broker.start()
+        await self.scheduler.start()
         settings = self.settings
         self.tokens = TokenService(
             await self._jwt_secret(), settings.access_token_ttl_s, settings.refresh_token_ttl_s
@@ -112,6 +115,7 @@ class BrokerContext:
             self._pruner.cancel()
             with suppress(asyncio.CancelledError):
                 await self._pruner
+        await self.scheduler.close()
         await self.broker.close()
 
     async def _prune_forever(self) -> None:

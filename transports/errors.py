@@ -29,6 +29,7 @@ from broker_core.auth import InvalidToken
 from broker_core.errors import (
     BrokerError,
     InvalidName,
+    InvalidSchedule,
     InvalidTransition,
     MessageNotFound,
     NotPermitted,
@@ -37,6 +38,8 @@ from broker_core.errors import (
     QueueInUse,
     QueueLimitReached,
     QueueNotFound,
+    ScheduleExists,
+    ScheduleNotFound,
     Unavailable,
 )
 
@@ -134,6 +137,9 @@ _STATUS: dict[type[BaseException], int] = {
     Unavailable: 503,
     QueueDeleted: 404,
     InvalidToken: 401,
+    InvalidSchedule: 422,
+    ScheduleNotFound: 404,
+    ScheduleExists: 409,
 }
 
 

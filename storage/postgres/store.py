@@ -54,6 +54,7 @@ from .connection import (
     row_count,
 )
 from .migrations import migrate
+from .schedules import PostgresScheduleStore
 from .writer import WriteBehind
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ _TABLES = (
     "broker_users",
     "broker_refresh_tokens",
     "broker_nodes",
+    "broker_schedules",
 )
 
 
@@ -133,6 +135,9 @@ class PostgresStorage:
             permanent=permanent_error,
         )
         self._accounts = PostgresAccountStore(lambda: self.pool, self._before_direct)
+        self.schedules = PostgresScheduleStore(
+            lambda: self.pool, self._before_direct, lambda: self.node.id
+        )
         self._tx_lock = asyncio.Lock()
         self._size = 0
         self._size_at = 0.0

@@ -46,6 +46,7 @@ from .accounts import SQLiteAccountStore
 from .batches import transaction, write_last_id, write_step
 from .checkpointer import Checkpointer
 from .migrations import migrate
+from .schedules import SQLiteScheduleStore
 from .watermark import CommitWatermark, highest_committed_id
 from .writer import SQLiteWriter
 
@@ -174,6 +175,7 @@ class SQLiteStorage:
             permanent=permanent_error,
         )
         self._accounts = SQLiteAccountStore(self.writer, lambda: self.reader)
+        self.schedules = SQLiteScheduleStore(self.writer, lambda: self.reader)
         self._last_id = 0
         self._recorded_id = 0
         self._horizon = NO_HORIZON

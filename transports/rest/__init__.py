@@ -9,6 +9,7 @@ from .bodies import BODY_SCHEMAS, CheckedRequest
 from .health import health
 from .messages import MessageController
 from .queues import QueueController, list_consumers, publish_fanout
+from .schedules import ScheduleController
 from .users import UserController
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ __all__ = ["BODY_SCHEMAS", "ROUTES", "CheckedRequest"]
 
 ROUTES: list[ControllerRouterHandler] = [
     QueueController,
+    ScheduleController,
     MessageController,
     UserController,
     publish_fanout,
