@@ -32,6 +32,7 @@ from broker_core.permissions import require
 
 from .. import operations
 from .context import GraphQLContext, context_of
+from .schedules import ScheduleMutations
 from .structs import Long, to_struct
 from .types import (
     PublishInput,
@@ -55,7 +56,7 @@ __all__ = ["Mutation"]
 
 
 @strawberry.type(description="Manage queues, publish messages and settle deliveries.")
-class Mutation:
+class Mutation(ScheduleMutations):
     @strawberry.mutation(graphql_type=Queue, description="Create a queue (`manage`).")
     async def create_queue(
         self,
