@@ -26,6 +26,7 @@ from broker_core.messages import MessageView, QueueInfo, SettleResult
 
 from .errors import AuthError, RequestError
 from .messages import Message
+from .schedules import ScheduleMethods
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -94,7 +95,7 @@ def _error(response: httpx.Response) -> RequestError:
     return kind(code, detail, response.status_code)
 
 
-class RestClient:
+class RestClient(ScheduleMethods):
     """The broker's REST API; use it as an async context manager or call `close`.
 
     Args:
