@@ -238,7 +238,8 @@ def new_schedule(queue: str, request: CreateScheduleRequest, now: float) -> Sche
         ttl_ms=request.ttl_ms,
         start_at=start_at,
         end_at=end_at,
-        created_at=now,
+        # Whole milliseconds: the first ``every_ms`` instant is exactly one period after it.
+        created_at=math.floor(now * 1000) / 1000,
         paused=request.paused,
     )
     timetable = Timetable(schedule)  # parses the cron expression
@@ -268,7 +269,8 @@ class Timetable:
                 raise InvalidSchedule("cron", f"invalid cron expression: {exc}") from None
         anchor = schedule.start_at if schedule.start_at is not None else schedule.created_at
         # Whole milliseconds, in integers: an instant computed twice is the same float.
-        self._anchor_ms = round(anchor * 1000)
+        # Rounded up (less a microsecond of float error): never an instant before the anchor.
+        self._anchor_ms = math.ceil(anchor * 1000 - 0.001)
         self._every_ms = schedule.every_ms or 0
 
     def after(self, t: float) -> float | None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cli_backup import add_backup
 from .cli_client import CLIENT_COMMANDS
+from .cli_schedules import add_schedules
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -87,6 +88,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], A
     _add_serve,
     add_backup,
     *CLIENT_COMMANDS,
+    add_schedules,
 ]
 """Functions that add a sub-command to the parser (client commands append theirs)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -182,10 +183,11 @@ def test_every_due_matches_a_model(
 ) -> None:
     """``due`` is the largest ``anchor + k * every`` in ``(floor, now]`` (the model)."""
     s = msgspec.structs.replace(every(every_ms, created), last_fired=last)
-    anchor = round(created * 1000)
-    k = (int(now * 1000 // 1) - anchor) // every_ms
-    model = (anchor + k * every_ms) / 1000 if k >= 0 else None
-    floor = max(created, last if last is not None else created)
+    created_ms = math.floor(created * 1000)  # a schedule is created at a whole millisecond
+    assert s.created_at == created_ms / 1000
+    k = (math.floor(now * 1000) - created_ms) // every_ms
+    model = (created_ms + k * every_ms) / 1000 if k >= 0 else None
+    floor = max(s.created_at, last if last is not None else s.created_at)
     expected = model if model is not None and model > floor else None
     assert due(s, now) == expected
 
