@@ -280,8 +280,8 @@ class Timetable:
             return (self._anchor_ms + max(k, 0) * self._every_ms) / 1000
         try:
             moment = next(CronSim(self._cron, datetime.fromtimestamp(t, self._zone)))
-        except StopIteration:
-            return None
+        except (StopIteration, OverflowError, ValueError, OSError):
+            return None  # none left, or past the year 9999
         return moment.timestamp()
 
     def at_or_before(self, t: float) -> float | None:
@@ -289,12 +289,12 @@ class Timetable:
         if self._cron is None:
             k = (math.floor(t * 1000) - self._anchor_ms) // self._every_ms
             return None if k < 0 else (self._anchor_ms + k * self._every_ms) / 1000
-        # cronsim's reverse iteration starts strictly before its start.
-        start = datetime.fromtimestamp(t, self._zone) + timedelta(microseconds=1)
         try:
+            # cronsim's reverse iteration starts strictly before its start.
+            start = datetime.fromtimestamp(t, self._zone) + timedelta(microseconds=1)
             moment = next(CronSim(self._cron, start, reverse=True))
-        except StopIteration:
-            return None
+        except (StopIteration, OverflowError, ValueError, OSError):
+            return None  # none left, or before the year 1
         return moment.timestamp()
 
 

@@ -262,3 +262,21 @@ def test_view_shows_next_fire_and_last_fire() -> None:
     assert view.last_fired_at == datetime(2026, 1, 1, 1, tzinfo=UTC)
     assert s.expression == "0 * * * *"
     assert every(5000, 0.0).expression == "every 5000 ms"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"cron": "* * * * *", "start_at": "9999-12-31T23:59:00Z"},
+        {"cron": "* * * * *", "end_at": "0001-01-01T00:00:00Z"},
+        {"every_ms": 1000, "start_at": "9999-12-31T23:59:59Z"},
+        {"every_ms": 1000, "start_at": "0001-01-01T00:00:00Z"},
+    ],
+)
+def test_instants_at_the_ends_of_time_are_answered(fields: dict[str, object]) -> None:
+    """Bounds at the years 1 and 9999 give a view, a due answer and a wake, never an error."""
+    s = new_schedule("q", request(**fields), ts(2026, 1, 1))
+    s.view(ts(2026, 1, 1))
+    assert due(s, ts(2026, 1, 1, 0, 5)) in (None, ts(2026, 1, 1, 0, 5))
+    next_wake(s, ts(2026, 1, 1))
+    assert Timetable(s).after(253402300799.0) is None or "every_ms" in fields
