@@ -88,7 +88,6 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reloaded_at = 0.0
-        self.fired_total = 0
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -164,12 +163,6 @@ class Scheduler:
             raise ScheduleNotFound(queue, name)
         self._forget((queue, name))
         logger.info("schedule deleted", queue=queue, schedule=name)
-
-    def known(self, queue: str) -> list[Schedule]:
-        """The schedules of ``queue`` this node fires (as last loaded), by name."""
-        return sorted(
-            (s for (q, _), s in self._schedules.items() if q == queue), key=lambda s: s.name
-        )
 
     # -- the task -------------------------------------------------------------------
 
@@ -278,7 +271,6 @@ class Scheduler:
             )
             self._not_before[key] = now + RETRY_S
             return
-        self.fired_total += 1
         current = self._schedules.get(key)
         if current is not None:
             last = max(instant, current.last_fired or -math.inf)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Protocol
+from typing import Annotated, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -30,9 +30,6 @@ from cronsim import CronSim, CronSimError
 
 from .errors import InvalidSchedule
 from .messages import NAME_PATTERN, Headers, Millis, Priority, from_timestamp
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
 
 __all__ = [
     "HEADER_INSTANT",
@@ -382,8 +379,3 @@ class ScheduleStore(Protocol):
         the claim is a compare-and-set; a dead holder's claim may be taken over).
         """
         ...
-
-
-def sorted_schedules(schedules: Sequence[Schedule]) -> list[Schedule]:
-    """``schedules`` by queue, then name (what every listing answers)."""
-    return sorted(schedules, key=lambda s: (s.queue, s.name))
