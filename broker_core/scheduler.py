@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from loguru import logger
 
+from .actor import QueueDeleted
 from .errors import BrokerError, QueueNotFound, ScheduleExists, ScheduleNotFound, Unavailable
 from .journal import FireSchedule, Insert
 from .messages import PublishRequest
@@ -252,8 +253,8 @@ class Scheduler:
             )
             self._not_before[key] = now + RETRY_S
             return
-        except QueueNotFound:
-            self._forget(key)
+        except (QueueNotFound, QueueDeleted):
+            self._forget(key)  # deleted under the fire: so are its schedules
             return
         except BrokerError as exc:
             # Refused (queue full): this instant is skipped, not retried in a loop.
