@@ -15,7 +15,10 @@ The tree::
     ├── Unavailable
     ├── TopicNotFound
     ├── TopicExists
-    └── InvalidRoutingKey
+    ├── InvalidRoutingKey
+    ├── InvalidSchedule
+    ├── ScheduleNotFound
+    └── ScheduleExists
 
 Transports map each class to an HTTP status, a WebSocket error code and a
 GraphQL error code in one place (``transports/errors.py``).
@@ -27,6 +30,7 @@ __all__ = [
     "BrokerError",
     "InvalidName",
     "InvalidRoutingKey",
+    "InvalidSchedule",
     "InvalidTransition",
     "MessageNotFound",
     "NotPermitted",
@@ -35,6 +39,8 @@ __all__ = [
     "QueueInUse",
     "QueueLimitReached",
     "QueueNotFound",
+    "ScheduleExists",
+    "ScheduleNotFound",
     "TopicExists",
     "TopicNotFound",
     "Unavailable",
@@ -185,3 +191,36 @@ class InvalidRoutingKey(BrokerError):
         self.field = field
         self.value = value
         super().__init__(f"invalid {field} {value[:64]!r}: {reason}")
+
+
+class InvalidSchedule(BrokerError):
+    """A schedule's definition is invalid; ``field`` names the field at fault (a 422)."""
+
+    code = "invalid_schedule"
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid {field}: {reason}")
+
+
+class ScheduleNotFound(BrokerError):
+    """The queue has no schedule of that name."""
+
+    code = "schedule_not_found"
+
+    def __init__(self, queue: str, name: str) -> None:
+        self.queue = queue
+        self.name = name
+        super().__init__(f"queue {queue!r} has no schedule {name!r}")
+
+
+class ScheduleExists(BrokerError):
+    """The queue has a schedule of that name already."""
+
+    code = "schedule_exists"
+
+    def __init__(self, queue: str, name: str) -> None:
+        self.queue = queue
+        self.name = name
+        super().__init__(f"queue {queue!r} already has a schedule {name!r}")

@@ -31,6 +31,7 @@ __all__ = [
     "DeliverOp",
     "Drop",
     "Fail",
+    "FireSchedule",
     "Insert",
     "Journal",
     "Op",
@@ -169,6 +170,22 @@ class PurgeQueue(msgspec.Struct, frozen=True, gc=False):
     name: str
 
 
+class FireSchedule(msgspec.Struct, frozen=True, gc=False):
+    """Schedule ``name`` of ``queue`` fired message ``id`` for ``instant``.
+
+    Always in the batch of the message's `Insert`, so the message and the
+    record of its instant commit together or not at all
+    (`scheduler.Scheduler`). Shared storage writes it as a compare-and-set:
+    when the schedule already fired ``instant`` (or a later one), or is
+    gone, the message is deleted in the same transaction.
+    """
+
+    queue: str
+    name: str
+    instant: float
+    id: int
+
+
 Op = (
     Insert
     | DeliverOp
@@ -184,6 +201,7 @@ Op = (
     | DeleteQueue
     | PurgeQueue
     | Trim
+    | FireSchedule
 )
 
 

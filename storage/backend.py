@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from broker_core.journal import Storage
 
 if TYPE_CHECKING:
+    from broker_core.schedules import ScheduleStore
     from broker_core.topic_registry import TopicStore
 
     from .accounts import AccountStore
@@ -38,6 +39,11 @@ class StorageBackend(Storage, Protocol):
     @property
     def topics(self) -> TopicStore:
         """Topics and their bindings, in the same database."""
+        ...
+
+    @property
+    def schedules(self) -> ScheduleStore:
+        """Recurring schedules, in the same database."""
         ...
 
     @property

@@ -25,6 +25,7 @@ from broker_core.journal import (
     DeliverOp,
     Drop,
     Fail,
+    FireSchedule,
     Insert,
     PurgeQueue,
     PutQueue,
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Barrier", "Plan", "Segment", "coalesce", "leave_out", "withdraw_publishes"]
 
-Barrier = PutQueue | PurgeQueue | DeleteQueue | Trim
-"""Queue-level operations: written in their place, between segments."""
+Barrier = PutQueue | PurgeQueue | DeleteQueue | Trim | FireSchedule
+"""Queue-level operations: written in their place, between segments (a fire after its insert)."""
 
 
 class Segment:
@@ -187,8 +188,8 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                 # A withdrawn publish's id (`withdraw_publishes`) was handed out: never again.
                 if id > last_id:
                     last_id = id
-            case PutQueue() | PurgeQueue() | DeleteQueue() | Trim():
-                removes = removes or type(op) is not PutQueue
+            case PutQueue() | PurgeQueue() | DeleteQueue() | Trim() | FireSchedule():
+                removes = removes or type(op) not in (PutQueue, FireSchedule)
                 if not segment.empty:
                     steps.append(segment)
                     segment = Segment()
@@ -207,9 +208,10 @@ def withdraw_publishes(ops: list[Any]) -> tuple[list[Any], set[int]]:
 
     Each `Insert` becomes a `Drop` of its id (deleting nothing, unless a
     commit whose outcome was unknown did land it) and the batch's other
-    operations on those messages go. What is left are settlements and queue
-    changes, which may still be retried. Anything but journal operations
-    (a test's stand-ins) is kept as it is.
+    operations on those messages go, and so do its schedules' fire records
+    (`FireSchedule`: a fire is recorded only with its message). What is
+    left are settlements and queue changes, which may still be retried.
+    Anything but journal operations (a test's stand-ins) is kept as it is.
     """
     ids = {op.entry.id for op in ops if type(op) is Insert}
     if not ids:
@@ -218,6 +220,8 @@ def withdraw_publishes(ops: list[Any]) -> tuple[list[Any], set[int]]:
     for op in ops:
         if type(op) is Insert:
             kept.append(Drop(op.entry.id))
+        elif type(op) is FireSchedule:
+            continue  # its message was in this batch: no fire without it
         elif not (isinstance(op, _SETTLES) and op.id in ids):
             kept.append(op)
     return kept, ids

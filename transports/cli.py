@@ -18,6 +18,7 @@ from .cli_backup import add_backup
 from .cli_messages import add_consume, add_messages, add_publish
 from .cli_queues import add_queues
 from .cli_retries import RETRY_COMMANDS
+from .cli_schedules import add_schedules
 from .cli_session import add_login, add_logout, add_version, client_version
 from .cli_topics import add_topics
 from .cli_users import add_users
@@ -132,6 +133,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], A
     add_users,
     add_topics,
     *RETRY_COMMANDS,
+    add_schedules,
 ]
 """Functions that add a sub-command to the parser: one line per command group."""
 

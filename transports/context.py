@@ -16,6 +16,7 @@ from loguru import logger
 
 from broker_core.auth import TokenService
 from broker_core.broker import Broker
+from broker_core.scheduler import Scheduler
 from broker_core.topic_registry import Topics
 from storage import storage_from_settings
 
@@ -69,6 +70,7 @@ class BrokerContext:
             body_cache_bytes=settings.body_cache_bytes,
             default_lease_s=settings.default_lease_s,
         )
+        self.scheduler = Scheduler(self.broker, self.storage.schedules, shared=self.storage.shared)
         # Made at start: on shared storage the signing key is in the database.
         self.tokens: TokenService
         self.accounts: Accounts
@@ -84,6 +86,7 @@ class BrokerContext:
     async def __aenter__(self) -> BrokerContext:
         await self.broker.start()
         await self.topics.load()
+        await self.scheduler.start()
         settings = self.settings
         self.tokens = TokenService(
             await self._jwt_secret(), settings.access_token_ttl_s, settings.refresh_token_ttl_s
@@ -120,6 +123,7 @@ class BrokerContext:
             with suppress(asyncio.CancelledError):
                 await self._pruner
         await self.topics.close()
+        await self.scheduler.close()
         await self.broker.close()
         if self.tracing is not None:
             self.tracing.shutdown()

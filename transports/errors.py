@@ -30,6 +30,7 @@ from broker_core.errors import (
     BrokerError,
     InvalidName,
     InvalidRoutingKey,
+    InvalidSchedule,
     InvalidTransition,
     MessageNotFound,
     NotPermitted,
@@ -38,6 +39,8 @@ from broker_core.errors import (
     QueueInUse,
     QueueLimitReached,
     QueueNotFound,
+    ScheduleExists,
+    ScheduleNotFound,
     TopicExists,
     TopicNotFound,
     Unavailable,
@@ -140,6 +143,9 @@ _STATUS: dict[type[BaseException], int] = {
     TopicNotFound: 404,
     TopicExists: 409,
     InvalidRoutingKey: 422,
+    InvalidSchedule: 422,
+    ScheduleNotFound: 404,
+    ScheduleExists: 409,
 }
 
 

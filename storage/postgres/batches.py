@@ -30,6 +30,7 @@ from broker_core.journal import (
     DeadLetter,
     DeleteQueue,
     Drop,
+    FireSchedule,
     Insert,
     PurgeQueue,
     PutQueue,
@@ -148,6 +149,27 @@ async def apply(conn: Any, ops: list[Op], node: int) -> None:
                 await conn.execute("DELETE FROM broker_queues WHERE name = $1", name)
             case Trim():
                 await _trim(conn, step, node)
+            case FireSchedule(queue=queue, name=name, instant=instant, id=id):
+                await _fire(conn, queue, name, instant, id)
+
+
+async def _fire(conn: Any, queue: str, name: str, instant: float, id: int) -> None:
+    """Record a schedule's fire, or take back its message: never two for one instant.
+
+    The scheduler's claim makes one node fire each instant; this makes it
+    certain. A node presumed dead whose batch is retried after it rejoined,
+    a claim taken over from it, a schedule deleted meanwhile: whatever
+    committed first for the instant stays, this message goes.
+    """
+    fired = await conn.fetchval(
+        "UPDATE broker_schedules SET last_fired = $3 WHERE queue = $1 AND name = $2 "
+        "AND (last_fired IS NULL OR last_fired < $3) RETURNING true",
+        queue,
+        name,
+        instant,
+    )
+    if not fired:
+        await conn.execute("DELETE FROM broker_messages WHERE id = $1", id)
 
 
 async def _trim(conn: Any, trim: Trim, node: int) -> None:

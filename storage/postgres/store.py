@@ -58,6 +58,7 @@ from .connection import (
     row_count,
 )
 from .migrations import migrate
+from .schedules import PostgresScheduleStore
 from .topics import PostgresTopicStore
 from .writer import WriteBehind
 
@@ -88,6 +89,7 @@ _TABLES = (
     "broker_refresh_tokens",
     "broker_service_tokens",
     "broker_nodes",
+    "broker_schedules",
 )
 
 
@@ -141,6 +143,9 @@ class PostgresStorage:
         self._accounts = PostgresAccountStore(lambda: self.pool, self._before_direct)
         self.topics = PostgresTopicStore(lambda: self.pool, self._before_direct)
         """Topics and their bindings, shared by every node."""
+        self.schedules = PostgresScheduleStore(
+            lambda: self.pool, self._before_direct, lambda: self.node.id
+        )
         self._tx_lock = asyncio.Lock()
         self._size = 0
         self._size_at = 0.0

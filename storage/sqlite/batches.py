@@ -12,7 +12,7 @@ import sqlite3
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
-from broker_core.journal import DeleteQueue, PurgeQueue, PutQueue
+from broker_core.journal import DeleteQueue, FireSchedule, PurgeQueue, PutQueue
 
 from ..coalesce import Barrier, Segment
 from ..rows import ENTRY_COLUMNS, encode_options
@@ -65,6 +65,12 @@ def write_step(db: sqlite3.Connection, step: Segment | Barrier) -> None:
         case DeleteQueue(name=name):
             db.execute("DELETE FROM messages WHERE queue = ?", (name,))
             db.execute("DELETE FROM queues WHERE name = ?", (name,))
+        case FireSchedule(queue=queue, name=name, instant=instant):
+            db.execute(
+                "UPDATE schedules SET last_fired = max(coalesce(last_fired, ?1), ?1) "
+                "WHERE queue = ?2 AND name = ?3",
+                (instant, queue, name),
+            )
 
 
 def _write_segment(db: sqlite3.Connection, segment: Segment) -> None:

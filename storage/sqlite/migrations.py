@@ -6,7 +6,7 @@ leaves the file at the last whole step, and the next start carries on from
 there. Version 1 is ``schema.sql`` (release 0.1.0); version 2 adds the
 version table itself, ``schema_version(version, applied_at, release)``,
 one row per step (the steps a database got before the table existed have
-no time or release).
+no time or release); version 3 adds ``schedules`` (`.schedules`).
 
 ``PRAGMA user_version`` is kept equal to the newest step, in the same
 transaction: it is what release 0.1.0 reads, so an older broker refuses a
@@ -29,6 +29,7 @@ from loguru import logger
 
 from ..errors import StorageCorrupt, StorageTooNew
 from ..release import release
+from .schedules import create_schedules_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -90,6 +91,7 @@ MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (2, _version_table),
     (3, _topics),
     (4, _service_tokens),
+    (5, create_schedules_table),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -46,6 +46,7 @@ from .accounts import SQLiteAccountStore
 from .batches import transaction, write_last_id, write_step
 from .checkpointer import Checkpointer
 from .migrations import migrate
+from .schedules import SQLiteScheduleStore
 from .topics import SQLiteTopicStore
 from .watermark import CommitWatermark, highest_committed_id
 from .writer import SQLiteWriter
@@ -177,6 +178,7 @@ class SQLiteStorage:
         self._accounts = SQLiteAccountStore(self.writer, lambda: self.reader)
         self.topics = SQLiteTopicStore(self.writer, lambda: self.reader)
         """Topics and their bindings, in the same file."""
+        self.schedules = SQLiteScheduleStore(self.writer, lambda: self.reader)
         self._last_id = 0
         self._recorded_id = 0
         self._horizon = NO_HORIZON

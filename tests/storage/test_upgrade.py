@@ -247,6 +247,19 @@ async def test_new_messages_never_reuse_an_old_id(admin: httpx.AsyncClient) -> N
     assert response.json()["message_id"] > max(stored)
 
 
+async def test_an_old_queue_takes_schedules(admin: httpx.AsyncClient) -> None:
+    """The schedules table (SQLite step 3, PostgreSQL schema 4) serves the old queues."""
+    body = {"name": "nightly", "cron": "0 3 * * *", "content": {"job": "report"}}
+    response = await admin.post("/queues/plain/schedules", json=body)
+    assert response.status_code == 201, response.text
+    listed = (await admin.get("/queues/plain/schedules")).json()
+    assert [(s["name"], s["paused"]) for s in listed] == [("nightly", False)]
+    paused = await admin.patch("/queues/plain/schedules/nightly", json={"paused": True})
+    assert paused.json()["paused"] is True
+    assert (await admin.delete("/queues/plain/schedules/nightly")).status_code == 204
+    assert (await admin.get("/queues/plain/schedules")).json() == []
+
+
 # -- a newer release's data ----------------------------------------------------------------------
 
 NEWER = (

@@ -397,6 +397,29 @@ async def test_retry_from_the_failed_view_makes_the_message_pending(
 
 
 @in_browser
+async def test_queue_view_shows_its_schedules_and_pauses_one(
+    server: BrokerServer, page: Page, client: httpx.AsyncClient
+) -> None:
+    """The queue view lists its schedules (expression, next fire, paused); Pause pauses one."""
+    from playwright.async_api import expect
+
+    assert (await client.post("/queues", json={"name": "jobs"})).status_code == 201
+    body = {"name": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Riga", "content": 1}
+    assert (await client.post("/queues/jobs/schedules", json=body)).status_code == 201
+
+    await sign_in(page, server, hash="#/queues/jobs")
+    row = page.locator('#schedules-table tr[data-schedule="nightly"]')
+    await expect(row).to_contain_text("0 3 * * *", timeout=WAIT_MS)
+    await expect(row).to_contain_text("Europe/Riga")
+    await expect(row).to_have_attribute("data-paused", "false")
+    await row.locator("button[data-action=pause]").click()
+    await expect(page.locator("#toasts")).to_contain_text("schedule nightly paused")
+    await expect(row).to_have_attribute("data-paused", "true", timeout=WAIT_MS)
+    shown = (await client.get("/queues/jobs/schedules/nightly")).json()
+    assert shown["paused"] is True
+
+
+@in_browser
 async def test_redrive_moves_dead_lettered_messages_back(
     server: BrokerServer, page: Page, client: httpx.AsyncClient
 ) -> None:

@@ -27,6 +27,7 @@ from broker_core.service_tokens import CreatedServiceToken, ServiceTokenView
 
 from .errors import AuthError, RequestError
 from .messages import Message
+from .schedules import ScheduleMethods
 from .topics import TopicMethods
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def _error(response: httpx.Response) -> RequestError:
     return kind(code, detail, response.status_code)
 
 
-class RestClient(TopicMethods):
+class RestClient(TopicMethods, ScheduleMethods):
     """The broker's REST API; use it as an async context manager or call `close`.
 
     Args:

@@ -39,6 +39,7 @@ from .. import operations
 from ..errors import ApiError
 from .context import GraphQLContext, context_of
 from .retries import RetryMutation
+from .schedules import ScheduleMutations
 from .structs import Long, to_struct
 from .types import (
     CreatedToken,
@@ -63,7 +64,7 @@ __all__ = ["Mutation"]
 
 
 @strawberry.type(description="Manage queues, publish messages and settle deliveries.")
-class Mutation(RetryMutation):
+class Mutation(RetryMutation, ScheduleMutations):
     @strawberry.mutation(graphql_type=Queue, description="Create a queue (`manage`).")
     async def create_queue(
         self,

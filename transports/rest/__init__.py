@@ -9,6 +9,7 @@ from .bodies import BODY_SCHEMAS, CheckedRequest
 from .health import health
 from .messages import MessageController
 from .queues import QueueController, list_consumers, publish_fanout
+from .schedules import ScheduleController
 from .tokens import TokenController
 from .topics import TopicController
 from .users import UserController
@@ -20,6 +21,7 @@ __all__ = ["BODY_SCHEMAS", "ROUTES", "CheckedRequest"]
 
 ROUTES: list[ControllerRouterHandler] = [
     QueueController,
+    ScheduleController,
     MessageController,
     UserController,
     TopicController,

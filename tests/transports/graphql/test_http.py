@@ -430,3 +430,63 @@ async def test_graphiql_is_not_served_in_production(server: BrokerServer) -> Non
     async with httpx.AsyncClient(base_url=server.url) as browser:
         response = await browser.get("/graphql", headers={"Accept": "text/html"})
     assert response.status_code == 401
+
+
+SCHEDULE = """
+mutation($queue: String!, $schedule: ScheduleInput!) {
+  createSchedule(queue: $queue, schedule: $schedule) {
+    name cron everyMs timezone paused nextFireAt
+  }
+}
+"""
+
+
+async def test_schedules_are_created_listed_paused_and_deleted(client: httpx.AsyncClient) -> None:
+    """The schedule mutations and queries answer as REST does."""
+    await make_queue(client)
+    schedule = {"name": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Riga",
+                "content": {"job": "report"}, "headers": {"k": "v"}}  # fmt: skip
+    created = (await data_of(client, SCHEDULE, queue="jobs", schedule=schedule))["createSchedule"]
+    assert created["cron"] == "0 3 * * *" and created["everyMs"] is None
+    assert created["paused"] is False
+    # 03:00 in Riga: 01:00 UTC in winter, 00:00 UTC in summer.
+    assert "T01:00:00" in created["nextFireAt"] or "T00:00:00" in created["nextFireAt"]
+    paused = await data_of(
+        client, 'mutation { pauseSchedule(queue: "jobs", name: "nightly") { paused } }'
+    )
+    assert paused["pauseSchedule"]["paused"] is True
+    listed = await data_of(
+        client, '{ schedules(queue: "jobs") { name paused content headers lastFiredAt } }'
+    )
+    assert listed["schedules"] == [
+        {
+            "name": "nightly",
+            "paused": True,
+            "content": {"job": "report"},
+            "headers": {"k": "v"},
+            "lastFiredAt": None,
+        }
+    ]
+    resumed = await data_of(
+        client, 'mutation { resumeSchedule(queue: "jobs", name: "nightly") { paused } }'
+    )
+    assert resumed["resumeSchedule"]["paused"] is False
+    one = await data_of(client, '{ schedule(queue: "jobs", name: "nightly") { timezone } }')
+    assert one["schedule"]["timezone"] == "Europe/Riga"
+    deleted = await data_of(client, 'mutation { deleteSchedule(queue: "jobs", name: "nightly") }')
+    assert deleted["deleteSchedule"] is True
+    error = await error_of(client, '{ schedule(queue: "jobs", name: "nightly") { name } }')
+    assert error["extensions"]["code"] == "schedule_not_found"
+
+
+async def test_a_bad_schedule_is_refused_naming_the_field(client: httpx.AsyncClient) -> None:
+    """An invalid cron, a short period or an unknown zone: a 422 error naming the field."""
+    await make_queue(client)
+    for schedule, field in (
+        ({"name": "s", "cron": "* * *", "content": 1}, "cron"),
+        ({"name": "s", "everyMs": 10, "content": 1}, "everyMs"),
+        ({"name": "s", "everyMs": 5000, "timezone": "Nowhere/Land", "content": 1}, "timezone"),
+    ):
+        error = await error_of(client, SCHEDULE, queue="jobs", schedule=schedule)
+        assert error["extensions"]["status"] == 422, error
+        assert field in error["message"], error

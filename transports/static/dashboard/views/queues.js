@@ -22,6 +22,7 @@ import {
   throttle,
   toast,
 } from "../lib/dom.js";
+import { SchedulesPanel } from "./schedules.js";
 
 const PAGE_SIZE = 25;
 const RATE_WINDOW = 11; // snapshots: rates over the last ten seconds
@@ -72,6 +73,7 @@ export class QueuesView {
       if (this.selected && this.pageIndex === 0) this.loadMessages();
     }, 1500);
     this.wire();
+    this.schedules = new SchedulesPanel(app);
   }
 
   get perms() {
@@ -384,6 +386,7 @@ export class QueuesView {
     const changed = name !== this.selected;
     this.selected = name;
     $("#queue-detail").hidden = name === null;
+    if (changed) this.schedules.show(name);
     for (const [rowName, row] of this.rows) row.tr.classList.toggle("selected", rowName === name);
     if (name === null) return;
     $("#publish-form").hidden = !this.perms.allowed("publish", name);
