@@ -65,9 +65,24 @@ def _version_table(db: sqlite3.Connection) -> None:
     )
 
 
+def _body_refs(db: sqlite3.Connection) -> None:
+    """Bodies move to segment files (`storage.sqlite.segments`); a row keeps a reference.
+
+    ``body_ref`` is ``NULL`` for a body kept in the row's ``content`` (every
+    row of a database migrated from an older version, and empty bodies),
+    else the record's reference, with ``content`` left empty. Old rows are
+    read in place, not moved: the step only adds a column, so a data dir
+    with a million messages upgrades at once, without a second copy of
+    every body on disk or a window where a crash leaves a body in neither
+    place; their space comes back as they are acked and pruned.
+    """
+    db.execute("ALTER TABLE messages ADD COLUMN body_ref INTEGER")
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
+    (3, _body_refs),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

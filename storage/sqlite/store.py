@@ -38,14 +38,15 @@ import aiosqlite
 from loguru import logger
 
 from ..coalesce import coalesce
-from ..errors import CommittedDataMissing, StorageCorrupt, StorageError
+from ..errors import CommittedDataMissing, SegmentDataMissing, StorageCorrupt, StorageError
 from ..retention import prune_in_batches
 from ..rows import NO_HORIZON, DeliveryHorizon
 from . import pruning, reads
 from .accounts import SQLiteAccountStore
-from .batches import transaction, write_last_id, write_step
+from .batches import stage_bodies, transaction, write_last_id, write_step
 from .checkpointer import Checkpointer
 from .migrations import migrate
+from .segments import SegmentLog, segments_path, unpack_ref
 from .watermark import CommitWatermark, highest_committed_id
 from .writer import SQLiteWriter
 
@@ -85,6 +86,10 @@ checkpoints the little the checkpointer left, and the log starts over.
 """
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file is trimmed to when it starts over (it is reused, not regrown, below that)."""
+_NEWEST_ROWS = 10_000
+"""Rows read at start to find the highest body reference (`SQLiteStorage._recover_bodies`)."""
+_SWEEP_INTERVAL_S = 30.0
+"""The most often `SQLiteStorage.prune` looks for segments no row references any more."""
 _WRITER_CACHE_BYTES = 8 * 1024 * 1024
 """The writer's page cache: the pages new rows go to and the recent rows acks rewrite."""
 _READER_CACHE_BYTES = 8 * 1024 * 1024
@@ -141,6 +146,8 @@ class SQLiteStorage:
         processed_retention_count: at most this many processed messages are kept per queue.
         accept_data_loss: open a database that lost committed writes (logged
             loudly; ids continue past the lost ones) instead of refusing it.
+        inline_max: bodies up to this many bytes stay in their row; larger
+            ones go to the segments (`storage.sqlite.segments`).
     """
 
     def __init__(
@@ -154,6 +161,7 @@ class SQLiteStorage:
         processed_retention_s: float = 3600.0,
         processed_retention_count: int = 10_000,
         accept_data_loss: bool = False,
+        inline_max: int = 0,
     ) -> None:
         self.path = path
         self.accept_data_loss = accept_data_loss
@@ -161,11 +169,16 @@ class SQLiteStorage:
         self.page_size = page_size
         self.processed_retention_s = processed_retention_s
         self.processed_retention_count = processed_retention_count
+        self.inline_max = inline_max
         self._reader: aiosqlite.Connection | None = None
         self.watermark = CommitWatermark(path)
+        self.bodies = SegmentLog(segments_path(path), fsync=synchronous.upper() == "FULL")
         self.checkpointer = Checkpointer(
-            lambda: sqlite3.connect(self.path), on_checkpoint=self.watermark.sync
+            lambda: sqlite3.connect(self.path),
+            before_checkpoint=self.bodies.sync,
+            on_checkpoint=self.watermark.sync,
         )
+        self._swept_at = 0.0
         self.writer = SQLiteWriter(
             self._connect_writer,
             self._write_batch,
@@ -204,8 +217,8 @@ class SQLiteStorage:
         return self.writer.stats
 
     def size_bytes(self) -> int:
-        """Bytes of the database file and its WAL."""
-        total = 0
+        """Bytes of the database file, its WAL and its body segments."""
+        total = self.bodies.size_bytes()
         for suffix in ("", "-wal"):
             with suppress(OSError):
                 total += self.path.with_name(self.path.name + suffix).stat().st_size
@@ -292,10 +305,49 @@ class SQLiteStorage:
         self._horizon = DeliveryHorizon(
             int(meta.get("horizon_id", 0)), float(meta.get("horizon_at", 0))
         )
+        if not self._recover_bodies(db):
+            clean = False
         self._recover(db, clean)
         # What the database holds now: lower than the old watermark once a loss is accepted.
         self.watermark.open(found)
         return clean
+
+    def _recover_bodies(self, db: sqlite3.Connection) -> bool:
+        """Open the segments, cutting a torn tail; return whether every body referenced is there.
+
+        The highest reference is looked for among the newest rows: bodies
+        are appended in commit order and ids are handed out just before
+        their publish joins a batch, so the newest reference belongs to one
+        of the newest ids (a window far wider than a batch is read).
+
+        Raises:
+            SegmentDataMissing: a committed row's body is not there whole,
+                and ``accept_data_loss`` is off.
+        """
+        (highest,) = db.execute(
+            "SELECT max(body_ref) FROM (SELECT body_ref FROM messages "
+            "WHERE body_ref IS NOT NULL ORDER BY id DESC LIMIT ?)",
+            (_NEWEST_ROWS,),
+        ).fetchone()
+        lost = self.bodies.recover(highest)
+        if lost is None:
+            return True
+        segment, offset = unpack_ref(lost)
+        if not self.accept_data_loss:
+            raise SegmentDataMissing(str(self.path), segment, offset)
+        with transaction(db):
+            write_last_id(db, self._last_id)
+            dropped = db.execute("DELETE FROM messages WHERE body_ref >= ?", (lost,)).rowcount
+        self._recorded_id = self._last_id
+        logger.error(
+            "message bodies lost: their messages dropped, serving the rest, as told "
+            "(accept_data_loss)",
+            database=str(self.path),
+            segment=segment,
+            offset=offset,
+            dropped=dropped,
+        )
+        return False
 
     def _recover(self, db: sqlite3.Connection, clean: bool) -> None:
         db.execute("BEGIN")
@@ -342,6 +394,7 @@ class SQLiteStorage:
         await self.writer.stop()
         self.checkpointer.stop()
         self.watermark.close()
+        self.bodies.close()
         if self._reader is not None:
             try:
                 await self._reader.close()
@@ -370,6 +423,9 @@ class SQLiteStorage:
         """
         plan = coalesce(ops, self._last_id)
         record = plan.removes and plan.last_id != self._recorded_id
+        # Bodies reach their segment before the commit that references them.
+        stage_bodies(plan.steps, self.bodies, self.inline_max)
+        self.bodies.write()
         with transaction(db):
             for step in plan.steps:
                 write_step(db, step)
@@ -408,19 +464,21 @@ class SQLiteStorage:
     async def load_entries(self, ids: Sequence[int]) -> list[Entry]:
         """Entries (with bodies) of those ``ids`` that are still pending."""
         await self.writer.flush()
-        return await reads.load_entries(self.reader, self._horizon, ids)
+        return await reads.load_entries(self.reader, self.bodies, self._horizon, ids)
 
     async def get_message(self, id: int) -> StoredMessage | None:
         """One message by id, whatever its status."""
         await self.writer.flush()
-        return await reads.get_message(self.reader, self._horizon, id)
+        return await reads.get_message(self.reader, self.bodies, self._horizon, id)
 
     async def browse(
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None
     ) -> list[StoredMessage]:
         """Messages of ``queue`` (of one status, or all) by ascending id after ``after``."""
         await self.writer.flush()
-        return await reads.browse(self.reader, self._horizon, queue, status, limit, after)
+        return await reads.browse(
+            self.reader, self.bodies, self._horizon, queue, status, limit, after
+        )
 
     async def retryable_ids(self, queue: str, limit: int) -> list[int]:
         """Failed messages of ``queue`` and its dead-lettered pending ones, oldest first."""
@@ -445,7 +503,29 @@ class SQLiteStorage:
         In batches (`storage.retention`); SQLite reuses the freed pages.
         """
         await self.writer.flush()
-        return await prune_in_batches(lambda: self.writer.call(partial(self._prune_batch, now)))
+        deleted = await prune_in_batches(lambda: self.writer.call(partial(self._prune_batch, now)))
+        await self.sweep_segments()
+        return deleted
+
+    async def sweep_segments(self, *, force: bool = False) -> list[int]:
+        """Delete the segments no row references any more; return their numbers.
+
+        A scan of every row (on the reader, beside commits), so at most once
+        per `_SWEEP_INTERVAL_S` unless ``force``, and only when there is a
+        segment before the current one. The current number is read before
+        the scan: a segment before it takes no new reference, and every
+        batch that appended to it has committed (the writer rolls over
+        between batches), so the scan sees all its references.
+        """
+        now = time.monotonic()
+        current = self.bodies.current
+        if not force and now - self._swept_at < _SWEEP_INTERVAL_S:
+            return []
+        self._swept_at = now
+        if not any(number < current for number in self.bodies.numbers()):
+            return []
+        live = await reads.live_segments(self.reader)
+        return await self.writer.call(lambda _db: self.bodies.remove_unreferenced(live, current))
 
     def _prune_batch(self, now: float, db: sqlite3.Connection) -> tuple[int, bool]:
         self._record_last_id(db)
