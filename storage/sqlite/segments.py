@@ -36,6 +36,7 @@ whole (`SegmentLog.remove_unreferenced`).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import struct
@@ -210,7 +211,8 @@ class SegmentLog:
         Call `write` before the commit that stores the reference, or
         `discard` when the batch is abandoned.
         """
-        if self._end + self._pending_bytes >= self.roll_bytes and self._end > FILE_HEADER.size:
+        # A batch's records go to one segment: it may pass the size by a batch.
+        if not self._pending and self._end >= self.roll_bytes:
             self._roll()
         record = encode_record(id, body)
         ref = pack_ref(self._number, self._end + self._pending_bytes)
@@ -240,6 +242,16 @@ class SegmentLog:
                 offset += written
             if self.fsync:
                 os.fdatasync(fd)
+        except OSError as exc:
+            self.discard()
+            path = self.directory / _file_name(self._number)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(
+                    exc.errno, f"the disk is full: no room for message bodies in {path}"
+                ) from exc
+            raise OSError(
+                exc.errno, f"cannot write message bodies to {path}: {exc.strerror}"
+            ) from exc
         except BaseException:
             self.discard()
             raise
@@ -255,7 +267,6 @@ class SegmentLog:
 
     def _roll(self) -> None:
         """Close the current segment (fsynced whatever the mode) and start the next one."""
-        assert not self._pending, "a batch's records go to one segment"
         with self._lock:
             fd, self._fd = self._fd, None
         if fd is not None:
