@@ -32,6 +32,10 @@ on 127.0.0.1. Systems alternate run by run; the table shows medians (min-max).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -93,17 +97,42 @@ def _measure(system: System, plan: Plan, run: int) -> dict[str, Any]:
     }
 
 
+def _ours(page_size: int, synchronous: str) -> Ours:
+    return Ours(BROKER_SQLITE_PAGE_SIZE=str(page_size), BROKER_SQLITE_SYNCHRONOUS=synchronous)
+
+
+@contextlib.contextmanager
+def _baseline(tree: Path, page_size: int) -> Iterator[Ours]:
+    """Our broker as the source tree ``tree`` has it (an older commit), on this harness.
+
+    ``python -m transports`` imports from its working directory first, so
+    the server is started from ``tree``; the clients stay this tree's.
+    """
+    here = Path.cwd()
+    ours = Ours(BROKER_SQLITE_PAGE_SIZE=str(page_size))
+    os.chdir(tree)
+    try:
+        entered = ours.__enter__()
+    finally:
+        os.chdir(here)
+    try:
+        yield entered
+    finally:
+        ours.__exit__(None, None, None)
+
+
 def _systems(
-    synchronous: list[str], page_sizes: list[int]
+    synchronous: list[str], page_sizes: list[int], baseline: Path | None
 ) -> Iterator[tuple[str, Callable[[], Any]]]:
+    if baseline is not None:
+        yield (
+            f"wsbroker before ({baseline.name}), NORMAL, 16 KiB pages",
+            partial(_baseline, baseline, 16384),
+        )
     for mode in synchronous:
         for size in page_sizes:
-            yield (
-                f"wsbroker {mode}, {size // KIB} KiB pages",
-                lambda size=size, mode=mode: Ours(
-                    BROKER_SQLITE_PAGE_SIZE=str(size), BROKER_SQLITE_SYNCHRONOUS=mode
-                ),
-            )
+            pages = f"{size // KIB} KiB" if size >= KIB else f"{size} B"
+            yield f"wsbroker {mode}, {pages} pages", partial(_ours, size, mode)
     for peer in (RabbitMQ, Nats):
         reason = peer.unavailable()
         if reason is None:
@@ -129,9 +158,14 @@ def main(argv: list[str] | None = None) -> None:
         help="BROKER_SQLITE_SYNCHRONOUS settings of our broker",
     )
     parser.add_argument("--no-peers", action="store_true", help="measure our broker only")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a source tree of an older commit (git archive) to measure beside, as it was",
+    )
     args = parser.parse_args(argv)
     plan = Plan(runs=args.runs)
-    systems = list(_systems(args.synchronous, args.page_sizes))
+    systems = list(_systems(args.synchronous, args.page_sizes, args.baseline))
     if args.no_peers:
         systems = [(label, make) for label, make in systems if label.startswith("wsbroker")]
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in systems}

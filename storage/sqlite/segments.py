@@ -39,6 +39,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sqlite3
 import struct
 import threading
 import zlib
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from ..errors import StorageCorrupt
+from ..errors import SegmentDataMissing, StorageCorrupt
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -55,10 +56,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FILE_HEADER",
+    "HIGHEST_REF_SQL",
     "OFFSET_BITS",
     "RECORD",
     "ROLL_BYTES",
     "SegmentLog",
+    "check_bodies",
     "pack_ref",
     "segments_path",
     "unpack_ref",
@@ -381,6 +384,50 @@ class SegmentLog:
             os.close(fd)
         for reader in readers.values():
             os.close(reader)
+
+
+HIGHEST_REF_SQL = (
+    "SELECT max(body_ref) FROM (SELECT body_ref FROM messages "
+    "WHERE body_ref IS NOT NULL ORDER BY id DESC LIMIT 10000)"
+)
+"""The highest body reference, looked for among the newest rows.
+
+Bodies are appended in commit order and ids are handed out just before
+their publish joins a batch, so the newest reference belongs to one of the
+newest ids (a window far wider than a batch is read).
+"""
+
+
+def check_bodies(database: Path, *, accept_loss: bool = False) -> None:
+    """Fail fast, before serving, when the newest body a row references is not whole (read-only).
+
+    Raises:
+        SegmentDataMissing: unless ``accept_loss``.
+    """
+    if accept_loss or not database.exists():
+        return
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        if connection.execute("PRAGMA user_version").fetchone()[0] < 3:
+            return
+        (highest,) = connection.execute(HIGHEST_REF_SQL).fetchone()
+    finally:
+        connection.close()
+    if highest is None:
+        return
+    number, offset = unpack_ref(highest)
+    path = segments_path(database) / _file_name(number)
+    try:
+        with open(path, "rb") as file:
+            header = file.read(FILE_HEADER.size)
+            file.seek(offset)
+            head = file.read(RECORD.size)
+            length = RECORD.unpack(head)[0] if len(head) == RECORD.size else 0
+            data = head + file.read(length)
+    except FileNotFoundError:
+        data = header = b""
+    if not _header_ok(header, number) or _record_end(data, 0) is None:
+        raise SegmentDataMissing(str(database), number, offset)
 
 
 def _header_ok(data: bytes, number: int) -> bool:

@@ -46,7 +46,7 @@ from .accounts import SQLiteAccountStore
 from .batches import stage_bodies, transaction, write_last_id, write_step
 from .checkpointer import Checkpointer
 from .migrations import migrate
-from .segments import SegmentLog, segments_path, unpack_ref
+from .segments import HIGHEST_REF_SQL, SegmentLog, segments_path, unpack_ref
 from .watermark import CommitWatermark, highest_committed_id
 from .writer import SQLiteWriter
 
@@ -86,8 +86,6 @@ checkpoints the little the checkpointer left, and the log starts over.
 """
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file is trimmed to when it starts over (it is reused, not regrown, below that)."""
-_NEWEST_ROWS = 10_000
-"""Rows read at start to find the highest body reference (`SQLiteStorage._recover_bodies`)."""
 _SWEEP_INTERVAL_S = 30.0
 """The most often `SQLiteStorage.prune` looks for segments no row references any more."""
 _WRITER_CACHE_BYTES = 8 * 1024 * 1024
@@ -315,20 +313,14 @@ class SQLiteStorage:
     def _recover_bodies(self, db: sqlite3.Connection) -> bool:
         """Open the segments, cutting a torn tail; return whether every body referenced is there.
 
-        The highest reference is looked for among the newest rows: bodies
-        are appended in commit order and ids are handed out just before
-        their publish joins a batch, so the newest reference belongs to one
-        of the newest ids (a window far wider than a batch is read).
+        The highest reference is looked for among the newest rows
+        (`segments.HIGHEST_REF_SQL`).
 
         Raises:
             SegmentDataMissing: a committed row's body is not there whole,
                 and ``accept_data_loss`` is off.
         """
-        (highest,) = db.execute(
-            "SELECT max(body_ref) FROM (SELECT body_ref FROM messages "
-            "WHERE body_ref IS NOT NULL ORDER BY id DESC LIMIT ?)",
-            (_NEWEST_ROWS,),
-        ).fetchone()
+        (highest,) = db.execute(HIGHEST_REF_SQL).fetchone()
         lost = self.bodies.recover(highest)
         if lost is None:
             return True

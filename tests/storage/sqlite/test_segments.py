@@ -21,6 +21,7 @@ from storage.sqlite.segments import (
     FILE_HEADER,
     RECORD,
     SegmentLog,
+    check_bodies,
     encode_record,
     pack_ref,
     scan,
@@ -187,6 +188,18 @@ async def test_a_reference_past_the_segment_end_refuses_to_start(tmp_path: Path)
     with pytest.raises(SegmentDataMissing, match="accept-data-loss"):
         await storage.open()
     assert not storage.is_open
+
+
+async def test_the_check_before_serving_names_lost_bodies(tmp_path: Path) -> None:
+    """`check_bodies` (run by ``broker serve`` before it starts) refuses a short segment."""
+    path = tmp_path / "broker.db"
+    await _filled(path, 5)
+    check_bodies(path)
+    [segment] = _segments(path)
+    os.truncate(segment, segment.stat().st_size - 1)
+    with pytest.raises(SegmentDataMissing, match="lost from offset"):
+        check_bodies(path)
+    check_bodies(path, accept_loss=True)
 
 
 async def test_accepting_lost_bodies_drops_their_messages_and_keeps_the_rest(
