@@ -132,8 +132,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # -- storage -------------------------------------------------------------
     storage_url: str | None = None
     """``postgresql://...`` for the scale-out backend; None is SQLite at :attr:`sqlite_path`."""
-    sqlite_synchronous: str = "NORMAL"
-    """SQLite ``PRAGMA synchronous`` in WAL mode: ``NORMAL`` or ``FULL``."""
+    sqlite_synchronous: str = "FULL"
+    """SQLite ``PRAGMA synchronous`` in WAL mode: ``FULL`` or ``NORMAL``.
+
+    ``FULL`` fsyncs each group commit's body segment and WAL before its
+    publishes are confirmed (a confirmed message survives a power loss);
+    ``NORMAL`` only at checkpoints (a process crash loses nothing confirmed,
+    a power loss may). Measured within noise of each other in throughput
+    (README, Disk writes).
+    """
     sqlite_page_size: int = 1024
     """Bytes per page of a new SQLite database (a power of two, 512 to 65536).
 

@@ -9,10 +9,11 @@ Queue-wide operations (purge, delete) are barriers that keep their place in
 the order. Reads, pruning, users and tokens, and the schema's version have
 modules of their own beside this one.
 
-Durability: ``synchronous=NORMAL`` in WAL mode (the default) survives a
-process crash (``kill -9``) with every committed batch; a power loss may lose
-the last batches committed since the last checkpoint. ``FULL`` fsyncs each
-commit and survives power loss too, at a cost in throughput.
+Durability: ``synchronous=FULL`` (the default) fsyncs each batch's bodies
+in their segment, then the commit's WAL frames, before the batch's publishes
+are confirmed: it survives power loss. ``NORMAL`` survives a process crash
+(``kill -9``) with every committed batch; a power loss may lose the last
+batches committed since the last checkpoint.
 
 After an unclean stop every pending message that may have been delivered
 is marked redelivered (write-behind may have lost its delivery record), and
@@ -150,7 +151,7 @@ class SQLiteStorage:
         self,
         path: Path,
         *,
-        synchronous: str = "NORMAL",
+        synchronous: str = "FULL",
         page_size: int = PAGE_SIZE,
         linger_ms: float = 0.0,
         max_batch: int = 512,
