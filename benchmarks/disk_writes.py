@@ -1,6 +1,7 @@
-"""Disk writes per message: this broker at each SQLite page size, beside its peers.
+"""Disk writes per message: this broker (synchronous NORMAL and FULL) beside its peers.
 
-Run: ``python -m benchmarks.disk_writes [--runs 3] [--page-sizes 4096 8192 16384]``.
+Run: ``python -m benchmarks.disk_writes [--runs 3] [--synchronous NORMAL FULL]
+[--page-sizes 4096]``.
 
 Each run reads the bytes the server process caused to be written
 (``write_bytes`` of its I/O counters: for this broker its WAL and the
@@ -11,19 +12,30 @@ stores) around two of the suite's phases:
   message is a group commit of its own, twice (its publish; its delivery
   and ack);
 * ``e2e``: the end-to-end flow (50,000 messages, 500 in flight), where a
-  commit holds hundreds of messages.
+  commit holds hundreds of messages;
+* ``publish``: the same count published into an empty queue with nobody
+  consuming (its bytes per message and throughput; the drain after it is
+  not counted).
 
-A SQLite commit writes every page it touches whole, so the page size that
-makes big commits cheaper (`storage.sqlite.PAGE_SIZE`) makes small ones
-write more: `Settings.sqlite_page_size` (``BROKER_SQLITE_PAGE_SIZE``) is the
-choice, for a new database. Our broker starts fresh for each page size and
-run; RabbitMQ and NATS JetStream are measured when they answer on
-127.0.0.1. Systems alternate run by run; the table shows medians (min-max).
+Beside the bytes, each run keeps the throughputs and the latency phase's
+percentiles (publish-to-deliver and confirm), so the cost of
+``synchronous=FULL`` (an fsync per group commit) shows against ``NORMAL``
+from the same interleaved runs.
+
+A SQLite commit writes every page it touches whole; bodies are appended once
+to segment files beside the database (`storage.sqlite.segments`), so a
+commit's pages hold small state rows only. Our broker starts fresh for each
+setting and run; RabbitMQ and NATS JetStream are measured when they answer
+on 127.0.0.1. Systems alternate run by run; the table shows medians (min-max).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -31,7 +43,7 @@ import msgspec
 from .harness import positive_int, save, written_bytes
 from .ours import Ours
 from .peers import Nats, RabbitMQ
-from .phases import flow, latency, queue_names
+from .phases import flow, latency, publish_then_drain, queue_names
 from .report import median_range
 from .stats import summarise
 from .workload import Plan
@@ -65,19 +77,62 @@ def _measure(system: System, plan: Plan, run: int) -> dict[str, Any]:
     fast = _kib_per_message(
         system, plan.count, lambda: flow(system, plan, queue_names("disk-e2e", run))
     )
+    publish = _kib_per_message(
+        system,
+        plan.count,
+        lambda: publish_then_drain(system, plan, queue_names("disk-publish", run)[0])[0],
+    )
+    timings = slow["result"]
     return {
         "latency_kib_per_message": slow["kib_per_message"],
         "e2e_kib_per_message": fast["kib_per_message"],
         "e2e_msgs_per_s": fast["result"]["msgs_per_s"],
+        "publish_kib_per_message": publish["kib_per_message"],
+        "publish_msgs_per_s": publish["result"]["msgs_per_s"],
+        **{
+            f"{kind}_{p}_ms": timings.get(f"{kind}_{p}_ms")
+            for kind in ("deliver", "confirm")
+            for p in ("p50", "p99")
+        },
     }
 
 
-def _systems(page_sizes: list[int]) -> Iterator[tuple[str, Callable[[], Any]]]:
-    for size in page_sizes:
+def _ours(page_size: int, synchronous: str) -> Ours:
+    return Ours(BROKER_SQLITE_PAGE_SIZE=str(page_size), BROKER_SQLITE_SYNCHRONOUS=synchronous)
+
+
+@contextlib.contextmanager
+def _baseline(tree: Path, page_size: int) -> Iterator[Ours]:
+    """Our broker as the source tree ``tree`` has it (an older commit), on this harness.
+
+    ``python -m transports`` imports from its working directory first, so
+    the server is started from ``tree``; the clients stay this tree's.
+    """
+    here = Path.cwd()
+    ours = Ours(BROKER_SQLITE_PAGE_SIZE=str(page_size))
+    os.chdir(tree)
+    try:
+        entered = ours.__enter__()
+    finally:
+        os.chdir(here)
+    try:
+        yield entered
+    finally:
+        ours.__exit__(None, None, None)
+
+
+def _systems(
+    synchronous: list[str], page_sizes: list[int], baseline: Path | None
+) -> Iterator[tuple[str, Callable[[], Any]]]:
+    if baseline is not None:
         yield (
-            f"wsbroker, {size // KIB} KiB pages",
-            lambda size=size: Ours(BROKER_SQLITE_PAGE_SIZE=str(size)),
+            f"wsbroker before ({baseline.name}), NORMAL, 16 KiB pages",
+            partial(_baseline, baseline, 16384),
         )
+    for mode in synchronous:
+        for size in page_sizes:
+            pages = f"{size // KIB} KiB" if size >= KIB else f"{size} B"
+            yield f"wsbroker {mode}, {pages} pages", partial(_ours, size, mode)
     for peer in (RabbitMQ, Nats):
         reason = peer.unavailable()
         if reason is None:
@@ -93,12 +148,26 @@ def main(argv: list[str] | None = None) -> None:
         "--page-sizes",
         type=int,
         nargs="+",
-        default=[4096, 8192, 16384],
+        default=[4096],
         help="SQLite page sizes of our broker's fresh databases",
+    )
+    parser.add_argument(
+        "--synchronous",
+        nargs="+",
+        default=["NORMAL", "FULL"],
+        help="BROKER_SQLITE_SYNCHRONOUS settings of our broker",
+    )
+    parser.add_argument("--no-peers", action="store_true", help="measure our broker only")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a source tree of an older commit (git archive) to measure beside, as it was",
     )
     args = parser.parse_args(argv)
     plan = Plan(runs=args.runs)
-    systems = list(_systems(args.page_sizes))
+    systems = list(_systems(args.synchronous, args.page_sizes, args.baseline))
+    if args.no_peers:
+        systems = [(label, make) for label, make in systems if label.startswith("wsbroker")]
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in systems}
     for run in range(args.runs):
         for label, make in systems:
@@ -111,16 +180,23 @@ def main(argv: list[str] | None = None) -> None:
         f"and end to end ({plan.count:,} messages, {plan.window} in flight)"
     )
     print(
-        f"| system | KiB per message at {plan.rate:,.0f} msg/s | KiB per message end to end"
-        " | end to end, msg/s |"
+        f"| system | KiB/msg at {plan.rate:,.0f} msg/s | KiB/msg end to end"
+        " | end to end, msg/s | KiB/msg publish only | publish only, msg/s"
+        f" | deliver p50/p99 ms at {plan.rate:,.0f} msg/s | confirm p50/p99 ms |"
     )
-    print("|---|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, results in runs.items():
         summary = summarise(results)
         cells = [
             median_range(summary, "latency_kib_per_message", 1),
             median_range(summary, "e2e_kib_per_message", 1),
             median_range(summary, "e2e_msgs_per_s"),
+            median_range(summary, "publish_kib_per_message", 1),
+            median_range(summary, "publish_msgs_per_s"),
+            f"{median_range(summary, 'deliver_p50_ms', 2)} / "
+            f"{median_range(summary, 'deliver_p99_ms', 2)}",
+            f"{median_range(summary, 'confirm_p50_ms', 2)} / "
+            f"{median_range(summary, 'confirm_p99_ms', 2)}",
         ]
         print(f"| {label} | {' | '.join(cells)} |")
     document = {"plan": msgspec.to_builtins(plan), "runs": runs}

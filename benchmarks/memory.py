@@ -1,5 +1,8 @@
 """Memory and scale: a million pending messages, a restart with them, 5,000 WebSocket consumers.
 
+Run alone: ``python -m benchmarks.memory [--pending 1000000]`` (the `pending`
+phase; the suite runs both as ``--only memory``).
+
 * `pending`: a fresh broker gets ``plan.pending`` 1 KiB messages in one
   queue, published over REST in batches of 1,000 (4 requests in flight);
   its RSS is read when they are all stored. Then it is stopped cleanly and
@@ -145,7 +148,11 @@ def pending(plan: Plan) -> dict[str, Any]:
             info = ours.http.get(f"/queues/{queue}").json()
             time.sleep(2.0)  # let the write-behind and the body cache settle
             held = broker.rss()
-        database = sum(path.stat().st_size for path in broker.data_dir.glob("broker.db*"))
+        # The database, its WAL and watermark, and the body segments beside them.
+        database = sum(
+            path.stat().st_size for path in broker.data_dir.glob("broker.db*") if path.is_file()
+        )
+        segments = sum(path.stat().st_size for path in broker.data_dir.glob("broker.db-*/*.seg"))
         clean = _restart(broker, token, queue, kill=False)
         crash = _restart(broker, token, queue, kill=True)
     return {
@@ -158,6 +165,7 @@ def pending(plan: Plan) -> dict[str, Any]:
         "rss_pending_mb": _mb(held),
         "rss_peak_mb": _mb(sampler.peak),
         "database_mb": _mb(database),
+        "segments_mb": _mb(segments),
         "restart": clean,
         "restart_after_kill": crash,
     }
@@ -244,3 +252,23 @@ def consumers(plan: Plan) -> dict[str, Any]:
         "rss_peak_mb": _mb(sampler.peak),
         "worker_failure": failure,
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the `pending` phase alone; print and save its result."""
+    import argparse
+    import json
+
+    from .harness import positive_int, save
+    from .workload import Plan
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory")
+    parser.add_argument("--pending", type=positive_int, default=1_000_000)
+    args = parser.parse_args(argv)
+    result = pending(Plan(pending=args.pending))
+    print(json.dumps(result, indent=2))
+    print(f"saved {save('memory_pending', result)}")
+
+
+if __name__ == "__main__":
+    main()

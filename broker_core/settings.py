@@ -135,19 +135,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # -- storage -------------------------------------------------------------
     storage_url: str | None = None
     """``postgresql://...`` for the scale-out backend; None is SQLite at :attr:`sqlite_path`."""
-    sqlite_synchronous: str = "NORMAL"
-    """SQLite ``PRAGMA synchronous`` in WAL mode: ``NORMAL`` or ``FULL``."""
-    sqlite_page_size: int = 16384
+    sqlite_synchronous: str = "FULL"
+    """SQLite ``PRAGMA synchronous`` in WAL mode: ``FULL`` or ``NORMAL``.
+
+    ``FULL`` fsyncs each group commit's body segment and WAL before its
+    publishes are confirmed (a confirmed message survives a power loss);
+    ``NORMAL`` only at checkpoints (a process crash loses nothing confirmed,
+    a power loss may). Measured within noise of each other in throughput
+    (README, Disk writes).
+    """
+    sqlite_page_size: int = 1024
     """Bytes per page of a new SQLite database (a power of two, 512 to 65536).
 
-    Large pages suit throughput: a big group commit writes fewer pages. A
-    small commit (one message at a time, at low rates) writes each page it
-    touches whole: at 1,000 msg/s about 92 KiB of disk writes per message
-    with 16 KiB pages, 45 with 8 KiB, 28 with 4 KiB, for the same end-to-end
-    throughput; 8 KiB pages cost bulk publishing about 10% and a restart
-    with 1,000,000 pending 0.4 s (``python -m benchmarks.disk_writes``, the
-    README's performance section). A database keeps the page size it was
-    made with.
+    Message bodies live in segment files beside the database
+    (``storage.sqlite.segments``), so its rows are small state. A commit
+    writes each page it touches whole to the WAL: at a low rate, where
+    nearly every message commits on its own, small pages write least (at
+    1,000 msg/s about 3 KiB per message with 1 KiB pages, 16 with 4 KiB,
+    40-64 with 16 KiB; ``python -m benchmarks.disk_writes``, the README's
+    disk writes section). A database keeps the page size it was made with.
     """
     accept_data_loss: bool = False
     """Start on a SQLite database that lost writes it had committed (a truncated or

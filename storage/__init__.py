@@ -30,6 +30,7 @@ from .errors import (
 )
 from .postgres.writer import WriteBehind
 from .sqlite import SQLiteStorage, check_database
+from .sqlite.segments import check_bodies
 from .sqlite.watermark import check_committed
 
 if TYPE_CHECKING:
@@ -140,3 +141,4 @@ def check_storage(settings: Settings) -> None:
         assert database is not None, "not PostgreSQL, so SQLite"
         check_database(database)
         check_committed(database, accept_loss=settings.accept_data_loss)
+        check_bodies(database, accept_loss=settings.accept_data_loss)

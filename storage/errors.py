@@ -6,6 +6,7 @@ The tree::
     ├── StorageCorrupt     the database file can't be opened as a broker database
     │   └── StorageTooNew  its schema is from a newer release than this one
     ├── CommittedDataMissing the database ends before what the broker committed to it
+    │   └── SegmentDataMissing a committed row references a body its segment lost
     ├── StorageUnreachable the database server doesn't answer or refuses the connection
     └── StorageUnavailable (also a broker_core Unavailable) writes can't commit now
 """
@@ -16,6 +17,7 @@ from broker_core.errors import Unavailable
 
 __all__ = [
     "CommittedDataMissing",
+    "SegmentDataMissing",
     "StorageCorrupt",
     "StorageError",
     "StorageTooNew",
@@ -70,6 +72,28 @@ class CommittedDataMissing(StorageError):
             f"but ids up to {committed} were committed ({committed - found} ids missing; "
             "a damaged or truncated WAL?): restore a backup, or start with --accept-data-loss "
             "(BROKER_ACCEPT_DATA_LOSS=1) to serve what is left"
+        )
+
+
+class SegmentDataMissing(CommittedDataMissing):
+    """The database at ``path`` references a body that segment ``segment`` lost from ``offset`` on.
+
+    A committed row's body is not whole in its segment file (truncated,
+    zeroed, or a power loss with ``synchronous=NORMAL`` before the segment
+    was fsynced): a confirmed message's body is gone.
+    """
+
+    def __init__(self, path: str, segment: int, offset: int) -> None:
+        self.path = path
+        self.segment = segment
+        self.offset = offset
+        self.found = self.committed = 0
+        StorageError.__init__(
+            self,
+            f"the database at {path} references message bodies that segment {segment} lost "
+            f"from offset {offset} on (a truncated or damaged segment file?): restore a "
+            "backup, or start with --accept-data-loss (BROKER_ACCEPT_DATA_LOSS=1) to drop "
+            "the messages whose bodies are gone and serve the rest",
         )
 
 

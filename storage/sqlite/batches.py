@@ -15,17 +15,40 @@ from typing import TYPE_CHECKING
 from broker_core.journal import DeleteQueue, FireSchedule, PurgeQueue, PutQueue
 
 from ..coalesce import Barrier, Segment
-from ..rows import ENTRY_COLUMNS, encode_options
+from ..rows import COLUMN_INDEX, ENTRY_COLUMNS, encode_options
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
-__all__ = ["transaction", "write_last_id", "write_step"]
+    from .segments import SegmentLog
+
+__all__ = ["stage_bodies", "transaction", "write_last_id", "write_step"]
 
 _INSERT = (
-    f"INSERT INTO messages ({', '.join(ENTRY_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})"
+    f"INSERT INTO messages ({', '.join(ENTRY_COLUMNS)}, body_ref) "
+    f"VALUES ({', '.join('?' * (len(ENTRY_COLUMNS) + 1))})"
 )
+_CONTENT = COLUMN_INDEX["content"]
+_EMPTY = b""
+
+
+def stage_bodies(steps: Sequence[Segment | Barrier], log: SegmentLog, inline_max: int) -> None:
+    """Append the bodies of a plan's inserts to ``log`` and put references in their rows.
+
+    Each inserted row gets its ``body_ref`` (the last value, after the
+    `ENTRY_COLUMNS`); a body over ``inline_max`` bytes leaves the row, which
+    keeps an empty ``content``. Call `SegmentLog.write` before the commit.
+    """
+    for step in steps:
+        if type(step) is not Segment:
+            continue
+        for id, row in step.inserts.items():
+            content = row[_CONTENT]
+            if len(content) > inline_max:
+                row.append(log.append(id, content))
+                row[_CONTENT] = _EMPTY
+            else:
+                row.append(None)
 
 
 @contextmanager

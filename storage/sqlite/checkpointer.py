@@ -41,6 +41,9 @@ class Checkpointer:
     Args:
         connect: opens the checkpointer's connection (called in its thread).
         interval_s: the most time committed frames wait to be checkpointed.
+        before_checkpoint: called in the thread before each checkpoint (the
+            body segments' fsync: a checkpoint makes commits durable in the
+            database file, so the bodies they reference go to disk first).
         on_checkpoint: called in the thread after each checkpoint (the commit
             watermark's fsync: `storage.sqlite.watermark`).
     """
@@ -50,8 +53,10 @@ class Checkpointer:
         connect: Callable[[], sqlite3.Connection],
         interval_s: float = 0.1,
         on_checkpoint: Callable[[], None] | None = None,
+        before_checkpoint: Callable[[], None] | None = None,
     ) -> None:
         self.interval_s = interval_s
+        self.before_checkpoint = before_checkpoint
         self.on_checkpoint = on_checkpoint
         self.checkpoints = 0
         self._connect = connect
@@ -85,6 +90,8 @@ class Checkpointer:
                     version = connection.execute("PRAGMA data_version").fetchone()[0]
                     if version == checkpointed:
                         continue
+                    if self.before_checkpoint is not None:
+                        self.before_checkpoint()
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     if self.on_checkpoint is not None:
                         self.on_checkpoint()

@@ -6,7 +6,9 @@ leaves the file at the last whole step, and the next start carries on from
 there. Version 1 is ``schema.sql`` (release 0.1.0); version 2 adds the
 version table itself, ``schema_version(version, applied_at, release)``,
 one row per step (the steps a database got before the table existed have
-no time or release); version 3 adds ``schedules`` (`.schedules`).
+no time or release). Later steps: 3 topics and their bindings, 4 service
+tokens, 5 ``schedules`` (`.schedules`), 6 ``messages.body_ref`` (bodies in
+segment files, `.segments`).
 
 ``PRAGMA user_version`` is kept equal to the newest step, in the same
 transaction: it is what release 0.1.0 reads, so an older broker refuses a
@@ -86,12 +88,27 @@ def _service_tokens(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE service_tokens (id TEXT PRIMARY KEY, document BLOB NOT NULL)")
 
 
+def _body_refs(db: sqlite3.Connection) -> None:
+    """Bodies move to segment files (`storage.sqlite.segments`); a row keeps a reference.
+
+    ``body_ref`` is ``NULL`` for a body kept in the row's ``content`` (every
+    row of a database migrated from an older version, and empty bodies),
+    else the record's reference, with ``content`` left empty. Old rows are
+    read in place, not moved: the step only adds a column, so a data dir
+    with a million messages upgrades at once, without a second copy of
+    every body on disk or a window where a crash leaves a body in neither
+    place; their space comes back as they are acked and pruned.
+    """
+    db.execute("ALTER TABLE messages ADD COLUMN body_ref INTEGER")
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
     (3, _topics),
     (4, _service_tokens),
     (5, create_schedules_table),
+    (6, _body_refs),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -8,6 +8,7 @@ marked redelivered when an unclean stop may have delivered them.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from broker_core.journal import ReplayedQueue
@@ -20,6 +21,7 @@ from ..rows import (
     stored_message,
     stored_queue,
 )
+from .segments import OFFSET_BITS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -31,17 +33,48 @@ if TYPE_CHECKING:
     from broker_core.types import MessageStatus
 
     from ..rows import DeliveryHorizon
+    from .segments import SegmentLog
 
 __all__ = [
     "browse",
     "get_message",
+    "live_segments",
     "load_entries",
     "load_queues",
     "replay",
     "retryable_ids",
 ]
 
-_SELECT = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM messages"
+_SELECT = f"SELECT {', '.join(ENTRY_COLUMNS)}, body_ref FROM messages"
+_ID, _SIZE, _CONTENT, _REF = (
+    ENTRY_COLUMNS.index("id"),
+    ENTRY_COLUMNS.index("size"),
+    ENTRY_COLUMNS.index("content"),
+    len(ENTRY_COLUMNS),
+)
+
+
+async def _with_bodies(rows: list[Any], bodies: SegmentLog) -> list[Any]:
+    """``rows`` (``_SELECT``'s) with each body a segment holds read into ``content``.
+
+    The reads (one ``pread`` each) run in a worker thread: a cold body may
+    wait for the disk.
+    """
+    wanted = [(row[_REF], row[_ID], row[_SIZE]) for row in rows if row[_REF] is not None]
+    if not wanted:
+        return rows
+    found = iter(await asyncio.to_thread(bodies.read_many, wanted))
+    out = []
+    for row in rows:
+        if row[_REF] is not None:
+            row = list(row)
+            row[_CONTENT] = next(found)
+        out.append(row)
+    return out
+
+
+def _message(row: Any, horizon: DeliveryHorizon) -> StoredMessage:
+    return stored_message(row[:_REF], horizon)
 
 
 async def load_queues(reader: aiosqlite.Connection) -> list[StoredQueue]:
@@ -95,7 +128,7 @@ async def replay(
 
 
 async def load_entries(
-    reader: aiosqlite.Connection, horizon: DeliveryHorizon, ids: Sequence[int]
+    reader: aiosqlite.Connection, bodies: SegmentLog, horizon: DeliveryHorizon, ids: Sequence[int]
 ) -> list[Entry]:
     """Entries (with bodies) of those ``ids`` that are still pending."""
     out: list[Entry] = []
@@ -105,21 +138,23 @@ async def load_entries(
         async with reader.execute(
             f"{_SELECT} WHERE id IN ({marks}) AND status = 0", tuple(chunk)
         ) as cursor:
-            out.extend(stored_message(row, horizon).entry for row in await cursor.fetchall())
+            rows = await _with_bodies(list(await cursor.fetchall()), bodies)
+        out.extend(_message(row, horizon).entry for row in rows)
     return out
 
 
 async def get_message(
-    reader: aiosqlite.Connection, horizon: DeliveryHorizon, id: int
+    reader: aiosqlite.Connection, bodies: SegmentLog, horizon: DeliveryHorizon, id: int
 ) -> StoredMessage | None:
     """One message by id, whatever its status."""
     async with reader.execute(f"{_SELECT} WHERE id = ?", (id,)) as cursor:
-        row = await cursor.fetchone()
-    return stored_message(row, horizon) if row is not None else None
+        rows = list(await cursor.fetchall())
+    return _message((await _with_bodies(rows, bodies))[0], horizon) if rows else None
 
 
 async def browse(
     reader: aiosqlite.Connection,
+    bodies: SegmentLog,
     horizon: DeliveryHorizon,
     queue: str,
     status: MessageStatus | None,
@@ -134,7 +169,8 @@ async def browse(
         params += (int(status),)
     sql += " ORDER BY id LIMIT ?"
     async with reader.execute(sql, (*params, limit)) as cursor:
-        return [stored_message(row, horizon) for row in await cursor.fetchall()]
+        rows = list(await cursor.fetchall())
+    return [_message(row, horizon) for row in await _with_bodies(rows, bodies)]
 
 
 async def retryable_ids(reader: aiosqlite.Connection, queue: str, limit: int) -> list[int]:
@@ -145,3 +181,11 @@ async def retryable_ids(reader: aiosqlite.Connection, queue: str, limit: int) ->
         (queue, limit),
     ) as cursor:
         return [row[0] for row in await cursor.fetchall()]
+
+
+async def live_segments(reader: aiosqlite.Connection) -> set[int]:
+    """The numbers of the segments some row references (a scan of every row)."""
+    async with reader.execute(
+        f"SELECT DISTINCT body_ref >> {OFFSET_BITS} FROM messages WHERE body_ref IS NOT NULL"
+    ) as cursor:
+        return {row[0] for row in await cursor.fetchall()}

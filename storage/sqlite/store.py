@@ -9,10 +9,11 @@ Queue-wide operations (purge, delete) are barriers that keep their place in
 the order. Reads, pruning, users and tokens, and the schema's version have
 modules of their own beside this one.
 
-Durability: ``synchronous=NORMAL`` in WAL mode (the default) survives a
-process crash (``kill -9``) with every committed batch; a power loss may lose
-the last batches committed since the last checkpoint. ``FULL`` fsyncs each
-commit and survives power loss too, at a cost in throughput.
+Durability: ``synchronous=FULL`` (the default) fsyncs each batch's bodies
+in their segment, then the commit's WAL frames, before the batch's publishes
+are confirmed: it survives power loss. ``NORMAL`` survives a process crash
+(``kill -9``) with every committed batch; a power loss may lose the last
+batches committed since the last checkpoint.
 
 After an unclean stop every pending message that may have been delivered
 is marked redelivered (write-behind may have lost its delivery record), and
@@ -38,15 +39,16 @@ import aiosqlite
 from loguru import logger
 
 from ..coalesce import coalesce
-from ..errors import CommittedDataMissing, StorageCorrupt, StorageError
+from ..errors import CommittedDataMissing, SegmentDataMissing, StorageCorrupt, StorageError
 from ..retention import prune_in_batches
 from ..rows import NO_HORIZON, DeliveryHorizon
 from . import pruning, reads
 from .accounts import SQLiteAccountStore
-from .batches import transaction, write_last_id, write_step
+from .batches import stage_bodies, transaction, write_last_id, write_step
 from .checkpointer import Checkpointer
 from .migrations import migrate
 from .schedules import SQLiteScheduleStore
+from .segments import HIGHEST_REF_SQL, SegmentLog, segments_path, unpack_ref
 from .topics import SQLiteTopicStore
 from .watermark import CommitWatermark, highest_committed_id
 from .writer import SQLiteWriter
@@ -66,16 +68,14 @@ __all__ = ["PAGE_SIZE", "UNCLEAN_ID_GAP", "SQLiteStorage", "permanent_error"]
 
 UNCLEAN_ID_GAP = 1 << 24
 """Ids skipped after an unclean stop: more than the write-behind buffer ever holds uncommitted."""
-PAGE_SIZE = 16384
+PAGE_SIZE = 1024
 """Bytes per page of a new database by default (SQLite's default is 4096).
 
-A batch of 1 KiB messages appends rows and rewrites the rows its acks
-settle: with 16 KiB pages that is a quarter of the pages, B-tree splits and
-WAL frames to write. End to end, a group commit took about 20% less time
-(6.4 against 7.9 ms, medians of interleaved runs; the README's performance
-section). Small commits pay for it: each writes whole pages (see
-``Settings.sqlite_page_size``). A database made with another page size
-keeps it.
+Bodies are in segments (`storage.sqlite.segments`): rows hold state only,
+and a commit writes each page it touches whole to the WAL. At 1,000 msg/s,
+where nearly every message commits alone, 1 KiB pages wrote about 3 KiB
+per message against 16 with 4 KiB pages (``python -m benchmarks.disk_writes``,
+the README). A database made with another page size keeps it.
 """
 _WAL_NET_BYTES = 32 * 1024 * 1024
 """The WAL size past which the writer checkpoints in a commit: a safety net.
@@ -87,6 +87,8 @@ checkpoints the little the checkpointer left, and the log starts over.
 """
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file is trimmed to when it starts over (it is reused, not regrown, below that)."""
+_SWEEP_INTERVAL_S = 30.0
+"""The most often `SQLiteStorage.prune` looks for segments no row references any more."""
 _WRITER_CACHE_BYTES = 8 * 1024 * 1024
 """The writer's page cache: the pages new rows go to and the recent rows acks rewrite."""
 _READER_CACHE_BYTES = 8 * 1024 * 1024
@@ -143,19 +145,22 @@ class SQLiteStorage:
         processed_retention_count: at most this many processed messages are kept per queue.
         accept_data_loss: open a database that lost committed writes (logged
             loudly; ids continue past the lost ones) instead of refusing it.
+        inline_max: bodies up to this many bytes stay in their row; larger
+            ones go to the segments (`storage.sqlite.segments`).
     """
 
     def __init__(
         self,
         path: Path,
         *,
-        synchronous: str = "NORMAL",
+        synchronous: str = "FULL",
         page_size: int = PAGE_SIZE,
         linger_ms: float = 0.0,
         max_batch: int = 512,
         processed_retention_s: float = 3600.0,
         processed_retention_count: int = 10_000,
         accept_data_loss: bool = False,
+        inline_max: int = 0,
     ) -> None:
         self.path = path
         self.accept_data_loss = accept_data_loss
@@ -163,11 +168,16 @@ class SQLiteStorage:
         self.page_size = page_size
         self.processed_retention_s = processed_retention_s
         self.processed_retention_count = processed_retention_count
+        self.inline_max = inline_max
         self._reader: aiosqlite.Connection | None = None
         self.watermark = CommitWatermark(path)
+        self.bodies = SegmentLog(segments_path(path), fsync=synchronous.upper() == "FULL")
         self.checkpointer = Checkpointer(
-            lambda: sqlite3.connect(self.path), on_checkpoint=self.watermark.sync
+            lambda: sqlite3.connect(self.path),
+            before_checkpoint=self.bodies.sync,
+            on_checkpoint=self.watermark.sync,
         )
+        self._swept_at = 0.0
         self.writer = SQLiteWriter(
             self._connect_writer,
             self._write_batch,
@@ -209,8 +219,8 @@ class SQLiteStorage:
         return self.writer.stats
 
     def size_bytes(self) -> int:
-        """Bytes of the database file and its WAL."""
-        total = 0
+        """Bytes of the database file, its WAL and its body segments."""
+        total = self.bodies.size_bytes()
         for suffix in ("", "-wal"):
             with suppress(OSError):
                 total += self.path.with_name(self.path.name + suffix).stat().st_size
@@ -297,10 +307,43 @@ class SQLiteStorage:
         self._horizon = DeliveryHorizon(
             int(meta.get("horizon_id", 0)), float(meta.get("horizon_at", 0))
         )
+        if not self._recover_bodies(db):
+            clean = False
         self._recover(db, clean)
         # What the database holds now: lower than the old watermark once a loss is accepted.
         self.watermark.open(found)
         return clean
+
+    def _recover_bodies(self, db: sqlite3.Connection) -> bool:
+        """Open the segments, cutting a torn tail; return whether every body referenced is there.
+
+        The highest reference is looked for among the newest rows
+        (`segments.HIGHEST_REF_SQL`).
+
+        Raises:
+            SegmentDataMissing: a committed row's body is not there whole,
+                and ``accept_data_loss`` is off.
+        """
+        (highest,) = db.execute(HIGHEST_REF_SQL).fetchone()
+        lost = self.bodies.recover(highest)
+        if lost is None:
+            return True
+        segment, offset = unpack_ref(lost)
+        if not self.accept_data_loss:
+            raise SegmentDataMissing(str(self.path), segment, offset)
+        with transaction(db):
+            write_last_id(db, self._last_id)
+            dropped = db.execute("DELETE FROM messages WHERE body_ref >= ?", (lost,)).rowcount
+        self._recorded_id = self._last_id
+        logger.error(
+            "message bodies lost: their messages dropped, serving the rest, as told "
+            "(accept_data_loss)",
+            database=str(self.path),
+            segment=segment,
+            offset=offset,
+            dropped=dropped,
+        )
+        return False
 
     def _recover(self, db: sqlite3.Connection, clean: bool) -> None:
         db.execute("BEGIN")
@@ -347,6 +390,7 @@ class SQLiteStorage:
         await self.writer.stop()
         self.checkpointer.stop()
         self.watermark.close()
+        self.bodies.close()
         if self._reader is not None:
             try:
                 await self._reader.close()
@@ -375,6 +419,9 @@ class SQLiteStorage:
         """
         plan = coalesce(ops, self._last_id)
         record = plan.removes and plan.last_id != self._recorded_id
+        # Bodies reach their segment before the commit that references them.
+        stage_bodies(plan.steps, self.bodies, self.inline_max)
+        self.bodies.write()
         with transaction(db):
             for step in plan.steps:
                 write_step(db, step)
@@ -413,19 +460,21 @@ class SQLiteStorage:
     async def load_entries(self, ids: Sequence[int]) -> list[Entry]:
         """Entries (with bodies) of those ``ids`` that are still pending."""
         await self.writer.flush()
-        return await reads.load_entries(self.reader, self._horizon, ids)
+        return await reads.load_entries(self.reader, self.bodies, self._horizon, ids)
 
     async def get_message(self, id: int) -> StoredMessage | None:
         """One message by id, whatever its status."""
         await self.writer.flush()
-        return await reads.get_message(self.reader, self._horizon, id)
+        return await reads.get_message(self.reader, self.bodies, self._horizon, id)
 
     async def browse(
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None
     ) -> list[StoredMessage]:
         """Messages of ``queue`` (of one status, or all) by ascending id after ``after``."""
         await self.writer.flush()
-        return await reads.browse(self.reader, self._horizon, queue, status, limit, after)
+        return await reads.browse(
+            self.reader, self.bodies, self._horizon, queue, status, limit, after
+        )
 
     async def retryable_ids(self, queue: str, limit: int) -> list[int]:
         """Failed messages of ``queue`` and its dead-lettered pending ones, oldest first."""
@@ -450,7 +499,29 @@ class SQLiteStorage:
         In batches (`storage.retention`); SQLite reuses the freed pages.
         """
         await self.writer.flush()
-        return await prune_in_batches(lambda: self.writer.call(partial(self._prune_batch, now)))
+        deleted = await prune_in_batches(lambda: self.writer.call(partial(self._prune_batch, now)))
+        await self.sweep_segments()
+        return deleted
+
+    async def sweep_segments(self, *, force: bool = False) -> list[int]:
+        """Delete the segments no row references any more; return their numbers.
+
+        A scan of every row (on the reader, beside commits), so at most once
+        per `_SWEEP_INTERVAL_S` unless ``force``, and only when there is a
+        segment before the current one. The current number is read before
+        the scan: a segment before it takes no new reference, and every
+        batch that appended to it has committed (the writer rolls over
+        between batches), so the scan sees all its references.
+        """
+        now = time.monotonic()
+        current = self.bodies.current
+        if not force and now - self._swept_at < _SWEEP_INTERVAL_S:
+            return []
+        self._swept_at = now
+        if not any(number < current for number in self.bodies.numbers()):
+            return []
+        live = await reads.live_segments(self.reader)
+        return await self.writer.call(lambda _db: self.bodies.remove_unreferenced(live, current))
 
     def _prune_batch(self, now: float, db: sqlite3.Connection) -> tuple[int, bool]:
         self._record_last_id(db)

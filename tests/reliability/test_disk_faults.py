@@ -24,6 +24,9 @@ async def _page_count(server: BrokerServer) -> int:
 
 
 async def _set_max_pages(server: BrokerServer, pages: int) -> None:
+    # Bodies kept in their rows, so that a big publish needs pages (a segment
+    # on a really full disk: test_disk_full).
+    server.ctx.storage.inline_max = 1 << 30
     # A per-connection limit: it is the writer's connection that must hit it.
     await server.ctx.storage.writer.call(lambda db: db.execute(f"PRAGMA max_page_count = {pages}"))
 

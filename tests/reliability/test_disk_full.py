@@ -66,11 +66,12 @@ def _fill(disk: Path) -> Path:
     """Write a filler file until the disk has no room left; return it."""
     filler = disk / "filler"
     chunk = b"\0" * 65536
-    with filler.open("wb") as out:
+    # Unbuffered: a buffered file would raise ENOSPC again at close, for the
+    # part of the last chunk it kept.
+    with filler.open("wb", buffering=0) as out:
         while True:
             try:
                 out.write(chunk)
-                out.flush()
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
                 break

@@ -1,8 +1,8 @@
 """Durability settings: ``BROKER_SQLITE_SYNCHRONOUS`` reaches the database connection.
 
-``NORMAL`` (the default, WAL) keeps every commit through a process crash;
-``FULL`` also fsyncs the WAL at every commit, for power loss (README,
-Durability). The setting is read back from SQLite itself on the broker's
+``FULL`` (the default) fsyncs each batch's body segment and the WAL at every
+commit, for power loss; ``NORMAL`` (WAL) keeps every commit through a process
+crash (README, Durability). The setting is read back from SQLite itself on the broker's
 own connection: ``PRAGMA synchronous`` is 1 for NORMAL and 2 for FULL.
 """
 
@@ -60,9 +60,15 @@ async def test_synchronous_is_case_insensitive(tmp_path: Path) -> None:
     assert await _read_back(tmp_path / "data", environ, "synchronous") == 2
 
 
-async def test_synchronous_defaults_to_normal(tmp_path: Path) -> None:
-    """Without the variable, PRAGMA synchronous reads back 1 (NORMAL)."""
-    assert await _read_back(tmp_path / "data", {}, "synchronous") == 1
+async def test_synchronous_defaults_to_full(tmp_path: Path) -> None:
+    """Without the variable, PRAGMA synchronous reads back 2 (FULL): durable by default."""
+    assert await _read_back(tmp_path / "data", {}, "synchronous") == 2
+
+
+async def test_synchronous_normal_from_the_environment_is_applied(tmp_path: Path) -> None:
+    """BROKER_SQLITE_SYNCHRONOUS=NORMAL makes PRAGMA synchronous read back 1 (NORMAL)."""
+    environ = {"BROKER_SQLITE_SYNCHRONOUS": "NORMAL"}
+    assert await _read_back(tmp_path / "data", environ, "synchronous") == 1
 
 
 async def test_full_keeps_the_write_ahead_log(tmp_path: Path) -> None:

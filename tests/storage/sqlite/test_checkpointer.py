@@ -26,7 +26,8 @@ async def test_commits_reach_the_database_file_without_checkpointing_in_a_commit
 ) -> None:
     """Below its safety net the writer doesn't checkpoint; the checkpointer copies the WAL."""
     path = tmp_path / "broker.db"
-    storage = SQLiteStorage(path)
+    # Bodies in their rows, so that the WAL is large enough to see copied.
+    storage = SQLiteStorage(path, inline_max=len(BODY))
     await storage.open()
     try:
         autocheckpoint, page_size = await storage.writer.call(
@@ -68,7 +69,8 @@ async def test_the_wal_starts_over_under_continuous_commits(tmp_path: Path) -> N
     """
     path = tmp_path / "broker.db"
     wal = tmp_path / "broker.db-wal"
-    storage = SQLiteStorage(path)
+    # Bodies in their rows: 60 MiB of them pass through the WAL.
+    storage = SQLiteStorage(path, inline_max=len(BODY))
     await storage.open()
     try:
         await storage.write([PutQueue("q", QueueOptions(), time.time(), time.time())])
