@@ -20,6 +20,7 @@ from .cli_queues import add_queues
 from .cli_retries import RETRY_COMMANDS
 from .cli_schedules import add_schedules
 from .cli_session import add_login, add_logout, add_version, client_version
+from .cli_tokens import add_tokens
 from .cli_topics import add_topics
 from .cli_users import add_users
 
@@ -131,6 +132,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], A
     add_consume,
     add_messages,
     add_users,
+    add_tokens,
     add_topics,
     *RETRY_COMMANDS,
     add_schedules,
