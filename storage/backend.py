@@ -16,6 +16,7 @@ from broker_core.journal import Storage
 if TYPE_CHECKING:
     from .accounts import AccountStore
     from .commit_health import BatchStats
+    from .webhooks import WebhookStore
 
 __all__ = ["StorageBackend"]
 
@@ -31,6 +32,11 @@ class StorageBackend(Storage, Protocol):
     @property
     def accounts(self) -> AccountStore:
         """Users and refresh tokens, in the same database."""
+        ...
+
+    @property
+    def webhooks(self) -> WebhookStore:
+        """Webhooks, in the same database (`storage.webhooks`)."""
         ...
 
     @property

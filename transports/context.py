@@ -21,6 +21,7 @@ from storage import storage_from_settings
 from .accounts import Accounts
 from .ratelimit import LoginLimiter, TokenBucketLimiter
 from .secrets import ensure_data_dir, generate_secret, load_or_create_secret
+from .webhooks import Webhooks
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -74,6 +75,9 @@ class BrokerContext:
         self.limits = Limits(settings)
         self.generated_admin_password: str | None = None
         self._pruner: asyncio.Task[None] | None = None
+        self.webhooks = Webhooks(
+            self.broker, self.storage.webhooks, settings, shared=self.storage.shared
+        )
 
     async def __aenter__(self) -> BrokerContext:
         await self.broker.start()
@@ -96,6 +100,7 @@ class BrokerContext:
                 flush=True,
             )
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
+        await self.webhooks.start()
         return self
 
     async def _jwt_secret(self) -> str:
@@ -108,6 +113,7 @@ class BrokerContext:
         return load_or_create_secret(self._data_dir / "jwt.secret")
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.webhooks.close()
         if self._pruner is not None:
             self._pruner.cancel()
             with suppress(asyncio.CancelledError):

@@ -54,6 +54,7 @@ from .connection import (
     row_count,
 )
 from .migrations import migrate
+from .webhooks import PostgresWebhookStore
 from .writer import WriteBehind
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ class PostgresStorage:
             permanent=permanent_error,
         )
         self._accounts = PostgresAccountStore(lambda: self.pool, self._before_direct)
+        self.webhooks = PostgresWebhookStore(lambda: self.pool, self._before_direct)
         self._tx_lock = asyncio.Lock()
         self._size = 0
         self._size_at = 0.0

@@ -29,6 +29,7 @@ from loguru import logger
 
 from ..errors import StorageCorrupt, StorageTooNew
 from ..release import release
+from .webhooks import create_webhooks_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -68,6 +69,7 @@ def _version_table(db: sqlite3.Connection) -> None:
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
+    (3, create_webhooks_table),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

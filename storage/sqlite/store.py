@@ -47,6 +47,7 @@ from .batches import transaction, write_last_id, write_step
 from .checkpointer import Checkpointer
 from .migrations import migrate
 from .watermark import CommitWatermark, highest_committed_id
+from .webhooks import SQLiteWebhookStore
 from .writer import SQLiteWriter
 
 if TYPE_CHECKING:
@@ -174,6 +175,7 @@ class SQLiteStorage:
             permanent=permanent_error,
         )
         self._accounts = SQLiteAccountStore(self.writer, lambda: self.reader)
+        self.webhooks = SQLiteWebhookStore(self.writer, lambda: self.reader)
         self._last_id = 0
         self._recorded_id = 0
         self._horizon = NO_HORIZON

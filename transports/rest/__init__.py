@@ -10,6 +10,7 @@ from .health import health
 from .messages import MessageController
 from .queues import QueueController, list_consumers, publish_fanout
 from .users import UserController
+from .webhooks import WebhookController
 
 if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
@@ -20,6 +21,7 @@ ROUTES: list[ControllerRouterHandler] = [
     QueueController,
     MessageController,
     UserController,
+    WebhookController,
     publish_fanout,
     list_consumers,
     token,
