@@ -50,6 +50,7 @@ from broker_core.permissions import visible
 
 from ..context import ctx_of
 from ..security import user_of
+from ..webhooks.observe import webhook_metrics
 from .stats import BROKER_VERSION, FRAMEWORK
 from .telemetry import LATENCY_BUCKETS_S, telemetry_of
 
@@ -160,6 +161,7 @@ def _queues(out: _Exposition, ctx: BrokerContext, user: User | None) -> None:
     out.family("broker_queue_consumers", "gauge", "Push consumers subscribed to the queue.")
     for info in infos:
         out.sample("broker_queue_consumers", info.consumers, (("queue", info.name),))
+    webhook_metrics(out, ctx.webhooks, names)
 
 
 def _storage(out: _Exposition, ctx: BrokerContext) -> None:

@@ -107,6 +107,16 @@ async def test_every_message_posted_once_signed(
     assert listed[0]["failures"] == 0
     consumers = (await client.get("/consumers")).json()
     assert any(c["label"].startswith(f"webhook {hook['id']}") for c in consumers)
+    [counted] = (await client.get("/stats")).json()["broker_specific"]["webhooks"]
+    assert (counted["id"], counted["deliveries"], counted["state"]) == (hook["id"], 40, "active")
+    assert counted["latency_avg_ms"] > 0
+    metrics = (await client.get("/metrics")).text
+    labels = f'{{queue="jobs",webhook="{hook["id"]}"}}'
+    assert f"broker_webhook_deliveries_total{labels} 40" in metrics
+    assert f"broker_webhook_latency_seconds_count{labels} 40" in metrics
+    assert "secret" not in (await client.get("/queues/jobs/webhooks")).text.replace(
+        '"secret":null', ""
+    )
 
 
 async def test_concurrency_never_exceeded(client: httpx.AsyncClient, receiver: Receiver) -> None:
