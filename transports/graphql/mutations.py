@@ -44,6 +44,7 @@ from .types import (
     SettledMessage,
     SettleResult,
 )
+from .webhooks import WebhookMutation
 
 if TYPE_CHECKING:
     from broker_core.messages import (
@@ -56,7 +57,7 @@ __all__ = ["Mutation"]
 
 
 @strawberry.type(description="Manage queues, publish messages and settle deliveries.")
-class Mutation(RetryMutation):
+class Mutation(RetryMutation, WebhookMutation):
     @strawberry.mutation(graphql_type=Queue, description="Create a queue (`manage`).")
     async def create_queue(
         self,

@@ -19,6 +19,7 @@ from ..observability.stats import build_stats
 from .context import context_of
 from .structs import Long  # noqa: TC001 - Strawberry reads argument annotations at runtime
 from .types import MessagesPage, Queue, Stats
+from .webhooks import WebhookQuery
 
 if TYPE_CHECKING:
     from broker_core.messages import MessagesPage as MessagesPageStruct, QueueInfo
@@ -32,7 +33,7 @@ MAX_PAGE = 1000
 
 
 @strawberry.type(description="Read the broker's queues, messages and figures.")
-class Query:
+class Query(WebhookQuery):
     @strawberry.field(
         graphql_type=list[Queue], description="Every queue you have a permission on, by name."
     )
