@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .cli_backup import add_backup
 from .cli_client import CLIENT_COMMANDS
 from .cli_retries import RETRY_COMMANDS
+from .cli_webhooks import WEBHOOK_COMMANDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -89,6 +90,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], A
     add_backup,
     *CLIENT_COMMANDS,
     *RETRY_COMMANDS,
+    *WEBHOOK_COMMANDS,
 ]
 """Functions that add a sub-command to the parser (client commands append theirs)."""
 
