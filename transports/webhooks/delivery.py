@@ -11,14 +11,22 @@ connection, a refused address) nacks with requeue under the queue's retry
 policy, a ``Retry-After`` on 429/503 becoming the nack's ``delay_ms``.
 
 httpx rather than aiohttp: it is already a dependency (the client and the
-tests use it), its pool keeps HTTP/1.1 connections alive per origin, its
-timeouts are per request, and it never follows a redirect unless asked.
+tests use it), it keeps HTTP/1.1 connections alive, its timeouts are per
+request, and it never follows a redirect unless asked. Each of a webhook's
+``concurrency`` slots ("lanes") has a client of its own holding one
+keep-alive connection: httpcore's pool checks every idle connection on each
+request (``has_expired``: a ``poll`` and socket lookups per connection), so
+one pool of 64 connections cost about twice the CPU per delivery of one
+connection (``python -m benchmarks.webhooks``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import socket
+import ssl
 import time
 from collections import deque
 from contextlib import suppress
@@ -26,6 +34,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+import certifi
 import httpx
 import msgspec
 from loguru import logger
@@ -61,6 +70,12 @@ class Payload(msgspec.Struct, kw_only=True):
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every lane (building one reads the CA bundle: ~20 ms)."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class WebhookStats:
@@ -102,7 +117,6 @@ class WebhookRunner:
     Args:
         record: the webhook.
         broker: the broker whose queue it consumes.
-        client: the shared HTTP client (its pool).
         allowed: the allowed host patterns.
         max_response_bytes: how much of an answer is read.
         stats: this webhook's counters (kept across pause and resume).
@@ -114,7 +128,6 @@ class WebhookRunner:
         self,
         record: WebhookRecord,
         broker: Broker,
-        client: httpx.AsyncClient,
         allowed: tuple[str, ...],
         max_response_bytes: int,
         stats: WebhookStats,
@@ -126,7 +139,8 @@ class WebhookRunner:
         self.consumer_id: int | None = None
         self._key = secret_key(record.secret)
         self._broker = broker
-        self._client = client
+        self._lanes: list[httpx.AsyncClient] = []
+        self._all_lanes: list[httpx.AsyncClient] = []
         self._allowed = allowed
         self._max_response = max_response_bytes
         self._on_gone = on_gone
@@ -137,6 +151,14 @@ class WebhookRunner:
         self._parts = parts
         self._host = (parts.hostname or "").lower()
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        # An address in the URL needs no resolving: checked once here.
+        self._literal: str | None = None
+        with suppress(ValueError):
+            ipaddress.ip_address(self._host)
+            if address_allowed(self._host, self._host, allowed):
+                self._literal = self._host
+        self._acks: list[int] = []
+        self._ackers: set[asyncio.Task[None]] = set()
 
     @property
     def in_flight(self) -> int:
@@ -163,9 +185,17 @@ class WebhookRunner:
         for task in tasks:
             with suppress(asyncio.CancelledError, Exception):
                 await task
+        # Acks already decided are sent before the consumer goes (else redelivered).
+        await asyncio.sleep(0)
+        for task in list(self._ackers):
+            with suppress(Exception):
+                await task
         if self.consumer_id is not None:
             await self._broker.unsubscribe(self.record.queue, self.consumer_id)
             self.consumer_id = None
+        for client in self._all_lanes:
+            with suppress(Exception):
+                await client.aclose()
 
     def __call__(self, queue: str, entries: list[Entry]) -> None:
         """Take deliveries from the actor (in its turn: only start tasks)."""
@@ -191,6 +221,8 @@ class WebhookRunner:
 
     async def _address(self) -> str:
         """One checked address of the host (every address it resolves to must be allowed)."""
+        if self._literal is not None:
+            return self._literal
         infos = await asyncio.get_running_loop().getaddrinfo(
             self._host, self._port, type=socket.SOCK_STREAM
         )
@@ -229,20 +261,34 @@ class WebhookRunner:
         )
         extensions = {"sni_hostname": self._host} if self._parts.scheme == "https" else {}
         timeout = self.record.timeout_ms / 1000
-        request = self._client.build_request(
-            "POST", url, content=body, headers=headers, timeout=timeout, extensions=extensions
-        )
-        async with asyncio.timeout(timeout):
-            response = await self._client.send(request, stream=True, follow_redirects=False)
-            try:
-                kept = bytearray()
-                async for chunk in response.aiter_raw():
-                    kept += chunk[: self._max_response - len(kept)]
-                    if len(kept) >= self._max_response:
-                        break
-            finally:
-                await response.aclose()
+        client = self._lanes.pop() if self._lanes else self._new_lane()
+        try:
+            request = client.build_request(
+                "POST", url, content=body, headers=headers, timeout=timeout, extensions=extensions
+            )
+            async with asyncio.timeout(timeout):
+                response = await client.send(request, stream=True, follow_redirects=False)
+                try:
+                    kept = bytearray()
+                    async for chunk in response.aiter_raw():
+                        kept += chunk[: self._max_response - len(kept)]
+                        if len(kept) >= self._max_response:
+                            break
+                finally:
+                    await response.aclose()
+        finally:
+            self._lanes.append(client)
         return response.status_code, dict(response.headers), bytes(kept)
+
+    def _new_lane(self) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            verify=_tls_context(),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            trust_env=False,
+        )
+        self._all_lanes.append(client)
+        return client
 
     async def _deliver(self, entry: Entry) -> None:
         started = time.perf_counter()
@@ -294,6 +340,18 @@ class WebhookRunner:
             return
         await self._settle(entry, error, delay_ms, result)
 
+    def _flush_acks(self, consumer_id: int) -> None:
+        ids, self._acks = self._acks, []
+        task = asyncio.get_running_loop().create_task(self._ack(consumer_id, ids))
+        self._ackers.add(task)
+        task.add_done_callback(self._ackers.discard)
+
+    async def _ack(self, consumer_id: int, ids: list[int]) -> None:
+        try:
+            await self._broker.consumer_ack(self.record.queue, consumer_id, ids)
+        except Exception as exc:
+            logger.opt(exception=exc).warning("webhook could not ack", webhook=self.record.id)
+
     async def _settle(
         self, entry: Entry, error: str | None, delay_ms: int | None, result: bytes | None
     ) -> None:
@@ -304,15 +362,18 @@ class WebhookRunner:
         if consumer_id is None:
             return
         queue = self.record.queue
+        if error is None:
+            # Acks that finish in one turn of the loop go to the actor together.
+            if not self._acks:
+                asyncio.get_running_loop().call_soon(self._flush_acks, consumer_id)
+            self._acks.append(entry.id)
+            return
         try:
-            if error is None:
-                await self._broker.consumer_ack(queue, consumer_id, [entry.id])
-            else:
-                if delay_ms is None and self._broker.actor(queue).state.options.retry is None:
-                    delay_ms = NO_POLICY_DELAY_MS
-                await self._broker.consumer_nack(
-                    queue, consumer_id, [entry.id], True, f"webhook: {error}", delay_ms
-                )
+            if delay_ms is None and self._broker.actor(queue).state.options.retry is None:
+                delay_ms = NO_POLICY_DELAY_MS
+            await self._broker.consumer_nack(
+                queue, consumer_id, [entry.id], True, f"webhook: {error}", delay_ms
+            )
         except Exception as exc:
             # The queue went away or storage failed: the lease runs out and the
             # message comes back; nothing to add here but a note.

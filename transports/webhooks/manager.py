@@ -15,7 +15,6 @@ import time
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
-import httpx
 import msgspec
 from loguru import logger
 
@@ -73,23 +72,17 @@ class Webhooks:
         self.records: dict[str, WebhookRecord] = {}
         self.runners: dict[str, WebhookRunner] = {}
         self.stats: dict[str, WebhookStats] = {}
-        self._client: httpx.AsyncClient | None = None
         self._syncer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Load the webhooks and run the active ones (after the broker started)."""
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-            trust_env=False,
-        )
         await self.sync()
         self._syncer = asyncio.get_running_loop().create_task(self._sync_forever())
 
     async def close(self) -> None:
-        """Stop every runner (their messages go back to their queues) and the HTTP client."""
+        """Stop every runner (their messages go back to their queues)."""
         if self._syncer is not None:
             self._syncer.cancel()
             with suppress(asyncio.CancelledError):
@@ -99,8 +92,6 @@ class Webhooks:
                 with suppress(Exception):
                     await runner.stop()
             self.runners.clear()
-        if self._client is not None:
-            await self._client.aclose()
 
     async def _sync_forever(self) -> None:
         while True:
@@ -132,11 +123,9 @@ class Webhooks:
                     await self._run(record)
 
     async def _run(self, record: WebhookRecord) -> None:
-        assert self._client is not None, "start() first"
         runner = WebhookRunner(
             record,
             self._broker,
-            self._client,
             self._settings.webhook_allowed_hosts,
             self._settings.webhook_max_response_bytes,
             self.stats.setdefault(record.id, WebhookStats()),
