@@ -15,9 +15,9 @@ tests use it), it keeps HTTP/1.1 connections alive, its timeouts are per
 request, and it never follows a redirect unless asked. Each of a webhook's
 ``concurrency`` slots ("lanes") has a client of its own holding one
 keep-alive connection: httpcore's pool checks every idle connection on each
-request (``has_expired``: a ``poll`` and socket lookups per connection), so
-one pool of 64 connections cost about twice the CPU per delivery of one
-connection (``python -m benchmarks.webhooks``).
+request (``has_expired``: a ``poll`` and socket lookups per connection):
+with one pool of 16 connections that was about half of httpx's time per
+request (pyinstrument, 2,000 deliveries at concurrency 16).
 """
 
 from __future__ import annotations
