@@ -77,3 +77,13 @@ async def test_needs_manage_and_consume(server: BrokerServer, client: httpx.Asyn
         "/queues/jobs/webhooks", headers={"Authorization": f"Bearer {consumer}"}
     )
     assert response.status_code == 403
+
+
+def test_retry_after_forms() -> None:
+    from transports.webhooks.delivery import retry_after_ms
+
+    assert retry_after_ms("3", 0.0) == 3000
+    assert retry_after_ms(None, 0.0) is None
+    assert retry_after_ms("soon", 0.0) is None
+    assert retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480.0 - 2) == 2000
+    assert retry_after_ms("0", 0.0) == 1  # a requeue always waits at least 1 ms
