@@ -163,7 +163,10 @@ class Webhooks:
 
     async def _forget(self, record: WebhookRecord) -> None:
         async with self._lock:
-            self.runners.pop(record.id, None)
+            runner = self.runners.pop(record.id, None)
+            if runner is not None:
+                with suppress(Exception):
+                    await runner.stop()  # its requests and connections; the queue is gone
             self.records.pop(record.id, None)
             self.stats.pop(record.id, None)
             await self._store.delete_webhook(record.id)

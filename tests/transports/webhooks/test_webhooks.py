@@ -283,3 +283,15 @@ async def test_unknown_field_and_missing_queue(client: httpx.AsyncClient) -> Non
     assert response.status_code == 404
     response = await client.patch("/queues/jobs/webhooks/wh_x", json={"paused": "yes"})
     assert response.status_code == 422
+
+
+async def test_deleting_the_queue_deletes_its_webhooks(
+    server: BrokerServer, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await make_queue(client)
+    await create_webhook(client, receiver)
+    assert (await client.delete("/queues/jobs")).status_code == 204
+    await until(lambda: not server.ctx.webhooks.records)
+    assert await server.ctx.storage.webhooks.list_webhooks() == []
+    await make_queue(client)
+    assert (await client.get("/queues/jobs/webhooks")).json() == []
