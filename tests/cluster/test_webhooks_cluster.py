@@ -7,8 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.cluster.conftest import PROPAGATION_S, eventually, publish_batch, shared_queue
-from tests.conftest import MS
+from tests.cluster.conftest import (
+    PROPAGATION_S,
+    client_of,
+    eventually,
+    publish_batch,
+    shared_queue,
+)
+from tests.conftest import MS, login
 from tests.transports.webhooks.receiver import Receiver, Reply
 
 if TYPE_CHECKING:
@@ -84,5 +90,44 @@ async def test_two_nodes_post_each_message_once(cluster: Cluster) -> None:
         # Both nodes took part (each posted some), not one doing all the work.
         assert on_a["deliveries"] > 0
         assert on_b["deliveries"] > 0
+    finally:
+        await receiver.stop()
+
+
+async def test_a_webhook_survives_a_restart_of_every_node(cluster: Cluster) -> None:
+    """Both nodes stopped, one started again: the webhook posts what was published meanwhile."""
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        a, b = await cluster.start("a", "b", BROKER_WEBHOOK_ALLOWED_HOSTS="127.0.0.1")
+        http_a, http_b = await cluster.admin(a), await cluster.admin(b)
+        await shared_queue(http_a, http_b, "jobs")
+        response = await http_a.post("/queues/jobs/webhooks", json={"url": receiver.url})
+        assert response.status_code == 201, response.text
+        receiver.use_secret(response.json()["secret"])
+        paused = await http_a.patch(
+            f"/queues/jobs/webhooks/{response.json()['id']}", json={"paused": True}
+        )
+        assert paused.status_code == 200
+        ids = await publish_batch(http_a, "jobs", [1, 2, 3])
+        a.terminate()
+        b.terminate()
+        await b.start()
+        async with client_of(b, str((await login(b.url))["access_token"])) as http:
+            [hook] = (await http.get("/queues/jobs/webhooks")).json()
+            assert hook["state"] == "paused"
+            assert receiver.received == []
+            resumed = await http.patch(
+                f"/queues/jobs/webhooks/{hook['id']}", json={"paused": False}
+            )
+            assert resumed.status_code == 200
+            await eventually(
+                lambda: asyncio.sleep(0, len(receiver.received)),
+                lambda n: n >= 3,
+                within=10_000 * MS,
+                what="posted after the restart",
+            )
+        assert sorted(r.json["message_id"] for r in receiver.received) == ids
+        assert all(r.signed for r in receiver.received)
     finally:
         await receiver.stop()
