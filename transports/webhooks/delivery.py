@@ -41,7 +41,14 @@ from loguru import logger
 
 from broker_core.messages import from_timestamp
 from broker_core.retry import MAX_DELAY_MS
-from broker_core.webhooks import Attempt, WebhookRecord, address_allowed, secret_key, sign
+from broker_core.webhooks import (
+    Attempt,
+    WebhookRecord,
+    address_allowed,
+    host_allowed,
+    secret_key,
+    sign,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -153,6 +160,8 @@ class WebhookRunner:
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         # An address in the URL needs no resolving: checked once here.
         self._literal: str | None = None
+        # Checked at creation, and again here: an operator may have narrowed the list since.
+        self._host_allowed = host_allowed(self._host, allowed)
         with suppress(ValueError):
             ipaddress.ip_address(self._host)
             if address_allowed(self._host, self._host, allowed):
@@ -221,6 +230,8 @@ class WebhookRunner:
 
     async def _address(self) -> str:
         """One checked address of the host (every address it resolves to must be allowed)."""
+        if not self._host_allowed:
+            raise Refused(f"{self._host} is not in BROKER_WEBHOOK_ALLOWED_HOSTS")
         if self._literal is not None:
             return self._literal
         infos = await asyncio.get_running_loop().getaddrinfo(
@@ -304,6 +315,10 @@ class WebhookRunner:
             error = f"timed out after {self.record.timeout_ms} ms"
         except (httpx.HTTPError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except Exception as exc:
+            # Whatever it was, the message is nacked now rather than held until its lease ends.
+            logger.opt(exception=exc).warning("webhook request failed", webhook=self.record.id)
+            error = f"{type(exc).__name__}: {exc}"
         else:
             if not 200 <= status < 300:
                 error = f"HTTP {status}"

@@ -295,3 +295,24 @@ async def test_deleting_the_queue_deletes_its_webhooks(
     assert await server.ctx.storage.webhooks.list_webhooks() == []
     await make_queue(client)
     assert (await client.get("/queues/jobs/webhooks")).json() == []
+
+
+async def test_a_host_no_longer_allowed_is_refused_at_delivery(
+    server: BrokerServer, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """An operator narrows the list and restarts: the existing webhook posts nothing more."""
+    import msgspec
+
+    await make_queue(client, max_attempts=1)
+    await create_webhook(client, receiver)
+    server.settings = msgspec.structs.replace(server.settings, webhook_allowed_hosts=("x.test",))
+    await server.restart()
+    await publish(client, "a")
+    listed: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10_000 * MS
+    while not listed or listed[0]["failures"] < 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(20 * MS)
+        listed = (await client.get("/queues/jobs/webhooks")).json()
+    assert "BROKER_WEBHOOK_ALLOWED_HOSTS" in listed[0]["last_error"]
+    assert receiver.received == []
