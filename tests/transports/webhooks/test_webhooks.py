@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from loguru import logger
 
 from tests.conftest import MS
 from tests.transports.webhooks.receiver import Receiver, Reply
@@ -170,6 +171,8 @@ async def test_500_and_timeouts_back_off_then_dead_letter(
 
 
 async def test_410_disables_until_resumed(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    logs: list[str] = []
+    sink = logger.add(lambda m: logs.append(f"{m}{m.record['extra']}"), level="DEBUG")
     receiver.answer = lambda request: Reply(status=410)
     await make_queue(client)
     hook = await create_webhook(client, receiver)
@@ -191,6 +194,9 @@ async def test_410_disables_until_resumed(client: httpx.AsyncClient, receiver: R
     assert len(receiver.received) == 1
     info = await queue_info(client)
     assert info["pending"] == 1  # given back, not failed
+    logger.remove(sink)
+    assert any("webhook disabled" in text for text in logs)  # the log is there, and
+    assert not any(hook["secret"] in text for text in logs)  # never holds the secret
     receiver.answer = None
     response = await client.patch(f"/queues/jobs/webhooks/{hook['id']}", json={"paused": False})
     assert response.status_code == 200, response.text
