@@ -95,6 +95,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Origins allowed to open WebSockets; empty means same-origin when ``Origin`` is sent."""
     cors_origins: tuple[str, ...] = ()
     """Origins allowed by CORS on REST; empty disables CORS."""
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    """Host patterns webhooks may post to (``*`` globs); empty refuses every URL."""
+    webhook_max_response_bytes: int = 64 * _KIB
+    """How much of a webhook's response body is read (the rest is dropped)."""
     request_timeout_s: float = 30.0
     """Upper bound on handling one HTTP request."""
     max_head_bytes: int = 64 * _KIB

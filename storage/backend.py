@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from .accounts import AccountStore
     from .commit_health import BatchStats
+    from .webhooks import WebhookStore
 
 __all__ = ["StorageBackend"]
 
@@ -44,6 +45,11 @@ class StorageBackend(Storage, Protocol):
     @property
     def schedules(self) -> ScheduleStore:
         """Recurring schedules, in the same database."""
+        ...
+
+    @property
+    def webhooks(self) -> WebhookStore:
+        """Webhooks, in the same database (`storage.webhooks`)."""
         ...
 
     @property

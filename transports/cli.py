@@ -23,6 +23,7 @@ from .cli_session import add_login, add_logout, add_version, client_version
 from .cli_tokens import add_tokens
 from .cli_topics import add_topics
 from .cli_users import add_users
+from .cli_webhooks import WEBHOOK_COMMANDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -136,6 +137,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], A
     add_topics,
     *RETRY_COMMANDS,
     add_schedules,
+    *WEBHOOK_COMMANDS,
 ]
 """Functions that add a sub-command to the parser: one line per command group."""
 

@@ -23,6 +23,7 @@ from storage import storage_from_settings
 from .accounts import Accounts
 from .ratelimit import LoginLimiter, TokenBucketLimiter
 from .secrets import ensure_data_dir, generate_secret, load_or_create_secret
+from .webhooks import Webhooks
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -82,6 +83,9 @@ class BrokerContext:
         self.tracing = tracing_from_settings(settings)
         """Spans of traced messages, or ``None`` when off (``settings.otel``)."""
         self._pruner: asyncio.Task[None] | None = None
+        self.webhooks = Webhooks(
+            self.broker, self.storage.webhooks, settings, shared=self.storage.shared
+        )
 
     async def __aenter__(self) -> BrokerContext:
         await self.broker.start()
@@ -106,6 +110,7 @@ class BrokerContext:
                 flush=True,
             )
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
+        await self.webhooks.start()
         return self
 
     async def _jwt_secret(self) -> str:
@@ -118,6 +123,7 @@ class BrokerContext:
         return load_or_create_secret(self._data_dir / "jwt.secret")
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.webhooks.close()
         if self._pruner is not None:
             self._pruner.cancel()
             with suppress(asyncio.CancelledError):

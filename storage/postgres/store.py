@@ -60,6 +60,7 @@ from .connection import (
 from .migrations import migrate
 from .schedules import PostgresScheduleStore
 from .topics import PostgresTopicStore
+from .webhooks import PostgresWebhookStore
 from .writer import WriteBehind
 
 if TYPE_CHECKING:
@@ -146,6 +147,7 @@ class PostgresStorage:
         self.schedules = PostgresScheduleStore(
             lambda: self.pool, self._before_direct, lambda: self.node.id
         )
+        self.webhooks = PostgresWebhookStore(lambda: self.pool, self._before_direct)
         self._tx_lock = asyncio.Lock()
         self._size = 0
         self._size_at = 0.0

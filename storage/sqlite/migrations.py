@@ -32,6 +32,7 @@ from loguru import logger
 from ..errors import StorageCorrupt, StorageTooNew
 from ..release import release
 from .schedules import create_schedules_table
+from .webhooks import create_webhooks_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -109,6 +110,7 @@ MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (4, _service_tokens),
     (5, create_schedules_table),
     (6, _body_refs),
+    (7, create_webhooks_table),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

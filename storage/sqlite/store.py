@@ -51,6 +51,7 @@ from .schedules import SQLiteScheduleStore
 from .segments import HIGHEST_REF_SQL, SegmentLog, segments_path, unpack_ref
 from .topics import SQLiteTopicStore
 from .watermark import CommitWatermark, highest_committed_id
+from .webhooks import SQLiteWebhookStore
 from .writer import SQLiteWriter
 
 if TYPE_CHECKING:
@@ -189,6 +190,7 @@ class SQLiteStorage:
         self.topics = SQLiteTopicStore(self.writer, lambda: self.reader)
         """Topics and their bindings, in the same file."""
         self.schedules = SQLiteScheduleStore(self.writer, lambda: self.reader)
+        self.webhooks = SQLiteWebhookStore(self.writer, lambda: self.reader)
         self._last_id = 0
         self._recorded_id = 0
         self._horizon = NO_HORIZON

@@ -308,3 +308,13 @@ async def test_serve_refuses_a_postgres_database_from_a_newer_release(
     assert NEWER.format(POSTGRES_VERSION) in str(caught.value)
     rows = await _sql(fresh_postgres, "SELECT version FROM public.broker_schema_version")
     assert sorted(row["version"] for row in rows) == [2, 99]
+
+
+async def test_the_webhooks_table_exists_after_the_upgrade(release: Upgraded) -> None:
+    """The webhooks step (issue 27) ran: a webhook is stored, read back and deleted."""
+    store = release.server.ctx.storage.webhooks
+    assert await store.list_webhooks() == []
+    await store.put_webhook("wh_1", "q", b'{"id": "wh_1"}')
+    assert await store.list_webhooks() == [b'{"id": "wh_1"}']
+    assert await store.delete_webhook("wh_1")
+    assert not await store.delete_webhook("wh_1")

@@ -24,6 +24,7 @@ import msgspec
 from broker_core.auth import TokenPair
 from broker_core.messages import MessageView, QueueInfo, SettleResult
 from broker_core.service_tokens import CreatedServiceToken, ServiceTokenView
+from broker_core.webhooks import WebhookView
 
 from .errors import AuthError, RequestError
 from .messages import Message
@@ -61,6 +62,8 @@ _settle_decoder = msgspec.json.Decoder(SettleResult)
 _any_decoder = msgspec.json.Decoder()
 _created_token_decoder = msgspec.json.Decoder(CreatedServiceToken)
 _token_views_decoder = msgspec.json.Decoder(list[ServiceTokenView])
+_webhook_decoder = msgspec.json.Decoder(WebhookView)
+_webhooks_decoder = msgspec.json.Decoder(list[WebhookView])
 
 
 @functools.cache
@@ -387,6 +390,43 @@ class RestClient(TopicMethods, ScheduleMethods):
         response = await self.request("PATCH", f"/queues/{queue}/messages/{message_id}", json=body)
         view: dict[str, Any] = _any_decoder.decode(response.content)
         return view
+
+    # -- webhooks ---------------------------------------------------------------------
+
+    async def create_webhook(
+        self,
+        queue: str,
+        url: str,
+        *,
+        secret: str | None = None,
+        concurrency: int = 1,
+        timeout_ms: int = 10_000,
+        headers: dict[str, str] | None = None,
+    ) -> WebhookView:
+        """Push ``queue``'s messages to ``url``; the answer's ``secret`` is shown this once."""
+        body: dict[str, Any] = {"url": url, "concurrency": concurrency, "timeout_ms": timeout_ms}
+        if secret is not None:
+            body["secret"] = secret
+        if headers is not None:
+            body["headers"] = headers
+        response = await self.request("POST", f"/queues/{queue}/webhooks", json=body)
+        return _webhook_decoder.decode(response.content)
+
+    async def list_webhooks(self, queue: str) -> list[WebhookView]:
+        """The queue's webhooks: state, counters, last error, recent attempts (no secrets)."""
+        response = await self.request("GET", f"/queues/{queue}/webhooks")
+        return _webhooks_decoder.decode(response.content)
+
+    async def pause_webhook(self, queue: str, id: str, paused: bool = True) -> WebhookView:
+        """Pause a webhook, or resume it with ``paused=False`` (also after a 410)."""
+        response = await self.request(
+            "PATCH", f"/queues/{queue}/webhooks/{id}", json={"paused": paused}
+        )
+        return _webhook_decoder.decode(response.content)
+
+    async def delete_webhook(self, queue: str, id: str) -> None:
+        """Delete a webhook."""
+        await self.request("DELETE", f"/queues/{queue}/webhooks/{id}")
 
     async def stats(self) -> dict[str, Any]:
         """The broker's ``GET /stats`` document."""

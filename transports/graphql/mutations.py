@@ -52,6 +52,7 @@ from .types import (
     SettledMessage,
     SettleResult,
 )
+from .webhooks import WebhookMutation
 
 if TYPE_CHECKING:
     from broker_core.messages import (
@@ -64,7 +65,7 @@ __all__ = ["Mutation"]
 
 
 @strawberry.type(description="Manage queues, publish messages and settle deliveries.")
-class Mutation(RetryMutation, ScheduleMutations):
+class Mutation(RetryMutation, ScheduleMutations, WebhookMutation):
     @strawberry.mutation(graphql_type=Queue, description="Create a queue (`manage`).")
     async def create_queue(
         self,

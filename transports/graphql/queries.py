@@ -21,6 +21,7 @@ from .context import context_of
 from .schedules import ScheduleQueries
 from .structs import Long  # noqa: TC001 - Strawberry reads argument annotations at runtime
 from .types import MessagesPage, Queue, ServiceToken, Stats
+from .webhooks import WebhookQuery
 
 if TYPE_CHECKING:
     from broker_core.messages import MessagesPage as MessagesPageStruct, QueueInfo
@@ -34,7 +35,7 @@ MAX_PAGE = 1000
 
 
 @strawberry.type(description="Read the broker's queues, messages and figures.")
-class Query(ScheduleQueries):
+class Query(ScheduleQueries, WebhookQuery):
     @strawberry.field(
         graphql_type=list[Queue], description="Every queue you have a permission on, by name."
     )

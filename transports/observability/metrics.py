@@ -64,6 +64,7 @@ from broker_core.service_tokens import METRICS_READ, require_scope
 
 from ..context import ctx_of
 from ..security import user_of
+from ..webhooks.observe import webhook_metrics
 from .stats import BROKER_VERSION, FRAMEWORK
 from .telemetry import LATENCY_BUCKETS_S, telemetry_of
 
@@ -168,6 +169,7 @@ class BrokerCollector:
             consumers.add_metric((info.name,), info.consumers)
         yield messages
         yield consumers
+        yield from webhook_metrics(self._ctx.webhooks, names)
 
     def _storage(self) -> Iterator[Metric]:
         storage = self._ctx.storage

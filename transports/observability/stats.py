@@ -27,6 +27,7 @@ from broker_core.service_tokens import STATS_READ, require_scope
 from ..context import ctx_of
 from ..errors import last_error
 from ..security import user_of
+from ..webhooks.observe import WebhookCounts, webhook_counts
 from .rates import Rates
 from .system import SystemStats
 from .telemetry import telemetry_of
@@ -110,6 +111,8 @@ class BrokerSpecific(msgspec.Struct, frozen=True, kw_only=True):
     queues: list[QueueCounts]
     """The queues the caller has a permission on (all for an admin), by name."""
     rates: Rates
+    webhooks: list[WebhookCounts] = []
+    """The webhooks of the queues listed, with this node's counters."""
 
 
 class StatsResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -242,6 +245,7 @@ def build_stats(ctx: BrokerContext, *, user: User | None = None) -> StatsRespons
             consumers=sum(q.consumers for q in queues),
             queues=queues,
             rates=telemetry.rates.rates(time.monotonic()),
+            webhooks=webhook_counts(ctx.webhooks, shown),
         ),
     )
 

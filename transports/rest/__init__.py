@@ -13,6 +13,7 @@ from .schedules import ScheduleController
 from .tokens import TokenController
 from .topics import TopicController
 from .users import UserController
+from .webhooks import WebhookController
 
 if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
@@ -26,6 +27,7 @@ ROUTES: list[ControllerRouterHandler] = [
     UserController,
     TopicController,
     TokenController,
+    WebhookController,
     publish_fanout,
     list_consumers,
     token,

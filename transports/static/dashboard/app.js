@@ -11,6 +11,7 @@ import { $, $$, setText } from "./lib/dom.js";
 import { GraphQLSocket, graphqlUrl } from "./lib/graphql-ws.js";
 import { Permissions } from "./lib/perms.js";
 import { ConsumersView } from "./views/consumers.js";
+import { WebhooksView } from "./views/webhooks.js";
 import { LogsView } from "./views/logs.js";
 import { OverviewView } from "./views/overview.js";
 import { QueuesView } from "./views/queues.js";
@@ -64,6 +65,7 @@ class App {
       queues: new QueuesView(this),
       consumers: new ConsumersView(this),
       topics: new TopicsView(this),
+      webhooks: new WebhooksView(this),
     };
     // GET /logs is for admins only: others don't get the tab at all.
     if (this.perms.admin) this.views.logs = new LogsView(this);
