@@ -40,7 +40,7 @@ def _add_webhooks(commands: Subparsers) -> None:
     create = actions.add_parser("create", help="push a queue's messages to a URL")
     add_connection_options(create)
     create.add_argument("queue")
-    create.add_argument("target", metavar="URL", help="the endpoint (its host must be allowed)")
+    create.add_argument("endpoint", metavar="URL", help="the endpoint (its host must be allowed)")
     create.add_argument("--secret", help="a whsec_ secret (default: generated, printed once)")
     create.add_argument("--concurrency", type=int, default=1, help="requests in flight (1)")
     create.add_argument("--timeout-ms", type=int, default=10_000, help="per request (10000)")
@@ -77,7 +77,7 @@ async def _create(args: argparse.Namespace) -> int:
     async with connect(args) as client:
         view = await client.create_webhook(
             args.queue,
-            args.target,
+            args.endpoint,
             secret=args.secret,
             concurrency=args.concurrency,
             timeout_ms=args.timeout_ms,
