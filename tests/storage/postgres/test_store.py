@@ -370,7 +370,10 @@ async def test_counting_while_publishing_keeps_the_publishes(url: str) -> None:
             await asyncio.gather(broker.sync_counts(["q"]), broker.publish("q", [request]))
         state = broker.actor("q").state
         assert isinstance(state, SharedQueueState)
-        assert state.stored_pending == 20
+        # A publish committed between the mark and storage's read may be counted
+        # twice until the next count (at most one second): never lost, which is
+        # what keeps a limit from being overrun; a quiet count is exact.
+        assert 20 <= state.stored_pending <= 40
         await broker.sync_counts(["q"])
         assert state.stored_pending == broker.info("q").pending == 20
     finally:
