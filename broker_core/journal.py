@@ -212,6 +212,8 @@ class ReplayedQueue(msgspec.Struct, kw_only=True):
     cold: list[tuple[int, int, int]]
     delayed: list[Entry]
     dedup: list[tuple[str, int, float]] = msgspec.field(default_factory=list)
+    grouped: list[tuple[int, int, int, str]] = msgspec.field(default_factory=list)
+    """``(id, priority, size, group)`` of the ready messages of a group, in id order."""
 
 
 class Journal(Protocol):

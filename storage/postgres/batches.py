@@ -49,7 +49,7 @@ _COLUMN_TYPES = {
     "attempt": "integer", "redelivered": "boolean", "created_at": "float8",
     "deliver_at": "float8", "expires_at": "float8", "lease_deadline": "float8", "size": "integer",
     "content": "bytea", "headers": "bytea", "dedup_id": "text", "last_error": "text",
-    "dead_lettered_from": "text", "settled_at": "float8",
+    "dead_lettered_from": "text", "settled_at": "float8", "msg_group": "text",
 }  # fmt: skip
 # A retried batch whose COMMIT did commit (the connection broke before the
 # answer) finds its rows there already: they hold that batch's final state.

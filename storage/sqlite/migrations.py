@@ -65,9 +65,15 @@ def _version_table(db: sqlite3.Connection) -> None:
     )
 
 
+def _message_groups(db: sqlite3.Connection) -> None:
+    """Messages carry their ``group`` (issue 24: ordered per group, fair across groups)."""
+    db.execute("ALTER TABLE messages ADD COLUMN msg_group TEXT")
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
+    (3, _message_groups),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]
