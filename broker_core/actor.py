@@ -262,7 +262,10 @@ class QueueActor:
         eager = wait <= 0
         if eager:
             state = self.state
-            if state.paused(self._clock()) or (not state.pending_count and self._shared is None):
+            if state.paused(self._clock()) or (
+                self._shared is None and (not state.pending_count or not state.pending.loading)
+            ):
+                # Nothing ready, or only messages their groups hold back.
                 return entries
             # Ready messages whose bodies are still in storage (or, shared, that
             # only a claim can find): wait for the load or the claim's answer.

@@ -109,6 +109,11 @@ class GroupedOrder(PendingOrder):
         return [(g, len(dq), self._inflight.get(g, 0)) for g, dq in sizes]
 
     @property
+    def loading(self) -> bool:
+        """Whether a load of bodies is asked for and not answered yet."""
+        return self._loading
+
+    @property
     def group_count(self) -> int:
         """Groups with pending messages."""
         return len(self._groups)
