@@ -367,8 +367,14 @@ class SharedStorage(Storage, Protocol):
         """Call ``callback`` with every `Change` (it must not block)."""
         ...
 
-    async def claim(self, queue: str, count: int, now: float, lease_s: float = 30.0) -> list[Entry]:
+    async def claim(
+        self, queue: str, count: int, now: float, lease_s: float = 30.0, group_concurrency: int = 1
+    ) -> list[Entry]:
         """Lease up to ``count`` ready messages of ``queue`` to this node, in delivery order.
+
+        A message of a group is claimed only when fewer than
+        ``group_concurrency`` earlier messages of its group are pending or
+        processing (on any node).
 
         The lease deadline storage records is ``now + lease_s`` (the queue's
         lease; the node keeps each delivery's own and ends it when due).
