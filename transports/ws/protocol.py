@@ -185,6 +185,7 @@ class WsProtocol:
                             headers=entry.headers,
                             attempt=entry.attempt,
                             redelivered=entry.redelivered,
+                            group=entry.group,
                         )
                     )
                 )
