@@ -36,6 +36,8 @@ from collections import deque
 from itertools import islice
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from .messages import Entry
 from .pending import (
     LOAD_BATCH,
@@ -51,9 +53,10 @@ from .pending import (
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from .messages import MessageView
     from .queue import QueueState
 
-__all__ = ["UNGROUPED", "GroupedOrder", "dispatch_single"]
+__all__ = ["UNGROUPED", "GroupedOrder", "dispatch_single", "group_blocker", "with_group_wait"]
 
 UNGROUPED = ""
 """The ring slot of the messages without a group."""
@@ -122,17 +125,20 @@ class GroupedOrder(PendingOrder):
         """Messages of ``group`` processing (or holding its slot in a back-off)."""
         return self._inflight.get(group, 0)
 
-    def blocked_by(self, id: int, group: str) -> int | None:
-        """The message ahead of pending ``id`` in its group, or ``None`` if it is next."""
-        dq = self._groups.get(group)
-        if not dq:
-            return None
-        previous: int | None = None
-        for item in dq:
+    def position(self, id: int, group: str) -> int | None:
+        """Where ready message ``id`` stands in its group (0: the head); ``None`` if not there."""
+        for index, item in enumerate(self._groups.get(group, ())):
             if item_id(item) == id:
-                return previous
-            previous = item_id(item)
+                return index
         return None
+
+    def item_at(self, group: str, index: int) -> int:
+        """The id at ``index`` of ``group``'s ready messages."""
+        return item_id(self._groups[group][index])
+
+    def held_of(self, group: str) -> list[int]:
+        """Ids of the messages of ``group`` that hold its slot in a back-off."""
+        return [id for id, g in self._held.items() if g == group]
 
     def ids(self) -> list[int]:
         """Ready ids: ungrouped in delivery order, then each group's in its order."""
@@ -531,6 +537,38 @@ class GroupedOrder(PendingOrder):
         """The load asked for failed; the next `pop_next` asks again."""
         self._group_loads.clear()
         super().load_failed()
+
+
+def group_blocker(state: QueueState, id: int, group: str) -> int | None:
+    """The message that holds ready message ``id`` back in its group, or ``None``.
+
+    It is the message just ahead of it in its group when that one cannot
+    go either, else (at the head) the oldest of its group in flight or in
+    back-off. Only what this node holds in memory is known (on shared
+    storage, messages not claimed here show no blocker).
+    """
+    pending = state.pending
+    index = pending.position(id, group)
+    if index is None:
+        return None
+    free = pending.concurrency - pending.in_flight(group)
+    if index < free:
+        return None
+    if index > 0:
+        return pending.item_at(group, index - 1)
+    holders = [e.id for e in state.processing.values() if e.group == group]
+    holders += pending.held_of(group)
+    return min(holders) if holders else None
+
+
+def with_group_wait(view: MessageView, state: QueueState) -> MessageView:
+    """``view`` with ``waiting: "group"`` and ``blocked_by`` when its group holds it back."""
+    if view.status != "pending" or view.group is None or view.waiting is not None:
+        return view
+    blocker = group_blocker(state, view.message_id, view.group)
+    if blocker is None:
+        return view
+    return msgspec.structs.replace(view, waiting="group", blocked_by=blocker)
 
 
 def dispatch_single(state: QueueState, now: float) -> None:

@@ -130,3 +130,23 @@ async def test_ungrouped_messages_share_the_ring(client: httpx.AsyncClient) -> N
     # Ungrouped goes once per round over the five groups, then the rest of it.
     assert groups[:6].count(None) == 1 and set(groups[1:6]) == {f"g{n}" for n in range(5)}
     assert len(got) == 10
+
+
+async def test_a_message_held_by_its_group_says_so(client: httpx.AsyncClient) -> None:
+    """Pending behind its group: `waiting: "group"` and `blocked_by` the message ahead of it."""
+    await make_queue(client)
+    first = await publish(client, 1, group="g")
+    second = await publish(client, 2, group="g")
+    third = await publish(client, 3, group="g")
+    free = await publish(client, 4, group="h")
+    head = await get_message(client, first)
+    assert (head["waiting"], head["blocked_by"]) == (None, None)  # next to go
+    assert (await get_message(client, second))["blocked_by"] == first
+    [message] = await consume(client, count=1)
+    assert message["message_id"] == first
+    view = await get_message(client, second)
+    assert (view["waiting"], view["blocked_by"], view["group"]) == ("group", first, "g")
+    assert (await get_message(client, third))["blocked_by"] == second
+    assert (await get_message(client, free))["waiting"] is None
+    page = (await client.get("/queues/jobs/messages", params={"status": "pending"})).json()
+    assert [m["blocked_by"] for m in page["messages"]] == [first, second, None]
