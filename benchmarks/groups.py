@@ -1,6 +1,7 @@
-"""Message groups, in process: `QueueState` publish + pull + ack throughput and fairness.
+"""Message groups: publish + consume + ack throughput against ungrouped, and fairness.
 
-NOT end to end (no server, no storage): it measures the cost of the group
+By default in process (no server, no storage); ``--end-to-end`` runs a real
+broker (REST publish, 8 REST consumers). Either way it measures the cost of the group
 ring against ungrouped messages in the same run, interleaved, and the
 fairness figure (deliveries before the first message of a small group that
 was published behind a large one).
@@ -54,6 +55,77 @@ def run(count: int, groups: int | None) -> float:
     return count / (time.perf_counter() - started)
 
 
+async def _end_to_end(url: str, token: str, queue: str, count: int, groups: int | None) -> float:
+    """Publish ``count`` messages over REST (batches of 500) and drain them with 8 REST
+    consumers (``max`` 50, one batch ack each); messages per second over both."""
+    import asyncio
+
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"}
+    bodies = []
+    for start in range(0, count, 500):
+        messages = []
+        for n in range(start, min(start + 500, count)):
+            message: dict[str, object] = {"content": {"n": n, "pad": "x" * 200}}
+            if groups is not None:
+                message["group"] = f"g{n % groups}"
+            messages.append(message)
+        bodies.append(json.dumps({"messages": messages}).encode())
+    done = 0
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as http:
+        started = time.perf_counter()
+
+        async def publisher(chunk: list[bytes]) -> None:
+            for body in chunk:
+                response = await http.post(
+                    f"/queues/{queue}/messages/batch",
+                    content=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                response.raise_for_status()
+
+        async def consumer() -> None:
+            nonlocal done
+            deadline = time.monotonic() + 600
+            while done < count and time.monotonic() < deadline:
+                response = await http.get(
+                    f"/queues/{queue}/messages/consume", params={"max": 50, "wait": 0.5}
+                )
+                if response.status_code == 204:
+                    continue
+                ids = [m["message_id"] for m in response.json()["messages"]]
+                (await http.post("/messages/ack", json={"ids": ids})).raise_for_status()
+                done += len(ids)
+
+        await asyncio.gather(
+            *(publisher(bodies[i::2]) for i in range(2)), *(consumer() for _ in range(8))
+        )
+        elapsed = time.perf_counter() - started
+    assert done >= count, (done, count)
+    return count / elapsed
+
+
+def end_to_end(count: int, runs: int) -> dict[str, list[float]]:
+    """The cases interleaved over a real broker, ``runs`` times each (a fresh queue each)."""
+    import asyncio
+
+    from .ours import Ours
+
+    cases: dict[str, int | None] = {"ungrouped": None, "1": 1, "100": 100, "10000": 10_000}
+    rates: dict[str, list[float]] = {name: [] for name in cases}
+    with Ours() as ours:
+        token = ours.broker.token()
+        for run_index in range(runs):
+            for name, groups in cases.items():
+                queue = f"groups-{name}-{run_index}"
+                ours.create([queue], 1, 1)
+                rate = asyncio.run(_end_to_end(ours.broker.url, token, queue, count, groups))
+                rates[name].append(rate)
+                ours.delete([queue])
+    return rates
+
+
 def fairness(large: int = 100_000, small: int = 5) -> int:
     """Deliveries before the first message of a small group published behind a large one."""
     state = QueueState("q", QueueOptions(), budget=BodyBudget(1 << 30))
@@ -77,6 +149,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/groups.json")
     parser.add_argument("--memory", type=int, default=0)
+    parser.add_argument("--end-to-end", action="store_true")
     parser.add_argument("--groups", type=int, default=100_000)
     args = parser.parse_args()
     if args.memory:
@@ -89,10 +162,13 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(figures, indent=2))
         return
     cases: dict[str, int | None] = {"ungrouped": None, "1": 1, "100": 100, "10000": 10_000}
-    rates: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(args.runs):
-        for name, groups in cases.items():
-            rates[name].append(run(args.count, groups))
+    if args.end_to_end:
+        rates = end_to_end(args.count, args.runs)
+    else:
+        rates = {name: [] for name in cases}
+        for _ in range(args.runs):
+            for name, groups in cases.items():
+                rates[name].append(run(args.count, groups))
     base = statistics.median(rates["ungrouped"])
     result = {
         "count": args.count,
@@ -103,7 +179,8 @@ def main() -> None:
         },
         "vs_ungrouped": {name: statistics.median(r) / base for name, r in rates.items()},
         "fairness_deliveries_before_small_group": fairness(),
-        "note": "in process (QueueState only), shared 2-core machine",
+        "mode": "end to end (REST publish + 8 REST consumers)" if args.end_to_end else "in process",
+        "note": "shared 2-core machine",
     }
     print(json.dumps(result, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

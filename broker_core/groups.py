@@ -23,7 +23,9 @@ Rules:
   waits at most one round over the other ready groups (and the ungrouped
   slot).
 
-Memory: per group one deque and its name, per pending message the same
+Memory: per group a list (a deque once it passes `BIG_GROUP` messages: a
+deque's blocks would cost ~760 bytes for each of 100,000 small groups) and
+its name, per pending message the same
 cold int as `PendingOrder` (bodies load in batches from storage when they
 near a group's head), so memory follows in flight plus groups with pending
 messages, not the backlog's bodies.
@@ -51,10 +53,15 @@ from .pending import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     from .messages import MessageView
     from .queue import QueueState
+
+BIG_GROUP = 256
+"""A group's FIFO is a list up to this many messages, then a deque (O(1) at the head)."""
+
+Fifo = list[Item] | deque[Item]
 
 __all__ = ["UNGROUPED", "GroupedOrder", "dispatch_single", "group_blocker", "with_group_wait"]
 
@@ -91,7 +98,7 @@ class GroupedOrder(PendingOrder):
     def __init__(self, budget: BodyBudget, concurrency: int = 1) -> None:
         super().__init__(budget)
         self.concurrency = concurrency
-        self._groups: dict[str, deque[Item]] = {}
+        self._groups: dict[str, Fifo] = {}
         self._inflight: dict[str, int] = {}
         self._rings: list[deque[str]] = [deque() for _ in range(PRIORITIES)]
         self._ring_at: dict[str, int] = {}
@@ -201,15 +208,21 @@ class GroupedOrder(PendingOrder):
             self._inflight[group] = left
         else:
             self._inflight.pop(group, None)
-        self._schedule(group)
+        if group in self._groups:
+            self._schedule(group)
 
     # -- adding -----------------------------------------------------------------
 
-    def _deque(self, group: str) -> deque[Item]:
-        dq = self._groups.get(group)
-        if dq is None:
-            dq = self._groups[group] = deque()
-        return dq
+    def _deque(self, group: str) -> Fifo:
+        groups = self._groups
+        if group in groups:
+            dq = groups[group]
+            if len(dq) == BIG_GROUP and isinstance(dq, list):
+                dq = groups[group] = deque(dq)
+            return dq
+        fresh: Fifo = []
+        groups[group] = fresh
+        return fresh
 
     def append(self, entry: Entry) -> None:
         """A new ready message at the tail of its group (or of its priority)."""
@@ -229,8 +242,11 @@ class GroupedOrder(PendingOrder):
                 item = (entry.id << 36) | (entry.priority << 32) | entry.size
             else:
                 self.budget.force(entry.size)
-        self._deque(group).append(item)
-        self._schedule(group)
+        dq = self._deque(group)
+        dq.append(item)
+        if len(dq) == 1:
+            # Behind a head, a message changes neither the ring nor its place there.
+            self._schedule(group)
 
     def append_loaded(self, entry: Entry) -> None:
         """A ready message whose body stays in memory (claimed for delivery)."""
@@ -254,10 +270,30 @@ class GroupedOrder(PendingOrder):
 
     def append_cold_grouped(self, item: int, group: str) -> None:
         """A ready message of ``group`` whose body is in storage, at its group's tail."""
-        self._deque(group).append(item)
+        dq = self._deque(group)
+        dq.append(item)
         self.count += 1
         self.bytes += item & 0xFFFFFFFF
-        self._schedule(group)
+        if len(dq) == 1:
+            self._schedule(group)
+
+    def restore_grouped(self, rows: Iterable[tuple[int, int, int, str]]) -> None:
+        """Cold messages of groups read back at start, in id order (one pass, then the ring)."""
+        groups = self._groups
+        count = size = 0
+        for id, priority, item_size, group in rows:
+            dq = groups.get(group)
+            if dq is None:
+                dq = groups[group] = []
+            elif len(dq) == BIG_GROUP and isinstance(dq, list):
+                dq = groups[group] = deque(dq)
+            dq.append((id << 36) | (priority << 32) | item_size)
+            count += 1
+            size += item_size
+        self.count += count
+        self.bytes += size
+        for group in groups:
+            self._schedule(group)
 
     def requeue(self, entry: Entry) -> None:
         """A message given back: before the later messages of its group (or its priority's head)."""
@@ -342,12 +378,17 @@ class GroupedOrder(PendingOrder):
                     self._request_group_load(priority)
                     return None
                 assert isinstance(head, Entry), "hot items are entries"
-                dq.popleft()
+                del dq[0]  # O(1): a list here is short, a long FIFO a deque
+                self._forget(head)
+                taken = self._inflight.get(group, 0) + 1
+                self._inflight[group] = taken
+                ring.popleft()
+                del ring_at[group]
                 if not dq:
                     del self._groups[group]
-                self._forget(head)
-                self._inflight[group] = self._inflight.get(group, 0) + 1
-                entry = head
+                elif taken < self.concurrency:
+                    self._schedule(group)
+                return head
             ring.popleft()
             del ring_at[group]
             self._schedule(group)
@@ -397,7 +438,8 @@ class GroupedOrder(PendingOrder):
         heads = [dq for dq in self._ready if dq]
         if best is not None and not (heads and min(item_id(d[0]) for d in heads) < best_id):
             dq = self._groups[best]
-            item = dq.popleft()
+            item = dq[0]
+            del dq[0]
             self._drop_empty(best)
             self._forget(item)
             return self._out(item, best)
@@ -450,7 +492,8 @@ class GroupedOrder(PendingOrder):
         while self._groups:
             group, dq = next(iter(self._groups.items()))
             while dq:
-                entry = dq.popleft()
+                entry = dq[0]
+                del dq[0]
                 assert isinstance(entry, Entry), "claimed messages keep their bodies"
                 self._forget(entry)
                 yield entry
@@ -513,7 +556,8 @@ class GroupedOrder(PendingOrder):
                 continue
             kept: list[Item] = []
             while dq and wanted:
-                item = dq.popleft()
+                item = dq[0]
+                del dq[0]
                 id = item_id(item)
                 if id in wanted and _cold(item):
                     wanted.discard(id)
@@ -530,7 +574,10 @@ class GroupedOrder(PendingOrder):
                     kept.append(fresh)
                 else:
                     kept.append(item)
-            dq.extendleft(reversed(kept))
+            if isinstance(dq, deque):
+                dq.extendleft(reversed(kept))
+            else:
+                dq[0:0] = kept
             self._drop_empty(group)
 
     def load_failed(self) -> None:

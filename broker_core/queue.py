@@ -307,8 +307,7 @@ class QueueState(MessageControl):
         pending = self.pending
         for id, priority, size in cold:
             pending.append_cold(pack_cold(id, priority, size))
-        for id, priority, size, group in grouped:
-            pending.append_cold_grouped(pack_cold(id, priority, size), group)
+        pending.restore_grouped(grouped)
         for entry in delayed:
             pending.delay(entry)
 

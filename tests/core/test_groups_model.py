@@ -21,6 +21,7 @@ import msgspec
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from broker_core import groups as groups_module
 from broker_core.messages import Entry, PublishRequest, QueueOptions
 from broker_core.pending import BodyBudget
 from broker_core.queue import QueueState
@@ -37,8 +38,12 @@ class GroupsMachine(RuleBasedStateMachine):
         concurrency=st.integers(1, 3),
         budget=st.sampled_from([40, 10_000]),
         backoff=st.booleans(),
+        big_group=st.sampled_from([2, 4, 256]),
     )
-    def start(self, concurrency: int, budget: int, backoff: bool) -> None:
+    def start(self, concurrency: int, budget: int, backoff: bool, big_group: int) -> None:
+        # Small thresholds make groups switch from a list to a deque within a run.
+        self.big_group = groups_module.BIG_GROUP
+        groups_module.BIG_GROUP = big_group
         retry = (
             RetryPolicy(min_ms=1000, max_ms=1000, multiplier=1.0, jitter=0.0) if backoff else None
         )
@@ -153,6 +158,10 @@ class GroupsMachine(RuleBasedStateMachine):
             if id not in self.done and id not in self.in_flight
         ]
         self.state.hydrate(entries, ids)
+
+    def teardown(self) -> None:
+        if hasattr(self, "big_group"):
+            groups_module.BIG_GROUP = self.big_group
 
     @invariant()
     def at_most_n_in_flight(self) -> None:
