@@ -38,8 +38,6 @@ from collections import deque
 from itertools import islice
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from .messages import Entry
 from .pending import (
     LOAD_BATCH,
@@ -55,15 +53,13 @@ from .pending import (
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
-    from .messages import MessageView
-    from .queue import QueueState
 
 BIG_GROUP = 256
 """A group's FIFO is a list up to this many messages, then a deque (O(1) at the head)."""
 
 Fifo = list[Item] | deque[Item]
 
-__all__ = ["UNGROUPED", "GroupedOrder", "dispatch_single", "group_blocker", "with_group_wait"]
+__all__ = ["BIG_GROUP", "UNGROUPED", "GroupedOrder"]
 
 UNGROUPED = ""
 """The ring slot of the messages without a group."""
@@ -584,56 +580,3 @@ class GroupedOrder(PendingOrder):
         """The load asked for failed; the next `pop_next` asks again."""
         self._group_loads.clear()
         super().load_failed()
-
-
-def group_blocker(state: QueueState, id: int, group: str) -> int | None:
-    """The message that holds ready message ``id`` back in its group, or ``None``.
-
-    It is the message just ahead of it in its group when that one cannot
-    go either, else (at the head) the oldest of its group in flight or in
-    back-off. Only what this node holds in memory is known (on shared
-    storage, messages not claimed here show no blocker).
-    """
-    pending = state.pending
-    index = pending.position(id, group)
-    if index is None:
-        return None
-    free = pending.concurrency - pending.in_flight(group)
-    if index < free:
-        return None
-    if index > 0:
-        return pending.item_at(group, index - 1)
-    holders = [e.id for e in state.processing.values() if e.group == group]
-    holders += pending.held_of(group)
-    return min(holders) if holders else None
-
-
-def with_group_wait(view: MessageView, state: QueueState) -> MessageView:
-    """``view`` with ``waiting: "group"`` and ``blocked_by`` when its group holds it back."""
-    if view.status != "pending" or view.group is None or view.waiting is not None:
-        return view
-    blocker = group_blocker(state, view.message_id, view.group)
-    if blocker is None:
-        return view
-    return msgspec.structs.replace(view, waiting="group", blocked_by=blocker)
-
-
-def dispatch_single(state: QueueState, now: float) -> None:
-    """``single_active_consumer``: deliver only to the consumer that joined first.
-
-    The others stand by; when it leaves, what it held is requeued (in order,
-    `QueueState.remove_consumer`) and the next in join order takes over.
-    """
-    active = next(iter(state.consumers), None)
-    if active is None or active not in state._ready:
-        return
-    consumer = state.consumers[active]
-    while consumer.credit > 0 and state.pending.count:
-        entry = state._next_ready(now)
-        if entry is None:
-            break
-        state._lease(entry, active, state.options.lease, now)
-        consumer.held.add(entry.id)
-        state._deliveries.append((active, entry))
-    if consumer.credit <= 0:
-        state._ready.remove(active)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from .cluster import MAX_MESSAGE_ID
 from .errors import BrokerError, InvalidTransition, MessageNotFound
-from .groups import with_group_wait
+from .group_views import with_group_wait
 from .messages import MessagesPage
 from .types import MessageStatus
 

@@ -168,6 +168,10 @@ class QueueInfo(QueueOptions, kw_only=True, frozen=True):
     delivered_total: int = 0
     acked_total: int = 0
     nacked_total: int = 0
+    groups: int = 0
+    """Message groups with pending messages (held in this node's memory)."""
+    largest_groups: dict[str, int] | None = None
+    """Pending messages of the largest groups (at most 10), largest first."""
 
 
 class PublishRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

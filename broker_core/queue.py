@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from .consumer import Consumer
 from .dedup import DedupWindow
 from .errors import InvalidTransition, MessageNotFound, QueueFull
-from .groups import GroupedOrder, dispatch_single
+from .group_views import dispatch_single
+from .groups import GroupedOrder
 from .journal import (
     AckOp,
     DeadLetter,
