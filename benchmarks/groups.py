@@ -106,13 +106,15 @@ async def _end_to_end(url: str, token: str, queue: str, count: int, groups: int 
     return count / elapsed
 
 
-def end_to_end(count: int, runs: int) -> dict[str, list[float]]:
+def end_to_end(count: int, runs: int, only: list[str] | None = None) -> dict[str, list[float]]:
     """The cases interleaved over a real broker, ``runs`` times each (a fresh queue each)."""
     import asyncio
 
     from .ours import Ours
 
     cases: dict[str, int | None] = {"ungrouped": None, "1": 1, "100": 100, "10000": 10_000}
+    if only:
+        cases = {name: groups for name, groups in cases.items() if name in only}
     rates: dict[str, list[float]] = {name: [] for name in cases}
     with Ours() as ours:
         token = ours.broker.token()
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/groups.json")
     parser.add_argument("--memory", type=int, default=0)
     parser.add_argument("--end-to-end", action="store_true")
+    parser.add_argument("--cases", nargs="*", help="ungrouped, 1, 100, 10000 (default: all)")
     parser.add_argument("--groups", type=int, default=100_000)
     args = parser.parse_args()
     if args.memory:
@@ -163,7 +166,7 @@ def main() -> None:
         return
     cases: dict[str, int | None] = {"ungrouped": None, "1": 1, "100": 100, "10000": 10_000}
     if args.end_to_end:
-        rates = end_to_end(args.count, args.runs)
+        rates = end_to_end(args.count, args.runs, args.cases)
     else:
         rates = {name: [] for name in cases}
         for _ in range(args.runs):
