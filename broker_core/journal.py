@@ -100,6 +100,8 @@ class AckOp(msgspec.Struct, frozen=True, gc=False):
     queue: str
     id: int
     at: float
+    grouped: bool = False
+    """It had a group: on shared storage the group's next message may now be claimed."""
 
 
 class Fail(msgspec.Struct, frozen=True, gc=False):
@@ -109,6 +111,7 @@ class Fail(msgspec.Struct, frozen=True, gc=False):
     id: int
     reason: str
     at: float
+    grouped: bool = False
 
 
 class DeadLetter(msgspec.Struct, frozen=True, gc=False):
@@ -118,6 +121,7 @@ class DeadLetter(msgspec.Struct, frozen=True, gc=False):
     source: str
     target: str
     reason: str
+    grouped: bool = False
 
 
 class Drop(msgspec.Struct, frozen=True, gc=False):

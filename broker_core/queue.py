@@ -480,13 +480,13 @@ class QueueState(MessageControl):
         errors: dict[int, Exception] = {}
         for id in ids:
             try:
-                self._take_leased(id, consumer_id, "ack")
+                entry = self._take_leased(id, consumer_id, "ack")
             except (InvalidTransition, MessageNotFound) as exc:
                 errors[id] = exc
                 continue
             self.processed += 1
             self.acked_total += 1
-            self._ops.append(AckOp(self.name, id, now))
+            self._ops.append(AckOp(self.name, id, now, entry.group is not None))
             settled.append(id)
         return SettleOutcome(settled, errors)
 
@@ -556,13 +556,15 @@ class QueueState(MessageControl):
                 # Its TTL is spent (or no longer applies): as RabbitMQ does, a
                 # dead-lettered message doesn't expire again in the target.
                 item.expires_at = 0.0
-            self._ops.append(DeadLetter(id, self.name, target, reason))
+            grouped = isinstance(item, Entry) and item.group is not None
+            self._ops.append(DeadLetter(id, self.name, target, reason, grouped))
             self._hand_over(target, item)
         elif drop:
             self._ops.append(Drop(id))
         else:
             self.failed += 1
-            self._ops.append(Fail(self.name, id, reason, now))
+            grouped = isinstance(item, Entry) and item.group is not None
+            self._ops.append(Fail(self.name, id, reason, now, grouped))
 
     def _hand_over(self, target: str, item: Item) -> None:
         """A dead-lettered message goes to the ``target`` queue's actor (storage moved it)."""

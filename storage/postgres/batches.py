@@ -20,9 +20,11 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from broker_core.journal import (
+    AckOp,
     DeadLetter,
     DeleteQueue,
     Drop,
+    Fail,
     Insert,
     PurgeQueue,
     PutQueue,
@@ -105,8 +107,14 @@ def wakes(ops: Sequence[Op]) -> list[str]:
                 | Restore(queue=queue)
             ):
                 ready.add(queue)
-            case DeadLetter(target=target) | Trim(target=str() as target):
+            case DeadLetter(target=target, source=source, grouped=grouped):
                 ready.add(target)
+                if grouped:
+                    ready.add(source)  # its group's next message may be claimed now
+            case Trim(target=str() as target):
+                ready.add(target)
+            case AckOp(queue=queue, grouped=True) | Fail(queue=queue, grouped=True):
+                ready.add(queue)
             case PutQueue(name=name) | DeleteQueue(name=name):
                 changed.append(encode_change("q", name))
     return (

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.cluster.conftest import pull, shared_queue
+from tests.cluster.conftest import (
+    PROPAGATION_S,
+    deliveries,
+    open_ws,
+    pull,
+    quiet,
+    shared_queue,
+    subscribe,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -87,3 +95,23 @@ async def test_a_nack_on_one_node_keeps_the_group_order_on_the_other(cluster: Cl
         assert time.monotonic() < deadline, "the next never came"
         last = await pull(http_a, "seq", max=5, wait=0.5)
     assert [m["message_id"] for m in last] == [second]
+
+
+async def test_an_ack_on_one_node_lets_the_other_claim_the_next_of_the_group(
+    cluster: Cluster,
+) -> None:
+    """B's subscriber waits behind A's lease; after A's ack, B pushes the group's next."""
+    a, b = await cluster.start("a", "b")
+    http_a, http_b = await cluster.admin(a), await cluster.admin(b)
+    await shared_queue(http_a, http_b, "wake")
+    first, second = await publish_grouped(
+        http_a, "wake", [{"content": 1, "group": "g"}, {"content": 2, "group": "g"}]
+    )
+    [message] = await pull(http_a, "wake", max=5, wait=2)
+    assert message["message_id"] == first
+    async with await open_ws(b, await cluster.admin_token(b)) as ws:
+        await subscribe(ws, "wake")
+        await quiet(ws, 0.8)  # the group's one slot is A's
+        assert (await http_a.post(f"/messages/{first}/ack")).status_code == 200
+        [frame] = await deliveries(ws, 1, within=PROPAGATION_S)
+        assert (frame["message_id"], frame["group"]) == (second, "g")
