@@ -79,10 +79,24 @@ def _mb(value: float) -> float:
     return round(value / MIB, 1)
 
 
-async def _publish(url: str, token: str, queue: str, total: int, deadline: float) -> int:
+def _grouped_body(start: int, size: int, groups: int) -> bytes:
+    """A REST batch whose messages go round the ``groups`` groups (``g0``, ``g1``, ...)."""
+    one = rest_body()[:-1]
+    return (
+        b'{"messages":['
+        + b",".join(one + b',"group":"g%d"}' % ((start + n) % groups) for n in range(size))
+        + b"]}"
+    )
+
+
+async def _publish(
+    url: str, token: str, queue: str, total: int, deadline: float, groups: int = 0
+) -> int:
     """Publish ``total`` messages in REST batches; return how many were stored in time."""
     payload = rest_body(BATCH)
-    batches = iter(range(0, total, BATCH))
+    # A group name makes each message longer: half batches stay under the body limit.
+    step = BATCH // 2 if groups else BATCH
+    batches = iter(range(0, total, step))
     stored = 0
 
     async def sender(http: httpx.AsyncClient) -> None:
@@ -90,8 +104,11 @@ async def _publish(url: str, token: str, queue: str, total: int, deadline: float
         for start in batches:
             if time.monotonic() > deadline:
                 return
-            size = min(BATCH, total - start)
-            content = payload if size == BATCH else rest_body(size)
+            size = min(step, total - start)
+            if groups:
+                content = _grouped_body(start, size, groups)
+            else:
+                content = payload if size == BATCH else rest_body(size)
             response = await http.post(f"/queues/{queue}/messages/batch", content=content)
             response.raise_for_status()
             stored += size
@@ -132,8 +149,11 @@ def _restart(broker: BrokerProcess, token: str, queue: str, *, kill: bool) -> di
     }
 
 
-def pending(plan: Plan) -> dict[str, Any]:
-    """RSS with ``plan.pending`` messages in one queue, and the restarts with them."""
+def pending(plan: Plan, groups: int = 0) -> dict[str, Any]:
+    """RSS with ``plan.pending`` messages in one queue, and the restarts with them.
+
+    With ``groups``, the messages go round that many message groups.
+    """
     queue = "wsbroker-bench-backlog"
     with Ours() as ours:
         broker = ours.broker
@@ -143,7 +163,7 @@ def pending(plan: Plan) -> dict[str, Any]:
         started = time.monotonic()
         deadline = started + max(120.0, plan.pending / 2000)
         with RssSampler(broker.pid) as sampler:
-            stored = asyncio.run(_publish(broker.url, token, queue, plan.pending, deadline))
+            stored = asyncio.run(_publish(broker.url, token, queue, plan.pending, deadline, groups))
             publish_s = time.monotonic() - started
             info = ours.http.get(f"/queues/{queue}").json()
             time.sleep(2.0)  # let the write-behind and the body cache settle
@@ -157,6 +177,7 @@ def pending(plan: Plan) -> dict[str, Any]:
         crash = _restart(broker, token, queue, kill=True)
     return {
         "target": plan.pending,
+        "groups": groups,
         "stored": stored,
         "pending": info["pending"],
         "publish_s": round(publish_s, 1),

@@ -44,7 +44,7 @@ _LOAD_WAIT_S = 5.0
 _RETRY_PAUSE_S = 0.5
 
 Command = tuple["Callable[[QueueState, float], Any]", "asyncio.Future[Any] | None", bool]
-Claim: TypeAlias = "Callable[[str, int, float, float], Awaitable[list[Entry]]]"
+Claim: TypeAlias = "Callable[[str, int, float, float, int], Awaitable[list[Entry]]]"
 Waiter: TypeAlias = "tuple[int, float | None, asyncio.Future[list[Entry]], bool]"
 """A parked pull: how many, its lease, its future, and whether it takes "nothing now"."""
 
@@ -262,7 +262,10 @@ class QueueActor:
         eager = wait <= 0
         if eager:
             state = self.state
-            if state.paused(self._clock()) or (not state.pending_count and self._shared is None):
+            if state.paused(self._clock()) or (
+                self._shared is None and (not state.pending_count or not state.pending.loading)
+            ):
+                # Nothing ready, or only messages their groups hold back.
                 return entries
             # Ready messages whose bodies are still in storage (or, shared, that
             # only a claim can find): wait for the load or the claim's answer.
@@ -411,7 +414,13 @@ class QueueActor:
         # Stopped meanwhile: what was claimed goes back when the node leaves (or is deleted).
         await self._fetch(
             "claiming messages",
-            self._claim(self.name, count, self._clock(), shared.options.lease),
+            self._claim(
+                self.name,
+                count,
+                self._clock(),
+                shared.options.lease,
+                shared.options.group_concurrency,
+            ),
             lambda _, entries: shared.claimed(entries, count),
             lambda _: shared.claim_failed(),
         )

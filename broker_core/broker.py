@@ -34,6 +34,7 @@ from .errors import (
     Unavailable,
 )
 from .events import EventHub, EventListener
+from .group_views import group_figures
 from .journal import (
     DeleteQueue,
     PutQueue,
@@ -280,6 +281,7 @@ class Broker:
             acked_total=state.acked_total,
             nacked_total=state.nacked_total,
             **shown_options(state, self.clock()),
+            **group_figures(state),
         )
 
     def infos(self, names: Iterable[str] | None = None) -> list[QueueInfo]:

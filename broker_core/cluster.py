@@ -59,8 +59,8 @@ def give_back_op(
         return Requeue(entry.id, entry.attempt, queue, now + wait / 1000 if wait > 0 else 0.0)
     target = options.dead_letter_queue
     if target is not None and target != queue:
-        return DeadLetter(entry.id, queue, target, why)
-    return Fail(queue, entry.id, why, now)
+        return DeadLetter(entry.id, queue, target, why, entry.group is not None)
+    return Fail(queue, entry.id, why, now, entry.group is not None)
 
 
 class Standalone:
@@ -112,7 +112,7 @@ class Standalone:
     async def restore(self, state: QueueState, now: float) -> None:
         """Rebuild a loaded queue's state from storage at start (before its actor runs)."""
         replayed = await self._storage.replay(state.name, now, self._broker.dedup_window_s)
-        state.restore(replayed.cold, replayed.delayed, replayed.dedup)
+        state.restore(replayed.cold, replayed.delayed, replayed.dedup, replayed.grouped)
 
     async def started(self) -> None:
         """Every queue is loaded and its actor runs."""

@@ -101,6 +101,8 @@ class AckOp(msgspec.Struct, frozen=True, gc=False):
     queue: str
     id: int
     at: float
+    grouped: bool = False
+    """It had a group: on shared storage the group's next message may now be claimed."""
 
 
 class Fail(msgspec.Struct, frozen=True, gc=False):
@@ -110,6 +112,7 @@ class Fail(msgspec.Struct, frozen=True, gc=False):
     id: int
     reason: str
     at: float
+    grouped: bool = False
 
 
 class DeadLetter(msgspec.Struct, frozen=True, gc=False):
@@ -119,6 +122,7 @@ class DeadLetter(msgspec.Struct, frozen=True, gc=False):
     source: str
     target: str
     reason: str
+    grouped: bool = False
 
 
 class Drop(msgspec.Struct, frozen=True, gc=False):
@@ -230,6 +234,8 @@ class ReplayedQueue(msgspec.Struct, kw_only=True):
     cold: list[tuple[int, int, int]]
     delayed: list[Entry]
     dedup: list[tuple[str, int, float]] = msgspec.field(default_factory=list)
+    grouped: list[tuple[int, int, int, str]] = msgspec.field(default_factory=list)
+    """``(id, priority, size, group)`` of the ready messages of a group, in id order."""
 
 
 class Journal(Protocol):
@@ -383,8 +389,14 @@ class SharedStorage(Storage, Protocol):
         """Call ``callback`` with every `Change` (it must not block)."""
         ...
 
-    async def claim(self, queue: str, count: int, now: float, lease_s: float = 30.0) -> list[Entry]:
+    async def claim(
+        self, queue: str, count: int, now: float, lease_s: float = 30.0, group_concurrency: int = 1
+    ) -> list[Entry]:
         """Lease up to ``count`` ready messages of ``queue`` to this node, in delivery order.
+
+        A message of a group is claimed only when fewer than
+        ``group_concurrency`` earlier messages of its group are pending or
+        processing (on any node).
 
         The lease deadline storage records is ``now + lease_s`` (the queue's
         lease; the node keeps each delivery's own and ends it when due).

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from .cluster import MAX_MESSAGE_ID
 from .errors import BrokerError, InvalidTransition, MessageNotFound
+from .group_views import with_group_wait
 from .messages import MessagesPage
 from .types import MessageStatus
 
@@ -35,6 +36,7 @@ class Maintenance:
     ) -> MessagesPage:
         """A page of a queue's messages by ascending id."""
         leases = self._broker.leases(name)
+        state = self._broker.actor(name).state
         now = self._broker.clock()
         if cursor is not None:
             cursor = min(cursor, MAX_MESSAGE_ID)
@@ -48,7 +50,7 @@ class Maintenance:
             if live is not None:
                 entry.lease_deadline = live.lease_deadline
                 entry.attempt = live.attempt
-            views.append(entry.view(name, row.status.label, now))
+            views.append(with_group_wait(entry.view(name, row.status.label, now), state))
         next_cursor = page[-1].entry.id if len(rows) > limit and page else None
         return MessagesPage(messages=views, next_cursor=next_cursor)
 
@@ -60,7 +62,8 @@ class Maintenance:
         row = await self._storage.get_message(id)
         if row is None or row.queue != name:
             raise MessageNotFound(id)
-        return row.entry.view(name, row.status.label, self._broker.clock())
+        view = row.entry.view(name, row.status.label, self._broker.clock())
+        return with_group_wait(view, self._broker.actor(name).state)
 
     async def retry(self, name: str, id: int) -> MessageView:
         """Move a failed or dead-lettered message of ``name`` back to pending.

@@ -56,6 +56,8 @@ Seconds = Annotated[float, msgspec.Meta(gt=0, le=43200)]
 # As RabbitMQ caps its TTLs and delays: about 49.7 days.
 Millis = Annotated[int, msgspec.Meta(ge=1, le=MAX_DELAY_MS)]
 DelayMillis = Annotated[int, msgspec.Meta(ge=0, le=MAX_DELAY_MS)]
+GroupName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+"""A message group: messages of one group go in order, one (``group_concurrency``) at a time."""
 Headers = dict[
     Annotated[str, msgspec.Meta(max_length=256)], Annotated[str, msgspec.Meta(max_length=4096)]
 ]
@@ -105,6 +107,10 @@ class QueueOptions(msgspec.Struct, kw_only=True, frozen=True):
     retry: RetryPolicy | None = None
     paused: bool = False
     paused_until: datetime | None = None
+    group_concurrency: PositiveInt = 1
+    """How many messages of one group may be processing at once (`groups`)."""
+    single_active_consumer: bool = False
+    """Only one push consumer receives; the others stand by until it leaves."""
 
 
 class CreateQueueRequest(QueueOptions, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -131,6 +137,8 @@ class UpdateQueueRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     retry: RetryPolicy | msgspec.UnsetType | None = msgspec.UNSET
     paused: bool | msgspec.UnsetType = msgspec.UNSET
     paused_until: datetime | msgspec.UnsetType | None = msgspec.UNSET
+    group_concurrency: PositiveInt | msgspec.UnsetType = msgspec.UNSET
+    single_active_consumer: bool | msgspec.UnsetType = msgspec.UNSET
 
     def apply(self, options: QueueOptions) -> QueueOptions:
         """Return ``options`` with the fields this request sets replaced."""
@@ -160,6 +168,10 @@ class QueueInfo(QueueOptions, kw_only=True, frozen=True):
     delivered_total: int = 0
     acked_total: int = 0
     nacked_total: int = 0
+    groups: int = 0
+    """Message groups with pending messages (held in this node's memory)."""
+    largest_groups: dict[str, int] | None = None
+    """Pending messages of the largest groups (at most 10), largest first."""
 
 
 class PublishRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -178,6 +190,7 @@ class PublishRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     deliver_at: datetime | None = None
     ttl_ms: Millis | None = None
     dedup_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    group: GroupName | None = None
 
 
 class BatchPublishRequest(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -226,7 +239,10 @@ class MessageView(msgspec.Struct, kw_only=True, frozen=True):
     dead_lettered_from: str | None = None
     last_error: str | None = None
     waiting: str | None = None
-    """Why a pending message is not delivered yet: ``delayed`` or ``retry_backoff``."""
+    """Why a pending message is not delivered yet: ``delayed``, ``retry_backoff`` or ``group``."""
+    group: str | None = None
+    blocked_by: int | None = None
+    """With ``waiting: "group"``: the message of its group ahead of it (processing or first)."""
 
 
 class MessagesPage(msgspec.Struct, kw_only=True, frozen=True):
@@ -361,6 +377,7 @@ class Entry(_Identified, kw_only=True, gc=False, eq=False):
     consumer: int | None = None
     lease_deadline: float = 0.0
     delivered_at: float = 0.0
+    group: str | None = None
 
     def __repr__(self) -> str:
         return f"<Entry {self.id} p{self.priority} attempt={self.attempt}>"
@@ -387,6 +404,7 @@ class Entry(_Identified, kw_only=True, gc=False, eq=False):
             dead_lettered_from=self.dead_lettered_from,
             last_error=self.last_error,
             waiting=None if now is None else _waiting(self, status, now),
+            group=self.group,
         )
 
 

@@ -240,8 +240,10 @@ class PendingOrder:
             self.budget.force(entry.size)
         heapq.heappush(self._delayed, (entry.deliver_at, entry.id, entry))
 
-    def backoff(self, entry: Entry) -> None:
+    def backoff(self, entry: Entry, hold: bool = False) -> None:
         """A message given back (or rescheduled) that waits for its ``deliver_at``.
+
+        ``hold``: a message given back keeps its group's place (`groups.GroupedOrder`).
 
         Unlike a delayed publish it keeps its body only within the budget: a
         queue with many messages in back-off holds little more than their ids

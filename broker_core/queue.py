@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from .consumer import Consumer
 from .dedup import DedupWindow
 from .errors import InvalidTransition, MessageNotFound, QueueFull
+from .group_views import dispatch_single
+from .groups import GroupedOrder
 from .journal import (
     AckOp,
     DeadLetter,
@@ -42,7 +44,7 @@ from .journal import (
     Restore,
 )
 from .messages import Entry
-from .pending import PendingOrder, item_id, pack_cold
+from .pending import item_id, pack_cold
 from .retry_control import MessageControl, give_up_reason, pause_deadline
 from .types import Overflow
 
@@ -104,7 +106,7 @@ class QueueState(MessageControl):
         self.paused_until = pause_deadline(options)
         self.budget = budget
         self.dedup_window_s = dedup_window_s
-        self.pending = PendingOrder(budget)
+        self.pending: GroupedOrder = GroupedOrder(budget, options.group_concurrency)
         self.processing: dict[int, Entry] = {}
         self._leases: list[tuple[float, int]] = []
         self.consumers: dict[int, Consumer] = {}
@@ -167,6 +169,7 @@ class QueueState(MessageControl):
         """Apply new options; they govern the next publish, lease and nack."""
         self.options = options
         self.paused_until = pause_deadline(options)
+        self.pending.set_concurrency(options.group_concurrency)
 
     # -- publish ----------------------------------------------------------------
 
@@ -236,6 +239,7 @@ class QueueState(MessageControl):
             deliver_at=deliver_at,
             expires_at=expires_at,
             dedup_id=request.dedup_id,
+            group=request.group,
         )
 
     def _place(self, entry: Entry, now: float) -> None:
@@ -296,6 +300,7 @@ class QueueState(MessageControl):
         cold: Iterable[tuple[int, int, int]],
         delayed: Iterable[Entry],
         dedup: Iterable[tuple[str, int, float]] = (),
+        grouped: Iterable[tuple[int, int, int, str]] = (),
     ) -> None:
         """Rebuild pending order and the dedup window from storage at start (no journal ops)."""
         for dedup_id, id, created_at in sorted(dedup, key=lambda row: row[2]):
@@ -303,6 +308,7 @@ class QueueState(MessageControl):
         pending = self.pending
         for id, priority, size in cold:
             pending.append_cold(pack_cold(id, priority, size))
+        pending.restore_grouped(grouped)
         for entry in delayed:
             pending.delay(entry)
 
@@ -368,6 +374,7 @@ class QueueState(MessageControl):
         held = sorted(consumer.held, reverse=True)
         for id in held:
             entry = self.processing.pop(id)
+            self.pending.release(entry)
             # Counts against max_attempts: a message that kills its consumer
             # every time is dead-lettered instead of looping for ever.
             self._give_back(entry, True, "consumer gone", now, "gone")
@@ -379,6 +386,9 @@ class QueueState(MessageControl):
         consumers = self.consumers
         pending = self.pending
         if self.paused_until > now:
+            return
+        if self.options.single_active_consumer:
+            dispatch_single(self, now)
             return
         while ready and pending.count:
             consumer_id = ready[0]
@@ -413,6 +423,7 @@ class QueueState(MessageControl):
         pop_next = self.pending.pop_next
         while (head := pop_next()) is not None:
             if head.expires_at and head.expires_at <= now:
+                self.pending.release(head)
                 self._dead_letter(head, "expired", now, drop=True)
                 continue
             return head
@@ -450,6 +461,7 @@ class QueueState(MessageControl):
         if consumer_id is not None and entry.consumer != consumer_id:
             raise MessageNotFound(id)
         del self.processing[id]
+        self.pending.release(entry)
         if entry.consumer is not None:
             holder = self.consumers.get(entry.consumer)
             if holder is not None:
@@ -468,13 +480,13 @@ class QueueState(MessageControl):
         errors: dict[int, Exception] = {}
         for id in ids:
             try:
-                self._take_leased(id, consumer_id, "ack")
+                entry = self._take_leased(id, consumer_id, "ack")
             except (InvalidTransition, MessageNotFound) as exc:
                 errors[id] = exc
                 continue
             self.processed += 1
             self.acked_total += 1
-            self._ops.append(AckOp(self.name, id, now))
+            self._ops.append(AckOp(self.name, id, now, entry.group is not None))
             settled.append(id)
         return SettleOutcome(settled, errors)
 
@@ -544,13 +556,15 @@ class QueueState(MessageControl):
                 # Its TTL is spent (or no longer applies): as RabbitMQ does, a
                 # dead-lettered message doesn't expire again in the target.
                 item.expires_at = 0.0
-            self._ops.append(DeadLetter(id, self.name, target, reason))
+            grouped = isinstance(item, Entry) and item.group is not None
+            self._ops.append(DeadLetter(id, self.name, target, reason, grouped))
             self._hand_over(target, item)
         elif drop:
             self._ops.append(Drop(id))
         else:
             self.failed += 1
-            self._ops.append(Fail(self.name, id, reason, now))
+            grouped = isinstance(item, Entry) and item.group is not None
+            self._ops.append(Fail(self.name, id, reason, now, grouped))
 
     def _hand_over(self, target: str, item: Item) -> None:
         """A dead-lettered message goes to the ``target`` queue's actor (storage moved it)."""

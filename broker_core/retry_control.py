@@ -117,7 +117,7 @@ class MessageControl:
         """A message given back goes again first, or waits for ``deliver_at`` (a back-off)."""
         if deliver_at:
             entry.deliver_at = deliver_at
-            self.pending.backoff(entry)
+            self.pending.backoff(entry, hold=True)
         else:
             self.pending.requeue(entry)
         self._ops.append(Requeue(entry.id, entry.attempt, self.name, deliver_at))

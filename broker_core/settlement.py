@@ -65,7 +65,9 @@ class InFlight:
             ids,
             allowed,
             lambda state, group, now: state.ack(group, now),
-            lambda held, _, now: AckOp(held.queue, held.entry.id, now),
+            lambda held, _, now: AckOp(
+                held.queue, held.entry.id, now, held.entry.group is not None
+            ),
         )
 
     async def nack(

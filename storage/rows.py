@@ -43,11 +43,13 @@ __all__ = [
 ENTRY_COLUMNS: tuple[str, ...] = (
     "id", "queue", "status", "priority", "attempt", "redelivered", "created_at", "deliver_at",
     "expires_at", "lease_deadline", "size", "content", "headers", "dedup_id", "last_error",
-    "dead_lettered_from", "settled_at",
+    "dead_lettered_from", "settled_at", "msg_group",
 )  # fmt: skip
 """The columns of a message row, in the order of `insert_row` and of every ``SELECT``."""
 
-DELAYED_COLUMNS = "id, priority, size, created_at, deliver_at, expires_at, attempt, redelivered"
+DELAYED_COLUMNS = (
+    "id, priority, size, created_at, deliver_at, expires_at, attempt, redelivered, msg_group"
+)
 """What a replay reads of a delayed message (no body: read when due), for `delayed_entry`."""
 QUEUE_COLUMNS = "name, options, created_at, updated_at, processed"
 """What a queue's row holds, in the order of `stored_queue`."""
@@ -73,7 +75,7 @@ def insert_row(queue: str, entry: Entry) -> list[Any]:
     return [
         entry.id, queue, PENDING, entry.priority, 0, False, entry.created_at,
         entry.deliver_at, entry.expires_at, 0.0, entry.size, entry.content, headers,
-        entry.dedup_id, None, None, 0.0,
+        entry.dedup_id, None, None, 0.0, entry.group,
     ]  # fmt: skip
 
 
@@ -106,7 +108,7 @@ def stored_message(row: Sequence[Any], horizon: DeliveryHorizon = NO_HORIZON) ->
     """The message a row read back in `ENTRY_COLUMNS` order holds."""
     (id, queue, status, priority, attempt, redelivered, created_at, deliver_at, expires_at,
      lease_deadline, size, content, headers, dedup_id, last_error, dead_lettered_from,
-     _settled_at) = row  # fmt: skip
+     _settled_at, group) = row  # fmt: skip
     entry = Entry(
         id,
         content=bytes(content),
@@ -121,6 +123,7 @@ def stored_message(row: Sequence[Any], horizon: DeliveryHorizon = NO_HORIZON) ->
         dedup_id=dedup_id,
         dead_lettered_from=dead_lettered_from,
         last_error=last_error,
+        group=group,
     )
     entry.lease_deadline = lease_deadline if status == PROCESSING else 0.0
     return StoredMessage(queue, MessageStatus(status), entry)
@@ -128,7 +131,7 @@ def stored_message(row: Sequence[Any], horizon: DeliveryHorizon = NO_HORIZON) ->
 
 def delayed_entry(row: Sequence[Any], horizon: DeliveryHorizon = NO_HORIZON) -> Entry:
     """The body-less entry of a delayed message, from a row read in `DELAYED_COLUMNS` order."""
-    id, priority, size, created_at, deliver_at, expires_at, attempt, redelivered = row
+    id, priority, size, created_at, deliver_at, expires_at, attempt, redelivered, group = row
     return Entry(
         id,
         content=None,
@@ -139,6 +142,7 @@ def delayed_entry(row: Sequence[Any], horizon: DeliveryHorizon = NO_HORIZON) -> 
         expires_at=expires_at,
         attempt=attempt,
         redelivered=bool(redelivered) or horizon.covers(id, deliver_at),
+        group=group,
     )
 
 

@@ -239,6 +239,8 @@ class Deliver(_Frame, frozen=True, kw_only=True, tag="deliver"):
     headers: dict[str, str] | None
     attempt: int
     redelivered: bool
+    group: str | None = None
+    """The message's group (left out when it has none)."""
 
 
 class Confirm(_Frame, frozen=True, kw_only=True, tag="confirm"):

@@ -27,9 +27,11 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from broker_core.journal import (
+    AckOp,
     DeadLetter,
     DeleteQueue,
     Drop,
+    Fail,
     FireSchedule,
     Insert,
     PurgeQueue,
@@ -57,7 +59,7 @@ _COLUMN_TYPES = {
     "attempt": "integer", "redelivered": "boolean", "created_at": "float8",
     "deliver_at": "float8", "expires_at": "float8", "lease_deadline": "float8", "size": "integer",
     "content": "bytea", "headers": "bytea", "dedup_id": "text", "last_error": "text",
-    "dead_lettered_from": "text", "settled_at": "float8",
+    "dead_lettered_from": "text", "settled_at": "float8", "msg_group": "text",
 }  # fmt: skip
 # A retried batch whose COMMIT did commit (the connection broke before the
 # answer) finds its rows there already: they hold that batch's final state.
@@ -113,8 +115,14 @@ def wakes(ops: Sequence[Op]) -> list[str]:
                 | Restore(queue=queue)
             ):
                 ready.add(queue)
-            case DeadLetter(target=target) | Trim(target=str() as target):
+            case DeadLetter(target=target, source=source, grouped=grouped):
                 ready.add(target)
+                if grouped:
+                    ready.add(source)  # its group's next message may be claimed now
+            case Trim(target=str() as target):
+                ready.add(target)
+            case AckOp(queue=queue, grouped=True) | Fail(queue=queue, grouped=True):
+                ready.add(queue)
             case PutQueue(name=name) | DeleteQueue(name=name):
                 changed.append(encode_change("q", name))
     return (

@@ -65,17 +65,22 @@ async def load_queues(pool: Any) -> list[StoredQueue]:
 async def replay(pool: Any, queue: str, now: float, dedup_window_s: float = 0.0) -> ReplayedQueue:
     """Ids, priorities and sizes of ready messages in id order; delayed ones as entries."""
     cold: list[tuple[int, int, int]] = []
+    grouped: list[tuple[int, int, int, str]] = []
+    groups: dict[str, str] = {}
     dedup: list[tuple[str, int, float]] = []
     async with pool.acquire() as conn, conn.transaction():
         # A cursor: a backlog of millions streams in instead of landing in one result.
-        async for id, priority, size in conn.cursor(
-            "SELECT id, priority, size FROM broker_messages "
+        async for id, priority, size, group in conn.cursor(
+            "SELECT id, priority, size, msg_group FROM broker_messages "
             "WHERE queue = $1 AND status = 0 AND deliver_at <= $2 ORDER BY id",
             queue,
             now,
             prefetch=20_000,
         ):
-            cold.append((id, priority, size))
+            if group is None:
+                cold.append((id, priority, size))
+            else:
+                grouped.append((id, priority, size, groups.setdefault(group, group)))
         delayed = [
             delayed_entry(row)
             for row in await conn.fetch(
@@ -95,7 +100,7 @@ async def replay(pool: Any, queue: str, now: float, dedup_window_s: float = 0.0)
                     now - dedup_window_s,
                 )
             )
-    return ReplayedQueue(cold=cold, delayed=delayed, dedup=dedup)
+    return ReplayedQueue(cold=cold, delayed=delayed, dedup=dedup, grouped=grouped)
 
 
 async def load_entries(pool: Any, ids: Sequence[int]) -> list[Entry]:

@@ -44,6 +44,16 @@ _CLAIM = (
     "WITH me AS (SELECT id FROM broker_nodes WHERE id = $3 AND NOT dead FOR SHARE), "
     "ready AS (SELECT id FROM broker_messages WHERE queue = $1 AND status = 0 "
     "AND deliver_at <= $4 AND (expires_at = 0 OR expires_at > $4) AND EXISTS (SELECT 1 FROM me) "
+    # A group's message only when fewer than group_concurrency ($6) earlier ones
+    # of its group are pending or processing on any node. A claim moves a row
+    # from 0 to 1, so a concurrent claim's snapshot counts it either way: no two
+    # nodes can take the same group past its limit, and SKIP LOCKED settles who
+    # takes a head both see. A back-off (attempt > 0, due later) holds its
+    # group; a delayed publish (attempt 0, due later) does not.
+    "AND (msg_group IS NULL OR (SELECT count(*) FROM (SELECT 1 FROM broker_messages e "
+    "WHERE e.queue = $1 AND e.msg_group = broker_messages.msg_group "
+    "AND e.id < broker_messages.id AND e.status <= 1 "
+    "AND NOT (e.attempt = 0 AND e.deliver_at > $4) LIMIT $6) AS earlier) < $6) "
     "ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
     # The delivery is counted here (a crash before the node writes anything
     # still counts it); the entry comes back as it was, the actor counts it again.
@@ -55,10 +65,16 @@ _CLAIM = (
 
 
 async def claim(
-    pool: Any, node: int, queue: str, count: int, now: float, lease_s: float
+    pool: Any,
+    node: int,
+    queue: str,
+    count: int,
+    now: float,
+    lease_s: float,
+    group_concurrency: int = 1,
 ) -> list[Entry]:
     """Lease up to ``count`` ready messages of ``queue`` to node ``node``, in delivery order."""
-    rows = await pool.fetch(_CLAIM, queue, count, node, now, now + lease_s)
+    rows = await pool.fetch(_CLAIM, queue, count, node, now, now + lease_s, group_concurrency)
     entries = [stored_message(row).entry for row in rows]
     entries.sort(key=lambda entry: (-entry.priority, entry.id))
     return entries

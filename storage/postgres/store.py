@@ -368,7 +368,9 @@ class PostgresStorage:
 
     # -- shared queues ------------------------------------------------------------
 
-    async def claim(self, queue: str, count: int, now: float, lease_s: float = 30.0) -> list[Entry]:
+    async def claim(
+        self, queue: str, count: int, now: float, lease_s: float = 30.0, group_concurrency: int = 1
+    ) -> list[Entry]:
         """Lease up to ``count`` ready messages of ``queue`` to this node, in delivery order.
 
         Storage counts the delivery (``attempt``, ``redelivered``) as it
@@ -376,7 +378,9 @@ class PostgresStorage:
         lease counts it the same way without writing it again.
         """
         self._check_writable()
-        return await shared_queues.claim(self.pool, self.node.id, queue, count, now, lease_s)
+        return await shared_queues.claim(
+            self.pool, self.node.id, queue, count, now, lease_s, group_concurrency
+        )
 
     async def recent_dedup(self, queue: str, since: float) -> list[tuple[str, int, float]]:
         """``(dedup_id, id, created_at)`` of the messages of ``queue`` published since ``since``."""

@@ -103,6 +103,11 @@ def _body_refs(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN body_ref INTEGER")
 
 
+def _message_groups(db: sqlite3.Connection) -> None:
+    """Messages carry their ``group`` (issue 24: ordered per group, fair across groups)."""
+    db.execute("ALTER TABLE messages ADD COLUMN msg_group TEXT")
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
@@ -111,6 +116,7 @@ MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (5, create_schedules_table),
     (6, _body_refs),
     (7, create_webhooks_table),
+    (8, _message_groups),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

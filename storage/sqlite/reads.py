@@ -101,13 +101,21 @@ async def replay(
 ) -> ReplayedQueue:
     """Ids, priorities and sizes of ready messages in id order; delayed ones as entries."""
     cold: list[tuple[int, int, int]] = []
+    grouped: list[tuple[int, int, int, str]] = []
+    groups: dict[str, str] = {}
     async with reader.execute(
-        "SELECT id, priority, size FROM messages "
+        "SELECT id, priority, size, msg_group FROM messages "
         "WHERE queue = ? AND status = 0 AND deliver_at <= ? ORDER BY id",
         (queue, now),
     ) as cursor:
         while rows := await cursor.fetchmany(20_000):
-            cold.extend((row[0], row[1], row[2]) for row in rows)
+            for row in rows:
+                if row[3] is None:
+                    cold.append((row[0], row[1], row[2]))
+                else:
+                    # One string per group, not one per message.
+                    group = groups.setdefault(row[3], row[3])
+                    grouped.append((row[0], row[1], row[2], group))
     delayed = []
     async with reader.execute(
         f"SELECT {DELAYED_COLUMNS} "
@@ -124,7 +132,7 @@ async def replay(
             (queue, now - dedup_window_s),
         ) as cursor:
             dedup.extend((row[0], row[1], row[2]) for row in await cursor.fetchall())
-    return ReplayedQueue(cold=cold, delayed=delayed, dedup=dedup)
+    return ReplayedQueue(cold=cold, delayed=delayed, dedup=dedup, grouped=grouped)
 
 
 async def load_entries(

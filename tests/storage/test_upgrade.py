@@ -154,6 +154,8 @@ async def test_every_queue_keeps_its_options_and_counts(
         assert queue["delayed"] == expected["delayed"]
         # Options stored before retries existed take their defaults.
         assert (queue["retry"], queue["paused"], queue["paused_until"]) == (None, False, None)
+        # ... and before message groups.
+        assert (queue["group_concurrency"], queue["single_active_consumer"]) == (1, False)
 
 
 async def _consume_all(admin: httpx.AsyncClient, queue: str) -> list[dict[str, Any]]:
@@ -258,6 +260,18 @@ async def test_an_old_queue_takes_schedules(admin: httpx.AsyncClient) -> None:
     assert paused.json()["paused"] is True
     assert (await admin.delete("/queues/plain/schedules/nightly")).status_code == 204
     assert (await admin.get("/queues/plain/schedules")).json() == []
+
+
+async def test_old_messages_have_no_group_and_new_ones_keep_theirs(
+    admin: httpx.AsyncClient,
+) -> None:
+    """Stored messages read back without a group; a grouped publish after the upgrade keeps it."""
+    browse = (await admin.get("/queues/plain/messages", params={"limit": 100})).json()
+    assert all(m["group"] is None for m in browse["messages"])
+    response = await admin.post("/queues/plain/messages", json={"content": 1, "group": "g"})
+    assert response.status_code == 201, response.text
+    view = await admin.get(f"/queues/plain/messages/{response.json()['message_id']}")
+    assert view.json()["group"] == "g"
 
 
 # -- a newer release's data ----------------------------------------------------------------------

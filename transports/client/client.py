@@ -136,7 +136,7 @@ class Client(BrokerConnection):
         """Publish one message; return its id once the broker committed it.
 
         ``options`` are the per-message options: ``priority`` (0-9),
-        ``delay_ms``, ``ttl_ms``, ``dedup_id``.
+        ``delay_ms``, ``ttl_ms``, ``dedup_id``, ``group``.
 
         Raises:
             RequestError: the broker refused it (``queue_not_found``, ``forbidden``,

@@ -122,6 +122,7 @@ class Mutation(RetryMutation, ScheduleMutations, WebhookMutation):
         deliver_at: datetime | None = None,
         ttl_ms: Long | None = None,
         dedup_id: str | None = None,
+        group: str | None = None,
     ) -> PublishResultStruct:
         context = _publisher(info, queue)
         fields = {
@@ -131,6 +132,7 @@ class Mutation(RetryMutation, ScheduleMutations, WebhookMutation):
             "deliver_at": deliver_at,
             "ttl_ms": ttl_ms,
             "dedup_id": dedup_id,
+            "group": group,
         }
         request = to_struct(
             None,

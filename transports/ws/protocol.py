@@ -186,6 +186,7 @@ class WsProtocol:
                             headers=entry.headers,
                             attempt=entry.attempt,
                             redelivered=entry.redelivered,
+                            group=entry.group,
                         )
                     )
                 )

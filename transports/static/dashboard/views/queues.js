@@ -39,6 +39,13 @@ export function optionsText(q) {
   if (q.max_length || q.max_bytes) parts.push(q.overflow === "drop_head" ? "drops head" : "rejects when full");
   if (q.retry) parts.push(retryText(q.retry));
   if (q.paused) parts.push(q.paused_until ? `paused until ${fmtTime(q.paused_until)}` : "paused");
+  if (q.group_concurrency > 1) parts.push(`${q.group_concurrency} per group`);
+  if (q.single_active_consumer) parts.push("single active consumer");
+  if (q.groups) {
+    // The largest groups' backlogs: where one key piles up.
+    const largest = Object.entries(q.largest_groups ?? {}).slice(0, 5);
+    parts.push(`${fmtInt(q.groups)} groups (${largest.map(([g, n]) => `${g}: ${fmtInt(n)}`).join(", ")})`);
+  }
   return parts.join(" · ");
 }
 
@@ -468,6 +475,8 @@ export class QueuesView {
     if (m.dead_lettered_from) notes.push(`dead-lettered from ${m.dead_lettered_from}`);
     if (m.last_error) notes.push(m.last_error);
     if (m.redelivered) notes.push("redelivered");
+    if (m.group) notes.push(`group ${m.group}`);
+    if (m.waiting === "group") notes.push(`waits for its group (behind #${m.blocked_by})`);
     if (m.waiting === "retry_backoff") notes.push(`in back-off until ${fmtTime(m.deliver_at)}`);
     else if (m.deliver_at) notes.push(`delivers ${fmtTime(m.deliver_at)}`);
     if (m.lease_expires_at) notes.push(`leased until ${fmtTime(m.lease_expires_at)}`);
