@@ -53,6 +53,7 @@ from .messages import (
     from_timestamp,
 )
 from .pending import BodyBudget
+from .results import Results
 from .retry_control import shown_options
 from .settlement import InFlight
 
@@ -122,6 +123,7 @@ class Broker:
         )
         self.inflight = InFlight(self, self._node)
         self.maintenance = Maintenance(self)
+        self.results = Results(self)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -211,6 +213,7 @@ class Broker:
     def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
         """Keep the in-flight index and feed event listeners."""
         self.inflight.record(queue, ops)
+        self.results.ops_written(queue, ops)
         self.events.ops(queue, ops, self.clock)
 
     def withdrawn(self, queue: str, entries: list[Entry]) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import msgspec
 
+from .history import Event, SetResult
 from .messages import Entry, QueueOptions
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class DeliverOp(msgspec.Struct, frozen=True, gc=False):
     id: int
     attempt: int
     lease_deadline: float
+    consumer: int | None = None
 
 
 class Requeue(msgspec.Struct, frozen=True, gc=False):
@@ -75,6 +77,8 @@ class Requeue(msgspec.Struct, frozen=True, gc=False):
     attempt: int
     queue: str
     deliver_at: float = 0.0
+    trigger: str = "nack"
+    reason: str | None = None
 
 
 class Reschedule(msgspec.Struct, frozen=True, gc=False):
@@ -121,9 +125,13 @@ class DeadLetter(msgspec.Struct, frozen=True, gc=False):
 
 
 class Drop(msgspec.Struct, frozen=True, gc=False):
-    """A message is deleted without trace (expired or dropped with no dead-letter queue)."""
+    """A message is deleted without trace (expired or dropped with no dead-letter queue).
+
+    ``why`` (``expired``, ``dropped``, ``cancelled``) is for its history.
+    """
 
     id: int
+    why: str = ""
 
 
 class Restore(msgspec.Struct, frozen=True, gc=False):
@@ -131,6 +139,7 @@ class Restore(msgspec.Struct, frozen=True, gc=False):
 
     id: int
     queue: str
+    by: str | None = None
 
 
 class Trim(msgspec.Struct, frozen=True, gc=False):
@@ -184,6 +193,8 @@ Op = (
     | DeleteQueue
     | PurgeQueue
     | Trim
+    | Event
+    | SetResult
 )
 
 
@@ -288,6 +299,14 @@ class Storage(Journal, Protocol):
 
     async def get_message(self, id: int) -> StoredMessage | None:
         """One message by id, in whatever status."""
+        ...
+
+    async def history(self, id: int) -> list[bytes]:
+        """The encoded history events of message ``id`` (`history.decode`), in order."""
+        ...
+
+    async def result(self, id: int) -> bytes | None:
+        """The JSON result the ack of message ``id`` carried, if any."""
         ...
 
     async def browse(

@@ -14,6 +14,7 @@ from .cluster import MAX_MESSAGE_ID
 from .errors import BrokerError, InvalidTransition, MessageNotFound
 from .messages import MessagesPage
 from .types import MessageStatus
+from .waiting import explain
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -50,6 +51,7 @@ class Maintenance:
                 entry.attempt = live.attempt
             views.append(entry.view(name, row.status.label, now))
         next_cursor = page[-1].entry.id if len(rows) > limit and page else None
+        views = explain(self._broker.find_actor(name), views, now)
         return MessagesPage(messages=views, next_cursor=next_cursor)
 
     async def get_message(self, name: str, id: int) -> MessageView:
@@ -60,7 +62,11 @@ class Maintenance:
         row = await self._storage.get_message(id)
         if row is None or row.queue != name:
             raise MessageNotFound(id)
-        return row.entry.view(name, row.status.label, self._broker.clock())
+        now = self._broker.clock()
+        [view] = explain(
+            self._broker.find_actor(name), [row.entry.view(name, row.status.label, now)], now
+        )
+        return view
 
     async def retry(self, name: str, id: int) -> MessageView:
         """Move a failed or dead-lettered message of ``name`` back to pending.

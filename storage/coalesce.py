@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from broker_core.history import Event, SetResult, encode
 from broker_core.journal import (
     AckOp,
     DeadLetter,
@@ -57,18 +58,37 @@ class Segment:
     (processed counts to add per queue).
     """
 
-    __slots__ = ("acked", "drops", "inserts", "patches")
+    __slots__ = ("acked", "drops", "events", "inserts", "never", "patches", "results")
 
     def __init__(self) -> None:
         self.inserts: dict[int, list[Any]] = {}
         self.patches: dict[int, dict[str, Any]] = {}
         self.drops: list[int] = []
         self.acked: dict[str, int] = {}
+        self.events: list[tuple[int, float, bytes]] = []
+        """History events ``(id, at, encoded)``, written after patches, before drops."""
+        self.results: dict[int, bytes] = {}
+        """Ack results by message id."""
+        self.never: set[int] = set()
+        """Messages inserted and dropped in this segment: nothing of theirs is written."""
 
     @property
     def empty(self) -> bool:
         """Whether there is nothing to write."""
-        return not (self.inserts or self.patches or self.drops or self.acked)
+        return not (
+            self.inserts or self.patches or self.drops or self.acked or self.events or self.results
+        )
+
+    def history_rows(self) -> list[tuple[int, float, bytes]]:
+        """The events to write (none of a message never written)."""
+        never = self.never
+        if not never:
+            return self.events
+        return [row for row in self.events if row[0] not in never]
+
+    def result_rows(self) -> list[tuple[int, bytes]]:
+        """The results to write (none of a message never written)."""
+        return [(id, r) for id, r in self.results.items() if id not in self.never]
 
     def insert(self, queue: str, entry: Entry) -> None:
         """A message published to ``queue``."""
@@ -92,6 +112,8 @@ class Segment:
         if self.inserts.pop(id, None) is None:
             self.patches.pop(id, None)
             self.drops.append(id)
+        else:
+            self.never.add(id)
 
     def shapes(self) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
         """Patches grouped by the columns they set: ``columns -> [(*values, id), ...]``."""
@@ -187,6 +209,10 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                 # A withdrawn publish's id (`withdraw_publishes`) was handed out: never again.
                 if id > last_id:
                     last_id = id
+            case Event(id=id, at=at):
+                segment.events.append((id, at, encode(op)))
+            case SetResult(id=id, result=result):
+                segment.results[id] = result
             case PutQueue() | PurgeQueue() | DeleteQueue() | Trim():
                 removes = removes or type(op) is not PutQueue
                 if not segment.empty:
@@ -198,7 +224,19 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
     return Plan(steps, last_id, removes)
 
 
-_SETTLES = (DeliverOp, AckOp, Requeue, Reschedule, Release, Fail, DeadLetter, Drop, Restore)
+_SETTLES = (
+    DeliverOp,
+    AckOp,
+    Requeue,
+    Reschedule,
+    Release,
+    Fail,
+    DeadLetter,
+    Drop,
+    Restore,
+    Event,
+    SetResult,
+)
 """The operations on one message that name it by ``id``."""
 
 

@@ -68,6 +68,8 @@ class BrokerContext:
             body_cache_bytes=settings.body_cache_bytes,
             default_lease_s=settings.default_lease_s,
         )
+        self.broker.results.recording = settings.history
+        self.broker.results.max_bytes = settings.max_result_bytes
         # Made at start: on shared storage the signing key is in the database.
         self.tokens: TokenService
         self.accounts: Accounts

@@ -123,10 +123,11 @@ class Unsubscribe(_Frame, frozen=True, kw_only=True, tag="unsubscribe", forbid_u
 
 
 class Ack(_Frame, frozen=True, kw_only=True, tag="ack", forbid_unknown_fields=True):
-    """Settle deliveries (by their ``tag``) as processed."""
+    """Settle deliveries (by their ``tag``) as processed, keeping ``result`` (any JSON) if given."""
 
     tags: Tags
     ref: Ref | None = None
+    result: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
 
 
 class Nack(_Frame, frozen=True, kw_only=True, tag="nack", forbid_unknown_fields=True):

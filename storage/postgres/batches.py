@@ -179,6 +179,20 @@ async def _write_segment(conn: Any, segment: Segment, node: int) -> None:
         await conn.execute(_INSERT, *zip(*segment.inserts.values(), strict=True))
     for columns, params in segment.shapes().items():
         await conn.executemany(_update_sql(columns), [(*row, node) for row in params])
+    if segment.events:
+        rows = segment.history_rows()
+        if rows:
+            await conn.execute(
+                "INSERT INTO broker_message_history (message_id, at, event) "
+                "SELECT * FROM unnest($1::bigint[], $2::float8[], $3::bytea[])",
+                *zip(*rows, strict=True),
+            )
+    if segment.results:
+        await conn.executemany(
+            "INSERT INTO broker_message_results (message_id, result) VALUES ($1, $2) "
+            "ON CONFLICT (message_id) DO UPDATE SET result = excluded.result",
+            segment.result_rows(),
+        )
     if segment.drops:
         await conn.execute(
             f"DELETE FROM broker_messages WHERE id = ANY($1::bigint[]) AND {_FENCE.format(n=2)}",

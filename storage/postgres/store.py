@@ -39,7 +39,7 @@ from loguru import logger
 
 from ..errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
 from ..retention import prune_in_batches
-from . import pruning, reads, shared_queues
+from . import history, pruning, reads, shared_queues
 from .accounts import PostgresAccountStore
 from .batches import apply, wakes
 from .cluster import ClusterNode
@@ -410,6 +410,16 @@ class PostgresStorage:
         """One message by id, whatever its status."""
         await self._buffer.flush()
         return await reads.get_message(self.pool, id)
+
+    async def history(self, id: int) -> list[bytes]:
+        """The encoded history events of message ``id``, in order."""
+        await self._buffer.flush()
+        return await history.read_history(self.pool, id)
+
+    async def result(self, id: int) -> bytes | None:
+        """The result the ack of message ``id`` carried."""
+        await self._buffer.flush()
+        return await history.read_result(self.pool, id)
 
     async def browse(
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None

@@ -74,6 +74,16 @@ def _write_segment(db: sqlite3.Connection, segment: Segment) -> None:
     for columns, params in segment.shapes().items():
         assignments = ", ".join(f"{column} = ?" for column in columns)
         db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
+    if segment.events:
+        db.executemany(
+            "INSERT INTO message_history (message_id, at, event) VALUES (?, ?, ?)",
+            segment.history_rows(),
+        )
+    if segment.results:
+        db.executemany(
+            "INSERT OR REPLACE INTO message_results (message_id, result) VALUES (?, ?)",
+            segment.result_rows(),
+        )
     if segment.drops:
         db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in segment.drops])
     if segment.acked:

@@ -65,9 +65,27 @@ def _version_table(db: sqlite3.Connection) -> None:
     )
 
 
+def _history_tables(db: sqlite3.Connection) -> None:
+    """Ack results and message histories, keyed by message id, deleted with their message."""
+    db.execute(
+        "CREATE TABLE message_history ("
+        " message_id INTEGER NOT NULL, at REAL NOT NULL, event BLOB NOT NULL)"
+    )
+    db.execute("CREATE INDEX message_history_by_message ON message_history (message_id)")
+    db.execute(
+        "CREATE TABLE message_results (message_id INTEGER PRIMARY KEY, result BLOB NOT NULL)"
+    )
+    db.execute(
+        "CREATE TRIGGER message_extras_gone AFTER DELETE ON messages BEGIN"
+        " DELETE FROM message_history WHERE message_id = old.id;"
+        " DELETE FROM message_results WHERE message_id = old.id; END"
+    )
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
+    (3, _history_tables),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

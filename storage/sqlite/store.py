@@ -41,7 +41,7 @@ from ..coalesce import coalesce
 from ..errors import CommittedDataMissing, StorageCorrupt, StorageError
 from ..retention import prune_in_batches
 from ..rows import NO_HORIZON, DeliveryHorizon
-from . import pruning, reads
+from . import history, pruning, reads
 from .accounts import SQLiteAccountStore
 from .batches import transaction, write_last_id, write_step
 from .checkpointer import Checkpointer
@@ -414,6 +414,16 @@ class SQLiteStorage:
         """One message by id, whatever its status."""
         await self.writer.flush()
         return await reads.get_message(self.reader, self._horizon, id)
+
+    async def history(self, id: int) -> list[bytes]:
+        """The encoded history events of message ``id``, in order."""
+        await self.writer.flush()
+        return await history.read_history(self.reader, id)
+
+    async def result(self, id: int) -> bytes | None:
+        """The result the ack of message ``id`` carried."""
+        await self.writer.flush()
+        return await history.read_result(self.reader, id)
 
     async def browse(
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None

@@ -223,7 +223,13 @@ class SubscriptionRoot:
             # Shielded: if the subscription is cancelled while registering, the
             # registration still lands, and the finally clause undoes it.
             registration = asyncio.ensure_future(
-                broker.subscribe(queue, prefetch, inbox, lambda: inbox.end(QueueNotFound(queue)))
+                broker.subscribe(
+                    queue,
+                    prefetch,
+                    inbox,
+                    lambda: inbox.end(QueueNotFound(queue)),
+                    label=f"graphql {context.caller().username}",
+                )
             )
             try:
                 await asyncio.shield(registration)

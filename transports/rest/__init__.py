@@ -9,6 +9,7 @@ from .bodies import BODY_SCHEMAS, CheckedRequest
 from .health import health
 from .messages import MessageController
 from .queues import QueueController, list_consumers, publish_fanout
+from .results import ResultController
 from .users import UserController
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ __all__ = ["BODY_SCHEMAS", "ROUTES", "CheckedRequest"]
 ROUTES: list[ControllerRouterHandler] = [
     QueueController,
     MessageController,
+    ResultController,
     UserController,
     publish_fanout,
     list_consumers,
