@@ -31,6 +31,7 @@ from broker_core.messages import (
 from broker_core.permissions import require
 
 from .. import operations
+from ..rest.results import ack_result
 from .context import GraphQLContext, context_of
 from .retries import RetryMutation
 from .structs import Long, to_struct
@@ -145,11 +146,18 @@ class Mutation(RetryMutation):
     @strawberry.mutation(
         graphql_type=SettledMessage, description="Acknowledge a delivered message: processed."
     )
-    async def ack(self, info: strawberry.Info, message_id: Long) -> SettledResponse:
+    async def ack(
+        self, info: strawberry.Info, message_id: Long, result: JSON | None = None
+    ) -> SettledResponse:
         context = context_of(info)
         user = context.caller()
         context.spend(context.ctx.limits.consume)
-        return await operations.ack_one(context.ctx, user, message_id)
+        kept = (
+            None
+            if result is None
+            else ack_result(context.ctx.broker, msgspec.Raw(msgspec.json.encode(result)))
+        )
+        return await operations.ack_one(context.ctx, user, message_id, kept)
 
     @strawberry.mutation(
         graphql_type=SettledMessage,

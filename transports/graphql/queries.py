@@ -17,6 +17,7 @@ from ..decoding import showable_page
 from ..errors import ApiError
 from ..observability.stats import build_stats
 from .context import context_of
+from .results import ResultsQuery
 from .structs import Long  # noqa: TC001 - Strawberry reads argument annotations at runtime
 from .types import MessagesPage, Queue, Stats
 
@@ -32,7 +33,7 @@ MAX_PAGE = 1000
 
 
 @strawberry.type(description="Read the broker's queues, messages and figures.")
-class Query:
+class Query(ResultsQuery):
     @strawberry.field(
         graphql_type=list[Queue], description="Every queue you have a permission on, by name."
     )

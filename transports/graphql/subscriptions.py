@@ -43,6 +43,7 @@ from ..errors import ApiError
 from ..observability.stats import build_stats
 from ..operations import check_prefetch
 from .context import Held, context_of
+from .results import ResultsSubscription
 from .types import EventDelivery, Message, QueueEvent, Stats
 
 if TYPE_CHECKING:
@@ -194,7 +195,7 @@ class EventFeed:
     name="Subscription",
     description="Consume queues and watch the broker live (over WebSocket).",
 )
-class SubscriptionRoot:
+class SubscriptionRoot(ResultsSubscription):
     """The GraphQL ``Subscription`` type (named apart from the WebSocket and client classes)."""
 
     @strawberry.subscription(

@@ -12,7 +12,7 @@ import msgspec
 from litestar import Controller, Request, Response, get
 
 from broker_core.errors import MessageNotFound
-from broker_core.messages import AckBody, MessageResult
+from broker_core.messages import AckBody, MessageResult, from_timestamp
 from broker_core.permissions import require_browse, visible
 
 from ..errors import ApiError
@@ -37,8 +37,10 @@ __all__ = [
     "MessageHistory",
     "ResultController",
     "check_wait",
+    "history_events",
     "message_result",
     "read_ack_result",
+    "readable",
 ]
 
 MAX_WAIT_S = 30.0
@@ -81,7 +83,7 @@ async def read_ack_result(request: Request[Any, Any, Any], ctx: BrokerContext) -
     return ack_result(ctx.broker, data.result)
 
 
-async def _readable(ctx: BrokerContext, user: User, message_id: int) -> StoredMessage:
+async def readable(ctx: BrokerContext, user: User, message_id: int) -> StoredMessage:
     """The stored message, if ``user`` may read its result and history (consume or manage)."""
     stored = await ctx.broker.storage.get_message(message_id)
     if stored is None or not visible(user, stored.queue):
@@ -102,18 +104,20 @@ async def message_result(ctx: BrokerContext, stored: StoredMessage) -> MessageRe
     )
 
 
+def _iso(at: float) -> str:
+    return from_timestamp(at).isoformat().replace("+00:00", "Z")
+
+
 def history_events(events: list[HistoryEntry]) -> list[dict[str, Any]]:
     """Events as the API shows them: ``{at, event, ...details}`` (``at`` ISO 8601)."""
-    from broker_core.messages import from_timestamp
-
     shown = []
     for event in events:
-        item: dict[str, Any] = {"at": from_timestamp(event.at), "event": event.event}
+        item: dict[str, Any] = {"at": _iso(event.at), "event": event.event}
         if event.detail:
             for key, value in event.detail.items():
                 item.setdefault(key, value)
         if "until" in item and isinstance(item["until"], float):
-            item["until"] = from_timestamp(item["until"])
+            item["until"] = _iso(item["until"])
         shown.append(item)
     return shown
 
@@ -136,7 +140,7 @@ class ResultController(Controller):
         """The message's result once processed or failed; 204 when ``wait`` passes first."""
         check_wait(wait)
         ctx = ctx_of(request)
-        await _readable(ctx, user_of(request), message_id)
+        await readable(ctx, user_of(request), message_id)
         done = await ctx.broker.results.wait(message_id, wait)
         if done is None:
             if await ctx.broker.storage.get_message(message_id) is None:
@@ -150,7 +154,7 @@ class ResultController(Controller):
     ) -> MessageHistory:
         """Every event of the message's life, in order (``BROKER_HISTORY``)."""
         ctx = ctx_of(request)
-        stored = await _readable(ctx, user_of(request), message_id)
+        stored = await readable(ctx, user_of(request), message_id)
         events = await ctx.broker.results.history(message_id)
         return MessageHistory(
             message_id=message_id, queue=stored.queue, events=history_events(events)
