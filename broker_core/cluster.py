@@ -239,6 +239,8 @@ class Cluster(Standalone):
                 if actor is not None:
                     key, id, at = change.key, change.id, change.at
                     actor.cast(lambda state, now: state.remember_dedup(key, id, at, now))
+            case "result":
+                broker.results.wake([change.id])
             case "rejoined":
                 # A new slot: ids go on from the last one made, under it.
                 self.ids = NodeIds(self._shared.node_slot, self.ids(), broker.clock)

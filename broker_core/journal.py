@@ -340,7 +340,8 @@ class Change(NamedTuple):
     ``at`` with the ``dedup_id`` ``key``, so that every node's window knows it.
     ``"resync"`` asks every queue to look for ready messages (a periodic
     fallback); ``"reconnected"`` means notifications may have been missed;
-    ``"rejoined"`` that this node has a new identity and slot.
+    ``"rejoined"`` that this node has a new identity and slot. ``"result"``
+    tells that message ``id`` got an ack result (its waiters wake).
     """
 
     kind: str

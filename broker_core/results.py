@@ -89,6 +89,10 @@ class Results:
 
         return label
 
+    def wake(self, ids: Sequence[int]) -> None:
+        """Wake the waiters of ``ids`` (their outcome committed, here or on another node)."""
+        self._wake(ids)
+
     def _wake(self, ids: Sequence[int]) -> None:
         for id in ids:
             for future in self._waiters.pop(id, ()):

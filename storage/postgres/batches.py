@@ -19,6 +19,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from broker_core.history import SetResult
 from broker_core.journal import (
     DeadLetter,
     DeleteQueue,
@@ -109,6 +110,9 @@ def wakes(ops: Sequence[Op]) -> list[str]:
                 ready.add(target)
             case PutQueue(name=name) | DeleteQueue(name=name):
                 changed.append(encode_change("q", name))
+            case SetResult(id=id):
+                # Wakes a result waiter on any node (`broker_core.results`).
+                changed.append(encode_change("r", "", 0.0, id))
     return (
         [encode_change("m", queue) for queue in ready]
         + [encode_change("m", queue, at) for queue, times in delayed.items() for at in times]

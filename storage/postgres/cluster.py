@@ -45,7 +45,7 @@ __all__ = ["CHANNEL", "ClusterNode", "NodeEvicted", "encode_change"]
 CHANNEL = "wsbroker"
 """The ``NOTIFY`` channel of the broker's changes."""
 _SEPARATOR = "\x1f"
-_KINDS = {"m": "messages", "q": "queue", "u": "user", "d": "dedup", "t": "touch"}
+_KINDS = {"m": "messages", "q": "queue", "u": "user", "d": "dedup", "t": "touch", "r": "result"}
 _REAPER_LOCK = int.from_bytes(b"wsbreapr", "big")
 _FORGET_DEAD_S = 300.0
 """A dead node's row (and slot) is kept this long: a node that was only slow learns it was
