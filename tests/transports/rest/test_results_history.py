@@ -187,3 +187,56 @@ async def test_reading_needs_consume_or_manage(
         f"/messages/{id}/history", headers={"Authorization": f"Bearer {reader}"}
     )
     assert response.status_code == 200
+
+
+async def waiting_of(client: httpx.AsyncClient, id: int, queue: str = "jobs") -> str | None:
+    response = await client.get(f"/queues/{queue}/messages/{id}")
+    assert response.status_code == 200, response.text
+    waiting: str | None = response.json()["waiting"]
+    return waiting
+
+
+async def test_waiting_says_why_a_pending_message_waits(
+    server: BrokerServer, admin_token: str, client: httpx.AsyncClient
+) -> None:
+    from tests.transports.ws.test_endpoint import open_ws, recv, subscribe
+
+    await make_queue(client)
+    id = await publish(client, "first")
+    assert await waiting_of(client, id) == "no_consumer"
+    browse = await client.get("/queues/jobs/messages", params={"status": "pending"})
+    assert browse.json()["messages"][0]["waiting"] == "no_consumer"
+    delayed = await client.post("/queues/jobs/messages", json={"content": "d", "delay_ms": 60000})
+    assert await waiting_of(client, delayed.json()["message_id"]) == "delayed"
+    async with await open_ws(server, admin_token) as ws:
+        await subscribe(ws, prefetch=1)
+        frame = await recv(ws)
+        assert frame["message_id"] == id
+        second = await publish(client, "second")
+        assert await waiting_of(client, second) == "consumers_full"
+        assert (await client.post("/queues/jobs/pause")).status_code == 200
+        assert await waiting_of(client, second) == "paused"
+    response = await client.get(f"/queues/jobs/messages/{id}")
+    assert response.json()["waiting"] in ("paused", None)  # requeued by the closed socket
+
+
+async def test_history_can_be_turned_off(tmp_path: Any) -> None:
+    from tests.conftest import BrokerServer, login, make_settings
+
+    server = BrokerServer(make_settings(tmp_path / "data", history=False))
+    await server.start()
+    try:
+        import httpx
+
+        token = (await login(server.url))["access_token"]
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"Authorization": f"Bearer {token}"}
+        ) as client:
+            await make_queue(client)
+            id = await publish(client, "x")
+            assert await lease(client) == id
+            assert (await client.post(f"/messages/{id}/ack", json={"result": 1})).status_code == 200
+            assert await events_of(client, id) == []
+            assert (await client.get(f"/messages/{id}/result")).json()["result"] == 1
+    finally:
+        await server.stop()
