@@ -1,0 +1,92 @@
+"""History: the end-to-end cost of recording every message's history, and its size on disk.
+
+Run: ``python -m benchmarks.history [--count N] [--runs R]``.
+
+Two brokers run side by side, one with ``BROKER_HISTORY=true`` (the default)
+and one with ``false``; the suite's ``flow`` (one WebSocket producer with
+confirms, one consumer acking, 1 KiB messages) runs on each in turn,
+interleaved run by run, medians of ``--runs``. Then the history table of
+the recording broker is measured: events per message and bytes per
+message (the encoded events, and the table plus its index as SQLite's
+``dbstat`` counts pages).
+
+Caveats: every process shares this machine's cores, and others may be
+using them: compare the figures of one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+from typing import Any
+
+from .harness import save
+from .ours import Ours
+from .phases import flow, queue_names
+from .workload import Plan
+
+__all__ = ["main"]
+
+
+def throughput(on: Ours, off: Ours, count: int, runs: int) -> dict[str, Any]:
+    """End-to-end msg/s with history on and off, interleaved."""
+    plan = Plan(count=count, runs=runs, window=500, prefetch=500, rate=1000.0, duration=1.0)
+    figures: dict[str, list[float]] = {"on": [], "off": []}
+    for run in range(runs):
+        order = (("on", on), ("off", off)) if run % 2 == 0 else (("off", off), ("on", on))
+        for key, system in order:
+            result = flow(system, plan, queue_names(f"history-{key}", run))
+            figures[key].append(result["msgs_per_s"])
+            print(f"  run {run + 1} {key:<4} {result['msgs_per_s']:>10,.0f} msg/s", flush=True)
+    return {
+        key: {"median": statistics.median(values), "min": min(values), "max": max(values)}
+        for key, values in figures.items()
+    } | {"runs": figures}
+
+
+def on_disk(ours: Ours) -> dict[str, Any]:
+    """Events and bytes per message in the recording broker's history table."""
+    ours.broker.stop()
+    db = sqlite3.connect(ours.broker.data_dir / "broker.db")
+    try:
+        messages, events, encoded = db.execute(
+            "SELECT count(DISTINCT message_id), count(*), sum(length(event)) FROM message_history"
+        ).fetchone()
+        try:
+            pages = db.execute(
+                "SELECT sum(pgsize) FROM dbstat WHERE name IN "
+                "('message_history', 'message_history_by_message')"
+            ).fetchone()[0]
+        except sqlite3.OperationalError:  # SQLite built without dbstat
+            pages = None
+    finally:
+        db.close()
+    return {
+        "messages": messages,
+        "events": events,
+        "events_per_message": events / messages if messages else 0,
+        "encoded_bytes_per_message": encoded / messages if messages else 0,
+        "table_and_index_bytes_per_message": pages / messages if messages and pages else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.history", description=__doc__)
+    parser.add_argument("--count", type=int, default=20_000, help="messages per e2e run")
+    parser.add_argument("--runs", type=int, default=3, help="interleaved runs of each")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {}
+    print("end to end, history on vs off (WebSocket, 1 KiB, medians)")
+    with Ours(BROKER_HISTORY="true") as on, Ours(BROKER_HISTORY="false") as off:
+        results["throughput"] = throughput(on, off, args.count, args.runs)
+        results["disk"] = on_disk(on)
+    first, second = results["throughput"]["on"], results["throughput"]["off"]
+    print(f"  median: on {first['median']:,.0f}, off {second['median']:,.0f} msg/s "
+          f"({first['median'] / second['median'] - 1:+.1%})")  # fmt: skip
+    print(f"  disk: {results['disk']}")
+    print(f"\nsaved {save('history', results)}")
+
+
+if __name__ == "__main__":
+    main()
