@@ -127,7 +127,8 @@ class Ack(_Frame, frozen=True, kw_only=True, tag="ack", forbid_unknown_fields=Tr
 
     tags: Tags
     ref: Ref | None = None
-    result: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    result: Any = None
+    """Decoded (JSON or MessagePack) and kept as JSON; left out on the wire when ``None``."""
 
 
 class Nack(_Frame, frozen=True, kw_only=True, tag="nack", forbid_unknown_fields=True):

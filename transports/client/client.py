@@ -349,7 +349,7 @@ class Client(BrokerConnection):
         ws = self._ws
         if ws is None or message.generation != self._protocol.generation:
             return  # its connection is gone: the broker requeued it
-        frame = Ack(tags=[message.tag], result=msgspec.Raw(msgspec.json.encode(result)))
+        frame = Ack(tags=[message.tag], result=result)
         with contextlib.suppress(ConnectionClosed):
             await ws.send(self._encode(frame), text=self._text)
 

@@ -36,6 +36,8 @@ __all__ = [
     "MAX_WAIT_S",
     "MessageHistory",
     "ResultController",
+    "ack_result",
+    "ack_result_value",
     "check_wait",
     "history_events",
     "message_result",
@@ -72,6 +74,13 @@ def ack_result(broker: Broker, raw: msgspec.Raw) -> bytes | None:
     if len(result) > limit:
         raise ApiError(422, "invalid", f"result: larger than {limit} bytes")
     return result
+
+
+def ack_result_value(broker: Broker, value: Any) -> bytes | None:
+    """`ack_result` of a decoded value (a WebSocket frame's, a GraphQL argument's)."""
+    if value is None:
+        return None
+    return ack_result(broker, msgspec.Raw(msgspec.json.encode(value)))
 
 
 async def read_ack_result(request: Request[Any, Any, Any], ctx: BrokerContext) -> bytes | None:

@@ -48,7 +48,7 @@ from ..operations import (
     check_prefetch,
     check_subscriptions,
 )
-from ..rest.results import ack_result
+from ..rest.results import ack_result_value
 from ..wire import Ack, Auth, Nack, Publish, Subscribe, Touch, Unsubscribe
 from .connection import CLOSE_EXPIRED, CLOSE_POLICY, CLOSE_REVOKED, Connection
 from .protocol import CLOSED, OPEN, WsProtocol
@@ -209,7 +209,7 @@ class Session(Connection):
                 case Publish():
                     self._publish(frame)
                 case Ack(tags=tags, ref=ref, result=result):
-                    await self._settle(tags, ref, None, ack_result(self._broker, result))
+                    await self._settle(tags, ref, None, ack_result_value(self._broker, result))
                 case Nack(tags=tags, ref=ref, requeue=requeue, reason=reason, delay_ms=delay):
                     await self._settle(tags, ref, (requeue, reason, delay))
                 case Subscribe():
