@@ -63,19 +63,33 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     detail: dict[str, Any] | None = None
 
 
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(tuple[float, str, dict[str, Any] | None])
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(list[Any])
 
 
-def encode(event: Event) -> bytes:
-    """The stored form of an event: msgpack ``[at, event, detail]`` (about 20-60 bytes)."""
-    return _encoder.encode((event.at, event.event, event.detail))
+def encode(event: Event) -> str:
+    """The stored form of an event: one JSON line ``[at, event(, detail)]`` (25-100 bytes).
+
+    A message's events are these lines, appended to its row's ``history``
+    column (text, so that SQL appends them with ``||`` on both backends).
+    """
+    if event.detail is None:
+        return _encoder.encode((event.at, event.event)).decode() + "\n"
+    return _encoder.encode((event.at, event.event, event.detail)).decode() + "\n"
 
 
-def decode(blob: bytes) -> HistoryEntry:
-    """An event read back from storage."""
-    at, event, detail = _decoder.decode(blob)
-    return HistoryEntry(at=at, event=event, detail=detail)
+def decode(history: str | None) -> list[HistoryEntry]:
+    """The events of a stored ``history`` column, in order."""
+    if not history:
+        return []
+    entries = []
+    for line in history.splitlines():
+        if line:
+            at, event, *detail = _decoder.decode(line)
+            entries.append(
+                HistoryEntry(at=float(at), event=str(event), detail=detail[0] if detail else None)
+            )
+    return entries
 
 
 def _consumer(label: str) -> dict[str, Any]:
@@ -105,7 +119,7 @@ def derive(
         kind = type(op)
         if kind is Insert:
             entry = op.entry
-            append(Event(entry.id, now, "published", {"queue": queue}))
+            append(Event(entry.id, now, "published"))
             if entry.deliver_at > now:
                 append(Event(entry.id, now, "delayed", {"until": entry.deliver_at}))
         elif kind is DeliverOp:

@@ -301,8 +301,8 @@ class Storage(Journal, Protocol):
         """One message by id, in whatever status."""
         ...
 
-    async def history(self, id: int) -> list[bytes]:
-        """The encoded history events of message ``id`` (`history.decode`), in order."""
+    async def history(self, id: int) -> str | None:
+        """The stored history of message ``id`` (`history.decode` reads it)."""
         ...
 
     async def result(self, id: int) -> bytes | None:

@@ -16,7 +16,7 @@ import contextlib
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
-from .history import Event, HistoryEntry, SetResult, decode, derive
+from .history import HistoryEntry, SetResult, decode, derive
 from .journal import AckOp, DeadLetter, Drop, Fail, StoredMessage
 from .types import MessageStatus
 
@@ -131,11 +131,6 @@ class Results:
             outcome = await settle()
             if outcome.settled:
                 ops: list[Op] = [SetResult(id, result) for id in outcome.settled]
-                if self.recording:
-                    now = broker.clock()
-                    ops += [
-                        Event(id, now, "result", {"bytes": len(result)}) for id in outcome.settled
-                    ]
                 await broker.storage.write(ops)
         finally:
             carrying.difference_update(fresh)
@@ -179,4 +174,4 @@ class Results:
 
     async def history(self, id: int) -> list[HistoryEntry]:
         """The history events of message ``id``, in order."""
-        return [decode(blob) for blob in await self._broker.storage.history(id)]
+        return decode(await self._broker.storage.history(id))

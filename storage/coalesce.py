@@ -38,6 +38,8 @@ from broker_core.journal import (
 
 from .rows import COLUMN_INDEX, FAILED, PENDING, PROCESSED, PROCESSING, insert_row
 
+_HISTORY = COLUMN_INDEX["history"]
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -58,15 +60,13 @@ class Segment:
     (processed counts to add per queue).
     """
 
-    __slots__ = ("acked", "drops", "events", "inserts", "never", "patches", "results")
+    __slots__ = ("acked", "drops", "inserts", "never", "patches", "results")
 
     def __init__(self) -> None:
         self.inserts: dict[int, list[Any]] = {}
         self.patches: dict[int, dict[str, Any]] = {}
         self.drops: list[int] = []
         self.acked: dict[str, int] = {}
-        self.events: list[tuple[int, float, bytes]] = []
-        """History events ``(id, at, encoded)``, written after patches, before drops."""
         self.results: dict[int, bytes] = {}
         """Ack results by message id."""
         self.never: set[int] = set()
@@ -75,16 +75,24 @@ class Segment:
     @property
     def empty(self) -> bool:
         """Whether there is nothing to write."""
-        return not (
-            self.inserts or self.patches or self.drops or self.acked or self.events or self.results
-        )
+        return not (self.inserts or self.patches or self.drops or self.acked or self.results)
 
-    def history_rows(self) -> list[tuple[int, float, bytes]]:
-        """The events to write (none of a message never written)."""
-        never = self.never
-        if not never:
-            return self.events
-        return [row for row in self.events if row[0] not in never]
+    def add_history(self, id: int, line: str) -> None:
+        """Append a history event (one JSON line) to message ``id``'s ``history`` column.
+
+        It joins the message's insert or patch of this segment (no statement
+        of its own): backends render a patched ``history`` as an append.
+        """
+        row = self.inserts.get(id)
+        if row is not None:
+            index = _HISTORY
+            row[index] = line if row[index] is None else row[index] + line
+            return
+        patch = self.patches.get(id)
+        if patch is None:
+            self.patches[id] = {"history": line}
+        else:
+            patch["history"] = patch.get("history", "") + line
 
     def result_rows(self) -> list[tuple[int, bytes]]:
         """The results to write (none of a message never written)."""
@@ -209,8 +217,8 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                 # A withdrawn publish's id (`withdraw_publishes`) was handed out: never again.
                 if id > last_id:
                     last_id = id
-            case Event(id=id, at=at):
-                segment.events.append((id, at, encode(op)))
+            case Event(id=id):
+                segment.add_history(id, encode(op))
             case SetResult(id=id, result=result):
                 segment.results[id] = result
             case PutQueue() | PurgeQueue() | DeleteQueue() | Trim():

@@ -35,7 +35,7 @@ from broker_core.journal import (
 )
 
 from ..coalesce import Segment, coalesce
-from ..rows import ENTRY_COLUMNS, encode_options
+from ..rows import INSERT_COLUMNS, encode_options
 from .cluster import encode_change
 
 if TYPE_CHECKING:
@@ -50,13 +50,13 @@ _COLUMN_TYPES = {
     "attempt": "integer", "redelivered": "boolean", "created_at": "float8",
     "deliver_at": "float8", "expires_at": "float8", "lease_deadline": "float8", "size": "integer",
     "content": "bytea", "headers": "bytea", "dedup_id": "text", "last_error": "text",
-    "dead_lettered_from": "text", "settled_at": "float8",
+    "dead_lettered_from": "text", "settled_at": "float8", "history": "text",
 }  # fmt: skip
 # A retried batch whose COMMIT did commit (the connection broke before the
 # answer) finds its rows there already: they hold that batch's final state.
 _INSERT = (
-    f"INSERT INTO broker_messages ({', '.join(ENTRY_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"${n}::{_COLUMN_TYPES[c]}[]" for n, c in enumerate(ENTRY_COLUMNS, 1))
+    f"INSERT INTO broker_messages ({', '.join(INSERT_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"${n}::{_COLUMN_TYPES[c]}[]" for n, c in enumerate(INSERT_COLUMNS, 1))
     + ") ON CONFLICT (id) DO NOTHING"
 )
 _FENCE = "status <> 2 AND (status <> 1 OR owner = ${n} OR owner IS NULL)"
@@ -70,7 +70,10 @@ _DELAYED_WAKES = 16
 @cache
 def _update_sql(columns: tuple[str, ...]) -> str:
     """The fenced ``UPDATE`` of one patch shape: the columns' values, the id, the node."""
-    assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(columns, 1))
+    assignments = ", ".join(
+        f"history = coalesce(history, '') || ${n}" if column == "history" else f"{column} = ${n}"
+        for n, column in enumerate(columns, 1)
+    )
     id, node = len(columns) + 1, len(columns) + 2
     return f"UPDATE broker_messages SET {assignments} WHERE id = ${id} AND {_FENCE.format(n=node)}"
 
@@ -183,14 +186,6 @@ async def _write_segment(conn: Any, segment: Segment, node: int) -> None:
         await conn.execute(_INSERT, *zip(*segment.inserts.values(), strict=True))
     for columns, params in segment.shapes().items():
         await conn.executemany(_update_sql(columns), [(*row, node) for row in params])
-    if segment.events:
-        rows = segment.history_rows()
-        if rows:
-            await conn.execute(
-                "INSERT INTO broker_message_history (message_id, at, event) "
-                "SELECT * FROM unnest($1::bigint[], $2::float8[], $3::bytea[])",
-                *zip(*rows, strict=True),
-            )
     if segment.results:
         await conn.executemany(
             "INSERT INTO broker_message_results (message_id, result) VALUES ($1, $2) "

@@ -1,20 +1,15 @@
--- Migration to version 4: ack results and message histories, keyed by message id,
--- deleted with their message (a trigger, so that no write of them can fail a batch).
-CREATE TABLE broker_message_history (
-    message_id bigint NOT NULL,
-    at double precision NOT NULL,
-    event bytea NOT NULL
-);
-CREATE INDEX broker_message_history_by_message ON broker_message_history (message_id);
+-- Migration to version 4: message histories (a column of the row, appended to as JSON
+-- lines, gone with it) and ack results, kept by message id and deleted with their message
+-- (a trigger, so that no write of a result can fail a batch).
+ALTER TABLE broker_messages ADD COLUMN history text;
 CREATE TABLE broker_message_results (
     message_id bigint PRIMARY KEY,
     result bytea NOT NULL
 );
-CREATE FUNCTION broker_message_extras_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION broker_message_results_gone() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM broker_message_history WHERE message_id = OLD.id;
     DELETE FROM broker_message_results WHERE message_id = OLD.id;
     RETURN NULL;
 END $$;
-CREATE TRIGGER broker_message_extras_gone AFTER DELETE ON broker_messages
-    FOR EACH ROW EXECUTE FUNCTION broker_message_extras_gone();
+CREATE TRIGGER broker_message_results_gone AFTER DELETE ON broker_messages
+    FOR EACH ROW EXECUTE FUNCTION broker_message_results_gone();

@@ -411,8 +411,8 @@ class PostgresStorage:
         await self._buffer.flush()
         return await reads.get_message(self.pool, id)
 
-    async def history(self, id: int) -> list[bytes]:
-        """The encoded history events of message ``id``, in order."""
+    async def history(self, id: int) -> str | None:
+        """The stored history of message ``id`` (JSON lines, `broker_core.history`)."""
         await self._buffer.flush()
         return await history.read_history(self.pool, id)
 

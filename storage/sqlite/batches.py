@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from broker_core.journal import DeleteQueue, PurgeQueue, PutQueue
 
 from ..coalesce import Barrier, Segment
-from ..rows import ENTRY_COLUMNS, encode_options
+from ..rows import INSERT_COLUMNS, encode_options
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["transaction", "write_last_id", "write_step"]
 
 _INSERT = (
-    f"INSERT INTO messages ({', '.join(ENTRY_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})"
+    f"INSERT INTO messages ({', '.join(INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 )
 
 
@@ -72,13 +72,11 @@ def _write_segment(db: sqlite3.Connection, segment: Segment) -> None:
     if segment.inserts:
         db.executemany(_INSERT, list(segment.inserts.values()))
     for columns, params in segment.shapes().items():
-        assignments = ", ".join(f"{column} = ?" for column in columns)
-        db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
-    if segment.events:
-        db.executemany(
-            "INSERT INTO message_history (message_id, at, event) VALUES (?, ?, ?)",
-            segment.history_rows(),
+        assignments = ", ".join(
+            "history = coalesce(history, '') || ?" if column == "history" else f"{column} = ?"
+            for column in columns
         )
+        db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
     if segment.results:
         db.executemany(
             "INSERT OR REPLACE INTO message_results (message_id, result) VALUES (?, ?)",

@@ -10,12 +10,11 @@ if TYPE_CHECKING:
 __all__ = ["read_history", "read_result"]
 
 
-async def read_history(reader: aiosqlite.Connection, id: int) -> list[bytes]:
-    """The encoded events of message ``id``, in the order they were written."""
-    async with reader.execute(
-        "SELECT event FROM message_history WHERE message_id = ? ORDER BY rowid", (id,)
-    ) as cursor:
-        return [row[0] for row in await cursor.fetchall()]
+async def read_history(reader: aiosqlite.Connection, id: int) -> str | None:
+    """The ``history`` column of message ``id`` (its events as JSON lines)."""
+    async with reader.execute("SELECT history FROM messages WHERE id = ?", (id,)) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else row[0]
 
 
 async def read_result(reader: aiosqlite.Connection, id: int) -> bytes | None:

@@ -66,18 +66,13 @@ def _version_table(db: sqlite3.Connection) -> None:
 
 
 def _history_tables(db: sqlite3.Connection) -> None:
-    """Ack results and message histories, keyed by message id, deleted with their message."""
-    db.execute(
-        "CREATE TABLE message_history ("
-        " message_id INTEGER NOT NULL, at REAL NOT NULL, event BLOB NOT NULL)"
-    )
-    db.execute("CREATE INDEX message_history_by_message ON message_history (message_id)")
+    """Message histories (a column of the row: appended, gone with it) and ack results."""
+    db.execute("ALTER TABLE messages ADD COLUMN history TEXT")
     db.execute(
         "CREATE TABLE message_results (message_id INTEGER PRIMARY KEY, result BLOB NOT NULL)"
     )
     db.execute(
-        "CREATE TRIGGER message_extras_gone AFTER DELETE ON messages BEGIN"
-        " DELETE FROM message_history WHERE message_id = old.id;"
+        "CREATE TRIGGER message_results_gone AFTER DELETE ON messages BEGIN"
         " DELETE FROM message_results WHERE message_id = old.id; END"
     )
 

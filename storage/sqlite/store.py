@@ -415,8 +415,8 @@ class SQLiteStorage:
         await self.writer.flush()
         return await reads.get_message(self.reader, self._horizon, id)
 
-    async def history(self, id: int) -> list[bytes]:
-        """The encoded history events of message ``id``, in order."""
+    async def history(self, id: int) -> str | None:
+        """The stored history of message ``id`` (JSON lines, `broker_core.history`)."""
         await self.writer.flush()
         return await history.read_history(self.reader, id)
 

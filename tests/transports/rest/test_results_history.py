@@ -142,7 +142,6 @@ async def test_history_of_a_long_life_in_order(client: httpx.AsyncClient) -> Non
         "retried",
         "delivered",
         "acked",
-        "result",
     ], events
     assert events[1]["attempt"] == 1
     assert events[2]["reason"] == "boom"

@@ -40,7 +40,7 @@ async def test_ack_frame_result_wakes_a_rest_waiter(
     delivered = [event for event in history if event["event"] == "delivered"]
     assert delivered[0]["transport"] == "ws"
     assert delivered[0]["user"] == "admin"
-    assert [event["event"] for event in history] == ["published", "delivered", "acked", "result"]
+    assert [event["event"] for event in history] == ["published", "delivered", "acked"]
 
 
 async def test_ack_frame_result_over_the_limit_is_an_error_and_keeps_the_lease(
