@@ -7,8 +7,7 @@ and one with ``false``; the suite's ``flow`` (one WebSocket producer with
 confirms, one consumer acking, 1 KiB messages) runs on each in turn,
 interleaved run by run, medians of ``--runs``. Then the history table of
 the recording broker is measured: events per message and bytes per
-message (the encoded events, and the table plus its index as SQLite's
-``dbstat`` counts pages).
+message (the ``history`` column of its row: JSON lines).
 
 Caveats: every process shares this machine's cores, and others may be
 using them: compare the figures of one run only.
@@ -33,16 +32,27 @@ def throughput(on: Ours, off: Ours, count: int, runs: int) -> dict[str, Any]:
     """End-to-end msg/s with history on and off, interleaved."""
     plan = Plan(count=count, runs=runs, window=500, prefetch=500, rate=1000.0, duration=1.0)
     figures: dict[str, list[float]] = {"on": [], "off": []}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
     for run in range(runs):
         order = (("on", on), ("off", off)) if run % 2 == 0 else (("off", off), ("on", on))
         for key, system in order:
             result = flow(system, plan, queue_names(f"history-{key}", run))
             figures[key].append(result["msgs_per_s"])
-            print(f"  run {run + 1} {key:<4} {result['msgs_per_s']:>10,.0f} msg/s", flush=True)
+            cpu[key].append(result.get("server_cpu_us", 0.0))
+            print(
+                f"  run {run + 1} {key:<4} {result['msgs_per_s']:>10,.0f} msg/s, "
+                f"server {cpu[key][-1]:,.1f} CPU us/msg",
+                flush=True,
+            )
     return {
-        key: {"median": statistics.median(values), "min": min(values), "max": max(values)}
+        key: {
+            "median": statistics.median(values),
+            "min": min(values),
+            "max": max(values),
+            "server_cpu_us_median": statistics.median(cpu[key]),
+        }
         for key, values in figures.items()
-    } | {"runs": figures}
+    } | {"runs": figures, "server_cpu_us": cpu}
 
 
 def on_disk(ours: Ours, count: int = 1000) -> dict[str, Any]:
@@ -66,24 +76,17 @@ def on_disk(ours: Ours, count: int = 1000) -> dict[str, Any]:
     ours.broker.stop()
     db = sqlite3.connect(ours.broker.data_dir / "broker.db")
     try:
-        messages, events, encoded = db.execute(
-            "SELECT count(DISTINCT message_id), count(*), sum(length(event)) FROM message_history"
+        messages, events, stored = db.execute(
+            "SELECT count(*), sum(length(history) - length(replace(history, char(10), ''))),"
+            " sum(length(history)) FROM messages WHERE queue = 'history-disk'"
         ).fetchone()
-        try:
-            pages = db.execute(
-                "SELECT sum(pgsize) FROM dbstat WHERE name IN "
-                "('message_history', 'message_history_by_message')"
-            ).fetchone()[0]
-        except sqlite3.OperationalError:  # SQLite built without dbstat
-            pages = None
     finally:
         db.close()
     return {
         "messages": messages,
         "events": events,
         "events_per_message": events / messages if messages else 0,
-        "encoded_bytes_per_message": encoded / messages if messages else 0,
-        "table_and_index_bytes_per_message": pages / messages if messages and pages else None,
+        "bytes_per_message": stored / messages if messages else 0,
     }
 
 
@@ -100,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     first, second = results["throughput"]["on"], results["throughput"]["off"]
     print(f"  median: on {first['median']:,.0f}, off {second['median']:,.0f} msg/s "
           f"({first['median'] / second['median'] - 1:+.1%})")  # fmt: skip
+    cpu_on, cpu_off = first["server_cpu_us_median"], second["server_cpu_us_median"]
+    print(f"  server CPU per message: on {cpu_on:,.1f} us, off {cpu_off:,.1f} us "
+          f"({cpu_on / cpu_off - 1:+.1%})")  # fmt: skip
     print(f"  disk: {results['disk']}")
     print(f"\nsaved {save('history', results)}")
 

@@ -12,6 +12,7 @@ keyed by message id and deletes them with the message.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -92,8 +93,12 @@ def decode(history: str | None) -> list[HistoryEntry]:
     return entries
 
 
+@functools.lru_cache(maxsize=4096)
 def _consumer(label: str) -> dict[str, Any]:
-    """``transport`` and ``user`` from a consumer label such as ``"ws alice 10.0.0.7"``."""
+    """``transport`` and ``user`` from a consumer label such as ``"ws alice 10.0.0.7"``.
+
+    Cached (one parse per consumer, not per delivery); callers must not change the dict.
+    """
     parts = label.split()
     detail: dict[str, Any] = {}
     if parts:
@@ -128,7 +133,7 @@ def derive(
                 detail["consumer"] = op.consumer
                 label = consumer_label(op.consumer)
                 if label:
-                    detail.update(_consumer(label))
+                    detail |= _consumer(label)
             else:
                 detail["transport"] = "pull"
             append(Event(op.id, now, "delivered", detail))
