@@ -54,6 +54,7 @@ from .messages import (
     from_timestamp,
 )
 from .pending import BodyBudget
+from .results import Results
 from .retry_control import shown_options
 from .settlement import InFlight
 
@@ -125,6 +126,7 @@ class Broker:
         self.maintenance = Maintenance(self)
         self.on_queue_dropped: list[Callable[[str], Awaitable[None]]] = []
         """Called with the name of each queue deleted here or by another node (topic bindings)."""
+        self.results = Results(self)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -214,6 +216,7 @@ class Broker:
     def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
         """Keep the in-flight index and feed event listeners."""
         self.inflight.record(queue, ops)
+        self.results.ops_written(queue, ops)
         self.events.ops(queue, ops, self.clock)
 
     def withdrawn(self, queue: str, entries: list[Entry]) -> None:

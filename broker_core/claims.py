@@ -132,9 +132,10 @@ class SharedQueueState(QueueState):
     def _not_pending_for_retry(self, id: int) -> None:
         """Not claimed here: it waits in storage, which restores it."""
 
-    def _requeue(self, entry: Entry, deliver_at: float) -> None:
+    def _requeue(self, entry: Entry, deliver_at: float, trigger: str = "nack") -> None:
         # Back to storage, where any node may claim it (once due, after a back-off).
-        self._ops.append(Requeue(entry.id, entry.attempt, self.name, deliver_at))
+        reason = entry.last_error if trigger == "nack" else None
+        self._ops.append(Requeue(entry.id, entry.attempt, self.name, deliver_at, trigger, reason))
 
     def reschedule(
         self, id: int, deliver_at: float | None, priority: int | None, now: float

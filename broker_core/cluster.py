@@ -56,7 +56,8 @@ def give_back_op(
     why = give_up_reason(options, entry.attempt, requeue, reason)
     if why is None:
         wait = requeue_delay_ms(options.retry, entry.attempt, "nack", random.random(), delay_ms)
-        return Requeue(entry.id, entry.attempt, queue, now + wait / 1000 if wait > 0 else 0.0)
+        at = now + wait / 1000 if wait > 0 else 0.0
+        return Requeue(entry.id, entry.attempt, queue, at, "nack", reason)
     target = options.dead_letter_queue
     if target is not None and target != queue:
         return DeadLetter(entry.id, queue, target, why, entry.group is not None)
@@ -238,6 +239,8 @@ class Cluster(Standalone):
                 if actor is not None:
                     key, id, at = change.key, change.id, change.at
                     actor.cast(lambda state, now: state.remember_dedup(key, id, at, now))
+            case "result":
+                broker.results.wake([change.id])
             case "rejoined":
                 # A new slot: ids go on from the last one made, under it.
                 self.ids = NodeIds(self._shared.node_slot, self.ids(), broker.clock)

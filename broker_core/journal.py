@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import msgspec
 
+from .history import Event, SetResult
 from .messages import Entry, QueueOptions
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class DeliverOp(msgspec.Struct, frozen=True, gc=False):
     id: int
     attempt: int
     lease_deadline: float
+    consumer: int | None = None
 
 
 class Requeue(msgspec.Struct, frozen=True, gc=False):
@@ -76,6 +78,8 @@ class Requeue(msgspec.Struct, frozen=True, gc=False):
     attempt: int
     queue: str
     deliver_at: float = 0.0
+    trigger: str = "nack"
+    reason: str | None = None
 
 
 class Reschedule(msgspec.Struct, frozen=True, gc=False):
@@ -126,9 +130,13 @@ class DeadLetter(msgspec.Struct, frozen=True, gc=False):
 
 
 class Drop(msgspec.Struct, frozen=True, gc=False):
-    """A message is deleted without trace (expired or dropped with no dead-letter queue)."""
+    """A message is deleted without trace (expired or dropped with no dead-letter queue).
+
+    ``why`` (``expired``, ``dropped``, ``cancelled``) is for its history.
+    """
 
     id: int
+    why: str = ""
 
 
 class Restore(msgspec.Struct, frozen=True, gc=False):
@@ -136,6 +144,7 @@ class Restore(msgspec.Struct, frozen=True, gc=False):
 
     id: int
     queue: str
+    by: str | None = None
 
 
 class Trim(msgspec.Struct, frozen=True, gc=False):
@@ -206,6 +215,8 @@ Op = (
     | PurgeQueue
     | Trim
     | FireSchedule
+    | Event
+    | SetResult
 )
 
 
@@ -314,6 +325,14 @@ class Storage(Journal, Protocol):
         """One message by id, in whatever status."""
         ...
 
+    async def history(self, id: int) -> str | None:
+        """The stored history of message ``id`` (`history.decode` reads it)."""
+        ...
+
+    async def result(self, id: int) -> bytes | None:
+        """The JSON result the ack of message ``id`` carried, if any."""
+        ...
+
     async def browse(
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None
     ) -> list[StoredMessage]:
@@ -345,7 +364,8 @@ class Change(NamedTuple):
     ``at`` with the ``dedup_id`` ``key``, so that every node's window knows it.
     ``"resync"`` asks every queue to look for ready messages (a periodic
     fallback); ``"reconnected"`` means notifications may have been missed;
-    ``"rejoined"`` that this node has a new identity and slot.
+    ``"rejoined"`` that this node has a new identity and slot. ``"result"``
+    tells that message ``id`` got an ack result (its waiters wake).
     """
 
     kind: str

@@ -15,6 +15,7 @@ from .errors import BrokerError, InvalidTransition, MessageNotFound
 from .group_views import with_group_wait
 from .messages import MessagesPage
 from .types import MessageStatus
+from .waiting import explain
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -52,6 +53,7 @@ class Maintenance:
                 entry.attempt = live.attempt
             views.append(with_group_wait(entry.view(name, row.status.label, now), state))
         next_cursor = page[-1].entry.id if len(rows) > limit and page else None
+        views = explain(self._broker.find_actor(name), views, now)
         return MessagesPage(messages=views, next_cursor=next_cursor)
 
     async def get_message(self, name: str, id: int) -> MessageView:
@@ -62,8 +64,11 @@ class Maintenance:
         row = await self._storage.get_message(id)
         if row is None or row.queue != name:
             raise MessageNotFound(id)
-        view = row.entry.view(name, row.status.label, self._broker.clock())
-        return with_group_wait(view, self._broker.actor(name).state)
+        now = self._broker.clock()
+        actor = self._broker.actor(name)
+        view = with_group_wait(row.entry.view(name, row.status.label, now), actor.state)
+        [view] = explain(actor, [view], now)
+        return view
 
     async def retry(self, name: str, id: int) -> MessageView:
         """Move a failed or dead-lettered message of ``name`` back to pending.

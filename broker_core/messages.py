@@ -413,3 +413,22 @@ def _waiting(entry: Entry, status: str, now: float) -> str | None:
     if status != "pending" or entry.deliver_at <= now:
         return None
     return "retry_backoff" if entry.attempt else "delayed"
+
+
+class AckBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Optional body of ``POST /messages/{id}/ack``: the ``result`` (any JSON) to keep.
+
+    Left out or ``null``: no result.
+    """
+
+    result: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+
+
+class MessageResult(msgspec.Struct, kw_only=True, frozen=True):
+    """``GET /messages/{id}/result``: a processed or failed message's outcome."""
+
+    message_id: int
+    queue: str
+    status: str
+    result: msgspec.Raw | None = None
+    last_error: str | None = None

@@ -439,7 +439,7 @@ class QueueState(MessageControl):
         self.processing[entry.id] = entry
         heapq.heappush(self._leases, (deadline, entry.id))
         self.delivered_total += 1
-        self._ops.append(DeliverOp(entry.id, entry.attempt, deadline))
+        self._ops.append(DeliverOp(entry.id, entry.attempt, deadline, consumer_id))
 
     def hydrate(self, entries: Sequence[Entry], requested: Sequence[int]) -> None:
         """Put loaded bodies in place of the cold items ``requested`` (missing ones are gone).
@@ -560,7 +560,7 @@ class QueueState(MessageControl):
             self._ops.append(DeadLetter(id, self.name, target, reason, grouped))
             self._hand_over(target, item)
         elif drop:
-            self._ops.append(Drop(id))
+            self._ops.append(Drop(id, "expired" if reason == "expired" else "dropped"))
         else:
             self.failed += 1
             grouped = isinstance(item, Entry) and item.group is not None

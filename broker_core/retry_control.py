@@ -111,16 +111,17 @@ class MessageControl:
         if policy is not None or delay_ms:
             draw = self.draw() if policy is not None and policy.jitter else 0.5
             wait = requeue_delay_ms(policy, entry.attempt, trigger, draw, delay_ms)
-        self._requeue(entry, now + wait / 1000 if wait > 0 else 0.0)
+        self._requeue(entry, now + wait / 1000 if wait > 0 else 0.0, trigger)
 
-    def _requeue(self, entry: Entry, deliver_at: float) -> None:
+    def _requeue(self, entry: Entry, deliver_at: float, trigger: str = "nack") -> None:
         """A message given back goes again first, or waits for ``deliver_at`` (a back-off)."""
         if deliver_at:
             entry.deliver_at = deliver_at
             self.pending.backoff(entry, hold=True)
         else:
             self.pending.requeue(entry)
-        self._ops.append(Requeue(entry.id, entry.attempt, self.name, deliver_at))
+        reason = entry.last_error if trigger == "nack" else None
+        self._ops.append(Requeue(entry.id, entry.attempt, self.name, deliver_at, trigger, reason))
 
     # -- pause ----------------------------------------------------------------------
 
@@ -149,12 +150,12 @@ class MessageControl:
         """
         if self._take_waiting(id, "cancel") is None:
             return False
-        self._ops.append(Drop(id))
+        self._ops.append(Drop(id, "cancelled"))
         return True
 
     def cancel_stored(self, id: int) -> None:
         """Delete a pending message that waits in shared storage, not in this node's memory."""
-        self._ops.append(Drop(id))
+        self._ops.append(Drop(id, "cancelled"))
 
     def reschedule(
         self, id: int, deliver_at: float | None, priority: int | None, now: float

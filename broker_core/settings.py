@@ -230,6 +230,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Failed messages (no dead-letter queue) are kept this long for retry; 0 keeps them."""
     dedup_window_s: float = 300.0
     """A repeated ``dedup_id`` within this window returns the first message."""
+    history: bool = True
+    """Record every message's history (``GET /messages/{id}/history``)."""
+    max_result_bytes: int = 64 * _KIB
+    """Largest result (JSON) an ack may carry."""
 
     # -- rate limits (token buckets; 0 disables a limit) -----------------------
     rate_auth_per_min: float = 30.0

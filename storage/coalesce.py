@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from broker_core.history import Event, SetResult, encode
 from broker_core.journal import (
     AckOp,
     DeadLetter,
@@ -37,6 +38,8 @@ from broker_core.journal import (
 )
 
 from .rows import COLUMN_INDEX, FAILED, PENDING, PROCESSED, PROCESSING, insert_row
+
+_HISTORY = COLUMN_INDEX["history"]
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -58,18 +61,43 @@ class Segment:
     (processed counts to add per queue).
     """
 
-    __slots__ = ("acked", "drops", "inserts", "patches")
+    __slots__ = ("acked", "drops", "inserts", "never", "patches", "results")
 
     def __init__(self) -> None:
         self.inserts: dict[int, list[Any]] = {}
         self.patches: dict[int, dict[str, Any]] = {}
         self.drops: list[int] = []
         self.acked: dict[str, int] = {}
+        self.results: dict[int, bytes] = {}
+        """Ack results by message id."""
+        self.never: set[int] = set()
+        """Messages inserted and dropped in this segment: nothing of theirs is written."""
 
     @property
     def empty(self) -> bool:
         """Whether there is nothing to write."""
-        return not (self.inserts or self.patches or self.drops or self.acked)
+        return not (self.inserts or self.patches or self.drops or self.acked or self.results)
+
+    def add_history(self, id: int, line: str) -> None:
+        """Append a history event (one JSON line) to message ``id``'s ``history`` column.
+
+        It joins the message's insert or patch of this segment (no statement
+        of its own): backends render a patched ``history`` as an append.
+        """
+        row = self.inserts.get(id)
+        if row is not None:
+            index = _HISTORY
+            row[index] = line if row[index] is None else row[index] + line
+            return
+        patch = self.patches.get(id)
+        if patch is None:
+            self.patches[id] = {"history": line}
+        else:
+            patch["history"] = patch.get("history", "") + line
+
+    def result_rows(self) -> list[tuple[int, bytes]]:
+        """The results to write (none of a message never written)."""
+        return [(id, r) for id, r in self.results.items() if id not in self.never]
 
     def insert(self, queue: str, entry: Entry) -> None:
         """A message published to ``queue``."""
@@ -93,6 +121,8 @@ class Segment:
         if self.inserts.pop(id, None) is None:
             self.patches.pop(id, None)
             self.drops.append(id)
+        else:
+            self.never.add(id)
 
     def shapes(self) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
         """Patches grouped by the columns they set: ``columns -> [(*values, id), ...]``."""
@@ -188,6 +218,10 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                 # A withdrawn publish's id (`withdraw_publishes`) was handed out: never again.
                 if id > last_id:
                     last_id = id
+            case Event(id=id):
+                segment.add_history(id, encode(op))
+            case SetResult(id=id, result=result):
+                segment.results[id] = result
             case PutQueue() | PurgeQueue() | DeleteQueue() | Trim() | FireSchedule():
                 removes = removes or type(op) not in (PutQueue, FireSchedule)
                 if not segment.empty:
@@ -199,7 +233,19 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
     return Plan(steps, last_id, removes)
 
 
-_SETTLES = (DeliverOp, AckOp, Requeue, Reschedule, Release, Fail, DeadLetter, Drop, Restore)
+_SETTLES = (
+    DeliverOp,
+    AckOp,
+    Requeue,
+    Reschedule,
+    Release,
+    Fail,
+    DeadLetter,
+    Drop,
+    Restore,
+    Event,
+    SetResult,
+)
 """The operations on one message that name it by ``id``."""
 
 

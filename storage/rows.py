@@ -26,6 +26,7 @@ __all__ = [
     "DELAYED_COLUMNS",
     "ENTRY_COLUMNS",
     "FAILED",
+    "INSERT_COLUMNS",
     "NO_HORIZON",
     "PENDING",
     "PROCESSED",
@@ -54,7 +55,10 @@ DELAYED_COLUMNS = (
 QUEUE_COLUMNS = "name, options, created_at, updated_at, processed"
 """What a queue's row holds, in the order of `stored_queue`."""
 
-COLUMN_INDEX: dict[str, int] = {column: index for index, column in enumerate(ENTRY_COLUMNS)}
+INSERT_COLUMNS: tuple[str, ...] = (*ENTRY_COLUMNS, "history")
+"""The columns an insert writes: the entry's, then its history (`broker_core.history`), which
+only history reads select."""
+COLUMN_INDEX: dict[str, int] = {column: index for index, column in enumerate(INSERT_COLUMNS)}
 """Where each column sits in a row."""
 
 PENDING, PROCESSING, PROCESSED, FAILED = (
@@ -75,7 +79,7 @@ def insert_row(queue: str, entry: Entry) -> list[Any]:
     return [
         entry.id, queue, PENDING, entry.priority, 0, False, entry.created_at,
         entry.deliver_at, entry.expires_at, 0.0, entry.size, entry.content, headers,
-        entry.dedup_id, None, None, 0.0, entry.group,
+        entry.dedup_id, None, None, 0.0, entry.group, None,
     ]  # fmt: skip
 
 

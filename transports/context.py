@@ -72,6 +72,8 @@ class BrokerContext:
             default_lease_s=settings.default_lease_s,
         )
         self.scheduler = Scheduler(self.broker, self.storage.schedules, shared=self.storage.shared)
+        self.broker.results.recording = settings.history
+        self.broker.results.max_bytes = settings.max_result_bytes
         # Made at start: on shared storage the signing key is in the database.
         self.tokens: TokenService
         self.accounts: Accounts

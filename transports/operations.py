@@ -196,9 +196,12 @@ async def nack(
     return result
 
 
-async def ack_one(ctx: BrokerContext, user: User, message_id: int) -> SettledResponse:
-    """Ack one in-flight message; raise `InvalidTransition` if it was not settled."""
-    _settled(await ack(ctx, user, [message_id]), message_id, "ack")
+async def ack_one(
+    ctx: BrokerContext, user: User, message_id: int, result: bytes | None = None
+) -> SettledResponse:
+    """Ack one in-flight message (keeping ``result``); raise `InvalidTransition` if not settled."""
+    settled = await ctx.broker.results.ack([message_id], result, may_consume(user))
+    _settled(settled, message_id, "ack")
     return SettledResponse(message_id=message_id, status="processed")
 
 

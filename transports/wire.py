@@ -126,10 +126,12 @@ class Unsubscribe(_Frame, frozen=True, kw_only=True, tag="unsubscribe", forbid_u
 
 
 class Ack(_Frame, frozen=True, kw_only=True, tag="ack", forbid_unknown_fields=True):
-    """Settle deliveries (by their ``tag``) as processed."""
+    """Settle deliveries (by their ``tag``) as processed, keeping ``result`` (any JSON) if given."""
 
     tags: Tags
     ref: Ref | None = None
+    result: Any = None
+    """Decoded (JSON or MessagePack) and kept as JSON; left out on the wire when ``None``."""
 
 
 class Nack(_Frame, frozen=True, kw_only=True, tag="nack", forbid_unknown_fields=True):

@@ -26,6 +26,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from broker_core.history import SetResult
 from broker_core.journal import (
     AckOp,
     DeadLetter,
@@ -44,7 +45,7 @@ from broker_core.journal import (
 )
 
 from ..coalesce import Segment, coalesce
-from ..rows import ENTRY_COLUMNS, encode_options
+from ..rows import INSERT_COLUMNS, encode_options
 from .cluster import CHANNEL, encode_change
 
 if TYPE_CHECKING:
@@ -60,12 +61,13 @@ _COLUMN_TYPES = {
     "deliver_at": "float8", "expires_at": "float8", "lease_deadline": "float8", "size": "integer",
     "content": "bytea", "headers": "bytea", "dedup_id": "text", "last_error": "text",
     "dead_lettered_from": "text", "settled_at": "float8", "msg_group": "text",
+    "history": "text",
 }  # fmt: skip
 # A retried batch whose COMMIT did commit (the connection broke before the
 # answer) finds its rows there already: they hold that batch's final state.
 _INSERT = (
-    f"INSERT INTO broker_messages ({', '.join(ENTRY_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"${n}::{_COLUMN_TYPES[c]}[]" for n, c in enumerate(ENTRY_COLUMNS, 1))
+    f"INSERT INTO broker_messages ({', '.join(INSERT_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"${n}::{_COLUMN_TYPES[c]}[]" for n, c in enumerate(INSERT_COLUMNS, 1))
     + ") ON CONFLICT (id) DO NOTHING"
 )
 _FENCE = "status <> 2 AND (status <> 1 OR owner = ${n} OR owner IS NULL)"
@@ -79,7 +81,10 @@ _DELAYED_WAKES = 16
 @cache
 def _update_sql(columns: tuple[str, ...]) -> str:
     """The fenced ``UPDATE`` of one patch shape: the columns' values, the id, the node."""
-    assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(columns, 1))
+    assignments = ", ".join(
+        f"history = coalesce(history, '') || ${n}" if column == "history" else f"{column} = ${n}"
+        for n, column in enumerate(columns, 1)
+    )
     id, node = len(columns) + 1, len(columns) + 2
     return f"UPDATE broker_messages SET {assignments} WHERE id = ${id} AND {_FENCE.format(n=node)}"
 
@@ -125,6 +130,9 @@ def wakes(ops: Sequence[Op]) -> list[str]:
                 ready.add(queue)
             case PutQueue(name=name) | DeleteQueue(name=name):
                 changed.append(encode_change("q", name))
+            case SetResult(id=id):
+                # Wakes a result waiter on any node (`broker_core.results`).
+                changed.append(encode_change("r", "", 0.0, id))
     return (
         [encode_change("m", queue) for queue in ready]
         + [encode_change("m", queue, at) for queue, times in delayed.items() for at in times]
@@ -216,6 +224,12 @@ async def _write_segment(conn: Any, segment: Segment, node: int) -> None:
         await conn.execute(_INSERT, *zip(*segment.inserts.values(), strict=True))
     for columns, params in segment.shapes().items():
         await conn.executemany(_update_sql(columns), [(*row, node) for row in params])
+    if segment.results:
+        await conn.executemany(
+            "INSERT INTO broker_message_results (message_id, result) VALUES ($1, $2) "
+            "ON CONFLICT (message_id) DO UPDATE SET result = excluded.result",
+            segment.result_rows(),
+        )
     if segment.drops:
         await conn.execute(
             f"DELETE FROM broker_messages WHERE id = ANY($1::bigint[]) AND {_FENCE.format(n=2)}",
@@ -259,6 +273,8 @@ def one_statement(ops: Sequence[Op], node: int, payloads: Sequence[str]) -> OneS
         return None
     segment = steps[0] if steps else Segment()
     assert isinstance(segment, Segment), "one segment"
+    if segment.results:
+        return None  # acks with a result (rare): `apply` writes them in its transaction
     params: list[Any] = [node]
     ctes = ["me AS (SELECT id FROM broker_nodes WHERE id = $1 AND NOT dead FOR SHARE)"]
     if segment.inserts:
@@ -309,11 +325,18 @@ def _same(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> frozenset[st
 
 @cache
 def _insert_sql(first: int) -> str:
-    arrays = ", ".join(f"${n}::{_COLUMN_TYPES[c]}[]" for n, c in enumerate(ENTRY_COLUMNS, first))
+    arrays = ", ".join(f"${n}::{_COLUMN_TYPES[c]}[]" for n, c in enumerate(INSERT_COLUMNS, first))
     return (
-        f"INSERT INTO broker_messages ({', '.join(ENTRY_COLUMNS)}) "
+        f"INSERT INTO broker_messages ({', '.join(INSERT_COLUMNS)}) "
         f"SELECT * FROM unnest({arrays}) WHERE {_ALIVE} ON CONFLICT (id) DO NOTHING"
     )
+
+
+def _assign(column: str, value: str) -> str:
+    """``column = value``; a message's history grows by its new events instead."""
+    if column == "history":
+        return f"history = coalesce(m.history, '') || {value}"
+    return f"{column} = {value}"
 
 
 @cache
@@ -329,7 +352,7 @@ def _patch_sql(columns: tuple[str, ...], same: frozenset[str], first: int) -> st
     assignments = []
     for column in columns:
         if column in same:
-            assignments.append(f"{column} = ${n}::{_COLUMN_TYPES[column]}")
+            assignments.append(_assign(column, f"${n}::{_COLUMN_TYPES[column]}"))
             n += 1
     varying = [column for column in columns if column not in same]
     if not varying:
@@ -339,7 +362,7 @@ def _patch_sql(columns: tuple[str, ...], same: frozenset[str], first: int) -> st
         )
     names = (*varying, "id")
     arrays = ", ".join(f"${i}::{_COLUMN_TYPES[c]}[]" for i, c in enumerate(names, n))
-    assignments.extend(f"{column} = v.{column}" for column in varying)
+    assignments.extend(_assign(column, f"v.{column}") for column in varying)
     return (
         f"UPDATE broker_messages AS m SET {', '.join(assignments)} FROM unnest({arrays}) "
         f"AS v({', '.join(names)}) WHERE m.id = v.id AND {_M_FENCE} AND {_ALIVE}"

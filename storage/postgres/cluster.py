@@ -52,7 +52,7 @@ CHANNEL = "wsbroker"
 _SEPARATOR = "\x1f"
 _SENDER = "\x1e"
 """Ends the sending node's id before a payload a node also told itself (`tell_own`)."""
-_KINDS = {"m": "messages", "q": "queue", "u": "user", "d": "dedup", "t": "touch"}
+_KINDS = {"m": "messages", "q": "queue", "u": "user", "d": "dedup", "t": "touch", "r": "result"}
 _JOINED = "n"
 """The payload a node sends once its listener runs: the others stop thinking they are alone."""
 _REAPER_LOCK = int.from_bytes(b"wsbreapr", "big")

@@ -43,7 +43,7 @@ from loguru import logger
 
 from ..errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
 from ..retention import prune_in_batches
-from . import pruning, reads, shared_queues
+from . import history, pruning, reads, shared_queues
 from .accounts import PostgresAccountStore
 from .batches import apply, one_statement, wakes
 from .cluster import ClusterNode, message_wake
@@ -442,6 +442,16 @@ class PostgresStorage:
         """One message by id, whatever its status."""
         await self._buffer.flush()
         return await reads.get_message(self.pool, id)
+
+    async def history(self, id: int) -> str | None:
+        """The stored history of message ``id`` (JSON lines, `broker_core.history`)."""
+        await self._buffer.flush()
+        return await history.read_history(self.pool, id)
+
+    async def result(self, id: int) -> bytes | None:
+        """The result the ack of message ``id`` carried."""
+        await self._buffer.flush()
+        return await history.read_result(self.pool, id)
 
     async def browse(
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None

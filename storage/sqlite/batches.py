@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from broker_core.journal import DeleteQueue, FireSchedule, PurgeQueue, PutQueue
 
 from ..coalesce import Barrier, Segment
-from ..rows import COLUMN_INDEX, ENTRY_COLUMNS, encode_options
+from ..rows import COLUMN_INDEX, INSERT_COLUMNS, encode_options
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["stage_bodies", "transaction", "write_last_id", "write_step"]
 
 _INSERT = (
-    f"INSERT INTO messages ({', '.join(ENTRY_COLUMNS)}, body_ref) "
-    f"VALUES ({', '.join('?' * (len(ENTRY_COLUMNS) + 1))})"
+    f"INSERT INTO messages ({', '.join(INSERT_COLUMNS)}, body_ref) "
+    f"VALUES ({', '.join('?' * (len(INSERT_COLUMNS) + 1))})"
 )
 _CONTENT = COLUMN_INDEX["content"]
 _EMPTY = b""
@@ -36,7 +36,7 @@ def stage_bodies(steps: Sequence[Segment | Barrier], log: SegmentLog, inline_max
     """Append the bodies of a plan's inserts to ``log`` and put references in their rows.
 
     Each inserted row gets its ``body_ref`` (the last value, after the
-    `ENTRY_COLUMNS`); a body over ``inline_max`` bytes leaves the row, which
+    `INSERT_COLUMNS`); a body over ``inline_max`` bytes leaves the row, which
     keeps an empty ``content``. Call `SegmentLog.write` before the commit.
     """
     for step in steps:
@@ -101,8 +101,16 @@ def _write_segment(db: sqlite3.Connection, segment: Segment) -> None:
     if segment.inserts:
         db.executemany(_INSERT, list(segment.inserts.values()))
     for columns, params in segment.shapes().items():
-        assignments = ", ".join(f"{column} = ?" for column in columns)
+        assignments = ", ".join(
+            "history = coalesce(history, '') || ?" if column == "history" else f"{column} = ?"
+            for column in columns
+        )
         db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
+    if segment.results:
+        db.executemany(
+            "INSERT OR REPLACE INTO message_results (message_id, result) VALUES (?, ?)",
+            segment.result_rows(),
+        )
     if segment.drops:
         db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in segment.drops])
     if segment.acked:

@@ -108,6 +108,18 @@ def _message_groups(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN msg_group TEXT")
 
 
+def _history_tables(db: sqlite3.Connection) -> None:
+    """Message histories (a column of the row: appended, gone with it) and ack results."""
+    db.execute("ALTER TABLE messages ADD COLUMN history TEXT")
+    db.execute(
+        "CREATE TABLE message_results (message_id INTEGER PRIMARY KEY, result BLOB NOT NULL)"
+    )
+    db.execute(
+        "CREATE TRIGGER message_results_gone AFTER DELETE ON messages BEGIN"
+        " DELETE FROM message_results WHERE message_id = old.id; END"
+    )
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
@@ -117,6 +129,7 @@ MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (6, _body_refs),
     (7, create_webhooks_table),
     (8, _message_groups),
+    (9, _history_tables),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

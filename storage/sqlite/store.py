@@ -42,7 +42,7 @@ from ..coalesce import coalesce
 from ..errors import CommittedDataMissing, SegmentDataMissing, StorageCorrupt, StorageError
 from ..retention import prune_in_batches
 from ..rows import NO_HORIZON, DeliveryHorizon
-from . import pruning, reads
+from . import history, pruning, reads
 from .accounts import SQLiteAccountStore
 from .batches import stage_bodies, transaction, write_last_id, write_step
 from .checkpointer import Checkpointer
@@ -468,6 +468,16 @@ class SQLiteStorage:
         """One message by id, whatever its status."""
         await self.writer.flush()
         return await reads.get_message(self.reader, self.bodies, self._horizon, id)
+
+    async def history(self, id: int) -> str | None:
+        """The stored history of message ``id`` (JSON lines, `broker_core.history`)."""
+        await self.writer.flush()
+        return await history.read_history(self.reader, id)
+
+    async def result(self, id: int) -> bytes | None:
+        """The result the ack of message ``id`` carried."""
+        await self.writer.flush()
+        return await history.read_result(self.reader, id)
 
     async def browse(
         self, queue: str, status: MessageStatus | None, limit: int, after: int | None

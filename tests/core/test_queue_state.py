@@ -158,7 +158,7 @@ def test_dispatch_emits_deliver_with_attempt_one(ids: Ids) -> None:
     [(_, entry)] = state.take_deliveries()
     assert (entry.attempt, entry.redelivered, entry.consumer) == (1, False, 1)
     assert entry.lease_deadline == 13.0
-    assert state.take_ops() == [DeliverOp(1, 1, 13.0)]
+    assert state.take_ops() == [DeliverOp(1, 1, 13.0, 1)]
     assert state.delivered_total == 1
 
 

@@ -29,7 +29,7 @@ from broker_core.journal import (
 )
 from broker_core.messages import Entry, QueueOptions
 from storage.coalesce import Plan, Segment, coalesce, leave_out, withdraw_publishes
-from storage.rows import ENTRY_COLUMNS, FAILED, PENDING, PROCESSED, PROCESSING
+from storage.rows import FAILED, INSERT_COLUMNS, PENDING, PROCESSED, PROCESSING
 
 if TYPE_CHECKING:
     from broker_core.journal import Op
@@ -51,7 +51,7 @@ def segment(plan: Plan, index: int = 0) -> Segment:
 
 def row(segment: Segment, id: int) -> dict[str, Any]:
     """The row ``segment`` inserts for message ``id``, by column name."""
-    return dict(zip(ENTRY_COLUMNS, segment.inserts[id], strict=True))
+    return dict(zip(INSERT_COLUMNS, segment.inserts[id], strict=True))
 
 
 def plan_of(*ops: Op, last_id: int = 0) -> Plan:
@@ -345,3 +345,14 @@ def test_leave_out_of_no_ids_keeps_everything() -> None:
     """With no withdrawn ids, the batch is unchanged."""
     ops: list[Any] = [DeliverOp(id=1, attempt=1, lease_deadline=30.0), PUT]
     assert leave_out(ops, set()) == ops
+
+
+def test_history_events_join_the_insert_and_the_patch_of_their_message() -> None:
+    """Events append JSON lines to the row's ``history``: in the insert, else as a patch."""
+    from broker_core.history import Event, decode
+
+    plan = plan_of(insert(1), Event(1, 1.0, "published"), Event(2, 2.0, "acked"))
+    [step] = plan.steps
+    assert isinstance(step, Segment)
+    assert [e.event for e in decode(row(step, 1)["history"])] == ["published"]
+    assert [e.event for e in decode(step.patches[2]["history"])] == ["acked"]

@@ -274,6 +274,25 @@ async def test_old_messages_have_no_group_and_new_ones_keep_theirs(
     assert view.json()["group"] == "g"
 
 
+async def test_old_messages_get_a_history_and_a_result_after_the_upgrade(
+    admin: httpx.AsyncClient,
+) -> None:
+    """An old message has an empty history; acked after the upgrade, it gets events and a result."""
+    browse = await admin.get("/queues/plain/messages", params={"status": "pending"})
+    old = browse.json()["messages"][0]["message_id"]
+    history = await admin.get(f"/messages/{old}/history")
+    assert history.status_code == 200, history.text
+    assert history.json()["events"] == []
+    leased = await admin.get("/queues/plain/messages/consume", params={"max": 1000})
+    ids = [m["message_id"] for m in leased.json()["messages"]]
+    assert old in ids
+    assert (await admin.post(f"/messages/{old}/ack", json={"result": "done"})).status_code == 200
+    result = await admin.get(f"/messages/{old}/result")
+    assert result.json()["result"] == "done"
+    events = (await admin.get(f"/messages/{old}/history")).json()["events"]
+    assert [e["event"] for e in events] == ["delivered", "acked"]
+
+
 # -- a newer release's data ----------------------------------------------------------------------
 
 NEWER = (

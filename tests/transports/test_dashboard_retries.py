@@ -71,3 +71,24 @@ async def test_a_message_in_backoff_is_shown_as_such_and_can_be_cancelled(
         f"message {message_id} cancelled", timeout=WAIT_MS
     )
     assert (await client.get(f"/queues/jobs/messages/{message_id}")).status_code == 404
+
+
+@in_browser
+async def test_the_history_button_draws_the_timeline_and_waiting_is_shown(
+    server: BrokerServer, page: Page, client: httpx.AsyncClient
+) -> None:
+    """A nacked message's row says why it waits; History draws its events in order."""
+    from playwright.async_api import expect
+
+    assert (await client.post("/queues", json={"name": "jobs"})).status_code == 201
+    published = await client.post("/queues/jobs/messages", json={"content": "x"})
+    message_id = published.json()["message_id"]
+    await client.get("/queues/jobs/messages/consume")
+    nacked = await client.post(f"/messages/{message_id}/nack", params={"reason": "boom"})
+    assert nacked.status_code == 200
+    await sign_in(page, server, hash="#/queues/jobs")
+    row = page.locator(f'#messages-table tr[data-message="{message_id}"]')
+    await expect(row.locator("td.notes")).to_contain_text("waiting: no_consumer", timeout=WAIT_MS)
+    await row.locator("button[data-action=history]").click()
+    timeline = page.locator(f'tr[data-timeline-of="{message_id}"] ol.timeline li .badge')
+    await expect(timeline).to_have_text(["published", "delivered", "nacked"], timeout=WAIT_MS)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import msgspec
 from websockets.exceptions import ConnectionClosed
@@ -125,24 +125,54 @@ class Client(BrokerConnection):
 
     # -- publish --------------------------------------------------------------------
 
+    @overload
     async def publish(
         self,
         queue: str,
         content: Any,
         *,
         headers: dict[str, str] | None = None,
+        wait_result: None = None,
         **options: Any,
-    ) -> int:
+    ) -> int: ...
+
+    @overload
+    async def publish(
+        self,
+        queue: str,
+        content: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        wait_result: float,
+        **options: Any,
+    ) -> dict[str, Any]: ...
+
+    async def publish(
+        self,
+        queue: str,
+        content: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        wait_result: float | None = None,
+        **options: Any,
+    ) -> int | dict[str, Any]:
         """Publish one message; return its id once the broker committed it.
 
         ``options`` are the per-message options: ``priority`` (0-9),
-        ``delay_ms``, ``ttl_ms``, ``dedup_id``, ``group``.
+        ``delay_ms``, ``ttl_ms``, ``dedup_id``, ``group``. To wait for its result
+        (request/reply), pass ``wait_result`` (seconds, at most 30): the
+        publish goes over REST and returns the broker's answer, a dict with
+        ``message_id``, ``status`` and, when it came in time, ``result``.
 
         Raises:
             RequestError: the broker refused it (``queue_not_found``, ``forbidden``,
                 ``queue_full``, ``rate_limited``, ...).
             ClosedError: the client closed before the confirm came.
         """
+        if wait_result is not None:
+            if headers is not None:
+                options["headers"] = headers
+            return await self.publish_and_wait(queue, content, wait_result, **options)
         future = await self._send_publish(queue, content, headers, options)
         return await future
 
@@ -310,6 +340,18 @@ class Client(BrokerConnection):
         self._settle_out.setdefault(key, []).append(message.tag)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_settles())
+
+    async def ack_with_result(self, message: Message, result: Any) -> None:
+        """Ack a pushed message at once with its result (one frame); a REST-leased one over REST."""
+        if message.tag is None:
+            await super().ack_with_result(message, result)
+            return
+        ws = self._ws
+        if ws is None or message.generation != self._protocol.generation:
+            return  # its connection is gone: the broker requeued it
+        frame = Ack(tags=[message.tag], result=result)
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(self._encode(frame), text=self._text)
 
     async def _flush_settles(self) -> None:
         await asyncio.sleep(0)  # gather the acks of this turn of the loop

@@ -25,6 +25,9 @@ class Settler(Protocol):
     ) -> None:
         """Ack (``ack``) or nack the message (a requeue after ``delay_ms`` if given)."""
 
+    async def ack_with_result(self, message: Message, result: Any) -> None:
+        """Ack the message, keeping ``result`` (any JSON value) as its result."""
+
 
 class Message:
     """A message leased to this client, over WebSocket (push) or REST (pull).
@@ -108,11 +111,18 @@ class Message:
             "redelivered": self.redelivered,
         }
 
-    async def ack(self) -> None:
-        """Settle the message as processed (a second settle does nothing)."""
+    async def ack(self, result: Any = None) -> None:
+        """Settle the message as processed (a second settle does nothing).
+
+        ``result`` (any JSON value) is kept with the message: whoever waits
+        for it (``publish(..., wait_result=S)``, ``GET /messages/{id}/result``) gets it.
+        """
         if not self._settled:
             self._settled = True
-            await self._settler.settle(self, True)
+            if result is None:
+                await self._settler.settle(self, True)
+            else:
+                await self._settler.ack_with_result(self, result)
 
     async def nack(
         self, requeue: bool = True, reason: str | None = None, delay_ms: int | None = None

@@ -478,3 +478,24 @@ class RestClient(TopicMethods, ScheduleMethods):
         if message.message_id not in result.settled:
             detail = result.errors.get(str(message.message_id), "not settled")
             raise RequestError("invalid_transition", detail, 409)
+
+    async def ack_with_result(self, message: Message, result: Any) -> None:
+        """Ack a message by id over REST, keeping ``result`` (``POST /messages/{id}/ack``)."""
+        await self.request("POST", f"/messages/{message.message_id}/ack", json={"result": result})
+
+    async def publish_and_wait(
+        self, queue: str, content: Any, wait_result: float, **fields: Any
+    ) -> dict[str, Any]:
+        """Publish over REST and wait up to ``wait_result`` s (at most 30) for its result.
+
+        Returns the broker's answer: with ``result`` and ``status`` (``processed``
+        or ``failed``) when it came in time, else ``status: "pending"`` and the id.
+        """
+        response = await self.request(
+            "POST",
+            f"/queues/{queue}/messages",
+            json={"content": content, **fields},
+            params={"wait_result": wait_result},
+        )
+        answer: dict[str, Any] = response.json()
+        return answer

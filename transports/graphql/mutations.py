@@ -37,6 +37,7 @@ from broker_core.service_tokens import (
 
 from .. import operations
 from ..errors import ApiError
+from ..rest.results import ack_result
 from .context import GraphQLContext, context_of
 from .retries import RetryMutation
 from .schedules import ScheduleMutations
@@ -157,11 +158,18 @@ class Mutation(RetryMutation, ScheduleMutations, WebhookMutation):
     @strawberry.mutation(
         graphql_type=SettledMessage, description="Acknowledge a delivered message: processed."
     )
-    async def ack(self, info: strawberry.Info, message_id: Long) -> SettledResponse:
+    async def ack(
+        self, info: strawberry.Info, message_id: Long, result: JSON | None = None
+    ) -> SettledResponse:
         context = context_of(info)
         user = context.caller()
         context.spend(context.ctx.limits.consume)
-        return await operations.ack_one(context.ctx, user, message_id)
+        kept = (
+            None
+            if result is None
+            else ack_result(context.ctx.broker, msgspec.Raw(msgspec.json.encode(result)))
+        )
+        return await operations.ack_one(context.ctx, user, message_id, kept)
 
     @strawberry.mutation(
         graphql_type=SettledMessage,

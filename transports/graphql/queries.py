@@ -18,6 +18,7 @@ from ..decoding import showable_page
 from ..errors import ApiError
 from ..observability.stats import build_stats
 from .context import context_of
+from .results import ResultsQuery
 from .schedules import ScheduleQueries
 from .structs import Long  # noqa: TC001 - Strawberry reads argument annotations at runtime
 from .types import MessagesPage, Queue, ServiceToken, Stats
@@ -35,7 +36,7 @@ MAX_PAGE = 1000
 
 
 @strawberry.type(description="Read the broker's queues, messages and figures.")
-class Query(ScheduleQueries, WebhookQuery):
+class Query(ScheduleQueries, WebhookQuery, ResultsQuery):
     @strawberry.field(
         graphql_type=list[Queue], description="Every queue you have a permission on, by name."
     )

@@ -44,6 +44,7 @@ from ..errors import ApiError
 from ..observability.stats import build_stats
 from ..operations import check_prefetch
 from .context import Held, context_of
+from .results import ResultsSubscription
 from .types import EventDelivery, Message, QueueEvent, Stats
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ class EventFeed:
     name="Subscription",
     description="Consume queues and watch the broker live (over WebSocket).",
 )
-class SubscriptionRoot:
+class SubscriptionRoot(ResultsSubscription):
     """The GraphQL ``Subscription`` type (named apart from the WebSocket and client classes)."""
 
     @strawberry.subscription(
@@ -230,7 +231,13 @@ class SubscriptionRoot:
             # Shielded: if the subscription is cancelled while registering, the
             # registration still lands, and the finally clause undoes it.
             registration = asyncio.ensure_future(
-                broker.subscribe(queue, prefetch, inbox, lambda: inbox.end(QueueNotFound(queue)))
+                broker.subscribe(
+                    queue,
+                    prefetch,
+                    inbox,
+                    lambda: inbox.end(QueueNotFound(queue)),
+                    label=f"graphql {context.caller().username}",
+                )
             )
             try:
                 await asyncio.shield(registration)

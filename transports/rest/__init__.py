@@ -9,6 +9,7 @@ from .bodies import BODY_SCHEMAS, CheckedRequest
 from .health import health
 from .messages import MessageController
 from .queues import QueueController, list_consumers, publish_fanout
+from .results import ResultController
 from .schedules import ScheduleController
 from .tokens import TokenController
 from .topics import TopicController
@@ -24,6 +25,7 @@ ROUTES: list[ControllerRouterHandler] = [
     QueueController,
     ScheduleController,
     MessageController,
+    ResultController,
     UserController,
     TopicController,
     TokenController,

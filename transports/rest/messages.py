@@ -21,6 +21,7 @@ from broker_core.retry import MAX_DELAY_MS
 from .. import operations
 from ..context import ctx_of
 from ..security import user_of
+from .results import read_ack_result
 
 __all__ = ["MessageController", "TouchResponse"]
 
@@ -43,8 +44,10 @@ class MessageController(Controller):
     async def ack(
         self, request: Request[Any, Any, Any], message_id: FromPath[int]
     ) -> SettledResponse:
-        """Acknowledge a leased message: it is processed."""
-        return await operations.ack_one(ctx_of(request), user_of(request), message_id)
+        """Acknowledge a leased message: it is processed (keeping an optional ``{result}``)."""
+        ctx = ctx_of(request)
+        result = await read_ack_result(request, ctx)
+        return await operations.ack_one(ctx, user_of(request), message_id, result)
 
     @post("/{message_id:int}/nack", status_code=200)
     async def nack(

@@ -22,7 +22,6 @@ from broker_core.messages import (
     MessageView,
     PauseRequest,
     PublishRequest,
-    PublishResult,
     PurgeResponse,
     QueueInfo,
     RescheduleRequest,
@@ -58,6 +57,8 @@ class ConsumeResponse(msgspec.Struct, kw_only=True, frozen=True):
 
     messages: list[MessageView]
 
+
+from .results import check_wait, publish_and_wait  # noqa: E402
 
 _publish_body = JsonBody(PublishRequest)
 _batch_body = JsonBody(BatchPublishRequest)
@@ -131,10 +132,22 @@ class QueueController(Controller):
         opt={"rate_limit": "publish"},
         operation_class=_publish_body.operation,
     )
-    async def publish(self, request: Request[Any, Any, Any], name: Name) -> PublishResult:
+    async def publish(
+        self,
+        request: Request[Any, Any, Any],
+        name: Name,
+        wait_result: Annotated[
+            float | None,
+            QueryParameter(
+                description="Wait this long (at most 30 s) for the result: 201 with it, else 202."
+            ),
+        ] = None,
+    ) -> Response[Any]:
         """Publish one message; answered once it is committed (``publish``)."""
         require(user_of(request), Action.PUBLISH, name)
         ctx = ctx_of(request)
+        if wait_result is not None:
+            check_wait(wait_result, "wait_result")
         data = await _publish_body.read(
             request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth
         )
@@ -143,7 +156,9 @@ class QueueController(Controller):
         if trace is not None:
             messages = with_trace(messages, trace)
         [result] = await operations.publish(ctx, name, messages)
-        return result
+        if wait_result is None:
+            return Response(result, status_code=HTTP_201_CREATED)
+        return await publish_and_wait(ctx, result, wait_result)
 
     @post(
         "/{name:str}/messages/batch",

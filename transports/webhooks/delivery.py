@@ -367,16 +367,32 @@ class WebhookRunner:
         except Exception as exc:
             logger.opt(exception=exc).warning("webhook could not ack", webhook=self.record.id)
 
+    def _json_result(self, body: bytes | None) -> bytes | None:
+        """A 2xx body that is JSON within the result limit, else ``None`` (a plain ack)."""
+        if not body or len(body) > self._broker.results.max_bytes:
+            return None
+        try:
+            msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return None
+        return body
+
     async def _settle(
         self, entry: Entry, error: str | None, delay_ms: int | None, result: bytes | None
     ) -> None:
-        # ``result`` (the 2xx body) is kept for the ack's result once acks carry one
-        # (DESIGN.md, "Results and history"); this branch has no result field yet.
-        del result
         consumer_id = self.consumer_id
         if consumer_id is None:
             return
         queue = self.record.queue
+        result = self._json_result(result) if error is None else None
+        if result is not None:
+            # A JSON answer becomes the message's result (its waiters wake once it committed).
+            ack = functools.partial(self._broker.consumer_ack, queue, consumer_id, [entry.id])
+            try:
+                await self._broker.results.settle_with([entry.id], result, ack)
+            except Exception as exc:
+                logger.opt(exception=exc).warning("webhook could not ack", webhook=self.record.id)
+            return
         if error is None:
             # Acks that finish in one turn of the loop go to the actor together.
             if not self._acks:

@@ -50,6 +50,7 @@ from ..operations import (
     check_prefetch,
     check_subscriptions,
 )
+from ..rest.results import ack_result_value
 from ..wire import Ack, Auth, Nack, Publish, Subscribe, Touch, Unsubscribe
 from .connection import CLOSE_EXPIRED, CLOSE_POLICY, CLOSE_REVOKED, Connection
 from .protocol import CLOSED, OPEN, WsProtocol
@@ -213,8 +214,8 @@ class Session(Connection):
                     self._publish(frame)
                 case Publish():
                     self._publish_topic(frame)
-                case Ack(tags=tags, ref=ref):
-                    await self._settle(tags, ref, None)
+                case Ack(tags=tags, ref=ref, result=result):
+                    await self._settle(tags, ref, None, ack_result_value(self._broker, result))
                 case Nack(tags=tags, ref=ref, requeue=requeue, reason=reason, delay_ms=delay):
                     await self._settle(tags, ref, (requeue, reason, delay))
                 case Subscribe():
@@ -403,7 +404,11 @@ class Session(Connection):
         consumer = consumers.add(self, frame.queue, frame.prefetch)
         try:
             consumer.consumer_id = await self._broker.subscribe(
-                frame.queue, frame.prefetch, consumer, consumer.queue_deleted
+                frame.queue,
+                frame.prefetch,
+                consumer,
+                consumer.queue_deleted,
+                label=f"ws {self._current_user().username}",
             )
         except BaseException:
             consumers.discard(consumer)
@@ -464,6 +469,7 @@ class Session(Connection):
         tags: list[int],
         ref: Ref | None,
         nack: tuple[bool, str | None, int | None] | None,
+        result: bytes | None = None,
     ) -> None:
         self._current_user()
         protocol = self._protocol
@@ -480,7 +486,13 @@ class Session(Connection):
                 self._ctx.tracing.settled(ids, "ack" if nack is None else "nack")
             try:
                 if nack is None:
-                    outcome = await broker.consumer_ack(consumer.queue, consumer.consumer_id, ids)
+                    outcome = await broker.results.settle_with(
+                        ids,
+                        result,
+                        functools.partial(
+                            broker.consumer_ack, consumer.queue, consumer.consumer_id, ids
+                        ),
+                    )
                 else:
                     requeue, reason, delay_ms = nack
                     outcome = await broker.consumer_nack(

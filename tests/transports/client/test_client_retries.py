@@ -54,7 +54,8 @@ async def test_pause_resume_cancel_and_reschedule(api: Client) -> None:
         await api.cancel_message("jobs", drop)
     assert gone.value.status == 404
     view = await api.reschedule_message("jobs", keep, delay_ms=0, priority=2)
-    assert (view["waiting"], view["priority"]) == (None, 2)
+    # Due now, it waits for the pause (`waiting` says why).
+    assert (view["waiting"], view["priority"]) == ("paused", 2)
     assert await api.consume("jobs", wait=0.2) == []
     assert (await api.resume_queue("jobs")).paused is False
     [message] = await api.consume("jobs", wait=2)

@@ -57,6 +57,9 @@ class Settler:
     ) -> None:
         raise AssertionError("not settled here")
 
+    async def ack_with_result(self, message: Message, result: Any) -> None:
+        raise AssertionError("not settled here")
+
 
 @pytest.fixture
 def protocol() -> ClientProtocol:

@@ -171,7 +171,8 @@ async def test_reschedule_moves_a_message_in_time_and_priority(client: httpx.Asy
     low = await publish(client, "low")
     response = await client.patch(f"/queues/jobs/messages/{later}", json={"delay_ms": 0})
     assert response.status_code == 200, response.text
-    assert response.json()["waiting"] is None
+    # Due now; no consumer is connected, and `waiting` says so.
+    assert response.json()["waiting"] == "no_consumer"
     at = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
     response = await client.patch(f"/queues/jobs/messages/{low}", json={"deliver_at": at})
     assert (response.json()["waiting"], response.json()["status"]) == ("delayed", "pending")

@@ -322,3 +322,24 @@ async def test_a_host_no_longer_allowed_is_refused_at_delivery(
         listed = (await client.get("/queues/jobs/webhooks")).json()
     assert "BROKER_WEBHOOK_ALLOWED_HOSTS" in listed[0]["last_error"]
     assert receiver.received == []
+
+
+async def test_a_json_answer_becomes_the_result(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """A 2xx JSON body is the message's result (waiters get it); another body is a plain ack."""
+    receiver.answer = lambda request: (
+        Reply(body=b'{"total": %d}' % request.json["content"]["n"])
+        if request.json["content"]["n"]
+        else Reply(body=b"ok, not JSON")
+    )
+    await make_queue(client)
+    await create_webhook(client, receiver)
+    answered = await publish(client, {"n": 7})
+    plain = await publish(client, {"n": 0})
+    waited = await client.get(f"/messages/{answered}/result", params={"wait": 10})
+    assert waited.status_code == 200, waited.text
+    assert (waited.json()["status"], waited.json()["result"]) == ("processed", {"total": 7})
+    other = await client.get(f"/messages/{plain}/result", params={"wait": 10})
+    assert other.status_code == 200, other.text
+    assert (other.json()["status"], other.json()["result"]) == ("processed", None)

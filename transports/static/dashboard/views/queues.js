@@ -8,6 +8,7 @@
 // GET /queues (at most twice a second) when queues appear, change or vanish.
 
 import { explain } from "../lib/api.js";
+import { toggleTimeline } from "./timeline.js";
 import {
   $,
   $$,
@@ -479,10 +480,18 @@ export class QueuesView {
     if (m.waiting === "group") notes.push(`waits for its group (behind #${m.blocked_by})`);
     if (m.waiting === "retry_backoff") notes.push(`in back-off until ${fmtTime(m.deliver_at)}`);
     else if (m.deliver_at) notes.push(`delivers ${fmtTime(m.deliver_at)}`);
+    if (m.waiting && m.waiting !== "retry_backoff") notes.push(`waiting: ${m.waiting}${m.blocked_by ? ` (behind ${m.blocked_by})` : ""}`);
     if (m.lease_expires_at) notes.push(`leased until ${fmtTime(m.lease_expires_at)}`);
     if (m.headers && Object.keys(m.headers).length) notes.push(`headers ${preview(m.headers, 80)}`);
     const retryable = m.status === "failed" || (m.status === "pending" && m.dead_lettered_from);
     const actions = h("td", { class: "actions" });
+    actions.append(
+      h(
+        "button",
+        { type: "button", class: "small", dataset: { action: "history" }, "aria-label": `History of message ${m.message_id}`, onclick: (event) => toggleTimeline(this.app.session, event.target.closest("tr"), m.message_id, 8) },
+        "History",
+      ),
+    );
     if (retryable && this.perms.allowed("manage", queue)) {
       actions.append(
         h(
