@@ -140,13 +140,14 @@ async def test_a_message_held_by_its_group_says_so(client: httpx.AsyncClient) ->
     third = await publish(client, 3, group="g")
     free = await publish(client, 4, group="h")
     head = await get_message(client, first)
-    assert (head["waiting"], head["blocked_by"]) == (None, None)  # next to go
+    # Next to go, held only by the lack of a consumer (`waiting` of results and history).
+    assert (head["waiting"], head["blocked_by"]) == ("no_consumer", None)
     assert (await get_message(client, second))["blocked_by"] == first
     [message] = await consume(client, count=1)
     assert message["message_id"] == first
     view = await get_message(client, second)
     assert (view["waiting"], view["blocked_by"], view["group"]) == ("group", first, "g")
     assert (await get_message(client, third))["blocked_by"] == second
-    assert (await get_message(client, free))["waiting"] is None
+    assert (await get_message(client, free))["waiting"] == "no_consumer"
     page = (await client.get("/queues/jobs/messages", params={"status": "pending"})).json()
     assert [m["blocked_by"] for m in page["messages"]] == [first, second, None]
