@@ -18,7 +18,9 @@ It shows how far a schema can get before any broker code runs:
 * ``segments``: the broker's layout since schema 3 (`storage.sqlite.segments`):
   the body appended to a file beside the database before the commit, the
   row holding state and a reference, with the broker's two indexes and the
-  queue's processed counter the ack adds to.
+  queue's processed counter the ack adds to;
+* ``lean``: schema 4: ``segments`` without the index by settled time, the
+  processed counter written once a second (`storage.sqlite.store`).
 
 WAL frames are whole pages and a checkpoint copies each page again, so a
 commit costs at least a page per table it touches plus the body's second copy.
@@ -69,6 +71,15 @@ SCHEMAS = {
             body_ref INTEGER);
         CREATE INDEX messages_by_queue ON messages (queue, status, id);
         CREATE INDEX messages_settled ON messages (status, settled_at) WHERE status >= 2;""",
+    "lean": """
+        CREATE TABLE queues (name TEXT PRIMARY KEY, processed INTEGER NOT NULL DEFAULT 0)
+            WITHOUT ROWID;
+        INSERT INTO queues VALUES ('q', 0);
+        CREATE TABLE messages (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, status INTEGER NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+            settled_at REAL NOT NULL DEFAULT 0, size INTEGER NOT NULL, content BLOB NOT NULL,
+            body_ref INTEGER);
+        CREATE INDEX messages_by_queue ON messages (queue, status, id);""",
 }
 
 STATEMENTS: dict[str, tuple[str, ...]] = {
@@ -97,8 +108,14 @@ STATEMENTS: dict[str, tuple[str, ...]] = {
         "UPDATE messages SET status = 2, settled_at = :at, attempt = 1 WHERE id = :n - 1",
         "UPDATE queues SET processed = processed + 1 WHERE name = 'q' AND :n > 1",
     ),
+    "lean": (
+        "INSERT INTO messages (id, queue, status, created_at, size, content, body_ref)"
+        " VALUES (:n, 'q', 0, :at, :size, x'', :n * 1040)",
+        "UPDATE messages SET status = 2, settled_at = :at, attempt = 1 WHERE id = :n - 1",
+        "UPDATE queues SET processed = processed + :n WHERE name = 'q' AND :n % 1000 = 0",
+    ),
 }
-APPENDS_BODY = {"segments"}
+APPENDS_BODY = {"segments", "lean"}
 """Schemas whose body goes to a file beside the database, written before the commit."""
 """Each transaction: message ``n``'s publish, then message ``n - 1``'s ack."""
 

@@ -22,7 +22,14 @@ if TYPE_CHECKING:
 
     from .segments import SegmentLog
 
-__all__ = ["stage_bodies", "transaction", "write_last_id", "write_step"]
+__all__ = [
+    "stage_bodies",
+    "take_processed",
+    "transaction",
+    "write_last_id",
+    "write_processed",
+    "write_step",
+]
 
 _INSERT = (
     f"INSERT INTO messages ({', '.join(ENTRY_COLUMNS)}, body_ref) "
@@ -100,7 +107,26 @@ def _write_segment(db: sqlite3.Connection, segment: Segment) -> None:
     if segment.drops:
         db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in segment.drops])
     if segment.acked:
-        db.executemany(
-            "UPDATE queues SET processed = processed + ? WHERE name = ?",
-            [(count, queue) for queue, count in segment.acked.items()],
-        )
+        write_processed(db, segment.acked)
+
+
+def take_processed(steps: Sequence[Segment | Barrier], counts: dict[str, int]) -> None:
+    """Move the plan's processed counts into ``counts`` (per queue), for `write_processed` later.
+
+    A queue deleted in the plan loses what it had counted before.
+    """
+    for step in steps:
+        if type(step) is Segment:
+            for queue, count in step.acked.items():
+                counts[queue] = counts.get(queue, 0) + count
+            step.acked = {}
+        elif type(step) is DeleteQueue:
+            counts.pop(step.name, None)
+
+
+def write_processed(db: sqlite3.Connection, counts: dict[str, int]) -> None:
+    """Add ``counts`` to the queues' processed counters."""
+    db.executemany(
+        "UPDATE queues SET processed = processed + ? WHERE name = ?",
+        [(count, queue) for queue, count in counts.items()],
+    )

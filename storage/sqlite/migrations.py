@@ -79,10 +79,23 @@ def _body_refs(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN body_ref INTEGER")
 
 
+def _no_settled_index(db: sqlite3.Connection) -> None:
+    """Drop the index of settled messages by time: every ack rewrote one of its pages.
+
+    At a low rate each message commits on its own, and a commit writes
+    every page it touches whole to the WAL: this index's newest leaf was
+    one of about five per message. What used it finds settled rows per
+    queue through ``messages_by_queue`` instead (``(queue, 2 or 3, id)``,
+    a range kept short by the retention count).
+    """
+    db.execute("DROP INDEX IF EXISTS messages_settled")
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
     (3, _body_refs),
+    (4, _no_settled_index),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -26,14 +26,18 @@ def prune_batch(
 
     Returns how many rows went, and whether a statement deleted a full batch.
     """
-    cursor = db.execute(
-        "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
-        "WHERE status = 2 AND settled_at < ? LIMIT ?)",
-        (now - retention_s, PRUNE_BATCH),
-    )
-    deleted = max(cursor.rowcount, 0)
-    full = deleted == PRUNE_BATCH
+    deleted = 0
+    full = False
     for (queue,) in db.execute("SELECT name FROM queues").fetchall():
+        # Per queue, through messages_by_queue: no index by settled time (schema 4).
+        cursor = db.execute(
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+            "WHERE queue = ? AND status = 2 AND settled_at < ? LIMIT ?)",
+            (queue, now - retention_s, PRUNE_BATCH),
+        )
+        by_time = max(cursor.rowcount, 0)
+        deleted += by_time
+        full = full or by_time == PRUNE_BATCH
         cursor = db.execute(
             "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
             "WHERE queue = ? AND status = 2 ORDER BY id DESC LIMIT ? OFFSET ?)",
@@ -47,14 +51,14 @@ def prune_batch(
 
 def prune_failed(db: sqlite3.Connection, before: float) -> dict[str, int]:
     """Delete failed messages settled before ``before``; return how many per queue."""
+    counts: dict[str, int] = {}
     with transaction(db):
-        counts = dict(
-            db.execute(
-                "SELECT queue, count(*) FROM messages WHERE status = 3 AND settled_at < ? "
-                "GROUP BY queue",
-                (before,),
-            ).fetchall()
-        )
-        if counts:
-            db.execute("DELETE FROM messages WHERE status = 3 AND settled_at < ?", (before,))
+        # Per queue, through messages_by_queue: no index by settled time (schema 4).
+        for (queue,) in db.execute("SELECT name FROM queues").fetchall():
+            count = db.execute(
+                "DELETE FROM messages WHERE queue = ? AND status = 3 AND settled_at < ?",
+                (queue, before),
+            ).rowcount
+            if count > 0:
+                counts[queue] = count
         return counts

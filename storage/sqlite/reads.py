@@ -24,6 +24,7 @@ from ..rows import (
 from .segments import OFFSET_BITS
 
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Sequence
 
     import aiosqlite
@@ -77,19 +78,18 @@ def _message(row: Any, horizon: DeliveryHorizon) -> StoredMessage:
     return stored_message(row[:_REF], horizon)
 
 
-async def load_queues(reader: aiosqlite.Connection) -> list[StoredQueue]:
-    """Every queue with its options, processed count and failed count."""
-    failed: dict[str, int] = {}
-    async with reader.execute(
-        "SELECT queue, count(*) FROM messages WHERE status = 3 GROUP BY queue"
-    ) as cursor:
-        async for queue, count in cursor:
-            failed[queue] = count
-    queues = []
-    async with reader.execute(f"SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name") as cursor:
-        async for row in cursor:
-            queues.append(stored_queue(row, failed.get(row[0], 0)))
-    return queues
+def load_queues(db: sqlite3.Connection, unsaved: dict[str, int]) -> list[StoredQueue]:
+    """Every queue with its options, processed count and failed count (writer thread).
+
+    ``unsaved``: processed counts not written yet (`SQLiteStorage`), added
+    to the stored ones. Failed counts go through messages_by_queue per
+    queue (no index leads with the status since schema 4).
+    """
+    rows = db.execute(
+        f"SELECT {QUEUE_COLUMNS}, (SELECT count(*) FROM messages "
+        "WHERE queue = queues.name AND status = 3) FROM queues ORDER BY name"
+    ).fetchall()
+    return [stored_queue((*row[:4], row[4] + unsaved.get(row[0], 0)), row[5]) for row in rows]
 
 
 async def replay(

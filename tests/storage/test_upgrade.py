@@ -270,3 +270,15 @@ async def test_serve_refuses_a_postgres_database_from_a_newer_release(
     assert NEWER.format(POSTGRES_VERSION) in str(caught.value)
     rows = await _sql(fresh_postgres, "SELECT version FROM public.broker_schema_version")
     assert sorted(row["version"] for row in rows) == [2, 99]
+
+
+async def test_the_sqlite_settled_index_is_dropped(release: Upgraded) -> None:
+    """Schema 4: the upgraded file has no index by settled time (every ack rewrote a page of it)."""
+    if release.kind != "sqlite":
+        pytest.skip("SQLite's schema step")
+    db = sqlite3.connect(release.server.settings.sqlite_path)
+    try:
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    finally:
+        db.close()
+    assert "messages_settled" not in names and "messages_by_queue" in names
