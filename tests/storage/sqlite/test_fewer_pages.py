@@ -39,7 +39,7 @@ async def test_an_ack_waits_for_the_next_publish_then_commits_with_it(tmp_path: 
     try:
         await write(storage, put_queue(), Insert("q", entry(1)))
         batches = storage.batch_stats.batches
-        storage.write([DeliverOp(1, 1, NOW), AckOp("q", 1, NOW)])
+        _ = storage.write([DeliverOp(1, 1, NOW), AckOp("q", 1, NOW)])
         await asyncio.sleep(0.2)
         assert _status(path, 1) == 0, "the ack waits"
         await write(storage, Insert("q", entry(2)))
@@ -70,7 +70,7 @@ async def test_a_read_does_not_wait_for_the_linger(tmp_path: Path) -> None:
     await storage.open()
     try:
         await write(storage, put_queue(), Insert("q", entry(1)))
-        storage.write([DeliverOp(1, 1, NOW), AckOp("q", 1, NOW)])
+        _ = storage.write([DeliverOp(1, 1, NOW), AckOp("q", 1, NOW)])
         message = await asyncio.wait_for(storage.get_message(1), 2)
         assert message is not None and int(message.status) == 2
     finally:
