@@ -19,8 +19,8 @@ It shows how far a schema can get before any broker code runs:
   the body appended to a file beside the database before the commit, the
   row holding state and a reference, with the broker's two indexes and the
   queue's processed counter the ack adds to;
-* ``lean``: schema 4: ``segments`` without the index by settled time, the
-  processed counter written once a second (`storage.sqlite.store`).
+* ``lean``: schema 4: ``segments`` without the index by settled time, and
+  no processed counter to add to (stored processed rows are counted).
 
 WAL frames are whole pages and a checkpoint copies each page again, so a
 commit costs at least a page per table it touches plus the body's second copy.
@@ -112,7 +112,6 @@ STATEMENTS: dict[str, tuple[str, ...]] = {
         "INSERT INTO messages (id, queue, status, created_at, size, content, body_ref)"
         " VALUES (:n, 'q', 0, :at, :size, x'', :n * 1040)",
         "UPDATE messages SET status = 2, settled_at = :at, attempt = 1 WHERE id = :n - 1",
-        "UPDATE queues SET processed = processed + :n WHERE name = 'q' AND :n % 1000 = 0",
     ),
 }
 APPENDS_BODY = {"segments", "lean"}

@@ -2,7 +2,7 @@
 
 `storage.coalesce` turns a batch into steps; here each step becomes SQL: a
 segment's inserts as one ``executemany``, one ``executemany`` per patch
-shape, then drops and processed counts; a queue-level step (put, purge,
+shape, then drops; a queue-level step (put, purge,
 delete) in its place between segments.
 """
 
@@ -22,14 +22,7 @@ if TYPE_CHECKING:
 
     from .segments import SegmentLog
 
-__all__ = [
-    "stage_bodies",
-    "take_processed",
-    "transaction",
-    "write_last_id",
-    "write_processed",
-    "write_step",
-]
+__all__ = ["stage_bodies", "transaction", "write_last_id", "write_step"]
 
 _INSERT = (
     f"INSERT INTO messages ({', '.join(ENTRY_COLUMNS)}, body_ref) "
@@ -106,27 +99,5 @@ def _write_segment(db: sqlite3.Connection, segment: Segment) -> None:
         db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
     if segment.drops:
         db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in segment.drops])
-    if segment.acked:
-        write_processed(db, segment.acked)
-
-
-def take_processed(steps: Sequence[Segment | Barrier], counts: dict[str, int]) -> None:
-    """Move the plan's processed counts into ``counts`` (per queue), for `write_processed` later.
-
-    A queue deleted in the plan loses what it had counted before.
-    """
-    for step in steps:
-        if type(step) is Segment:
-            for queue, count in step.acked.items():
-                counts[queue] = counts.get(queue, 0) + count
-            step.acked = {}
-        elif type(step) is DeleteQueue:
-            counts.pop(step.name, None)
-
-
-def write_processed(db: sqlite3.Connection, counts: dict[str, int]) -> None:
-    """Add ``counts`` to the queues' processed counters."""
-    db.executemany(
-        "UPDATE queues SET processed = processed + ? WHERE name = ?",
-        [(count, queue) for queue, count in counts.items()],
-    )
+    # ``segment.acked`` is not written: a queue's processed count is its processed
+    # rows plus those pruned (schema 4), so an ack touches no queue row.

@@ -79,23 +79,30 @@ def _body_refs(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN body_ref INTEGER")
 
 
-def _no_settled_index(db: sqlite3.Connection) -> None:
-    """Drop the index of settled messages by time: every ack rewrote one of its pages.
+def _fewer_pages_per_ack(db: sqlite3.Connection) -> None:
+    """An ack rewrites fewer pages: no index by settled time, no queue row to add to.
 
     At a low rate each message commits on its own, and a commit writes
-    every page it touches whole to the WAL: this index's newest leaf was
-    one of about five per message. What used it finds settled rows per
-    queue through ``messages_by_queue`` instead (``(queue, 2 or 3, id)``,
-    a range kept short by the retention count).
+    every page it touches whole to the WAL: the index ``messages_settled``
+    and the queue's row were two of about five pages per message. Settled
+    rows are found per queue through ``messages_by_queue`` (``(queue, 2 or
+    3, id)``, ranges the retention count keeps short); ``queues.processed``
+    now counts the processed messages pruned, those still stored are
+    counted when queues load, so after any crash the count agrees with the
+    rows.
     """
     db.execute("DROP INDEX IF EXISTS messages_settled")
+    db.execute(
+        "UPDATE queues SET processed = processed - (SELECT count(*) FROM messages "
+        "WHERE queue = queues.name AND status = 2)"
+    )
 
 
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
     (3, _body_refs),
-    (4, _no_settled_index),
+    (4, _fewer_pages_per_ack),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -78,18 +78,20 @@ def _message(row: Any, horizon: DeliveryHorizon) -> StoredMessage:
     return stored_message(row[:_REF], horizon)
 
 
-def load_queues(db: sqlite3.Connection, unsaved: dict[str, int]) -> list[StoredQueue]:
+def load_queues(db: sqlite3.Connection) -> list[StoredQueue]:
     """Every queue with its options, processed count and failed count (writer thread).
 
-    ``unsaved``: processed counts not written yet (`SQLiteStorage`), added
-    to the stored ones. Failed counts go through messages_by_queue per
-    queue (no index leads with the status since schema 4).
+    Since schema 4 a queue's row counts the processed messages pruned; those
+    still stored are counted here (an ack writes no queue row). Both counts
+    go through messages_by_queue, ranges the retention count keeps short.
     """
     rows = db.execute(
-        f"SELECT {QUEUE_COLUMNS}, (SELECT count(*) FROM messages "
-        "WHERE queue = queues.name AND status = 3) FROM queues ORDER BY name"
+        f"SELECT {QUEUE_COLUMNS}, "
+        "(SELECT count(*) FROM messages WHERE queue = queues.name AND status = 2), "
+        "(SELECT count(*) FROM messages WHERE queue = queues.name AND status = 3) "
+        "FROM queues ORDER BY name"
     ).fetchall()
-    return [stored_queue((*row[:4], row[4] + unsaved.get(row[0], 0)), row[5]) for row in rows]
+    return [stored_queue((*row[:4], row[4] + row[5]), row[6]) for row in rows]
 
 
 async def replay(

@@ -44,14 +44,7 @@ from ..retention import prune_in_batches
 from ..rows import NO_HORIZON, DeliveryHorizon
 from . import pruning, reads
 from .accounts import SQLiteAccountStore
-from .batches import (
-    stage_bodies,
-    take_processed,
-    transaction,
-    write_last_id,
-    write_processed,
-    write_step,
-)
+from .batches import stage_bodies, transaction, write_last_id, write_step
 from .checkpointer import Checkpointer
 from .migrations import migrate
 from .segments import HIGHEST_REF_SQL, SegmentLog, segments_path, unpack_ref
@@ -94,13 +87,6 @@ _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file is trimmed to when it starts over (it is reused, not regrown, below that)."""
 _SWEEP_INTERVAL_S = 30.0
 """The most often `SQLiteStorage.prune` looks for segments no row references any more."""
-_PROCESSED_INTERVAL_S = 1.0
-"""The most often the queues' processed counters are written (with a batch).
-
-Each write rewrote the queues table's page: at a low rate, one page of WAL
-per message. Kept in memory meanwhile; a crash loses at most this long of
-counting (the messages are processed all the same), a clean stop none.
-"""
 _WRITER_CACHE_BYTES = 8 * 1024 * 1024
 """The writer's page cache: the pages new rows go to and the recent rows acks rewrite."""
 _READER_CACHE_BYTES = 8 * 1024 * 1024
@@ -204,8 +190,6 @@ class SQLiteStorage:
         self._accounts = SQLiteAccountStore(self.writer, lambda: self.reader)
         self._last_id = 0
         self._recorded_id = 0
-        self._processed: dict[str, int] = {}
-        self._processed_at = 0.0
         self._horizon = NO_HORIZON
 
     @property
@@ -395,11 +379,8 @@ class SQLiteStorage:
         await self._close_db()
 
     def _mark_clean(self, db: sqlite3.Connection) -> None:
-        """Write the processed counts still in memory and the clean mark (writer thread)."""
-        with transaction(db):
-            write_processed(db, self._processed)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
-        self._processed = {}
+        """Write the clean mark (writer thread)."""
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
 
     async def crash(self) -> None:
         """Stop as ``kill -9`` would (tests): what is buffered is dropped, no clean mark."""
@@ -442,22 +423,11 @@ class SQLiteStorage:
         # Bodies reach their segment before the commit that references them.
         stage_bodies(plan.steps, self.bodies, self.inline_max)
         self.bodies.write()
-        # Counted behind (`_PROCESSED_INTERVAL_S`); a retried batch counts from the same start.
-        processed = dict(self._processed)
-        take_processed(plan.steps, processed)
-        now = time.monotonic()
-        count = bool(processed) and now - self._processed_at >= _PROCESSED_INTERVAL_S
         with transaction(db):
             for step in plan.steps:
                 write_step(db, step)
             if record:
                 write_last_id(db, plan.last_id)
-            if count:
-                write_processed(db, processed)
-        if count:
-            processed = {}
-            self._processed_at = now
-        self._processed = processed
         # Only once committed: a failed batch is retried and must write it again.
         if plan.last_id != self._last_id:
             # New ids committed: the WAL now holds them (`storage.sqlite.watermark`).
@@ -481,8 +451,7 @@ class SQLiteStorage:
     async def load_queues(self) -> list[StoredQueue]:
         """Every queue with its options, processed count and failed count."""
         await self.writer.flush()
-        # In the writer thread: the counts not written yet change there, with the rows.
-        return await self.writer.call(lambda db: reads.load_queues(db, self._processed))
+        return await self.writer.call(reads.load_queues)
 
     async def replay(self, queue: str, now: float, dedup_window_s: float = 0.0) -> ReplayedQueue:
         """Ids, priorities and sizes of ready messages in id order; delayed ones as entries."""

@@ -77,19 +77,19 @@ async def test_a_read_does_not_wait_for_the_linger(tmp_path: Path) -> None:
         await storage.close()
 
 
-async def test_processed_counts_are_written_behind_and_at_a_clean_stop(tmp_path: Path) -> None:
-    """Counts wait in memory (``load_queues`` adds them), are written at close and kept."""
+async def test_processed_counts_rows_and_pruned_ones_after_a_crash(tmp_path: Path) -> None:
+    """An ack writes no queue row; the count is the processed rows plus those pruned, exact."""
     path = tmp_path / "broker.db"
-    storage = SQLiteStorage(path, settle_linger_ms=0)
+    storage = SQLiteStorage(path, settle_linger_ms=0, processed_retention_count=2)
     await storage.open()
     await write(storage, put_queue(), put_queue("r"), *(Insert("q", entry(i)) for i in range(1, 6)))
     for i in range(1, 6):
         await write(storage, DeliverOp(i, 1, NOW), AckOp("q", i, NOW))
-    # The first ack's batch wrote its count; the next ones, within a second, wait.
-    assert _processed(path) < 5
+    assert _processed(path) == 0
     assert {q.name: q.processed for q in await storage.load_queues()} == {"q": 5, "r": 0}
-    await storage.close()
-    assert _processed(path) == 5
+    assert await storage.prune(time.time()) == 3
+    assert _processed(path) == 3
+    await storage.crash()
     again = SQLiteStorage(path)
     await again.open()
     try:
@@ -98,21 +98,18 @@ async def test_processed_counts_are_written_behind_and_at_a_clean_stop(tmp_path:
         await again.close()
 
 
-async def test_a_deleted_queue_forgets_its_unwritten_count(tmp_path: Path) -> None:
-    """A queue deleted and made again starts at 0, not at what was counted before."""
-    path = tmp_path / "broker.db"
-    storage = SQLiteStorage(path, settle_linger_ms=0)
+async def test_a_deleted_queue_made_again_counts_from_zero(tmp_path: Path) -> None:
+    """A queue deleted and made again starts at 0."""
+    storage = SQLiteStorage(tmp_path / "broker.db", settle_linger_ms=0)
     await storage.open()
     try:
-        await write(storage, put_queue(), Insert("q", entry(1)), Insert("q", entry(2)))
+        await write(storage, put_queue(), Insert("q", entry(1)))
         await write(storage, DeliverOp(1, 1, NOW), AckOp("q", 1, NOW))
-        await write(storage, DeliverOp(2, 1, NOW), AckOp("q", 2, NOW))
         await write(storage, DeleteQueue("q"))
         await write(storage, put_queue())
         assert [q.processed for q in await storage.load_queues()] == [0]
     finally:
         await storage.close()
-    assert _processed(path) == 0
 
 
 async def test_a_new_database_has_no_index_by_settled_time(tmp_path: Path) -> None:
