@@ -127,7 +127,7 @@ def _systems(
     for mode in synchronous:
         for size in page_sizes:
             pages = f"{size // KIB} KiB" if size >= KIB else f"{size} B"
-            if baseline is not None:
+            if baseline is not None and size == page_sizes[0]:
                 # The older tree as it would run with the same settings.
                 yield (
                     f"wsbroker before ({baseline.name}), {mode}, {pages} pages",

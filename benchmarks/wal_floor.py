@@ -80,6 +80,17 @@ SCHEMAS = {
             settled_at REAL NOT NULL DEFAULT 0, size INTEGER NOT NULL, content BLOB NOT NULL,
             body_ref INTEGER);
         CREATE INDEX messages_by_queue ON messages (queue, status, id);""",
+    "partial": """
+        CREATE TABLE queues (name TEXT PRIMARY KEY, processed INTEGER NOT NULL DEFAULT 0)
+            WITHOUT ROWID;
+        INSERT INTO queues VALUES ('q', 0);
+        CREATE TABLE messages (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, status INTEGER NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+            settled_at REAL NOT NULL DEFAULT 0, size INTEGER NOT NULL, content BLOB NOT NULL,
+            body_ref INTEGER);
+        CREATE INDEX messages_ready ON messages (queue, id) WHERE status = 0;
+        CREATE INDEX messages_processed ON messages (queue, id) WHERE status = 2;
+        CREATE INDEX messages_failed ON messages (queue, id) WHERE status = 3;""",
 }
 
 STATEMENTS: dict[str, tuple[str, ...]] = {
@@ -113,8 +124,13 @@ STATEMENTS: dict[str, tuple[str, ...]] = {
         " VALUES (:n, 'q', 0, :at, :size, x'', :n * 1040)",
         "UPDATE messages SET status = 2, settled_at = :at, attempt = 1 WHERE id = :n - 1",
     ),
+    "partial": (
+        "INSERT INTO messages (id, queue, status, created_at, size, content, body_ref)"
+        " VALUES (:n, 'q', 1, :at, :size, x'', :n * 1040)",
+        "UPDATE messages SET status = 2, settled_at = :at, attempt = 1 WHERE id = :n - 1",
+    ),
 }
-APPENDS_BODY = {"segments", "lean"}
+APPENDS_BODY = {"segments", "lean", "partial"}
 """Schemas whose body goes to a file beside the database, written before the commit."""
 """Each transaction: message ``n``'s publish, then message ``n - 1``'s ack."""
 

@@ -80,18 +80,30 @@ def _body_refs(db: sqlite3.Connection) -> None:
 
 
 def _fewer_pages_per_ack(db: sqlite3.Connection) -> None:
-    """An ack rewrites fewer pages: no index by settled time, no queue row to add to.
+    """An ack rewrites fewer pages: indexes that a status change leaves alone, no counter row.
 
     At a low rate each message commits on its own, and a commit writes
-    every page it touches whole to the WAL: the index ``messages_settled``
-    and the queue's row were two of about five pages per message. Settled
-    rows are found per queue through ``messages_by_queue`` (``(queue, 2 or
-    3, id)``, ranges the retention count keeps short); ``queues.processed``
-    now counts the processed messages pruned, those still stored are
-    counted when queues load, so after any crash the count agrees with the
-    rows.
+    every page it touches whole to the WAL. ``messages_by_queue``
+    ``(queue, status, id)`` moved a message's entry with each status (two
+    or three leaves per message), ``messages_settled`` took one more and
+    the queue's ``processed`` row another. Now partial indexes
+    ``(queue, id)`` per status hold pending, processed and failed
+    messages: a message published and delivered in one commit (the usual
+    case) gets no entry until its ack adds one at the newest leaf of
+    ``messages_processed``. Messages being processed have none (recovery
+    finds them by a scan at start, `browse` of that status scans by id),
+    deduplication ids one of their own. ``queues.processed`` now counts the
+    processed messages pruned; those still stored are counted when queues
+    load, so after any crash the count agrees with the rows.
     """
     db.execute("DROP INDEX IF EXISTS messages_settled")
+    db.execute("DROP INDEX IF EXISTS messages_by_queue")
+    db.execute("CREATE INDEX messages_ready ON messages (queue, id) WHERE status = 0")
+    db.execute("CREATE INDEX messages_processed ON messages (queue, id) WHERE status = 2")
+    db.execute("CREATE INDEX messages_failed ON messages (queue, id) WHERE status = 3")
+    db.execute(
+        "CREATE INDEX messages_dedup ON messages (queue, dedup_id) WHERE dedup_id IS NOT NULL"
+    )
     db.execute(
         "UPDATE queues SET processed = processed - (SELECT count(*) FROM messages "
         "WHERE queue = queues.name AND status = 2)"

@@ -31,7 +31,7 @@ def prune_batch(
     deleted = 0
     full = False
     for (queue,) in db.execute("SELECT name FROM queues").fetchall():
-        # Per queue, through messages_by_queue (no index by settled time since
+        # Per queue, through messages_processed (no index by settled time since
         # schema 4); the queue's row counts what goes, in the same transaction.
         with transaction(db):
             cursor = db.execute(
@@ -60,7 +60,7 @@ def prune_failed(db: sqlite3.Connection, before: float) -> dict[str, int]:
     """Delete failed messages settled before ``before``; return how many per queue."""
     counts: dict[str, int] = {}
     with transaction(db):
-        # Per queue, through messages_by_queue: no index by settled time (schema 4).
+        # Per queue, through messages_failed: no index by settled time (schema 4).
         for (queue,) in db.execute("SELECT name FROM queues").fetchall():
             count = db.execute(
                 "DELETE FROM messages WHERE queue = ? AND status = 3 AND settled_at < ?",

@@ -82,8 +82,8 @@ def load_queues(db: sqlite3.Connection) -> list[StoredQueue]:
     """Every queue with its options, processed count and failed count (writer thread).
 
     Since schema 4 a queue's row counts the processed messages pruned; those
-    still stored are counted here (an ack writes no queue row). Both counts
-    go through messages_by_queue, ranges the retention count keeps short.
+    still stored are counted here (an ack writes no queue row), through the
+    partial indexes of processed and failed messages.
     """
     rows = db.execute(
         f"SELECT {QUEUE_COLUMNS}, "
@@ -167,8 +167,8 @@ async def browse(
     sql = f"{_SELECT} WHERE queue = ? AND id > ?"
     params: tuple[Any, ...] = (queue, after or 0)
     if status is not None:
-        sql += " AND status = ?"
-        params += (int(status),)
+        # A literal status: SQLite uses a partial index only for a constant (schema 4).
+        sql += f" AND status = {int(status)}"
     sql += " ORDER BY id LIMIT ?"
     async with reader.execute(sql, (*params, limit)) as cursor:
         rows = list(await cursor.fetchall())
@@ -178,9 +178,11 @@ async def browse(
 async def retryable_ids(reader: aiosqlite.Connection, queue: str, limit: int) -> list[int]:
     """Failed messages of ``queue`` and its dead-lettered pending ones, oldest first."""
     async with reader.execute(
-        "SELECT id FROM messages WHERE queue = ? AND (status = 3 OR "
-        "(status = 0 AND dead_lettered_from IS NOT NULL)) ORDER BY id LIMIT ?",
-        (queue, limit),
+        # Two partial indexes (schema 4), one per status.
+        "SELECT id FROM (SELECT id FROM messages WHERE queue = ? AND status = 3 "
+        "UNION ALL SELECT id FROM messages WHERE queue = ? AND status = 0 "
+        "AND dead_lettered_from IS NOT NULL) ORDER BY id LIMIT ?",
+        (queue, queue, limit),
     ) as cursor:
         return [row[0] for row in await cursor.fetchall()]
 

@@ -126,4 +126,5 @@ async def test_a_new_database_has_no_index_by_settled_time(tmp_path: Path) -> No
         await storage.close()
     with sqlite3.connect(path) as db:
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-    assert "messages_settled" not in names and "messages_by_queue" in names
+    assert {"messages_settled", "messages_by_queue"}.isdisjoint(names)
+    assert {"messages_ready", "messages_processed", "messages_failed"} <= names
