@@ -19,8 +19,13 @@ It shows how far a schema can get before any broker code runs:
   the body appended to a file beside the database before the commit, the
   row holding state and a reference, with the broker's two indexes and the
   queue's processed counter the ack adds to;
-* ``lean``: schema 4: ``segments`` without the index by settled time, and
-  no processed counter to add to (stored processed rows are counted).
+* ``lean``: ``segments`` without the index by settled time, and no
+  processed counter to add to (a step towards schema 4);
+* ``partial``: schema 4 (`storage.sqlite.migrations`): partial indexes
+  ``(queue, id)`` per status instead of ``(queue, status, id)``, no
+  counter; the message is inserted delivered (status 1), as the broker
+  writes a publish pushed to a waiting consumer in the same turn, so its
+  only index entry is its ack's.
 
 WAL frames are whole pages and a checkpoint copies each page again, so a
 commit costs at least a page per table it touches plus the body's second copy.
