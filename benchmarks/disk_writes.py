@@ -102,14 +102,14 @@ def _ours(page_size: int, synchronous: str) -> Ours:
 
 
 @contextlib.contextmanager
-def _baseline(tree: Path, page_size: int) -> Iterator[Ours]:
+def _baseline(tree: Path, page_size: int, synchronous: str = "NORMAL") -> Iterator[Ours]:
     """Our broker as the source tree ``tree`` has it (an older commit), on this harness.
 
     ``python -m transports`` imports from its working directory first, so
     the server is started from ``tree``; the clients stay this tree's.
     """
     here = Path.cwd()
-    ours = Ours(BROKER_SQLITE_PAGE_SIZE=str(page_size))
+    ours = Ours(BROKER_SQLITE_PAGE_SIZE=str(page_size), BROKER_SQLITE_SYNCHRONOUS=synchronous)
     os.chdir(tree)
     try:
         entered = ours.__enter__()
@@ -124,14 +124,15 @@ def _baseline(tree: Path, page_size: int) -> Iterator[Ours]:
 def _systems(
     synchronous: list[str], page_sizes: list[int], baseline: Path | None
 ) -> Iterator[tuple[str, Callable[[], Any]]]:
-    if baseline is not None:
-        yield (
-            f"wsbroker before ({baseline.name}), NORMAL, 16 KiB pages",
-            partial(_baseline, baseline, 16384),
-        )
     for mode in synchronous:
         for size in page_sizes:
             pages = f"{size // KIB} KiB" if size >= KIB else f"{size} B"
+            if baseline is not None and size == page_sizes[0]:
+                # The older tree as it would run with the same settings.
+                yield (
+                    f"wsbroker before ({baseline.name}), {mode}, {pages} pages",
+                    partial(_baseline, baseline, size, mode),
+                )
             yield f"wsbroker {mode}, {pages} pages", partial(_ours, size, mode)
     for peer in (RabbitMQ, Nats):
         reason = peer.unavailable()

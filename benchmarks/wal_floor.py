@@ -18,7 +18,14 @@ It shows how far a schema can get before any broker code runs:
 * ``segments``: the broker's layout since schema 3 (`storage.sqlite.segments`):
   the body appended to a file beside the database before the commit, the
   row holding state and a reference, with the broker's two indexes and the
-  queue's processed counter the ack adds to.
+  queue's processed counter the ack adds to;
+* ``lean``: ``segments`` without the index by settled time, and no
+  processed counter to add to (a step towards schema 4);
+* ``partial``: schema 4 (`storage.sqlite.migrations`): partial indexes
+  ``(queue, id)`` per status instead of ``(queue, status, id)``, no
+  counter; the message is inserted delivered (status 1), as the broker
+  writes a publish pushed to a waiting consumer in the same turn, so its
+  only index entry is its ack's.
 
 WAL frames are whole pages and a checkpoint copies each page again, so a
 commit costs at least a page per table it touches plus the body's second copy.
@@ -69,6 +76,26 @@ SCHEMAS = {
             body_ref INTEGER);
         CREATE INDEX messages_by_queue ON messages (queue, status, id);
         CREATE INDEX messages_settled ON messages (status, settled_at) WHERE status >= 2;""",
+    "lean": """
+        CREATE TABLE queues (name TEXT PRIMARY KEY, processed INTEGER NOT NULL DEFAULT 0)
+            WITHOUT ROWID;
+        INSERT INTO queues VALUES ('q', 0);
+        CREATE TABLE messages (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, status INTEGER NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+            settled_at REAL NOT NULL DEFAULT 0, size INTEGER NOT NULL, content BLOB NOT NULL,
+            body_ref INTEGER);
+        CREATE INDEX messages_by_queue ON messages (queue, status, id);""",
+    "partial": """
+        CREATE TABLE queues (name TEXT PRIMARY KEY, processed INTEGER NOT NULL DEFAULT 0)
+            WITHOUT ROWID;
+        INSERT INTO queues VALUES ('q', 0);
+        CREATE TABLE messages (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, status INTEGER NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+            settled_at REAL NOT NULL DEFAULT 0, size INTEGER NOT NULL, content BLOB NOT NULL,
+            body_ref INTEGER);
+        CREATE INDEX messages_ready ON messages (queue, id) WHERE status = 0;
+        CREATE INDEX messages_processed ON messages (queue, id) WHERE status = 2;
+        CREATE INDEX messages_failed ON messages (queue, id) WHERE status = 3;""",
 }
 
 STATEMENTS: dict[str, tuple[str, ...]] = {
@@ -97,8 +124,18 @@ STATEMENTS: dict[str, tuple[str, ...]] = {
         "UPDATE messages SET status = 2, settled_at = :at, attempt = 1 WHERE id = :n - 1",
         "UPDATE queues SET processed = processed + 1 WHERE name = 'q' AND :n > 1",
     ),
+    "lean": (
+        "INSERT INTO messages (id, queue, status, created_at, size, content, body_ref)"
+        " VALUES (:n, 'q', 0, :at, :size, x'', :n * 1040)",
+        "UPDATE messages SET status = 2, settled_at = :at, attempt = 1 WHERE id = :n - 1",
+    ),
+    "partial": (
+        "INSERT INTO messages (id, queue, status, created_at, size, content, body_ref)"
+        " VALUES (:n, 'q', 1, :at, :size, x'', :n * 1040)",
+        "UPDATE messages SET status = 2, settled_at = :at, attempt = 1 WHERE id = :n - 1",
+    ),
 }
-APPENDS_BODY = {"segments"}
+APPENDS_BODY = {"segments", "lean", "partial"}
 """Schemas whose body goes to a file beside the database, written before the commit."""
 """Each transaction: message ``n``'s publish, then message ``n - 1``'s ack."""
 

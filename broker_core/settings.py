@@ -54,6 +54,7 @@ _SYNCHRONOUS = ("NORMAL", "FULL")
 _NON_NEGATIVE = frozenset(
     {
         "flush_interval_ms",
+        "sqlite_settle_linger_ms",
         "processed_retention_s",
         "processed_retention_count",
         "failed_retention_s",
@@ -158,6 +159,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     1,000 msg/s about 3 KiB per message with 1 KiB pages, 16 with 4 KiB,
     40-64 with 16 KiB; ``python -m benchmarks.disk_writes``, the README's
     disk writes section). A database keeps the page size it was made with.
+    """
+    sqlite_settle_linger_ms: float = 50.0
+    """How long acks, nacks and deliveries may wait to commit with the next publish (SQLite).
+
+    Nobody waits for their commit (an ack is answered once the queue's
+    state changed); one lost in a crash redelivers its message, marked
+    redelivered. At low rates they ride publish commits instead of costing
+    commits of their own (README, Disk writes). 0 commits them at once.
     """
     accept_data_loss: bool = False
     """Start on a SQLite database that lost writes it had committed (a truncated or

@@ -89,6 +89,7 @@ def storage_from_settings(settings: Settings) -> StorageBackend:
         synchronous=settings.sqlite_synchronous,
         page_size=settings.sqlite_page_size,
         linger_ms=settings.flush_interval_ms,
+        settle_linger_ms=settings.sqlite_settle_linger_ms,
         max_batch=settings.flush_max_ops,
         processed_retention_s=settings.processed_retention_s,
         processed_retention_count=settings.processed_retention_count,

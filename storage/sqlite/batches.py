@@ -2,7 +2,7 @@
 
 `storage.coalesce` turns a batch into steps; here each step becomes SQL: a
 segment's inserts as one ``executemany``, one ``executemany`` per patch
-shape, then drops and processed counts; a queue-level step (put, purge,
+shape, then drops; a queue-level step (put, purge,
 delete) in its place between segments.
 """
 
@@ -113,8 +113,5 @@ def _write_segment(db: sqlite3.Connection, segment: Segment) -> None:
         )
     if segment.drops:
         db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in segment.drops])
-    if segment.acked:
-        db.executemany(
-            "UPDATE queues SET processed = processed + ? WHERE name = ?",
-            [(count, queue) for queue, count in segment.acked.items()],
-        )
+    # ``segment.acked`` is not written: a queue's processed count is its processed
+    # rows plus those pruned (schema 4), so an ack touches no queue row.

@@ -8,7 +8,8 @@ version table itself, ``schema_version(version, applied_at, release)``,
 one row per step (the steps a database got before the table existed have
 no time or release). Later steps: 3 topics and their bindings, 4 service
 tokens, 5 ``schedules`` (`.schedules`), 6 ``messages.body_ref`` (bodies in
-segment files, `.segments`).
+segment files, `.segments`), 7 webhooks, 8 ``messages.msg_group``, 9
+message histories and ack results, 10 indexes an ack leaves alone.
 
 ``PRAGMA user_version`` is kept equal to the newest step, in the same
 transaction: it is what release 0.1.0 reads, so an older broker refuses a
@@ -120,6 +121,37 @@ def _history_tables(db: sqlite3.Connection) -> None:
     )
 
 
+def _fewer_pages_per_ack(db: sqlite3.Connection) -> None:
+    """An ack rewrites fewer pages: indexes that a status change leaves alone, no counter row.
+
+    At a low rate each message commits on its own, and a commit writes
+    every page it touches whole to the WAL. ``messages_by_queue``
+    ``(queue, status, id)`` moved a message's entry with each status (two
+    or three leaves per message), ``messages_settled`` took one more and
+    the queue's ``processed`` row another. Now partial indexes
+    ``(queue, id)`` per status hold pending, processed and failed
+    messages: a message published and delivered in one commit (the usual
+    case) gets no entry until its ack adds one at the newest leaf of
+    ``messages_processed``. Messages being processed have none (recovery
+    finds them by a scan at start, `browse` of that status scans by id),
+    deduplication ids one of their own. ``queues.processed`` now counts the
+    processed messages pruned; those still stored are counted when queues
+    load, so after any crash the count agrees with the rows.
+    """
+    db.execute("DROP INDEX IF EXISTS messages_settled")
+    db.execute("DROP INDEX IF EXISTS messages_by_queue")
+    db.execute("CREATE INDEX messages_ready ON messages (queue, id) WHERE status = 0")
+    db.execute("CREATE INDEX messages_processed ON messages (queue, id) WHERE status = 2")
+    db.execute("CREATE INDEX messages_failed ON messages (queue, id) WHERE status = 3")
+    db.execute(
+        "CREATE INDEX messages_dedup ON messages (queue, dedup_id) WHERE dedup_id IS NOT NULL"
+    )
+    db.execute(
+        "UPDATE queues SET processed = processed - (SELECT count(*) FROM messages "
+        "WHERE queue = queues.name AND status = 2)"
+    )
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
@@ -130,6 +162,7 @@ MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (7, create_webhooks_table),
     (8, _message_groups),
     (9, _history_tables),
+    (10, _fewer_pages_per_ack),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

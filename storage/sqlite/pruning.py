@@ -1,8 +1,10 @@
 """Deleting SQLite's retained messages: processed ones past retention, failed ones on request.
 
 Each function runs in the writer thread, after the caller recorded the
-highest message id (rows that go may have held it): `prune_batch` statement
-by statement, `prune_failed` in one transaction. `storage.retention` repeats
+highest message id (rows that go may have held it): `prune_batch` one
+transaction per queue (the processed rows it deletes are added to the
+queue's ``processed``, which counts pruned ones since schema 4),
+`prune_failed` in one transaction. `storage.retention` repeats
 `prune_batch` while batches come back full; SQLite reuses the freed pages.
 """
 
@@ -26,35 +28,44 @@ def prune_batch(
 
     Returns how many rows went, and whether a statement deleted a full batch.
     """
-    cursor = db.execute(
-        "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
-        "WHERE status = 2 AND settled_at < ? LIMIT ?)",
-        (now - retention_s, PRUNE_BATCH),
-    )
-    deleted = max(cursor.rowcount, 0)
-    full = deleted == PRUNE_BATCH
+    deleted = 0
+    full = False
     for (queue,) in db.execute("SELECT name FROM queues").fetchall():
-        cursor = db.execute(
-            "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
-            "WHERE queue = ? AND status = 2 ORDER BY id DESC LIMIT ? OFFSET ?)",
-            (queue, PRUNE_BATCH, retention_count),
-        )
-        over = max(cursor.rowcount, 0)
-        deleted += over
-        full = full or over == PRUNE_BATCH
+        # Per queue, through messages_processed (no index by settled time since
+        # schema 4); the queue's row counts what goes, in the same transaction.
+        with transaction(db):
+            cursor = db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+                "WHERE queue = ? AND status = 2 AND settled_at < ? LIMIT ?)",
+                (queue, now - retention_s, PRUNE_BATCH),
+            )
+            by_time = max(cursor.rowcount, 0)
+            cursor = db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+                "WHERE queue = ? AND status = 2 ORDER BY id DESC LIMIT ? OFFSET ?)",
+                (queue, PRUNE_BATCH, retention_count),
+            )
+            over = max(cursor.rowcount, 0)
+            if by_time + over:
+                db.execute(
+                    "UPDATE queues SET processed = processed + ? WHERE name = ?",
+                    (by_time + over, queue),
+                )
+        deleted += by_time + over
+        full = full or by_time == PRUNE_BATCH or over == PRUNE_BATCH
     return deleted, full
 
 
 def prune_failed(db: sqlite3.Connection, before: float) -> dict[str, int]:
     """Delete failed messages settled before ``before``; return how many per queue."""
+    counts: dict[str, int] = {}
     with transaction(db):
-        counts = dict(
-            db.execute(
-                "SELECT queue, count(*) FROM messages WHERE status = 3 AND settled_at < ? "
-                "GROUP BY queue",
-                (before,),
-            ).fetchall()
-        )
-        if counts:
-            db.execute("DELETE FROM messages WHERE status = 3 AND settled_at < ?", (before,))
+        # Per queue, through messages_failed: no index by settled time (schema 4).
+        for (queue,) in db.execute("SELECT name FROM queues").fetchall():
+            count = db.execute(
+                "DELETE FROM messages WHERE queue = ? AND status = 3 AND settled_at < ?",
+                (queue, before),
+            ).rowcount
+            if count > 0:
+                counts[queue] = count
         return counts

@@ -24,6 +24,7 @@ from ..rows import (
 from .segments import OFFSET_BITS
 
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Sequence
 
     import aiosqlite
@@ -77,19 +78,20 @@ def _message(row: Any, horizon: DeliveryHorizon) -> StoredMessage:
     return stored_message(row[:_REF], horizon)
 
 
-async def load_queues(reader: aiosqlite.Connection) -> list[StoredQueue]:
-    """Every queue with its options, processed count and failed count."""
-    failed: dict[str, int] = {}
-    async with reader.execute(
-        "SELECT queue, count(*) FROM messages WHERE status = 3 GROUP BY queue"
-    ) as cursor:
-        async for queue, count in cursor:
-            failed[queue] = count
-    queues = []
-    async with reader.execute(f"SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name") as cursor:
-        async for row in cursor:
-            queues.append(stored_queue(row, failed.get(row[0], 0)))
-    return queues
+def load_queues(db: sqlite3.Connection) -> list[StoredQueue]:
+    """Every queue with its options, processed count and failed count (writer thread).
+
+    Since schema 4 a queue's row counts the processed messages pruned; those
+    still stored are counted here (an ack writes no queue row), through the
+    partial indexes of processed and failed messages.
+    """
+    rows = db.execute(
+        f"SELECT {QUEUE_COLUMNS}, "
+        "(SELECT count(*) FROM messages WHERE queue = queues.name AND status = 2), "
+        "(SELECT count(*) FROM messages WHERE queue = queues.name AND status = 3) "
+        "FROM queues ORDER BY name"
+    ).fetchall()
+    return [stored_queue((*row[:4], row[4] + row[5]), row[6]) for row in rows]
 
 
 async def replay(
@@ -173,8 +175,8 @@ async def browse(
     sql = f"{_SELECT} WHERE queue = ? AND id > ?"
     params: tuple[Any, ...] = (queue, after or 0)
     if status is not None:
-        sql += " AND status = ?"
-        params += (int(status),)
+        # A literal status: SQLite uses a partial index only for a constant (schema 4).
+        sql += f" AND status = {int(status)}"
     sql += " ORDER BY id LIMIT ?"
     async with reader.execute(sql, (*params, limit)) as cursor:
         rows = list(await cursor.fetchall())
@@ -184,9 +186,11 @@ async def browse(
 async def retryable_ids(reader: aiosqlite.Connection, queue: str, limit: int) -> list[int]:
     """Failed messages of ``queue`` and its dead-lettered pending ones, oldest first."""
     async with reader.execute(
-        "SELECT id FROM messages WHERE queue = ? AND (status = 3 OR "
-        "(status = 0 AND dead_lettered_from IS NOT NULL)) ORDER BY id LIMIT ?",
-        (queue, limit),
+        # Two partial indexes (schema 4), one per status.
+        "SELECT id FROM (SELECT id FROM messages WHERE queue = ? AND status = 3 "
+        "UNION ALL SELECT id FROM messages WHERE queue = ? AND status = 0 "
+        "AND dead_lettered_from IS NOT NULL) ORDER BY id LIMIT ?",
+        (queue, queue, limit),
     ) as cursor:
         return [row[0] for row in await cursor.fetchall()]
 

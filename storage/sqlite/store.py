@@ -141,6 +141,8 @@ class SQLiteStorage:
         synchronous: ``"NORMAL"`` or ``"FULL"`` (see the module docstring).
         page_size: bytes per page if the database is new (see `PAGE_SIZE`).
         linger_ms: how long a small batch waits for company before committing.
+        settle_linger_ms: how long settlements wait to commit with a publish
+            (`storage.sqlite.writer.SETTLES`).
         max_batch: a batch this large commits without lingering.
         processed_retention_s: processed messages older than this are pruned.
         processed_retention_count: at most this many processed messages are kept per queue.
@@ -157,6 +159,7 @@ class SQLiteStorage:
         synchronous: str = "FULL",
         page_size: int = PAGE_SIZE,
         linger_ms: float = 0.0,
+        settle_linger_ms: float = 50.0,
         max_batch: int = 512,
         processed_retention_s: float = 3600.0,
         processed_retention_count: int = 10_000,
@@ -183,6 +186,7 @@ class SQLiteStorage:
             self._connect_writer,
             self._write_batch,
             linger_s=linger_ms / 1000,
+            settle_linger_s=settle_linger_ms / 1000,
             max_batch=max_batch,
             permanent=permanent_error,
         )
@@ -378,10 +382,12 @@ class SQLiteStorage:
             return
         await self.writer.drain()
         if self.writer.degraded is None:
-            await self.writer.call(
-                lambda db: db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
-            )
+            await self.writer.call(self._mark_clean)
         await self._close_db()
+
+    def _mark_clean(self, db: sqlite3.Connection) -> None:
+        """Write the clean mark (writer thread)."""
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
 
     async def crash(self) -> None:
         """Stop as ``kill -9`` would (tests): what is buffered is dropped, no clean mark."""
@@ -451,7 +457,8 @@ class SQLiteStorage:
 
     async def load_queues(self) -> list[StoredQueue]:
         """Every queue with its options, processed count and failed count."""
-        return await reads.load_queues(self.reader)
+        await self.writer.flush()
+        return await self.writer.call(reads.load_queues)
 
     async def replay(self, queue: str, now: float, dedup_window_s: float = 0.0) -> ReplayedQueue:
         """Ids, priorities and sizes of ready messages in id order; delayed ones as entries."""

@@ -17,6 +17,15 @@ database goes through this thread and its one connection, so two
 transactions never interleave and none waits on SQLite's file lock. Reads
 go through another connection (WAL lets them run beside a commit).
 
+Settlements (deliveries, acks, nacks, releases) wait for company
+(``settle_linger_s``): nobody awaits their commit (an ack is answered once
+the queue's state changed, and losing it in a crash only redelivers its
+message, marked redelivered), so they commit with the next publish, or
+once they have waited that long. At low rates this halves the commits, and
+the pages each commit rewrites (`storage.sqlite.store`, the README's "Disk
+writes"). Any other operation, an empty write (a confirm waiting for what
+is buffered) and `SQLiteWriter.flush` commit at once.
+
 When a commit fails, the batch's future fails (its publishers get 503) and
 its publishes are withdrawn for good; the rest is retried with backoff
 while the writer is `degraded` (publishes are refused up front), or given
@@ -34,6 +43,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger
 
+from broker_core.journal import AckOp, DeliverOp, Fail, Release, Requeue
+
 from ..commit_health import FIRST_RETRY_S, LAST_RETRY_S, CommitHealth, Retry, ignore_unretrieved
 from ..errors import StorageUnavailable
 
@@ -43,7 +54,10 @@ if TYPE_CHECKING:
 
     from broker_core.journal import Op
 
-__all__ = ["SQLiteWriter"]
+__all__ = ["SETTLES", "SQLiteWriter"]
+
+SETTLES: frozenset[type] = frozenset({DeliverOp, AckOp, Fail, Requeue, Release})
+"""Operations that may wait (``settle_linger_s``): losing them in a crash redelivers a message."""
 
 R = TypeVar("R")
 Call = tuple["asyncio.Future[Any]", "Callable[[sqlite3.Connection], Any]"]
@@ -59,6 +73,8 @@ class SQLiteWriter(CommitHealth):
             raises on failure (the transaction rolled back). Looked up on
             each batch, so a test may wrap it to inject a fault.
         linger_s: how long a small batch waits for company (0 commits at once).
+        settle_linger_s: how long a batch of settlements only (`SETTLES`)
+            waits for an operation that commits at once (0: they don't wait).
         max_batch: a batch this large is committed without lingering.
         permanent: whether a commit error is one that retrying can't fix.
     """
@@ -69,12 +85,14 @@ class SQLiteWriter(CommitHealth):
         commit: Callable[[sqlite3.Connection, list[Op]], None],
         *,
         linger_s: float = 0.0,
+        settle_linger_s: float = 0.0,
         max_batch: int = 512,
         permanent: Callable[[Exception], bool] | None = None,
     ) -> None:
         super().__init__(permanent)
         self.commit = commit
         self.linger_s = linger_s
+        self.settle_linger_s = settle_linger_s
         self.max_batch = max_batch
         self._connect = connect
         self._cond = threading.Condition(threading.Lock())
@@ -83,6 +101,8 @@ class SQLiteWriter(CommitHealth):
         self._inflight: asyncio.Future[None] | None = None
         self._calls: deque[Call] = deque()
         self._idle = False
+        self._urgent = False
+        self._settles_since = 0.0
         self._lingering = False
         self._draining = False
         self._stopping = False
@@ -118,7 +138,8 @@ class SQLiteWriter(CommitHealth):
                 stopped.add_done_callback(ignore_unretrieved)
                 return stopped
             if not ops:
-                # Nothing joins a batch: answer the latest one.
+                # Nothing joins a batch: answer the latest one, committed now.
+                self._hurry()
                 latest = self._future or self._inflight
                 if latest is None:
                     latest = loop.create_future()
@@ -129,8 +150,15 @@ class SQLiteWriter(CommitHealth):
                 future = self._future = loop.create_future()
                 # Nobody may await it (casts, acks): don't warn about unretrieved errors.
                 future.add_done_callback(ignore_unretrieved)
+            started = not self._buffer
+            if started:
+                self._settles_since = time.monotonic()
             self._buffer.extend(ops)
-            if self._idle or (self._lingering and len(self._buffer) >= self.max_batch):
+            if not self._urgent and any(type(op) not in SETTLES for op in ops):
+                self._urgent = True
+            full = len(self._buffer) >= self.max_batch
+            # A settlement joining lingering ones needs no wake-up: the thread has its deadline.
+            if (self._idle and (started or full or self._urgent)) or (self._lingering and full):
                 # One wake-up is enough: what is written before the thread runs joins the batch.
                 self._idle = self._lingering = False
                 self._cond.notify()
@@ -153,9 +181,16 @@ class SQLiteWriter(CommitHealth):
             self._cond.notify()
         return await future
 
+    def _hurry(self) -> None:
+        """Let lingering settlements commit now (under the lock)."""
+        if self._buffer and not self._urgent:
+            self._urgent = True
+            self._cond.notify()
+
     async def flush(self) -> None:
         """Wait until every operation written so far has committed (or failed)."""
         with self._cond:
+            self._hurry()
             futures = (self._future, self._inflight)
         for future in futures:
             if future is not None:
@@ -238,7 +273,16 @@ class SQLiteWriter(CommitHealth):
                 if self._stopping:
                     return None
                 if self._buffer:
-                    break
+                    if self._urgent or self._draining or len(self._buffer) >= self.max_batch:
+                        break
+                    remaining = self._settles_since + self.settle_linger_s - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    # Settlements only: wait for a publish (or the deadline).
+                    self._idle = True
+                    cond.wait(remaining)
+                    self._idle = False
+                    continue
                 self._idle = True
                 cond.wait()
                 self._idle = False
@@ -254,6 +298,7 @@ class SQLiteWriter(CommitHealth):
                 if self._stopped_meanwhile():
                     return None
             ops, self._buffer = self._buffer, []
+            self._urgent = False
             self._inflight, self._future = self._future, None
             return ops
 

@@ -351,3 +351,16 @@ async def test_the_webhooks_table_exists_after_the_upgrade(release: Upgraded) ->
     assert await store.list_webhooks() == [b'{"id": "wh_1"}']
     assert await store.delete_webhook("wh_1")
     assert not await store.delete_webhook("wh_1")
+
+
+async def test_the_sqlite_settled_index_is_dropped(release: Upgraded) -> None:
+    """Step 10: the upgraded file has no index by settled time (every ack rewrote a page of it)."""
+    if release.kind != "sqlite":
+        pytest.skip("SQLite's schema step")
+    db = sqlite3.connect(release.server.settings.sqlite_path)
+    try:
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    finally:
+        db.close()
+    assert {"messages_settled", "messages_by_queue"}.isdisjoint(names)
+    assert {"messages_ready", "messages_processed", "messages_failed"} <= names

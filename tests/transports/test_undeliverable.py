@@ -53,7 +53,7 @@ async def plant(server: BrokerServer, poison: bytes, *, dlq: bool = False) -> tu
     await server.stop()
     with sqlite3.connect(server.settings.sqlite_path) as db:
         db.execute(
-            "UPDATE messages SET content = ?, size = ? WHERE id = ?",
+            "UPDATE messages SET content = ?, size = ?, body_ref = NULL WHERE id = ?",
             (poison, len(poison), poison_id),
         )
     db.close()
