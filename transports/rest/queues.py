@@ -22,6 +22,7 @@ from broker_core.messages import (
     MessageView,
     PauseRequest,
     PublishRequest,
+    PublishResult,
     PurgeResponse,
     QueueInfo,
     RescheduleRequest,
@@ -58,7 +59,7 @@ class ConsumeResponse(msgspec.Struct, kw_only=True, frozen=True):
     messages: list[MessageView]
 
 
-from .results import check_wait, publish_and_wait  # noqa: E402
+from .results import PublishedResult, check_wait, publish_and_wait  # noqa: E402
 
 _publish_body = JsonBody(PublishRequest)
 _batch_body = JsonBody(BatchPublishRequest)
@@ -131,6 +132,11 @@ class QueueController(Controller):
         status_code=HTTP_201_CREATED,
         opt={"rate_limit": "publish"},
         operation_class=_publish_body.operation,
+        responses={
+            202: ResponseSpec(
+                PublishResult, description="Stored; no result within `wait_result` seconds"
+            )
+        },
     )
     async def publish(
         self,
@@ -142,7 +148,7 @@ class QueueController(Controller):
                 description="Wait this long (at most 30 s) for the result: 201 with it, else 202."
             ),
         ] = None,
-    ) -> Response[Any]:
+    ) -> Response[PublishResult | PublishedResult]:
         """Publish one message; answered once it is committed (``publish``)."""
         require(user_of(request), Action.PUBLISH, name)
         ctx = ctx_of(request)

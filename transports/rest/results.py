@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from broker_core.errors import MessageNotFound
 from broker_core.messages import AckBody, MessageResult, from_timestamp
@@ -137,7 +138,10 @@ class ResultController(Controller):
     path = "/messages"
     tags = ["messages"]
 
-    @get("/{message_id:int}/result")
+    @get(
+        "/{message_id:int}/result",
+        responses={204: ResponseSpec(None, description="No outcome within `wait` seconds")},
+    )
     async def result(
         self,
         request: Request[Any, Any, Any],
@@ -170,7 +174,7 @@ class ResultController(Controller):
         )
 
 
-class PublishedResult(msgspec.Struct, kw_only=True, frozen=True):
+class PublishedResult(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """201 of a publish with ``wait_result``: the message and its outcome."""
 
     message_id: int
