@@ -15,6 +15,7 @@ set, the commands log in by themselves instead of using stored tokens.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
 import os
@@ -37,7 +38,6 @@ from .cli_profiles import (
 )
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Callable, Coroutine, Sequence
     from typing import TypeAlias
 
@@ -101,6 +101,38 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print JSON for scripts (default: a table)"
     )
+
+
+def command_group(
+    commands: Subparsers,
+    name: str,
+    help: str,
+    description: str | None,
+    default: Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]],
+) -> Callable[[str, str], argparse.ArgumentParser]:
+    """Add ``broker NAME`` (running ``default`` when no action is given).
+
+    Returns the function that adds one of its actions, with the connection
+    and output options every action takes.
+    """
+    group = commands.add_parser(
+        name,
+        help=help,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_connection_options(group)
+    add_output_options(group)
+    group.set_defaults(handler=command(default))
+    actions = group.add_subparsers(dest="action", metavar="ACTION")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, help=help, description=help)
+        add_connection_options(parser)
+        add_output_options(parser)
+        return parser
+
+    return action
 
 
 @dataclass

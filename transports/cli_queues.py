@@ -14,16 +14,14 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .cli_client import (
     Usage,
-    add_connection_options,
-    add_output_options,
     command,
+    command_group,
     confirm,
     connect,
     print_json,
@@ -33,6 +31,8 @@ from .cli_client import (
 )
 
 if TYPE_CHECKING:
+    import argparse
+
     from .cli_client import Subparsers
 
 __all__ = ["add_queues", "queue_options"]
@@ -43,22 +43,13 @@ _decoder = msgspec.json.Decoder()
 
 def add_queues(commands: Subparsers) -> None:
     """Add ``broker queues`` and its sub-commands (``list`` when none is given)."""
-    queues = commands.add_parser(
+    action = command_group(
+        commands,
         "queues",
-        help="list, create, show, update, delete, purge and redrive queues",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "list, create, show, update, delete, purge and redrive queues",
+        __doc__,
+        _list,
     )
-    add_connection_options(queues)
-    add_output_options(queues)
-    queues.set_defaults(handler=command(_list))
-    actions = queues.add_subparsers(dest="action", metavar="ACTION")
-
-    def action(name: str, help: str) -> argparse.ArgumentParser:
-        parser = actions.add_parser(name, help=help, description=help)
-        add_connection_options(parser)
-        add_output_options(parser)
-        return parser
 
     action("list", "every queue you may see, with its counts").set_defaults(handler=command(_list))
     create = action("create", "create a queue (409 if it exists)")

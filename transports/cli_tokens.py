@@ -15,15 +15,13 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .cli_client import (
     Usage,
-    add_connection_options,
-    add_output_options,
     command,
+    command_group,
     confirm,
     connect,
     print_json,
@@ -33,6 +31,8 @@ from .cli_client import (
 )
 
 if TYPE_CHECKING:
+    import argparse
+
     from .cli_client import Subparsers
 
 __all__ = ["add_tokens"]
@@ -42,22 +42,9 @@ _COLUMNS = ("id", "name", "scopes", "created_by", "created_at", "expires_at")
 
 def add_tokens(commands: Subparsers) -> None:
     """Add ``broker tokens`` and its sub-commands (``list`` when none is given)."""
-    tokens = commands.add_parser(
-        "tokens",
-        help="list, create and revoke service tokens (admins)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    action = command_group(
+        commands, "tokens", "list, create and revoke service tokens (admins)", __doc__, _list
     )
-    add_connection_options(tokens)
-    add_output_options(tokens)
-    tokens.set_defaults(handler=command(_list))
-    actions = tokens.add_subparsers(dest="action", metavar="ACTION")
-
-    def action(name: str, help: str) -> argparse.ArgumentParser:
-        parser = actions.add_parser(name, help=help, description=help)
-        add_connection_options(parser)
-        add_output_options(parser)
-        return parser
 
     action("list", "every service token (never its secret)").set_defaults(handler=command(_list))
     create = action("create", "create a service token; it is printed this once")

@@ -13,7 +13,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import os
 import sys
@@ -21,9 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from .cli_client import (
     Usage,
-    add_connection_options,
-    add_output_options,
     command,
+    command_group,
     confirm,
     connect,
     print_json,
@@ -33,6 +31,8 @@ from .cli_client import (
 )
 
 if TYPE_CHECKING:
+    import argparse
+
     from .cli_client import Subparsers
 
 __all__ = ["add_users"]
@@ -42,22 +42,9 @@ _ACTIONS = ("publish", "consume", "manage")
 
 def add_users(commands: Subparsers) -> None:
     """Add ``broker users`` and its sub-commands (``list`` when none is given)."""
-    users = commands.add_parser(
-        "users",
-        help="list, create, show, update and delete users (admins)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    action = command_group(
+        commands, "users", "list, create, show, update and delete users (admins)", __doc__, _list
     )
-    add_connection_options(users)
-    add_output_options(users)
-    users.set_defaults(handler=command(_list))
-    actions = users.add_subparsers(dest="action", metavar="ACTION")
-
-    def action(name: str, help: str) -> argparse.ArgumentParser:
-        parser = actions.add_parser(name, help=help, description=help)
-        add_connection_options(parser)
-        add_output_options(parser)
-        return parser
 
     action("list", "every user").set_defaults(handler=command(_list))
     create = action("create", "create a user (409 if the name is taken)")
