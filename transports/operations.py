@@ -201,6 +201,8 @@ async def ack_one(
 ) -> SettledResponse:
     """Ack one in-flight message (keeping ``result``); raise `InvalidTransition` if not settled."""
     settled = await ctx.broker.results.ack([message_id], result, may_consume(user))
+    if ctx.tracing is not None:
+        ctx.tracing.settled(settled.settled, "ack")
     _settled(settled, message_id, "ack")
     return SettledResponse(message_id=message_id, status="processed")
 

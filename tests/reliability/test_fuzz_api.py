@@ -341,3 +341,18 @@ async def test_message_expiring_after_the_year_9999_is_browsed(client: httpx.Asy
     [message] = response.json()["messages"]
     assert (message["status"], message["deliver_at"][:4]) == ("pending", "9999")
     assert message["expires_at"].startswith("9999-12-31T23:59:59")
+
+
+async def test_result_history_cancel_reschedule_of_an_id_beyond_64_bits_are_not_found(
+    client: httpx.AsyncClient,
+) -> None:
+    """The routes of results, history, cancel and reschedule answer 404 past 64 bits, not 500."""
+    await client.post("/queues", json={"name": "q"})
+    for method, path, body in (
+        ("GET", f"/messages/{BEYOND_64_BITS}/result", None),
+        ("GET", f"/messages/{BEYOND_64_BITS}/history", None),
+        ("DELETE", f"/queues/q/messages/{BEYOND_64_BITS}", None),
+        ("PATCH", f"/queues/q/messages/{BEYOND_64_BITS}", {"delay_ms": 1000}),
+    ):
+        response = await client.request(method, path, json=body)
+        assert response.status_code == 404, f"{method} {path}: {response.text}"

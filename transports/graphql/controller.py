@@ -34,7 +34,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types.unset import UNSET
 
 from ..decoding import check_json
-from ..errors import InvalidInput
+from ..errors import ApiError, InvalidInput
 from ..openapi import DOCS_DIR
 from .context import GraphQLContext, authenticate_connection, http_context, ws_context
 from .legacy_ws import LegacyGraphQLWSHandler
@@ -179,6 +179,10 @@ def routes(settings: Settings) -> list[type[Controller]]:
             root_value: NamedDependency[Any],
             response: NamedDependency[Response[Any]],
         ) -> Response[Any]:
+            # Strawberry answers a JSON array (a batch) with a plain-text 400.
+            json_body = request.headers.get("content-type", "").startswith("application/json")
+            if json_body and not isinstance(self.decode_json(await request.body()), dict):
+                raise ApiError(400, "invalid_body", "a GraphQL request is one JSON object")
             self.temporal_response = response
             return await self.execute_request(
                 request=request, context=context, root_value=root_value

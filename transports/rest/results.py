@@ -12,6 +12,7 @@ import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
+from broker_core.cluster import MAX_MESSAGE_ID
 from broker_core.errors import MessageNotFound
 from broker_core.messages import AckBody, MessageResult, from_timestamp
 from broker_core.permissions import require_browse, visible
@@ -95,6 +96,8 @@ async def read_ack_result(request: Request[Any, Any, Any], ctx: BrokerContext) -
 
 async def readable(ctx: BrokerContext, user: User, message_id: int) -> StoredMessage:
     """The stored message, if ``user`` may read its result and history (consume or manage)."""
+    if not 0 < message_id <= MAX_MESSAGE_ID:
+        raise MessageNotFound(message_id)  # no id past 64 bits was ever handed out
     stored = await ctx.broker.storage.get_message(message_id)
     if stored is None or not visible(user, stored.queue):
         raise MessageNotFound(message_id)

@@ -490,3 +490,10 @@ async def test_a_bad_schedule_is_refused_naming_the_field(client: httpx.AsyncCli
         error = await error_of(client, SCHEDULE, queue="jobs", schedule=schedule)
         assert error["extensions"]["status"] == 422, error
         assert field in error["message"], error
+
+
+async def test_a_batch_body_is_a_json_error(client: httpx.AsyncClient) -> None:
+    """A JSON array (a batch, not enabled) is a 400 in the broker's error format."""
+    response = await client.post("/graphql", json=[{"query": "{ queues { name } }"}])
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_body"

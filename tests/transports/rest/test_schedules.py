@@ -137,15 +137,16 @@ async def test_restart_fires_no_instant_twice_and_one_catch_up(
         base_url=server.url, headers={"Authorization": f"Bearer {token}"}
     ) as fresh:
         await asyncio.sleep(2500 * MS)
-        instants = _instants(await _all_messages(fresh, "ticks"))
+        # The schedule first: a fire between the two reads adds a message, never a record.
         shown = (await fresh.get("/queues/ticks/schedules/tick")).json()
+        instants = _instants(await _all_messages(fresh, "ticks"))
     assert len(instants) == len(set(instants)), "an instant fired twice"
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(instants)]
     long_gaps = [gap for gap in gaps if gap > EVERY_MS / 1000]
     # One catch-up for the latest missed instant: the others leave one gap, not a burst.
     assert len(long_gaps) == 1, gaps
     assert long_gaps[0] >= 2 * EVERY_MS / 1000, gaps
-    assert datetime.fromisoformat(shown["last_fired_at"]).timestamp() == instants[-1]
+    assert datetime.fromisoformat(shown["last_fired_at"]).timestamp() in instants[-2:]
 
 
 async def test_deleting_a_queue_deletes_its_schedules(client: httpx.AsyncClient) -> None:
