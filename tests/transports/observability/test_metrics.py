@@ -190,7 +190,8 @@ async def test_openmetrics_is_served_when_asked_for(client: httpx.AsyncClient) -
     parsed = openmetrics_families(response.text)  # type: ignore[no-untyped-call]
     families = {f.name: f for f in parsed}
     assert families["broker_http_requests"].type == "counter"
-    assert families["broker_http_request_duration_seconds"].type == "histogram"
+    latency = families["broker_http_request_duration_seconds"]
+    assert latency.type == "histogram"
     assert (
         value(
             families["broker_queue_messages"],
