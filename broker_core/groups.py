@@ -47,6 +47,7 @@ from .pending import (
     PendingOrder,
     Recount,
     item_id,
+    remove_item,
     unpack_cold,
 )
 
@@ -391,27 +392,14 @@ class GroupedOrder(PendingOrder):
             return entry
         return None
 
-    def pop_expired(self, now: float) -> Entry | None:
-        """Take one ready message whose TTL ran out by ``now``."""
-        expiries = self._expiries
-        while expiries and expiries[0][0] <= now:
-            _, id = heapq.heappop(expiries)
-            entry = self._expiring.get(id)
-            if entry is None:
-                continue
-            dq = (
-                self._ready[entry.priority]
-                if entry.group is None
-                else self._groups.get(entry.group)
-            )
-            for index, item in enumerate(dq or ()):
-                if item is entry:
-                    assert dq is not None
-                    del dq[index]
-                    self._drop_empty(entry.group)
-                    self._forget(entry)
-                    return entry
-        return None
+    def _unlink(self, entry: Entry) -> bool:
+        if entry.group is None:
+            return super()._unlink(entry)
+        queue = self._groups.get(entry.group)
+        if queue is None or not remove_item(queue, entry):
+            return False
+        self._drop_empty(entry.group)
+        return True
 
     def _drop_empty(self, group: str | None) -> None:
         if group is not None and not self._groups.get(group, True):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from .messages import Entry
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, MutableSequence, Sequence
 
 __all__ = [
     "LOAD_BATCH",
@@ -40,6 +40,7 @@ __all__ = [
     "Recount",
     "item_id",
     "pack_cold",
+    "remove_item",
     "unpack_cold",
 ]
 
@@ -107,6 +108,18 @@ class BodyBudget:
     def give(self, size: int) -> None:
         """Return ``size`` bytes."""
         self.used -= size
+
+
+def remove_item(queue: MutableSequence[Item], entry: Entry) -> bool:
+    """Delete ``entry`` from ``queue``; whether it was there.
+
+    Expiring messages are usually near the head: the scan stays short.
+    """
+    for index, item in enumerate(queue):
+        if item is entry:
+            del queue[index]
+            return True
+    return False
 
 
 class PendingOrder:
@@ -289,16 +302,14 @@ class PendingOrder:
         while expiries and expiries[0][0] <= now:
             _, id = heapq.heappop(expiries)
             entry = self._expiring.get(id)
-            if entry is None:
-                continue
-            dq = self._ready[entry.priority]
-            # Expiring messages are usually near the head: the scan stays short.
-            for index, item in enumerate(dq):
-                if item is entry:
-                    del dq[index]
-                    self._forget(entry)
-                    return entry
+            if entry is not None and self._unlink(entry):
+                self._forget(entry)
+                return entry
         return None
+
+    def _unlink(self, entry: Entry) -> bool:
+        """Take ready ``entry`` out of the queue that holds it; whether it was there."""
+        return remove_item(self._ready[entry.priority], entry)
 
     def pop_oldest(self) -> Item | None:
         """Take the oldest message (lowest id at a ready head, else the first delayed)."""

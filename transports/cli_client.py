@@ -322,6 +322,19 @@ def parse_content(text: str, as_string: bool) -> Any:
         return text
 
 
+def output(args: argparse.Namespace, value: Any, people: Sequence[str] | str | None = None) -> None:
+    """``value`` as JSON with ``--json``; else for people: a table of the ``people`` columns
+    (a list of rows), the ``people`` line (a string), or a record (``None``)."""
+    if args.json:
+        print_json(value)
+    elif isinstance(people, str):
+        print(people)
+    elif people is not None:
+        print_table(value, people)
+    else:
+        print_record(value)
+
+
 def print_json(value: Any) -> None:
     """Print ``value`` as one line of JSON."""
     sys.stdout.write(_encoder.encode(value).decode() + "\n")

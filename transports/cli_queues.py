@@ -24,9 +24,7 @@ from .cli_client import (
     command_group,
     confirm,
     connect,
-    print_json,
-    print_record,
-    print_table,
+    output,
     quoted,
 )
 
@@ -136,20 +134,10 @@ def queue_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _show_queue(args: argparse.Namespace, queue: dict[str, Any]) -> None:
-    if args.json:
-        print_json(queue)
-    else:
-        print_record(queue)
-
-
 async def _list(args: argparse.Namespace) -> int:
     async with connect(args) as client:
         queues = (await client.request("GET", "/queues")).json()
-    if args.json:
-        print_json(queues)
-    else:
-        print_table(queues, _COLUMNS)
+    output(args, queues, _COLUMNS)
     return 0
 
 
@@ -158,14 +146,14 @@ async def _create(args: argparse.Namespace) -> int:
         response = await client.request(
             "POST", "/queues", json={"name": args.name, **queue_options(args)}
         )
-    _show_queue(args, response.json())
+    output(args, response.json())
     return 0
 
 
 async def _show(args: argparse.Namespace) -> int:
     async with connect(args) as client:
         response = await client.request("GET", f"/queues/{quoted(args.name)}")
-    _show_queue(args, response.json())
+    output(args, response.json())
     return 0
 
 
@@ -175,7 +163,7 @@ async def _update(args: argparse.Namespace) -> int:
         raise Usage("nothing to change: give at least one option (see --help)")
     async with connect(args) as client:
         response = await client.request("PATCH", f"/queues/{quoted(args.name)}", json=options)
-    _show_queue(args, response.json())
+    output(args, response.json())
     return 0
 
 
@@ -183,10 +171,7 @@ async def _delete(args: argparse.Namespace) -> int:
     confirm(args, f"delete queue {args.name!r} and all its messages")
     async with connect(args) as client:
         await client.request("DELETE", f"/queues/{quoted(args.name)}")
-    if args.json:
-        print_json({"deleted": args.name})
-    else:
-        print(f"deleted queue {args.name}")
+    output(args, {"deleted": args.name}, f"deleted queue {args.name}")
     return 0
 
 
@@ -194,18 +179,12 @@ async def _purge(args: argparse.Namespace) -> int:
     confirm(args, f"delete the pending messages of queue {args.name!r}")
     async with connect(args) as client:
         result = (await client.request("POST", f"/queues/{quoted(args.name)}/purge")).json()
-    if args.json:
-        print_json(result)
-    else:
-        print(f"purged {result['purged']} pending messages from {args.name}")
+    output(args, result, f"purged {result['purged']} pending messages from {args.name}")
     return 0
 
 
 async def _redrive(args: argparse.Namespace) -> int:
     async with connect(args) as client:
         result = (await client.request("POST", f"/queues/{quoted(args.name)}/redrive")).json()
-    if args.json:
-        print_json(result)
-    else:
-        print(f"moved {result['moved']} messages of {args.name} back to pending")
+    output(args, result, f"moved {result['moved']} messages of {args.name} back to pending")
     return 0

@@ -24,9 +24,7 @@ from .cli_client import (
     command_group,
     confirm,
     connect,
-    print_json,
-    print_record,
-    print_table,
+    output,
     quoted,
 )
 
@@ -68,10 +66,7 @@ def add_tokens(commands: Subparsers) -> None:
 async def _list(args: argparse.Namespace) -> int:
     async with connect(args) as client:
         tokens = (await client.request("GET", "/tokens")).json()
-    if args.json:
-        print_json(tokens)
-    else:
-        print_table(tokens, _COLUMNS)
+    output(args, tokens, _COLUMNS)
     return 0
 
 
@@ -89,10 +84,7 @@ async def _create(args: argparse.Namespace) -> int:
         body["expires_at"] = instant.isoformat()
     async with connect(args) as client:
         created = (await client.request("POST", "/tokens", json=body)).json()
-    if args.json:
-        print_json(created)
-    else:
-        print_record(created)
+    output(args, created)
     return 0
 
 
@@ -100,8 +92,5 @@ async def _revoke(args: argparse.Namespace) -> int:
     confirm(args, f"revoke service token {args.id!r}")
     async with connect(args) as client:
         await client.request("DELETE", f"/tokens/{quoted(args.id)}")
-    if args.json:
-        print_json({"revoked": args.id})
-    else:
-        print(f"revoked service token {args.id}")
+    output(args, {"revoked": args.id}, f"revoked service token {args.id}")
     return 0

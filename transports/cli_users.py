@@ -24,9 +24,7 @@ from .cli_client import (
     command_group,
     confirm,
     connect,
-    print_json,
-    print_record,
-    print_table,
+    output,
     quoted,
 )
 
@@ -112,20 +110,10 @@ def _password(args: argparse.Namespace, required: bool) -> str | None:
     return getpass.getpass(f"password for the new user {args.username}: ")
 
 
-def _show_user(args: argparse.Namespace, user: dict[str, Any]) -> None:
-    if args.json:
-        print_json(user)
-    else:
-        print_record(user)
-
-
 async def _list(args: argparse.Namespace) -> int:
     async with connect(args) as client:
         users = (await client.request("GET", "/users")).json()
-    if args.json:
-        print_json(users)
-    else:
-        print_table(users, ("username", "admin", "disabled", "permissions", "created_at"))
+    output(args, users, ("username", "admin", "disabled", "permissions", "created_at"))
     return 0
 
 
@@ -138,14 +126,14 @@ async def _create(args: argparse.Namespace) -> int:
     }
     async with connect(args) as client:
         user = (await client.request("POST", "/users", json=body)).json()
-    _show_user(args, user)
+    output(args, user)
     return 0
 
 
 async def _show(args: argparse.Namespace) -> int:
     async with connect(args) as client:
         user = (await client.request("GET", f"/users/{quoted(args.username)}")).json()
-    _show_user(args, user)
+    output(args, user)
     return 0
 
 
@@ -165,7 +153,7 @@ async def _update(args: argparse.Namespace) -> int:
         raise Usage("nothing to change: give at least one flag (see --help)")
     async with connect(args) as client:
         user = (await client.request("PATCH", f"/users/{quoted(args.username)}", json=body)).json()
-    _show_user(args, user)
+    output(args, user)
     return 0
 
 
@@ -173,8 +161,5 @@ async def _delete(args: argparse.Namespace) -> int:
     confirm(args, f"delete user {args.username!r}")
     async with connect(args) as client:
         await client.request("DELETE", f"/users/{quoted(args.username)}")
-    if args.json:
-        print_json({"deleted": args.username})
-    else:
-        print(f"deleted user {args.username}")
+    output(args, {"deleted": args.username}, f"deleted user {args.username}")
     return 0

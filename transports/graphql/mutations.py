@@ -41,7 +41,7 @@ from ..rest.results import ack_result
 from .context import GraphQLContext, context_of
 from .retries import RetryMutation
 from .schedules import ScheduleMutations
-from .structs import Long, to_struct
+from .structs import Long, publish_struct, to_struct
 from .types import (
     CreatedToken,
     PublishInput,
@@ -126,20 +126,16 @@ class Mutation(RetryMutation, ScheduleMutations, WebhookMutation):
         group: str | None = None,
     ) -> PublishResultStruct:
         context = _publisher(info, queue)
-        fields = {
-            "headers": headers,
-            "priority": priority,
-            "delay_ms": delay_ms,
-            "deliver_at": deliver_at,
-            "ttl_ms": ttl_ms,
-            "dedup_id": dedup_id,
-            "group": group,
-        }
-        request = to_struct(
-            None,
+        request = publish_struct(
             PublishRequest,
-            content=msgspec.Raw(msgspec.json.encode(content)),
-            **{name: value for name, value in fields.items() if value is not None},
+            content,
+            headers=headers,
+            priority=priority,
+            delay_ms=delay_ms,
+            deliver_at=deliver_at,
+            ttl_ms=ttl_ms,
+            dedup_id=dedup_id,
+            group=group,
         )
         [result] = await operations.publish(context.ctx, queue, [request], "graphql")
         return result

@@ -250,6 +250,16 @@ def _input_annotation(kind: msgspec.inspect.Type) -> Any:
     return _annotation(kind)[0]
 
 
+def publish_struct(struct: type[S], content: object, **fields: object) -> S:
+    """A publish request ``struct`` from a mutation's arguments (``None``: not given)."""
+    return to_struct(
+        None,
+        struct,
+        content=msgspec.Raw(msgspec.json.encode(content)),
+        **{name: value for name, value in fields.items() if value is not None},
+    )
+
+
 def to_struct(value: object | None, struct: type[S], **extra: object) -> S:
     """Build ``struct`` from a GraphQL input object and extra fields, validated by msgspec.
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 # Strawberry reads the resolvers' argument annotations at runtime.
 from datetime import datetime  # noqa: TC003
 
-import msgspec
 import strawberry
 from strawberry.scalars import JSON  # noqa: TC002 - Strawberry reads annotations at runtime
 
@@ -28,7 +27,7 @@ from broker_core.topic_registry import require_topic
 
 from .. import operations
 from .context import context_of
-from .structs import Long, object_type, to_struct
+from .structs import Long, object_type, publish_struct, to_struct
 
 __all__ = ["Binding", "Topic", "TopicMutation", "TopicQuery"]
 
@@ -146,21 +145,17 @@ class TopicMutation:
         user = context.caller()
         require_topic(user, Action.PUBLISH, topic)
         context.spend(context.ctx.limits.publish)
-        fields = {
-            "headers": headers,
-            "priority": priority,
-            "delay_ms": delay_ms,
-            "deliver_at": deliver_at,
-            "ttl_ms": ttl_ms,
-            "dedup_id": dedup_id,
-            "group": group,
-        }
-        request = to_struct(
-            None,
+        request = publish_struct(
             TopicPublishRequest,
+            content,
             routing_key=routing_key,
-            content=msgspec.Raw(msgspec.json.encode(content)),
-            **{name: value for name, value in fields.items() if value is not None},
+            headers=headers,
+            priority=priority,
+            delay_ms=delay_ms,
+            deliver_at=deliver_at,
+            ttl_ms=ttl_ms,
+            dedup_id=dedup_id,
+            group=group,
         )
         operations.check_messages(context.ctx.settings, [request])
         return await context.ctx.topics.publish(topic, request, user)
