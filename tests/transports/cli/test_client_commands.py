@@ -163,3 +163,13 @@ async def test_help_shows_the_defaults(cli: Cli) -> None:
     browse = (await cli.ok("messages", "browse", "--help")).out
     assert "(default: 100)" in browse
     assert "default: 8777" in (await cli.ok("serve", "--help")).out
+
+
+async def test_options_before_the_action_are_kept(logged_in: Cli, server: BrokerServer) -> None:
+    """``broker queues --json list`` is ``broker queues list --json``: the action's
+    defaults do not undo what was given before it."""
+    await logged_in.ok("queues", "create", "early")
+    listed = await logged_in.ok("queues", "--json", "list")
+    assert [q["name"] for q in listed.json()] == ["early"]
+    run = await logged_in("queues", "--profile", "nowhere", "list")
+    assert run.code == 1 and "profile 'nowhere'" in run.err
