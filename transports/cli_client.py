@@ -292,6 +292,8 @@ def command(
             result: int = asyncio.run(main(args)) or 0
         except KeyboardInterrupt:
             return 130
+        except BrokenPipeError:
+            return _reader_gone()
         except CertificateChanged as exc:
             report_changed(exc, args.profile)
             return 1
@@ -306,6 +308,17 @@ def command(
         return result
 
     return handler
+
+
+def _reader_gone() -> int:
+    """Whoever read our output stopped (``broker ... | head``): end quietly, as a
+    shell command killed by SIGPIPE would (Python ignores the signal)."""
+    # Python flushes stdout at exit: point it at /dev/null so that this flush
+    # does not fail again and print a traceback.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13
 
 
 def _failed(args: argparse.Namespace, exc: Exception, prefix: str = "") -> int:
