@@ -134,6 +134,10 @@ class QueueState(MessageControl):
         out, self._ops = self._ops, []
         return out
 
+    def journal_after_last_insert(self, make: Callable[[Insert], Op]) -> None:
+        """Journal ``make(insert)`` of this turn's last publish, in the same write."""
+        self._ops.append(make(next(op for op in reversed(self._ops) if type(op) is Insert)))
+
     def take_dead_letters(self) -> list[tuple[str, Item]]:
         """Return and clear the ``(target queue, message)`` pairs to hand to other queues."""
         out, self._dead = self._dead, []
