@@ -42,15 +42,18 @@ import itertools
 import sys
 import time
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import websockets.asyncio.client as ws_client
 
-from .harness import attempt, code_state, load_average, raise_open_files, save, say
+from . import report
+from .harness import RESULTS, attempt, code_state, load_average, raise_open_files, save, say
 from .ours import Ours, gather_bounded
 from .peers.nats import Nats
 from .phases import flow, queue_names
+from .profiling import py_spy, recording, summarise
 from .stats import summarise as summarise_runs
 from .worker import Spec, wait_for_stop
 from .workload import Plan, Tally, body
@@ -190,8 +193,11 @@ class PlainOurs(Ours):
     name = "wsbroker, plain frames"
     module = "benchmarks.plain_frames"
 
-    def __init__(self, ours: Ours) -> None:
+    def __init__(self, ours: Ours, suffix: str = "") -> None:
         self._ours = ours
+        if suffix:
+            self.key = f"{self.key}{suffix}"
+            self.name = f"{self.name} ({suffix.lstrip('@')})"
 
     def __enter__(self) -> PlainOurs:
         return self
@@ -217,7 +223,8 @@ class PlainOurs(Ours):
 
 # -- the coordinator ------------------------------------------------------------------
 
-SYSTEMS = ("wsbroker-plain", "wsbroker", "nats")
+SYSTEMS = ("wsbroker-plain", "wsbroker", "nats", "baseline-plain")
+"""``baseline-plain``: the plain client against a broker run from ``--baseline`` (A/B)."""
 
 
 def _table(title: str, rows: dict[str, dict[str, Any]], systems: list[System]) -> str:
@@ -271,6 +278,34 @@ def _interleaved(
     return {key: summarise_runs(rs) for key, rs in results.items() if rs}
 
 
+def _profile(
+    plain: System, ours: Ours, plan: Plan, args: argparse.Namespace, errors: dict[str, str]
+) -> dict[str, Any]:
+    """py-spy on the broker during one plain e2e run and one 100-consumer run."""
+    if py_spy() is None:
+        errors["profile"] = "py-spy is not installed"
+        return {}
+    say("== profile")
+    works = {
+        "plain_e2e": lambda: flow(plain, plan, queue_names("plainprof", 0)),
+        "plain_100_consumers": lambda: flow(
+            plain, plan, queue_names("plainprofc", 0), consumers=100,
+            prefetch=args.consumer_prefetch,
+        ),
+    }  # fmt: skip
+    out: dict[str, Any] = {}
+    for key, work in works.items():
+        path = RESULTS / f"{args.name}-{key}.speedscope.json"
+
+        def run(work: Callable[[], dict[str, Any]] = work, path: Path = path) -> dict[str, Any]:
+            with recording(ours.broker.pid, path) as record:
+                result = work()
+            return {"run": result, **summarise(record, result["seconds"])}
+
+        out[key] = attempt(errors, f"profile {key}", run)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the plain-frame tables and print them."""
     parser = argparse.ArgumentParser(
@@ -287,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--consumer-prefetch", type=int, default=10)
     parser.add_argument("--only-consumers", action="store_true", help="skip the end-to-end table")
     parser.add_argument("--name", default="plain_frames", help="results file name")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout whose broker is system baseline-plain")  # fmt: skip
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy a plain e2e run and a 100-consumer run")  # fmt: skip
     args = parser.parse_args(argv)
     raise_open_files()
     plan = Plan(count=args.count, runs=args.runs)
@@ -300,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         ours = stack.enter_context(Ours())
         by_key: dict[str, System] = {"wsbroker": ours, "wsbroker-plain": PlainOurs(ours)}
+        if args.baseline is not None and "baseline-plain" in args.systems:
+            # The same clients (this checkout) against the other checkout's broker
+            # (PYTHONSAFEPATH: not this directory first on its path).
+            home = str(args.baseline.resolve())
+            baseline = stack.enter_context(Ours(PYTHONPATH=home, PYTHONSAFEPATH="1"))
+            by_key["baseline-plain"] = PlainOurs(baseline, "@baseline")
         if "nats" in args.systems:
             why = Nats.unavailable()
             if why is None:
@@ -335,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
             document["consumers"] = consumer_rows
             tables.append(_table(f"One queue, N consumers of prefetch {args.consumer_prefetch}",
                                  consumer_rows, systems))  # fmt: skip
+        if args.profile:
+            document["profile"] = _profile(by_key["wsbroker-plain"], ours, plan, args, errors)
+            tables.append(report.profile_tables(document["profile"]))
     document["load_end"] = load_average()
     document["errors"] = errors
     path = save(args.name, document)

@@ -24,6 +24,7 @@ import uvicorn
 from broker_core.settings import Settings
 from transports.app import create_app
 from transports.protocols import http_protocol
+from transports.ws.direct import BrokerWebSocketProtocol
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -96,7 +97,7 @@ class BrokerServer:
             log_config=None,
             access_log=False,
             lifespan="on",
-            ws="websockets-sansio",
+            ws=BrokerWebSocketProtocol,
             http=http_protocol(self.settings),
             ws_max_size=self.settings.ws_max_frame_bytes,
             ws_ping_interval=self.settings.ws_heartbeat_s,

@@ -23,6 +23,7 @@ from .protocols import http_protocol
 from .secrets import ensure_data_dir
 from .startup import bind_socket, lock_data_dir
 from .tls import ensure_self_signed
+from .ws.direct import BrokerWebSocketProtocol
 
 if TYPE_CHECKING:
     from broker_core.settings import Settings
@@ -50,7 +51,7 @@ def build_server(settings: Settings) -> uvicorn.Server:
         lifespan="on",
         loop="auto",
         http=http_protocol(settings),
-        ws="websockets-sansio",
+        ws=BrokerWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes,
         # Protocol-level heartbeat: a peer that misses a pong is disconnected,
         # and its consumers' messages are requeued.

@@ -3,9 +3,9 @@
 `endpoint` holds the Litestar route and the handshake; `connection` the
 I/O shell of one connection (its read and write loops, send buffer and
 close); `session` what its frames do with the broker, and its rights;
-`protocol` what a connection answers and `consumers` its subscriptions and
-delivery tags, both without I/O; `codec` the JSON and MessagePack frame
-formats. The frames themselves are `transports.wire`.
+`direct` the short data path through uvicorn; `protocol` what a connection
+answers and `consumers` its subscriptions and delivery tags, both without
+I/O; `codec` the JSON and MessagePack frame formats. The frames themselves are `transports.wire`.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from ..wire import ClientOne, Ref
     from .codec import Codec
+    from .direct import DirectSocket
     from .protocol import WsProtocol
 
 __all__ = [
@@ -73,6 +74,8 @@ _PAUSE_BYTES = 8 << 20
 """Buffered bytes past which the reader stops reading client frames."""
 _MAX_BYTES = 64 << 20
 """Buffered bytes past which the connection is closed as a slow consumer."""
+_WRITE_BYTES = 256 << 10
+"""About the most bytes one direct transport write takes (then flow control is checked)."""
 
 
 class Connection:
@@ -87,6 +90,9 @@ class Connection:
         log: the logger bound to the connection.
         batch: the client asked for ``batch`` frames: what is buffered leaves
             as one WebSocket message (up to `BATCH_BYTES`) instead of one each.
+        direct: the server's short data path (`transports.ws.direct`), if it
+            has one: the messages of a writer turn leave in one transport
+            write, and what was received comes in at once.
     """
 
     def __init__(
@@ -99,8 +105,10 @@ class Connection:
         log: Logger,
         *,
         batch: bool = False,
+        direct: DirectSocket | None = None,
     ) -> None:
         self._send = send
+        self._direct = direct
         self._receive = receive
         self._codec = codec
         self._protocol = protocol
@@ -208,12 +216,24 @@ class Connection:
         send = self._send
         buffer = self._buffer
         protocol = self._protocol
-        kind = "bytes" if self._codec.binary else "text"
+        binary = self._codec.binary
+        kind = "bytes" if binary else "text"
+        direct = self._direct
         try:
             while True:
                 while buffer:
-                    data = self._take()
-                    await send({"type": "websocket.send", kind: data})
+                    if direct is not None:
+                        if not direct.writable.is_set():
+                            await direct.writable.wait()
+                        messages = [self._take()]
+                        size = len(messages[0])
+                        while buffer and size < _WRITE_BYTES:
+                            data = self._take()
+                            messages.append(data)
+                            size += len(data)
+                        direct.write(messages, binary)
+                    else:
+                        await send({"type": "websocket.send", kind: self._take()})
                     if self._reader_wakeup is not None:
                         self._wake_reader()
                 if self._closing is not None and (
@@ -225,6 +245,10 @@ class Connection:
                 self._writer_wakeup = self._loop.create_future()
                 await self._writer_wakeup
                 self._writer_wakeup = None
+                if direct is not None:
+                    # One loop turn later: what the other callbacks of this turn
+                    # buffer (deliveries, confirms) leaves in the same write.
+                    await asyncio.sleep(0)
         except Exception as exc:
             # The client went away mid-send: the reader sees the disconnect.
             self._log.debug("websocket send failed", error=repr(exc))
@@ -248,32 +272,39 @@ class Connection:
 
     async def _read_loop(self) -> None:
         receive = self._receive
+        direct = self._direct
         max_bytes = self._settings.ws_max_frame_bytes
         while True:
             while self._must_pause():
                 self._reader_wakeup = self._loop.create_future()
                 await self._reader_wakeup
                 self._reader_wakeup = None
-            message = await receive()
-            if message["type"] != "websocket.receive":
-                return
-            if self._closing is not None:
-                continue  # draining until the close handshake completes
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            if len(data) > max_bytes:
-                self.close(CLOSE_TOO_BIG, f"frame over {max_bytes} bytes", flush=False)
-                continue
-            try:
-                frame = self._codec.decode(data, self._settings.max_json_depth)
-            except (msgspec.DecodeError, InvalidInput) as exc:
-                self._bad_frame(data, exc)
-                continue
-            if isinstance(frame, ClientBatch):
-                await self._handle_batch(frame.frames)
-            else:
-                await self._handle(frame)
+            messages = await direct.receive_many() if direct is not None else (await receive(),)
+            for index, message in enumerate(messages):
+                # Received at once, taken one by one: the pause holds between them too.
+                while index and self._must_pause():
+                    self._reader_wakeup = self._loop.create_future()
+                    await self._reader_wakeup
+                    self._reader_wakeup = None
+                if message["type"] != "websocket.receive":
+                    return
+                if self._closing is not None:
+                    continue  # draining until the close handshake completes
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes") or b""
+                if len(data) > max_bytes:
+                    self.close(CLOSE_TOO_BIG, f"frame over {max_bytes} bytes", flush=False)
+                    continue
+                try:
+                    frame = self._codec.decode(data, self._settings.max_json_depth)
+                except (msgspec.DecodeError, InvalidInput) as exc:
+                    self._bad_frame(data, exc)
+                    continue
+                if isinstance(frame, ClientBatch):
+                    await self._handle_batch(frame.frames)
+                else:
+                    await self._handle(frame)
 
     def _bad_frame(self, data: str | bytes, exc: msgspec.DecodeError | InvalidInput) -> None:
         op, ref = peek(data, self._codec.binary)

@@ -39,6 +39,7 @@ from ..security import bearer_token
 from ..wire import Auth, Authenticated
 from .codec import pick
 from .connection import CLOSE_INTERNAL, CLOSE_POLICY
+from .direct import EXTENSION
 from .session import Session, authenticate
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
     from ..context import BrokerContext
     from .codec import Codec
+    from .direct import DirectSocket
 
 __all__ = ["Registry", "origin_allowed", "registry_of", "token_in_url", "ws_endpoint"]
 
@@ -238,7 +240,10 @@ async def _serve(socket: WebSocket[Any, Any, Any], ctx: BrokerContext) -> None:
             authenticated = user, claims
         user, claims = authenticated
         batch = wants_batches(scope.get("query_string", b""))
-        session = Session(socket.send, socket.receive, ctx, codec, user, claims, batch=batch)
+        direct: DirectSocket | None = (scope.get("extensions") or {}).get(EXTENSION)  # type: ignore[assignment]
+        session = Session(
+            socket.send, socket.receive, ctx, codec, user, claims, batch=batch, direct=direct
+        )
         registry.sessions.add(session)
         log = logger.bind(user=user.username, codec=codec.name)
         log.info("websocket connected")

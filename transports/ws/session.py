@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from ..wire import ClientOne, Ref
     from .codec import Codec
     from .consumers import WsConsumer
+    from .direct import DirectSocket
 
 __all__ = ["Session", "authenticate"]
 
@@ -100,6 +101,7 @@ class Session(Connection):
         claims: the claims of its access token (for expiry and revocation).
         batch: the client asked for ``batch`` frames: what is buffered leaves
             as one WebSocket message (up to `BATCH_BYTES`) instead of one each.
+        direct: the server's short data path (`transports.ws.direct`), if any.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class Session(Connection):
         claims: Claims,
         *,
         batch: bool = False,
+        direct: DirectSocket | None = None,
     ) -> None:
         # Deliveries and failures are logged from queues' tasks too: bind the
         # id of the upgrade request, which those tasks don't serve.
@@ -120,7 +123,9 @@ class Session(Connection):
             user=user.username, **({} if request_id is None else {"request_id": request_id})
         )
         protocol = WsProtocol(codec, ctx.broker.leases)
-        super().__init__(send, receive, codec, protocol, ctx.settings, log, batch=batch)
+        super().__init__(
+            send, receive, codec, protocol, ctx.settings, log, batch=batch, direct=direct
+        )
         self._ctx = ctx
         self._broker = ctx.broker
         self._consumers = protocol.consumers
