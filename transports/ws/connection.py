@@ -7,6 +7,9 @@ do with the broker; this class moves bytes:
 * the **reader** (`_read_loop`, run by the session in the endpoint's task)
   takes WebSocket messages, refuses those too big or undecodable, and hands
   each frame to `Session._handle` (a ``batch`` to `Session._handle_batch`);
+  consecutive publishes to one queue, or consecutive acks, received together
+  are held (`Session._hold`) and applied with one broker call, each frame
+  still answered on its own;
 * the **writer** task (`_write_loop`) drains the send buffer into the socket,
   one WebSocket message per frame, or one ``batch`` message of what is
   buffered when the client asked for batches;
@@ -45,7 +48,7 @@ if TYPE_CHECKING:
 
     from broker_core.settings import Settings
 
-    from ..wire import ClientOne, Ref
+    from ..wire import ClientFrame, ClientOne, Ref
     from .codec import Codec
     from .direct import DirectSocket
     from .protocol import WsProtocol
@@ -125,6 +128,8 @@ class Connection:
         self.peak_buffered = 0
         self._closing: tuple[int, str] | None = None
         self._flush_on_close = True
+        self._held_publishes = 0
+        """Publishes taken by `_hold` and not yet sent to the broker (count as in flight)."""
 
     @property
     def closing(self) -> bool:
@@ -262,7 +267,7 @@ class Connection:
         return protocol.state is OPEN and (
             len(self._buffer) >= self._buffer_limit
             or self._buffered_bytes >= _PAUSE_BYTES
-            or protocol.inflight >= self._max_inflight
+            or protocol.inflight + self._held_publishes >= self._max_inflight
         )
 
     def _wake_reader(self) -> None:
@@ -270,41 +275,50 @@ class Connection:
         if waiter is not None and not waiter.done() and not self._must_pause():
             waiter.set_result(None)
 
+    async def _paused(self) -> None:
+        """Return once the reader may take another frame (see the backpressure above)."""
+        while self._must_pause():
+            self._reader_wakeup = self._loop.create_future()
+            await self._reader_wakeup
+            self._reader_wakeup = None
+
     async def _read_loop(self) -> None:
         receive = self._receive
         direct = self._direct
         max_bytes = self._settings.ws_max_frame_bytes
         while True:
-            while self._must_pause():
-                self._reader_wakeup = self._loop.create_future()
-                await self._reader_wakeup
-                self._reader_wakeup = None
+            await self._paused()
             messages = await direct.receive_many() if direct is not None else (await receive(),)
-            for index, message in enumerate(messages):
-                # Received at once, taken one by one: the pause holds between them too.
-                while index and self._must_pause():
-                    self._reader_wakeup = self._loop.create_future()
-                    await self._reader_wakeup
-                    self._reader_wakeup = None
-                if message["type"] != "websocket.receive":
-                    return
-                if self._closing is not None:
-                    continue  # draining until the close handshake completes
-                data = message.get("text")
-                if data is None:
-                    data = message.get("bytes") or b""
-                if len(data) > max_bytes:
-                    self.close(CLOSE_TOO_BIG, f"frame over {max_bytes} bytes", flush=False)
-                    continue
-                try:
-                    frame = self._codec.decode(data, self._settings.max_json_depth)
-                except (msgspec.DecodeError, InvalidInput) as exc:
-                    self._bad_frame(data, exc)
-                    continue
-                if isinstance(frame, ClientBatch):
-                    await self._handle_batch(frame.frames)
-                else:
-                    await self._handle(frame)
+            try:
+                for index, message in enumerate(messages):
+                    # Received at once, taken one by one: the pause holds between them too.
+                    if index and self._must_pause():
+                        await self._flush_held()
+                        await self._paused()
+                    if message["type"] != "websocket.receive":
+                        return
+                    if self._closing is not None:
+                        continue  # draining until the close handshake completes
+                    data = message.get("text")
+                    if data is None:
+                        data = message.get("bytes") or b""
+                    if len(data) > max_bytes:
+                        self.close(CLOSE_TOO_BIG, f"frame over {max_bytes} bytes", flush=False)
+                        continue
+                    try:
+                        frame = self._codec.decode(data, self._settings.max_json_depth)
+                    except (msgspec.DecodeError, InvalidInput) as exc:
+                        self._bad_frame(data, exc)
+                        continue
+                    if self._hold(frame):
+                        continue
+                    await self._flush_held()
+                    if isinstance(frame, ClientBatch):
+                        await self._handle_batch(frame.frames)
+                    elif not self._hold(frame):
+                        await self._handle(frame)
+            finally:
+                await self._flush_held()
 
     def _bad_frame(self, data: str | bytes, exc: msgspec.DecodeError | InvalidInput) -> None:
         op, ref = peek(data, self._codec.binary)
@@ -338,6 +352,18 @@ class Connection:
     async def _handle(self, frame: ClientOne) -> None:
         """Apply one client frame (answering an error frame for a refused one)."""
         raise NotImplementedError
+
+    def _hold(self, frame: ClientFrame) -> bool:
+        """Take ``frame`` into the held frames of this read (applied by `_flush_held`), or not.
+
+        Consecutive publishes to one queue, or consecutive acks, received
+        together are applied together (one broker call), each still answered
+        on its own; the base class holds nothing.
+        """
+        return False
+
+    async def _flush_held(self) -> None:
+        """Apply the frames `_hold` took, in order."""
 
     async def _handle_batch(self, frames: list[ClientOne]) -> None:
         """Apply the frames of one ``batch`` in order."""

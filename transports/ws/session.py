@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from broker_core.topic_messages import TopicPublishResult
 
     from ..context import BrokerContext
-    from ..wire import ClientOne, Ref
+    from ..wire import ClientFrame, ClientOne, Ref
     from .codec import Codec
     from .consumers import WsConsumer
     from .direct import DirectSocket
@@ -138,6 +138,8 @@ class Session(Connection):
         self._chores: set[asyncio.Task[None]] = set()
         self._revoking: set[asyncio.Task[None]] = set()
         self._topic_publishes: set[asyncio.Task[TopicPublishResult]] = set()
+        self._held: list[Publish] = []
+        self._held_acks: list[tuple[Ref | None, dict[WsConsumer, dict[int, int]], list[int]]] = []
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -211,6 +213,97 @@ class Session(Connection):
             await self._handle(one)
         if group:
             self._publish_group(group)
+
+    def _hold(self, frame: ClientFrame) -> bool:
+        kind = type(frame)
+        if kind is Publish and not self._held_acks:
+            assert isinstance(frame, Publish)
+            if frame.topic is not None:
+                return False
+            held = self._held
+            if held and held[0].queue != frame.queue:
+                self._flush_publishes()
+            try:
+                self._held.append(self._checked(frame))
+                self._held_publishes += 1
+            except Exception as exc:
+                self._fail(frame.ref, exc)
+            return True
+        if kind is Ack and not self._held:
+            assert isinstance(frame, Ack)
+            if frame.result is not None:
+                return False
+            try:
+                self._current_user()
+                tags = frame.tags
+                if self._consumers.revoked:
+                    tags = self._protocol.refuse_revoked(tags, frame.ref, forget=True)
+                    self._send_out()
+                groups, bad = self._consumers.claim(tags, keep=False)
+            except Exception as exc:
+                self._fail(frame.ref, exc)
+                return True
+            self._held_acks.append((frame.ref, groups, bad))
+            return True
+        return False
+
+    def _flush_publishes(self) -> None:
+        held, self._held = self._held, []
+        self._held_publishes = 0
+        if held:
+            self._publish_group(held)
+
+    async def _flush_held(self) -> None:
+        if self._held:
+            self._flush_publishes()
+        if self._held_acks:
+            frames, self._held_acks = self._held_acks, []
+            try:
+                await self._ack_held(frames)
+            except Exception as exc:
+                self._fail(frames[0][0], exc)
+
+    async def _ack_held(
+        self, frames: list[tuple[Ref | None, dict[WsConsumer, dict[int, int]], list[int]]]
+    ) -> None:
+        """Ack what consecutive ``ack`` frames claimed: one broker call per subscription.
+
+        Each frame's unknown tags are still answered in an error frame of
+        its own, with its ``ref``, as `_settle` answers one frame.
+        """
+        merged: dict[WsConsumer, dict[int, int]] = {}
+        frame_of: dict[int, int] = {}
+        for index, (_, groups, _) in enumerate(frames):
+            for consumer, by_id in groups.items():
+                merged.setdefault(consumer, {}).update(by_id)
+                for tag in by_id.values():
+                    frame_of[tag] = index
+        broker = self._broker
+        for consumer, by_id in merged.items():
+            assert consumer.consumer_id is not None, "a delivering subscription has a consumer"
+            ids = list(by_id)
+            if self._ctx.tracing is not None:
+                self._ctx.tracing.settled(ids, "ack")
+            try:
+                outcome = await broker.results.settle_with(
+                    ids,
+                    None,
+                    functools.partial(
+                        broker.consumer_ack, consumer.queue, consumer.consumer_id, ids
+                    ),
+                )
+            except Exception as exc:
+                if classify(exc).status >= 500:
+                    raise
+                failed = list(by_id.values())
+            else:
+                failed = [by_id[id] for id in outcome.errors]
+            for tag in failed:
+                frames[frame_of[tag]][2].append(tag)
+        for ref, _, bad in frames:
+            if bad:
+                self._protocol.unknown_tags(ref, bad)
+                self._send_out()
 
     async def _handle(self, frame: ClientOne) -> None:
         try:
