@@ -86,3 +86,19 @@ async def test_a_burst_of_acks_settles_every_good_tag_and_refuses_each_bad_one(
             ("error", "unknown_tag", "again", [tags[0]]),
         ]
         await eventually(client, processed=5, processing=1, pending=0)
+
+
+async def test_a_compressing_client_gets_every_frame(
+    server: BrokerServer, admin_token: str, client: httpx.AsyncClient
+) -> None:
+    """With permessage-deflate (browsers offer it) the frames a writer turn sends still arrive."""
+    await make_queue(client)
+    async with await open_ws(server, admin_token, compression="deflate") as ws:
+        assert ws.protocol.extensions, "the server accepted permessage-deflate"
+        await subscribe(ws, prefetch=50)
+        burst(ws, [{"op": "publish", "queue": "jobs", "content": n, "ref": n} for n in range(20)])
+        frames = [await recv(ws) for _ in range(40)]
+    confirms = [frame["ref"] for frame in frames if frame["op"] == "confirm"]
+    contents = [frame["content"] for frame in frames if frame["op"] == "deliver"]
+    assert confirms == list(range(20))
+    assert contents == list(range(20))
