@@ -223,8 +223,8 @@ class PlainOurs(Ours):
 
 # -- the coordinator ------------------------------------------------------------------
 
-SYSTEMS = ("wsbroker-plain", "wsbroker", "nats", "baseline-plain")
-"""``baseline-plain``: the plain client against a broker run from ``--baseline`` (A/B)."""
+SYSTEMS = ("wsbroker-plain", "wsbroker", "nats", "baseline-plain", "baseline")
+"""``baseline-plain``, ``baseline``: the plain and our client against ``--baseline``'s broker."""
 
 
 def _table(title: str, rows: dict[str, dict[str, Any]], systems: list[System]) -> str:
@@ -339,12 +339,14 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         ours = stack.enter_context(Ours())
         by_key: dict[str, System] = {"wsbroker": ours, "wsbroker-plain": PlainOurs(ours)}
-        if args.baseline is not None and "baseline-plain" in args.systems:
+        if args.baseline is not None and {"baseline-plain", "baseline"} & set(args.systems):
             # The same clients (this checkout) against the other checkout's broker
             # (PYTHONSAFEPATH: not this directory first on its path).
             home = str(args.baseline.resolve())
             baseline = stack.enter_context(Ours(PYTHONPATH=home, PYTHONSAFEPATH="1"))
             by_key["baseline-plain"] = PlainOurs(baseline, "@baseline")
+            baseline.key, baseline.name = "wsbroker@baseline", "wsbroker (baseline)"
+            by_key["baseline"] = baseline
         if "nats" in args.systems:
             why = Nats.unavailable()
             if why is None:
