@@ -205,12 +205,17 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def tls(self) -> bool:
+        """Whether it serves HTTPS (``BROKER_TLS=true``: its self-signed certificate)."""
+        return self.env["BROKER_TLS"].lower() == "true"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         self.process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
@@ -221,7 +226,8 @@ class ServerProcess:
             stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 20_000 * MS
-        async with httpx.AsyncClient() as http:
+        # Only its health is asked here: the certificate is the test's to check.
+        async with httpx.AsyncClient(verify=not self.tls) as http:
             while True:
                 if self.process.poll() is not None:
                     err = self.process.stderr.read().decode() if self.process.stderr else ""
