@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from broker_core.history import Event, SetResult, encode
+from broker_core.history import History, SetResult
 from broker_core.journal import (
     AckOp,
     DeadLetter,
@@ -79,7 +79,7 @@ class Segment:
         return not (self.inserts or self.patches or self.drops or self.acked or self.results)
 
     def add_history(self, id: int, line: str) -> None:
-        """Append a history event (one JSON line) to message ``id``'s ``history`` column.
+        """Append a history line (`broker_core.history_codec`) to message ``id``'s ``history``.
 
         It joins the message's insert or patch of this segment (no statement
         of its own): backends render a patched ``history`` as an append.
@@ -88,6 +88,8 @@ class Segment:
         if row is not None:
             index = _HISTORY
             row[index] = line if row[index] is None else row[index] + line
+            return
+        if id in self.never:
             return
         patch = self.patches.get(id)
         if patch is None:
@@ -218,8 +220,10 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                 # A withdrawn publish's id (`withdraw_publishes`) was handed out: never again.
                 if id > last_id:
                     last_id = id
-            case Event(id=id):
-                segment.add_history(id, encode(op))
+            case History(ids=ids, lines=lines):
+                add = segment.add_history
+                for id, line in zip(ids, lines, strict=True):
+                    add(id, line)
             case SetResult(id=id, result=result):
                 segment.results[id] = result
             case PutQueue() | PurgeQueue() | DeleteQueue() | Trim() | FireSchedule():
@@ -243,7 +247,6 @@ _SETTLES = (
     DeadLetter,
     Drop,
     Restore,
-    Event,
     SetResult,
 )
 """The operations on one message that name it by ``id``."""
