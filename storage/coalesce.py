@@ -71,7 +71,8 @@ class Segment:
         self.results: dict[int, bytes] = {}
         """Ack results by message id."""
         self.never: set[int] = set()
-        """Messages inserted and dropped in this segment: nothing of theirs is written."""
+        """Messages dropped in this segment: nothing more of theirs is written (no insert
+        if they were inserted in it, no history line or result before their delete)."""
 
     @property
     def empty(self) -> bool:
@@ -96,6 +97,26 @@ class Segment:
             self.patches[id] = {"history": line}
         else:
             patch["history"] = patch.get("history", "") + line
+
+    def add_histories(self, ids: list[int], lines: list[str]) -> None:
+        """`add_history` of each of ``lines`` to message ``ids[i]``, in order (the hot path)."""
+        inserts = self.inserts
+        patches = self.patches
+        never = self.never
+        index = _HISTORY
+        for id, line in zip(ids, lines, strict=True):
+            row = inserts.get(id)
+            if row is not None:
+                before = row[index]
+                row[index] = line if before is None else before + line
+                continue
+            patch = patches.get(id)
+            if patch is None:
+                if id not in never:
+                    patches[id] = {"history": line}
+            else:
+                before = patch.get("history")
+                patch["history"] = line if before is None else before + line
 
     def result_rows(self) -> list[tuple[int, bytes]]:
         """The results to write (none of a message never written)."""
@@ -123,8 +144,7 @@ class Segment:
         if self.inserts.pop(id, None) is None:
             self.patches.pop(id, None)
             self.drops.append(id)
-        else:
-            self.never.add(id)
+        self.never.add(id)
 
     def shapes(self) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
         """Patches grouped by the columns they set: ``columns -> [(*values, id), ...]``."""
@@ -221,9 +241,7 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                 if id > last_id:
                     last_id = id
             case History(ids=ids, lines=lines):
-                add = segment.add_history
-                for id, line in zip(ids, lines, strict=True):
-                    add(id, line)
+                segment.add_histories(ids, lines)
             case SetResult(id=id, result=result):
                 segment.results[id] = result
             case PutQueue() | PurgeQueue() | DeleteQueue() | Trim() | FireSchedule():

@@ -364,3 +364,8 @@ def test_history_of_a_message_inserted_and_dropped_in_the_batch_is_not_written()
 
     plan = plan_of(insert(1), Drop(1, "expired"), History([1, 1], ["0p\n", "0e\n"]))
     assert all(not isinstance(step, Segment) or 1 not in step.patches for step in plan.steps)
+    # A stored message deleted in the batch: its DELETE only, no history patch before it.
+    [step] = plan_of(Drop(2, "cancelled"), History([2], ["9c\n"])).steps
+    assert isinstance(step, Segment)
+    assert step.drops == [2]
+    assert step.patches == {}

@@ -206,3 +206,21 @@ async def test_a_history_in_the_first_form_still_reads(
         "acked",
     ]
     assert [e["at"] for e in events] == sorted(e["at"] for e in events)
+
+
+async def test_delayed_and_failed_say_until_and_why(client: httpx.AsyncClient) -> None:
+    await make_queue(client)
+    response = await client.post("/queues/jobs/messages", json={"content": 1, "delay_ms": 60000})
+    assert response.status_code == 201, response.text
+    delayed = response.json()["message_id"]
+    events = await events_of(client, delayed)
+    assert [e["event"] for e in events] == ["published", "delayed"], events
+    shown = (await client.get(f"/queues/jobs/messages/{delayed}")).json()
+    assert events[1]["until"][:23] == shown["deliver_at"][:23]
+    id = await publish(client, "job")
+    assert await lease(client) == id
+    nacked = await client.post(f"/messages/{id}/nack", params={"requeue": False, "reason": "bad"})
+    assert nacked.status_code == 200, nacked.text
+    events = await events_of(client, id)
+    assert [e["event"] for e in events] == ["published", "delivered", "failed"], events
+    assert events[2]["reason"]
