@@ -162,7 +162,8 @@ def decode_lines(history: str, created: float) -> list[DecodedEvent]:
     Reads both forms, line by line (an old row may end with new lines).
     """
     events: list[DecodedEvent] = []
-    for line in history.splitlines():
+    # Not `splitlines`: a JSON string may hold U+2028 or U+0085, which it would split at.
+    for line in history.split("\n"):
         if not line:
             continue
         if line[0] == "[":
