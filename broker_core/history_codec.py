@@ -136,6 +136,9 @@ def _detail(code: str, rest: str, created: float) -> dict[str, Any] | None:
     if code == "d":
         detail: dict[str, Any] = {"attempt": values.get("attempt", 0)}
         if "consumer" in values:
+            if values.get("transport") == "webhook" and "user" in values:
+                # A webhook consumer's label names the webhook where others name a user.
+                values["webhook"] = values.pop("user")
             return detail | values
         return detail | {"transport": "pull"}
     if code == "n":

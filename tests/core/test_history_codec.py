@@ -89,6 +89,12 @@ def test_every_event_of_the_ops_and_their_details() -> None:
     assert [round(at, 3) for _, _, at in events] == [round(CREATED + 1, 3)] * len(events)
 
 
+def test_a_webhook_delivery_names_the_webhook() -> None:
+    fields = delivered_fragment(4, "webhook wh_1 https://example.com/hook")
+    [event] = decode(f"5d1{fields}\n", CREATED)
+    assert event.detail == {"attempt": 1, "consumer": 4, "transport": "webhook", "webhook": "wh_1"}
+
+
 def test_the_first_form_and_new_lines_after_it_read_in_order() -> None:
     old = (
         '[1796560292.7929177,"published"]\n'
