@@ -37,6 +37,7 @@ __all__ = [
     "decode",
     "publisher",
     "record",
+    "scheduled",
 ]
 
 HISTORY_EVENTS = (
@@ -78,6 +79,11 @@ def _caller(transport: str, user: str | None) -> Caller:
 def acting(transport: str, user: str | None) -> None:
     """Say that ``user`` acts over ``transport`` (``rest``, ``ws``, ``graphql``...) here."""
     CALLER.set(_caller(transport, user))
+
+
+def scheduled(schedule: str) -> None:
+    """Say that schedule ``schedule`` publishes in this context (the scheduler's task)."""
+    CALLER.set(Caller(None, origin_fragment("schedule", None, None, schedule)))
 
 
 def publisher(topic: str | None = None) -> str:

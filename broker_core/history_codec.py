@@ -56,7 +56,7 @@ CODES = {
 """Event names by code (``l``: the lease ran out, ``g``: its consumer went away)."""
 
 FIELDS: dict[str, tuple[tuple[str, type], ...]] = {
-    "p": (("transport", str), ("user", str), ("topic", str)),
+    "p": (("transport", str), ("user", str), ("topic", str), ("schedule", str)),
     "w": (("until", float),),
     "d": (("attempt", int), ("consumer", int), ("transport", str), ("user", str)),
     "n": (("reason", str), ("delay_ms", int)),
@@ -97,9 +97,13 @@ def token(value: str | None) -> str:
 
 
 @lru_cache(maxsize=4096)
-def origin_fragment(transport: str, user: str | None, topic: str | None = None) -> str:
+def origin_fragment(
+    transport: str, user: str | None, topic: str | None = None, schedule: str | None = None
+) -> str:
     """The fields of a ``published`` line: who published over what (cached per publisher)."""
-    fields = [transport, user] if topic is None else [transport, user, topic]
+    fields = [transport, user, topic, schedule]
+    while fields[-1] is None:
+        fields.pop()
     return " ".join(map(token, fields))
 
 

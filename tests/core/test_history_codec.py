@@ -89,6 +89,15 @@ def test_every_event_of_the_ops_and_their_details() -> None:
     assert [round(at, 3) for _, _, at in events] == [round(CREATED + 1, 3)] * len(events)
 
 
+def test_a_scheduled_publish_names_its_schedule() -> None:
+    entry = Entry(1, content=b"x", size=1, created_at=CREATED)
+    ops = [Insert("jobs", entry, origin_fragment("schedule", None, None, "nightly"))]
+    assert story(ops, CREATED)[0][:2] == (
+        "published",
+        {"transport": "schedule", "schedule": "nightly"},
+    )
+
+
 def test_a_webhook_delivery_names_the_webhook() -> None:
     fields = delivered_fragment(4, "webhook wh_1 https://example.com/hook")
     [event] = decode(f"5d1{fields}\n", CREATED)

@@ -224,3 +224,17 @@ async def test_delayed_and_failed_say_until_and_why(client: httpx.AsyncClient) -
     events = await events_of(client, id)
     assert [e["event"] for e in events] == ["published", "delivered", "failed"], events
     assert events[2]["reason"]
+
+
+async def test_a_scheduled_message_says_which_schedule_published_it(
+    client: httpx.AsyncClient,
+) -> None:
+    from tests.transports.rest.test_schedules import EVERY_MS
+
+    await make_queue(client, "ticks")
+    body = {"name": "nightly", "every_ms": EVERY_MS, "content": {"job": "tick"}}
+    response = await client.post("/queues/ticks/schedules", json=body)
+    assert response.status_code == 201, response.text
+    id = await lease(client, "ticks")
+    events = await events_of(client, id)
+    assert published(events) == {"transport": "schedule", "schedule": "nightly"}
