@@ -144,7 +144,7 @@ class DeadLetter(msgspec.Struct, frozen=True, gc=False):
 class Drop(msgspec.Struct, frozen=True, gc=False):
     """A message is deleted without trace (expired or dropped with no dead-letter queue).
 
-    ``why`` (``expired``, ``dropped``, ``cancelled``) is for its history.
+    ``why`` (``expired``, ``cancelled``, else a drop's reason) is for its history.
     """
 
     id: int

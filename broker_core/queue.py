@@ -134,6 +134,10 @@ class QueueState(MessageControl):
         out, self._ops = self._ops, []
         return out
 
+    def journal_after_last_insert(self, make: Callable[[Insert], Op]) -> None:
+        """Journal ``make(insert)`` of this turn's last publish, in the same write."""
+        self._ops.append(make(next(op for op in reversed(self._ops) if type(op) is Insert)))
+
     def take_dead_letters(self) -> list[tuple[str, Item]]:
         """Return and clear the ``(target queue, message)`` pairs to hand to other queues."""
         out, self._dead = self._dead, []
@@ -178,12 +182,9 @@ class QueueState(MessageControl):
         requests: Sequence[PublishRequest],
         now: float,
         next_id: Callable[[], int],
-        origin: str = "",
+        origin: str = "",  # who published them over what, for their history
     ) -> list[Published]:
-        """Enqueue ``requests`` atomically: all of them, or none if the queue is full.
-
-        ``origin`` says who published them over what, for their history
-        (`history.publisher`).
+        """Enqueue ``requests`` atomically: all, or none if the queue is full.
 
         Raises:
             QueueFull: with ``overflow=reject_publish``, when the new messages
@@ -569,8 +570,7 @@ class QueueState(MessageControl):
             self._ops.append(DeadLetter(id, self.name, target, reason, grouped, created_of(item)))
             self._hand_over(target, item)
         elif drop:
-            why = "expired" if reason == "expired" else "dropped"
-            self._ops.append(Drop(id, why, None, created_of(item)))
+            self._ops.append(Drop(id, reason, None, created_of(item)))
         else:
             self.failed += 1
             grouped = isinstance(item, Entry) and item.group is not None

@@ -35,7 +35,7 @@ from loguru import logger
 from .actor import QueueDeleted
 from .errors import BrokerError, QueueNotFound, ScheduleExists, ScheduleNotFound, Unavailable
 from .history import scheduled
-from .journal import FireSchedule, Insert
+from .journal import FireSchedule
 from .messages import PublishRequest
 from .schedules import due, new_schedule, next_wake
 
@@ -312,16 +312,15 @@ class Scheduler:
 
         def record(state: QueueState, now: float) -> None:
             # Runs in the actor's turn that ran the publish (the mailbox is
-            # drained whole, and nothing came between the two): its `Insert`
-            # is the last one in the state's outbox, and this record joins it
-            # in the turn's one journal write. A refused publish has failed
-            # already. `QueueState` has no public way to add an op to its
-            # outbox (queue.py is at its size limit): hence ``_ops``.
-            if published.done():
-                return
-            ops = state._ops
-            message = next(op for op in reversed(ops) if type(op) is Insert)
-            ops.append(FireSchedule(schedule.queue, schedule.name, instant, message.entry.id))
+            # drained whole, and nothing came between the two), so the record
+            # joins its message in the turn's one journal write. A refused
+            # publish has failed already.
+            if not published.done():
+                state.journal_after_last_insert(
+                    lambda insert: FireSchedule(
+                        schedule.queue, schedule.name, instant, insert.entry.id
+                    )
+                )
 
         self._broker.actor(schedule.queue).cast(record)
         await published

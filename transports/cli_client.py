@@ -75,31 +75,43 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
 
 
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """``--profile``, ``--url`` and ``--insecure``, which every client command takes."""
+def add_connection_options(parser: argparse.ArgumentParser, *, again: bool = False) -> None:
+    """``--profile``, ``--url`` and ``--insecure``, which every client command takes.
+
+    ``again``: the options are repeated on an action of a group
+    (``broker queues list``); there they default to "not given", so that
+    ``broker queues --json list`` keeps what came before the action.
+    """
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if again else value
+
     parser.add_argument(
         "--profile",
-        default=os.environ.get("BROKER_PROFILE", "default"),
-        help="the remembered broker to use (BROKER_PROFILE; default: %(default)s)",
+        default=default(os.environ.get("BROKER_PROFILE", "default")),
+        help="the remembered broker to use (BROKER_PROFILE; default: default)",
     )
     parser.add_argument(
         "--url",
-        default=os.environ.get("BROKER_URL"),
+        default=default(os.environ.get("BROKER_URL")),
         help="the broker's URL (BROKER_URL; default: the profile's, else " + DEFAULT_URL + ")",
     )
     parser.add_argument(
         "--insecure",
         action="store_true",
-        default=_env_flag("BROKER_INSECURE"),
+        default=default(_env_flag("BROKER_INSECURE")),
         help="accept any TLS certificate (BROKER_INSECURE=1; `broker login --insecure` "
         "remembers it for the profile; default: verify, or the certificate pinned at login)",
     )
 
 
-def add_output_options(parser: argparse.ArgumentParser) -> None:
-    """``--json``: machine-readable output instead of a table."""
+def add_output_options(parser: argparse.ArgumentParser, *, again: bool = False) -> None:
+    """``--json``: machine-readable output instead of a table (``again``: as above)."""
     parser.add_argument(
-        "--json", action="store_true", help="print JSON for scripts (default: a table)"
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if again else False,
+        help="print JSON for scripts (default: a table)",
     )
 
 
@@ -128,8 +140,8 @@ def command_group(
 
     def action(name: str, help: str) -> argparse.ArgumentParser:
         parser = actions.add_parser(name, help=help, description=help)
-        add_connection_options(parser)
-        add_output_options(parser)
+        add_connection_options(parser, again=True)
+        add_output_options(parser, again=True)
         return parser
 
     return action
@@ -280,6 +292,8 @@ def command(
             result: int = asyncio.run(main(args)) or 0
         except KeyboardInterrupt:
             return 130
+        except BrokenPipeError:
+            return _reader_gone()
         except CertificateChanged as exc:
             report_changed(exc, args.profile)
             return 1
@@ -294,6 +308,17 @@ def command(
         return result
 
     return handler
+
+
+def _reader_gone() -> int:
+    """Whoever read our output stopped (``broker ... | head``): end quietly, as a
+    shell command killed by SIGPIPE would (Python ignores the signal)."""
+    # Python flushes stdout at exit: point it at /dev/null so that this flush
+    # does not fail again and print a traceback.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13
 
 
 def _failed(args: argparse.Namespace, exc: Exception, prefix: str = "") -> int:

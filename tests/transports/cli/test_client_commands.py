@@ -163,3 +163,37 @@ async def test_help_shows_the_defaults(cli: Cli) -> None:
     browse = (await cli.ok("messages", "browse", "--help")).out
     assert "(default: 100)" in browse
     assert "default: 8777" in (await cli.ok("serve", "--help")).out
+
+
+async def test_options_before_the_action_are_kept(logged_in: Cli, server: BrokerServer) -> None:
+    """``broker queues --json list`` is ``broker queues list --json``: the action's
+    defaults do not undo what was given before it."""
+    await logged_in.ok("queues", "create", "early")
+    listed = await logged_in.ok("queues", "--json", "list")
+    assert [q["name"] for q in listed.json()] == ["early"]
+    run = await logged_in("queues", "--profile", "nowhere", "list")
+    assert run.code == 1 and "profile 'nowhere'" in run.err
+
+
+async def test_a_reader_that_stops_early_is_not_an_error(
+    logged_in: Cli, client: httpx.AsyncClient
+) -> None:
+    """``broker messages browse q | head -1``: no error on stderr, the exit of a
+    process whose pipe closed (141, as a shell reports SIGPIPE)."""
+    import asyncio
+    import sys
+
+    await logged_in.ok("queues", "create", "long")
+    body = {"messages": [{"content": "x" * 200} for _ in range(500)]}
+    (await client.post("/queues/long/messages/batch", json=body)).raise_for_status()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "transports", "messages", "browse", "long", "--limit", "500",
+        cwd=logged_in.cwd, env=logged_in.env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    assert (await process.stdout.readline()).startswith(b"MESSAGE_ID")
+    process._transport.get_pipe_transport(1).close()  # type: ignore[attr-defined]
+    err = await asyncio.wait_for(process.stderr.read(), 60)
+    assert await process.wait() == 141
+    assert err.decode().strip() == ""
