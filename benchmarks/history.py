@@ -7,7 +7,8 @@ and one with ``false``; the suite's ``flow`` (one WebSocket producer with
 confirms, one consumer acking, 1 KiB messages) runs on each in turn,
 interleaved run by run, medians of ``--runs``. Then the history table of
 the recording broker is measured: events per message and bytes per
-message (the ``history`` column of its row: JSON lines).
+message (the ``history`` column of its row: one short line per event,
+`broker_core.history_codec`), with one message's history as an example.
 
 Caveats: every process shares this machine's cores, and others may be
 using them: compare the figures of one run only.
@@ -80,6 +81,9 @@ def on_disk(ours: Ours, count: int = 1000) -> dict[str, Any]:
             "SELECT count(*), sum(length(history) - length(replace(history, char(10), ''))),"
             " sum(length(history)) FROM messages WHERE queue = 'history-disk'"
         ).fetchone()
+        (example,) = db.execute(
+            "SELECT history FROM messages WHERE queue = 'history-disk' LIMIT 1"
+        ).fetchone()
     finally:
         db.close()
     return {
@@ -87,6 +91,7 @@ def on_disk(ours: Ours, count: int = 1000) -> dict[str, Any]:
         "events": events,
         "events_per_message": events / messages if messages else 0,
         "bytes_per_message": stored / messages if messages else 0,
+        "example": example,
     }
 
 

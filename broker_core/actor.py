@@ -65,6 +65,9 @@ class ActorHooks(Protocol):
     def dead_letter(self, target: str, items: list[Item]) -> None:
         """Hand dead-lettered messages to the ``target`` queue's actor."""
 
+    def history(self, queue: str, ops: Sequence[Op], now: float) -> Op | None:
+        """The history ``ops`` (made at ``now``) record, written in their batch (or ``None``)."""
+
     def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
         """See every journal operation (in-flight index, events, metrics)."""
 
@@ -360,12 +363,13 @@ class QueueActor:
         commit = None
         ops = state.take_ops()
         if ops:
-            if shared is not None:
-                # The claim recorded the deliveries in storage already.
-                written = [op for op in ops if type(op) is not DeliverOp]
-                commit = self._journal.write(written) if written else None
-            else:
-                commit = self._journal.write(ops)
+            recorded = self._hooks.history(self.name, ops, now)
+            # On shared storage the claim recorded the deliveries already.
+            written = ops if shared is None else [op for op in ops if type(op) is not DeliverOp]
+            if recorded is not None:
+                # The batch's own history joins it: same commit, no write of its own.
+                written.append(recorded)
+            commit = self._journal.write(written) if written else None
             if commit is not None:
                 commit.add_done_callback(partial(self._check_commit, ops))
             self._hooks.ops_written(self.name, ops)

@@ -35,6 +35,7 @@ from .errors import (
 )
 from .events import EventHub, EventListener
 from .group_views import group_figures
+from .history import publisher
 from .journal import (
     DeleteQueue,
     PutQueue,
@@ -212,6 +213,10 @@ class Broker:
                 state.adopt(item, now)
 
         actor.cast(adopt)
+
+    def history(self, queue: str, ops: Sequence[Op], now: float) -> Op | None:
+        """The history lines of ``queue``'s journal operations (`results.Results.record`)."""
+        return self.results.record(queue, ops, now)
 
     def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
         """Keep the in-flight index and feed event listeners."""
@@ -394,8 +399,9 @@ class Broker:
             QueueNotFound: no such queue.
             Unavailable: storage refuses writes now; nothing was enqueued.
         """
+        origin = publisher()
         return self._publish_call(
-            name, lambda state, now: state.publish(requests, now, self._node.ids)
+            name, lambda state, now: state.publish(requests, now, self._node.ids, origin)
         )
 
     def publish_each_nowait(
@@ -413,11 +419,13 @@ class Broker:
         Raises: as `publish_nowait`.
         """
 
+        origin = publisher()
+
         def publish_each(state: QueueState, now: float) -> list[Published | BrokerError]:
             outcomes: list[Published | BrokerError] = []
             for request in requests:
                 try:
-                    outcomes += state.publish((request,), now, self._node.ids)
+                    outcomes += state.publish((request,), now, self._node.ids, origin)
                 except BrokerError as exc:
                     outcomes.append(exc)
             return outcomes
@@ -447,9 +455,13 @@ class Broker:
         ]
 
     async def publish_fanout(
-        self, names: Sequence[str], request: PublishRequest
+        self, names: Sequence[str], request: PublishRequest, topic: str | None = None
     ) -> list[PublishResult]:
-        """Publish one message to several queues in one journal batch (all or none)."""
+        """Publish one message to several queues in one journal batch (all or none).
+
+        ``topic``: the topic it was published to, for its history.
+        """
+        origin = publisher(topic)
         actors = [self.actor(name) for name in dict.fromkeys(names)]
         degraded = self.storage.degraded
         if degraded is not None:
@@ -460,7 +472,7 @@ class Broker:
         results = []
         for actor in actors:
             published, commit = actor.apply_now(
-                lambda state, now: state.publish([request], now, self._node.ids)
+                lambda state, now: state.publish([request], now, self._node.ids, origin)
             )
             if commit is not None:
                 commits.append(commit)

@@ -135,7 +135,11 @@ class SharedQueueState(QueueState):
     def _requeue(self, entry: Entry, deliver_at: float, trigger: str = "nack") -> None:
         # Back to storage, where any node may claim it (once due, after a back-off).
         reason = entry.last_error if trigger == "nack" else None
-        self._ops.append(Requeue(entry.id, entry.attempt, self.name, deliver_at, trigger, reason))
+        self._ops.append(
+            Requeue(
+                entry.id, entry.attempt, self.name, deliver_at, trigger, reason, entry.created_at
+            )
+        )
 
     def reschedule(
         self, id: int, deliver_at: float | None, priority: int | None, now: float

@@ -57,11 +57,11 @@ def give_back_op(
     if why is None:
         wait = requeue_delay_ms(options.retry, entry.attempt, "nack", random.random(), delay_ms)
         at = now + wait / 1000 if wait > 0 else 0.0
-        return Requeue(entry.id, entry.attempt, queue, at, "nack", reason)
+        return Requeue(entry.id, entry.attempt, queue, at, "nack", reason, entry.created_at)
     target = options.dead_letter_queue
     if target is not None and target != queue:
-        return DeadLetter(entry.id, queue, target, why, entry.group is not None)
-    return Fail(queue, entry.id, why, now, entry.group is not None)
+        return DeadLetter(entry.id, queue, target, why, entry.group is not None, entry.created_at)
+    return Fail(queue, entry.id, why, now, entry.group is not None, entry.created_at)
 
 
 class Standalone:
@@ -354,7 +354,9 @@ class Cluster(Standalone):
                 return None
             return foreign(held, actor.state.options, now)
 
-        done = await self._shared.settle_elsewhere(ids, outcome)
+        done = await self._shared.settle_elsewhere(
+            ids, outcome, lambda ops: broker.results.record("", ops, now)
+        )
         settled = [id for _, id in done]
         for id in set(ids).difference(settled):
             errors[str(id)] = str(InvalidTransition(id, "settle", "not processing"))

@@ -1,26 +1,44 @@
-"""The life story of every message: history events derived from journal operations.
+"""The life story of every message: history lines built from journal operations.
 
 Each operation a queue's state journals (publish, delivery, settlement,
-dead-lettering, ...) says what happened to a message; `derive` turns a
-batch of them into `Event` operations, written right behind them into the
-same write-behind buffer, so they join the same group commit and cost one
-row per event there (no extra round trip). Storage keeps them in a table
-keyed by message id and deletes them with the message.
+dead-lettering, ...) says what happened to a message; `record` turns a
+batch of them into one `History` operation, written right behind them into
+the same write-behind buffer, so it joins the same group commit. Storage
+appends each line to its message's ``history`` column, in the row's own
+insert or patch of that batch (no statement of its own), and deletes it
+with the message. The lines are built as the bytes stored, straight from
+the operations (`history_codec` says their form, and decodes them).
 
 `SetResult` is the result an ack carried, kept with the message.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import TYPE_CHECKING, Any
+from contextvars import ContextVar
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
+
+from .history_codec import decode_lines, origin_fragment, token
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["HISTORY_EVENTS", "Event", "HistoryEntry", "SetResult", "decode", "derive", "encode"]
+__all__ = [
+    "CALLER",
+    "HISTORY_EVENTS",
+    "Caller",
+    "History",
+    "HistoryEntry",
+    "SetResult",
+    "acting",
+    "actor",
+    "decode",
+    "publisher",
+    "record",
+    "scheduled",
+]
 
 HISTORY_EVENTS = (
     "published",
@@ -40,13 +58,55 @@ HISTORY_EVENTS = (
 """Every event name a history may hold."""
 
 
-class Event(msgspec.Struct, frozen=True, gc=False):
-    """One history event of message ``id`` at ``at`` with its details (``detail``)."""
+class Caller(NamedTuple):
+    """Who acts in a context: ``user`` (or service token), and the fields of a
+    ``published`` line (``origin``: transport and user, `history_codec.origin_fragment`)."""
 
-    id: int
-    at: float
-    event: str
-    detail: dict[str, Any] | None = None
+    user: str | None
+    origin: str
+
+
+CALLER: ContextVar[Caller | None] = ContextVar("caller", default=None)
+"""Who acts in this context: set by a transport once it knows its caller (`acting`),
+read where a publish, a retry or a cancel enters the broker (`publisher`, `actor`)."""
+
+
+@lru_cache(maxsize=4096)
+def _caller(transport: str, user: str | None) -> Caller:
+    return Caller(user, origin_fragment(transport, user))
+
+
+def acting(transport: str, user: str | None) -> None:
+    """Say that ``user`` acts over ``transport`` (``rest``, ``ws``, ``graphql``...) here."""
+    CALLER.set(_caller(transport, user))
+
+
+def scheduled(schedule: str) -> None:
+    """Say that schedule ``schedule`` publishes in this context (the scheduler's task)."""
+    CALLER.set(Caller(None, origin_fragment("schedule", None, None, schedule)))
+
+
+def publisher(topic: str | None = None) -> str:
+    """The fields of the ``published`` lines of what is published in this context now."""
+    caller = CALLER.get()
+    if caller is None:
+        return "" if topic is None else f"- - {token(topic)}"
+    if topic is None:
+        return caller.origin
+    return f"{caller.origin} {token(topic)}"
+
+
+def actor() -> str | None:
+    """Who acts in this context (a retry's, a cancel's ``by``), if a transport said."""
+    caller = CALLER.get()
+    return None if caller is None else caller.user
+
+
+class History(msgspec.Struct, frozen=True, gc=False):
+    """History lines to append: ``lines[i]`` to message ``ids[i]``'s history, in order."""
+
+    ids: list[int]
+    lines: list[str]
 
 
 class SetResult(msgspec.Struct, frozen=True, gc=False):
@@ -57,121 +117,96 @@ class SetResult(msgspec.Struct, frozen=True, gc=False):
 
 
 class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One event as stored (compact: ``[at, event, detail]``) and shown."""
+    """One event as shown: its time, name and details."""
 
     at: float
     event: str
     detail: dict[str, Any] | None = None
 
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(list[Any])
-
-
-def encode(event: Event) -> str:
-    """The stored form of an event: one JSON line ``[at, event(, detail)]`` (25-100 bytes).
-
-    A message's events are these lines, appended to its row's ``history``
-    column (text, so that SQL appends them with ``||`` on both backends).
-    """
-    if event.detail is None:
-        return _encoder.encode((event.at, event.event)).decode() + "\n"
-    return _encoder.encode((event.at, event.event, event.detail)).decode() + "\n"
-
-
-def decode(history: str | None) -> list[HistoryEntry]:
-    """The events of a stored ``history`` column, in order."""
+def decode(history: str | None, created_at: float = 0.0) -> list[HistoryEntry]:
+    """The events of a stored ``history`` column of a message created at ``created_at``."""
     if not history:
         return []
-    entries = []
-    for line in history.splitlines():
-        if line:
-            at, event, *detail = _decoder.decode(line)
-            entries.append(
-                HistoryEntry(at=float(at), event=str(event), detail=detail[0] if detail else None)
-            )
-    return entries
+    return [
+        HistoryEntry(at=at, event=event, detail=detail)
+        for at, event, detail in decode_lines(history, created_at)
+    ]
 
 
-@functools.lru_cache(maxsize=4096)
-def _consumer(label: str) -> dict[str, Any]:
-    """``transport`` and ``user`` from a consumer label such as ``"ws alice 10.0.0.7"``.
-
-    Cached (one parse per consumer, not per delivery); callers must not change the dict.
-    """
-    parts = label.split()
-    detail: dict[str, Any] = {}
-    if parts:
-        detail["transport"] = parts[0]
-    if len(parts) > 1:
-        detail["user"] = parts[1]
-    return detail
+def _ms(now: float, created: float) -> str:
+    """The time of a line: ms after ``created``, or ``@`` and ms since the epoch without it."""
+    if created:
+        return str(round((now - created) * 1000))
+    return f"@{round(now * 1000)}"
 
 
-def derive(
-    queue: str, ops: Sequence[Any], now: float, consumer_label: Callable[[int], str | None]
-) -> list[Event]:
-    """The history events that journal operations ``ops`` of ``queue`` record, in order.
+def record(
+    ops: Sequence[Any], now: float, delivered: Callable[[int], str] | None = None
+) -> History | None:
+    """The history lines that journal operations ``ops`` record, in order (or ``None``).
 
-    ``consumer_label`` names a push consumer by id (its transport and user).
+    ``delivered`` gives a push consumer's fields after the attempt
+    (`history_codec.delivered_fragment`, cached per consumer).
     """
     # Imported here: journal imports this module for its operation types.
     from .journal import AckOp, DeadLetter, DeliverOp, Drop, Fail, Insert, Requeue, Restore
 
-    events: list[Event] = []
-    append = events.append
+    ids: list[int] = []
+    lines: list[str] = []
+    id_of = ids.append
+    line_of = lines.append
+    tails: dict[int | None, str] = {None: ""}
+    # The three of every message first, their times inline (the hot path).
     for op in ops:
         kind = type(op)
-        if kind is Insert:
-            entry = op.entry
-            append(Event(entry.id, now, "published"))
-            if entry.deliver_at > now:
-                append(Event(entry.id, now, "delayed", {"until": entry.deliver_at}))
-        elif kind is DeliverOp:
-            detail: dict[str, Any] = {"attempt": op.attempt}
-            if op.consumer is not None:
-                detail["consumer"] = op.consumer
-                label = consumer_label(op.consumer)
-                if label:
-                    detail |= _consumer(label)
-            else:
-                detail["transport"] = "pull"
-            append(Event(op.id, now, "delivered", detail))
+        if kind is DeliverOp:
+            id_of(op.id)
+            tail = tails.get(op.consumer)
+            if tail is None:
+                tail = tails[op.consumer] = "" if delivered is None else delivered(op.consumer)
+            created = op.created
+            at = round((now - created) * 1000) if created else _ms(now, 0.0)
+            line_of(f"{at}d{op.attempt}{tail}\n")
         elif kind is AckOp:
-            append(Event(op.id, op.at, "acked"))
+            id_of(op.id)
+            created = op.created
+            at = round((op.at - created) * 1000) if created else _ms(op.at, 0.0)
+            line_of(f"{at}a\n")
+        elif kind is Insert:
+            entry = op.entry
+            created = entry.created_at
+            id_of(entry.id)
+            at = round((now - created) * 1000) if created else _ms(now, 0.0)
+            line_of(f"{at}p{op.origin}\n")
+            if entry.deliver_at > now:
+                id_of(entry.id)
+                line_of(f"{at}w{round((entry.deliver_at - created) * 1000)}\n")
         elif kind is Requeue:
+            id_of(op.id)
+            at = _ms(now, op.created)
             if op.trigger != "nack":
-                gone = {"attempt": op.attempt, "reason": "consumer gone"}
-                append(
-                    Event(
-                        op.id,
-                        now,
-                        "lease_expired",
-                        gone if op.trigger == "gone" else gone | {"reason": "lease expired"},
-                    )
-                )
+                line_of(f"{at}{'g' if op.trigger == 'gone' else 'l'}{op.attempt}\n")
+            elif op.deliver_at:
+                delay = max(0, round((op.deliver_at - now) * 1000))
+                line_of(f"{at}n{token(op.reason)} {delay}\n")
+            elif op.reason is not None:
+                line_of(f"{at}n{token(op.reason)}\n")
             else:
-                nacked: dict[str, Any] = {"requeue": True, "reason": op.reason}
-                if op.deliver_at:
-                    nacked["delay_ms"] = max(0, round((op.deliver_at - now) * 1000))
-                append(Event(op.id, now, "nacked", nacked))
+                line_of(f"{at}n\n")
         elif kind is Fail:
-            append(Event(op.id, op.at, "failed", {"reason": op.reason}))
+            id_of(op.id)
+            line_of(f"{_ms(op.at, op.created)}f{token(op.reason)}\n")
         elif kind is DeadLetter:
-            append(
-                Event(
-                    op.id,
-                    now,
-                    "dead_lettered",
-                    {"from": op.source, "to": op.target, "reason": op.reason},
-                )
-            )
+            id_of(op.id)
+            fields = f"{token(op.source)} {token(op.target)} {token(op.reason)}"
+            line_of(f"{_ms(now, op.created)}x{fields}\n")
         elif kind is Drop:
-            why = op.why or "dropped"
-            append(Event(op.id, now, why if why in HISTORY_EVENTS else "dropped", {"reason": why}))
+            id_of(op.id)
+            code = {"expired": "e", "cancelled": "c"}.get(op.why, "o")
+            line_of(f"{_ms(now, op.created)}{code}{token(op.by) if op.by else ''}\n")
         elif kind is Restore:
-            retried: dict[str, Any] = {"to": op.queue}
-            if op.by:
-                retried["by"] = op.by
-            append(Event(op.id, now, "retried", retried))
-    return events
+            id_of(op.id)
+            by = f" {token(op.by)}" if op.by else ""
+            line_of(f"{_ms(now, op.created)}r{token(op.queue)}{by}\n")
+    return History(ids, lines) if ids else None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import msgspec
 
-from .history import Event, SetResult
+from .history import History, SetResult
 from .messages import Entry, QueueOptions
 
 if TYPE_CHECKING:
@@ -57,6 +57,8 @@ class Insert(msgspec.Struct, frozen=True, gc=False):
 
     queue: str
     entry: Entry
+    origin: str = ""
+    """Who published it over what, for its history (`history.publisher`)."""
 
 
 class DeliverOp(msgspec.Struct, frozen=True, gc=False):
@@ -66,6 +68,8 @@ class DeliverOp(msgspec.Struct, frozen=True, gc=False):
     attempt: int
     lease_deadline: float
     consumer: int | None = None
+    created: float = 0.0
+    """The message's ``created_at`` (its history's times count from it), 0 if unknown."""
 
 
 class Requeue(msgspec.Struct, frozen=True, gc=False):
@@ -80,6 +84,8 @@ class Requeue(msgspec.Struct, frozen=True, gc=False):
     deliver_at: float = 0.0
     trigger: str = "nack"
     reason: str | None = None
+    created: float = 0.0
+    """The message's ``created_at`` (its history's times count from it), 0 if unknown."""
 
 
 class Reschedule(msgspec.Struct, frozen=True, gc=False):
@@ -107,6 +113,8 @@ class AckOp(msgspec.Struct, frozen=True, gc=False):
     at: float
     grouped: bool = False
     """It had a group: on shared storage the group's next message may now be claimed."""
+    created: float = 0.0
+    """The message's ``created_at`` (its history's times count from it), 0 if unknown."""
 
 
 class Fail(msgspec.Struct, frozen=True, gc=False):
@@ -117,6 +125,8 @@ class Fail(msgspec.Struct, frozen=True, gc=False):
     reason: str
     at: float
     grouped: bool = False
+    created: float = 0.0
+    """The message's ``created_at`` (its history's times count from it), 0 if unknown."""
 
 
 class DeadLetter(msgspec.Struct, frozen=True, gc=False):
@@ -127,16 +137,22 @@ class DeadLetter(msgspec.Struct, frozen=True, gc=False):
     target: str
     reason: str
     grouped: bool = False
+    created: float = 0.0
+    """The message's ``created_at`` (its history's times count from it), 0 if unknown."""
 
 
 class Drop(msgspec.Struct, frozen=True, gc=False):
     """A message is deleted without trace (expired or dropped with no dead-letter queue).
 
-    ``why`` (``expired``, ``dropped``, ``cancelled``) is for its history.
+    ``why`` (``expired``, ``cancelled``, else a drop's reason) is for its history.
     """
 
     id: int
     why: str = ""
+    by: str | None = None
+    """Who cancelled it, for its history."""
+    created: float = 0.0
+    """The message's ``created_at`` (its history's times count from it), 0 if unknown."""
 
 
 class Restore(msgspec.Struct, frozen=True, gc=False):
@@ -145,6 +161,8 @@ class Restore(msgspec.Struct, frozen=True, gc=False):
     id: int
     queue: str
     by: str | None = None
+    created: float = 0.0
+    """The message's ``created_at`` (its history's times count from it), 0 if unknown."""
 
 
 class Trim(msgspec.Struct, frozen=True, gc=False):
@@ -215,7 +233,7 @@ Op = (
     | PurgeQueue
     | Trim
     | FireSchedule
-    | Event
+    | History
     | SetResult
 )
 
@@ -325,8 +343,8 @@ class Storage(Journal, Protocol):
         """One message by id, in whatever status."""
         ...
 
-    async def history(self, id: int) -> str | None:
-        """The stored history of message ``id`` (`history.decode` reads it)."""
+    async def history(self, id: int) -> tuple[float, str | None] | None:
+        """The ``created_at`` and stored history of message ``id`` (`history.decode` reads them)."""
         ...
 
     async def result(self, id: int) -> bytes | None:
@@ -452,11 +470,15 @@ class SharedStorage(Storage, Protocol):
         ...
 
     async def settle_elsewhere(
-        self, ids: Sequence[int], outcome: Callable[[StoredMessage], Op | None]
+        self,
+        ids: Sequence[int],
+        outcome: Callable[[StoredMessage], Op | None],
+        record: Callable[[Sequence[Op]], Op | None] | None = None,
     ) -> list[tuple[str, int]]:
         """Settle messages another node holds (a REST ack or nack sent to this node).
 
         ``outcome`` turns each held message into the op that settles it (or
-        ``None`` to leave it); returns ``(queue, id)`` of those settled.
+        ``None`` to leave it); ``record`` gives the history those ops
+        record, written with them; returns ``(queue, id)`` of those settled.
         """
         ...

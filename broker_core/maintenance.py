@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from .cluster import MAX_MESSAGE_ID
 from .errors import BrokerError, InvalidTransition, MessageNotFound
 from .group_views import with_group_wait
+from .history import actor
 from .messages import MessagesPage
 from .types import MessageStatus
 from .waiting import explain
@@ -99,7 +100,10 @@ class Maintenance:
             if row.status not in (MessageStatus.PENDING, MessageStatus.FAILED):
                 raise InvalidTransition(id, "retry", row.status.label)
             failed = row.status is MessageStatus.FAILED
-            await source.call(lambda state, _: state.take_for_retry(id, failed, target))
+            by, created = actor(), entry.created_at
+            await source.call(
+                lambda state, _: state.take_for_retry(id, failed, target, by, created)
+            )
             entry.attempt = 0
             entry.redelivered = False
             entry.dead_lettered_from = None

@@ -38,6 +38,7 @@ __all__ = [
     "Item",
     "PendingOrder",
     "Recount",
+    "created_of",
     "item_id",
     "pack_cold",
     "remove_item",
@@ -65,6 +66,11 @@ def unpack_cold(item: int) -> tuple[int, int, int]:
 def item_id(item: Item) -> int:
     """The message id of a pending item, cold or not."""
     return item >> 36 if isinstance(item, int) else item.id
+
+
+def created_of(item: Item) -> float:
+    """The ``created_at`` of a pending item, 0 for a cold one (its row holds it)."""
+    return 0.0 if isinstance(item, int) else item.created_at
 
 
 def _item_size(item: Item) -> int:

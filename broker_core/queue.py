@@ -44,7 +44,7 @@ from .journal import (
     Restore,
 )
 from .messages import Entry
-from .pending import item_id, pack_cold
+from .pending import created_of, item_id, pack_cold
 from .retry_control import MessageControl, give_up_reason, pause_deadline
 from .types import Overflow
 
@@ -182,8 +182,9 @@ class QueueState(MessageControl):
         requests: Sequence[PublishRequest],
         now: float,
         next_id: Callable[[], int],
+        origin: str = "",  # who published them over what, for their history
     ) -> list[Published]:
-        """Enqueue ``requests`` atomically: all of them, or none if the queue is full.
+        """Enqueue ``requests`` atomically: all, or none if the queue is full.
 
         Raises:
             QueueFull: with ``overflow=reject_publish``, when the new messages
@@ -216,7 +217,7 @@ class QueueState(MessageControl):
             published = Published(entry.id, now, False)
             if dedup_id is not None:
                 dedup.remember(dedup_id, entry.id, now)
-            self._ops.append(Insert(self.name, entry))
+            self._ops.append(Insert(self.name, entry, origin))
             self.published_total += 1
             self._place(entry, now)
             results.append(published)
@@ -331,13 +332,16 @@ class QueueState(MessageControl):
         item.lease_deadline = 0.0
         self._place(item, now)
 
-    def take_for_retry(self, id: int, failed: bool, target: str) -> None:
+    def take_for_retry(
+        self, id: int, failed: bool, target: str, by: str | None = None, created: float = 0.0
+    ) -> None:
         """Let a failed or dead-lettered message of this queue go to ``target`` (a retry).
 
         Args:
             id: the message.
             failed: it is failed here (else pending here, dead-lettered from ``target``).
             target: the queue it is restored to (which then adopts it).
+            by: who retried it, for its history; ``created``: its ``created_at``.
 
         Raises:
             InvalidTransition: it was pending and no longer is.
@@ -346,7 +350,7 @@ class QueueState(MessageControl):
             self.failed -= 1
         elif self.pending.remove(id) is None:
             self._not_pending_for_retry(id)
-        self._ops.append(Restore(id, target))
+        self._ops.append(Restore(id, target, by, created))
 
     def _not_pending_for_retry(self, id: int) -> None:
         raise InvalidTransition(id, "retry", "no longer pending")
@@ -443,7 +447,9 @@ class QueueState(MessageControl):
         self.processing[entry.id] = entry
         heapq.heappush(self._leases, (deadline, entry.id))
         self.delivered_total += 1
-        self._ops.append(DeliverOp(entry.id, entry.attempt, deadline, consumer_id))
+        self._ops.append(
+            DeliverOp(entry.id, entry.attempt, deadline, consumer_id, entry.created_at)
+        )
 
     def hydrate(self, entries: Sequence[Entry], requested: Sequence[int]) -> None:
         """Put loaded bodies in place of the cold items ``requested`` (missing ones are gone).
@@ -490,7 +496,7 @@ class QueueState(MessageControl):
                 continue
             self.processed += 1
             self.acked_total += 1
-            self._ops.append(AckOp(self.name, id, now, entry.group is not None))
+            self._ops.append(AckOp(self.name, id, now, entry.group is not None, entry.created_at))
             settled.append(id)
         return SettleOutcome(settled, errors)
 
@@ -561,14 +567,14 @@ class QueueState(MessageControl):
                 # dead-lettered message doesn't expire again in the target.
                 item.expires_at = 0.0
             grouped = isinstance(item, Entry) and item.group is not None
-            self._ops.append(DeadLetter(id, self.name, target, reason, grouped))
+            self._ops.append(DeadLetter(id, self.name, target, reason, grouped, created_of(item)))
             self._hand_over(target, item)
         elif drop:
-            self._ops.append(Drop(id, "expired" if reason == "expired" else "dropped"))
+            self._ops.append(Drop(id, reason, None, created_of(item)))
         else:
             self.failed += 1
             grouped = isinstance(item, Entry) and item.group is not None
-            self._ops.append(Fail(self.name, id, reason, now, grouped))
+            self._ops.append(Fail(self.name, id, reason, now, grouped, created_of(item)))
 
     def _hand_over(self, target: str, item: Item) -> None:
         """A dead-lettered message goes to the ``target`` queue's actor (storage moved it)."""

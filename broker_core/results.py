@@ -1,8 +1,8 @@
 """Ack results and their waiters, and the recording of message histories.
 
-`Results` sits on the broker's ``ops_written`` hook (every batch of journal
-operations a queue writes passes there): it appends the batch's history
-events (`history.derive`) to the same write-behind buffer, and wakes whoever
+`Results` sits on the broker's ``history`` and ``ops_written`` hooks (every
+batch of journal operations a queue writes passes there): it makes the
+batch's history lines (`history.record`), which join the batch itself, and wakes whoever
 awaits the outcome of a message that batch settled, once it committed. A
 waiter is an `asyncio.Future` per awaited message id: no polling on one
 node. On shared storage, an ack on another node is seen through a periodic
@@ -16,7 +16,8 @@ import contextlib
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
-from .history import HistoryEntry, SetResult, decode, derive
+from .history import HistoryEntry, SetResult, decode, record
+from .history_codec import delivered_fragment
 from .journal import AckOp, DeadLetter, Drop, Fail, StoredMessage
 from .types import MessageStatus
 
@@ -38,11 +39,6 @@ _ENDS = (AckOp, Fail, DeadLetter, Drop)
 _Settled = TypeVar("_Settled", "SettleOutcome", "SettleResult")
 
 
-def _retrieved(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 class Results:
     """Ack results, their waiters and history recording of one broker.
 
@@ -59,14 +55,15 @@ class Results:
 
     # -- the hot path -----------------------------------------------------------
 
+    def record(self, queue: str, ops: Sequence[Op], now: float) -> Op | None:
+        """The history lines of ``ops`` (of ``queue``, made at ``now``) as one operation."""
+        if not self.recording:
+            return None
+        return record(ops, now, self._delivered_of(queue))
+
     def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
-        """Record the history of ``ops`` and wake the waiters of messages they settled."""
+        """Wake the waiters of messages that ``ops`` settled, once they committed."""
         broker = self._broker
-        if self.recording:
-            events = derive(queue, ops, broker.clock(), self._label_of(queue))
-            if events:
-                # Joins the batch of ``ops``; its failure is theirs to report.
-                broker.storage.write(events).add_done_callback(_retrieved)
         waiters = self._waiters
         if waiters:
             ended = [
@@ -78,16 +75,15 @@ class Results:
                 commit = broker.storage.write([])
                 commit.add_done_callback(lambda _: self._wake(ended))
 
-    def _label_of(self, queue: str) -> Callable[[int], str | None]:
+    def _delivered_of(self, queue: str) -> Callable[[int], str]:
+        """The fields of a push delivery to a consumer of ``queue``, by consumer id."""
         actor = self._broker.find_actor(queue)
 
-        def label(consumer_id: int) -> str | None:
-            if actor is None:
-                return None
-            consumer = actor.state.consumers.get(consumer_id)
-            return None if consumer is None else consumer.label
+        def fields(consumer_id: int) -> str:
+            consumer = None if actor is None else actor.state.consumers.get(consumer_id)
+            return delivered_fragment(consumer_id, "" if consumer is None else consumer.label)
 
-        return label
+        return fields
 
     def wake(self, ids: Sequence[int]) -> None:
         """Wake the waiters of ``ids`` (their outcome committed, here or on another node)."""
@@ -174,4 +170,5 @@ class Results:
 
     async def history(self, id: int) -> list[HistoryEntry]:
         """The history events of message ``id``, in order."""
-        return decode(await self._broker.storage.history(id))
+        stored = await self._broker.storage.history(id)
+        return [] if stored is None else decode(stored[1], stored[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import history
 from .cluster import MAX_MESSAGE_ID
 from .errors import InvalidTransition, MessageNotFound
 from .messages import UpdateQueueRequest
@@ -48,10 +49,12 @@ async def cancel(broker: Broker, name: str, id: int) -> None:
     actor = broker.actor(name)
     if not 0 < id <= MAX_MESSAGE_ID:
         raise MessageNotFound(id)
-    if await actor.call(lambda state, _: state.cancel(id), durable=True):
+    by = history.actor()
+    if await actor.call(lambda state, _: state.cancel(id, by), durable=True):
         return
-    await _stored(broker, name, id, "cancel")
-    await actor.call(lambda state, _: state.cancel_stored(id), durable=True)
+    row = await _stored(broker, name, id, "cancel")
+    created = row.entry.created_at
+    await actor.call(lambda state, _: state.cancel_stored(id, by, created), durable=True)
 
 
 async def reschedule(

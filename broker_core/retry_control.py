@@ -19,7 +19,7 @@ import msgspec
 from .errors import InvalidTransition
 from .journal import Drop, Requeue, Reschedule
 from .messages import Entry
-from .pending import unpack_cold
+from .pending import created_of, unpack_cold
 from .retry import requeue_delay_ms
 
 if TYPE_CHECKING:
@@ -121,7 +121,11 @@ class MessageControl:
         else:
             self.pending.requeue(entry)
         reason = entry.last_error if trigger == "nack" else None
-        self._ops.append(Requeue(entry.id, entry.attempt, self.name, deliver_at, trigger, reason))
+        self._ops.append(
+            Requeue(
+                entry.id, entry.attempt, self.name, deliver_at, trigger, reason, entry.created_at
+            )
+        )
 
     # -- pause ----------------------------------------------------------------------
 
@@ -142,20 +146,21 @@ class MessageControl:
         item = self.pending.remove(id)
         return self.pending.remove_delayed(id) if item is None else item
 
-    def cancel(self, id: int) -> bool:
-        """Delete pending or delayed message ``id``; whether it was here.
+    def cancel(self, id: int, by: str | None = None) -> bool:
+        """Delete pending or delayed message ``id`` (``by`` whom); whether it was here.
 
         Raises:
             InvalidTransition: it is processing.
         """
-        if self._take_waiting(id, "cancel") is None:
+        item = self._take_waiting(id, "cancel")
+        if item is None:
             return False
-        self._ops.append(Drop(id, "cancelled"))
+        self._ops.append(Drop(id, "cancelled", by, created_of(item)))
         return True
 
-    def cancel_stored(self, id: int) -> None:
+    def cancel_stored(self, id: int, by: str | None = None, created: float = 0.0) -> None:
         """Delete a pending message that waits in shared storage, not in this node's memory."""
-        self._ops.append(Drop(id, "cancelled"))
+        self._ops.append(Drop(id, "cancelled", by, created))
 
     def reschedule(
         self, id: int, deliver_at: float | None, priority: int | None, now: float

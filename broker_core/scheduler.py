@@ -34,6 +34,7 @@ from loguru import logger
 
 from .actor import QueueDeleted
 from .errors import BrokerError, QueueNotFound, ScheduleExists, ScheduleNotFound, Unavailable
+from .history import scheduled
 from .journal import FireSchedule
 from .messages import PublishRequest
 from .schedules import due, new_schedule, next_wake
@@ -306,6 +307,7 @@ class Scheduler:
             priority=schedule.priority,
             ttl_ms=schedule.ttl_ms,
         )
+        scheduled(schedule.name)
         published = self._broker.publish_nowait(schedule.queue, [request])
 
         def record(state: QueueState, now: float) -> None:

@@ -66,7 +66,11 @@ class InFlight:
             allowed,
             lambda state, group, now: state.ack(group, now),
             lambda held, _, now: AckOp(
-                held.queue, held.entry.id, now, held.entry.group is not None
+                held.queue,
+                held.entry.id,
+                now,
+                held.entry.group is not None,
+                held.entry.created_at,
             ),
         )
 

@@ -318,7 +318,7 @@ class Topics:
         queues = sorted(q for q in topic.trie.match_words(words) if find(q) is not None)
         if not queues:
             return TopicPublishResult(routing_key=request.routing_key, routed=[])
-        published = await self._broker.publish_fanout(queues, plain_request(request))
+        published = await self._broker.publish_fanout(queues, plain_request(request), name)
         return TopicPublishResult(
             routing_key=request.routing_key,
             routed=[

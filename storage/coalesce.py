@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from broker_core.history import Event, SetResult, encode
+from broker_core.history import History, SetResult
 from broker_core.journal import (
     AckOp,
     DeadLetter,
@@ -71,7 +71,8 @@ class Segment:
         self.results: dict[int, bytes] = {}
         """Ack results by message id."""
         self.never: set[int] = set()
-        """Messages inserted and dropped in this segment: nothing of theirs is written."""
+        """Messages dropped in this segment: nothing more of theirs is written (no insert
+        if they were inserted in it, no history line or result before their delete)."""
 
     @property
     def empty(self) -> bool:
@@ -79,7 +80,7 @@ class Segment:
         return not (self.inserts or self.patches or self.drops or self.acked or self.results)
 
     def add_history(self, id: int, line: str) -> None:
-        """Append a history event (one JSON line) to message ``id``'s ``history`` column.
+        """Append a history line (`broker_core.history_codec`) to message ``id``'s ``history``.
 
         It joins the message's insert or patch of this segment (no statement
         of its own): backends render a patched ``history`` as an append.
@@ -89,11 +90,33 @@ class Segment:
             index = _HISTORY
             row[index] = line if row[index] is None else row[index] + line
             return
+        if id in self.never:
+            return
         patch = self.patches.get(id)
         if patch is None:
             self.patches[id] = {"history": line}
         else:
             patch["history"] = patch.get("history", "") + line
+
+    def add_histories(self, ids: list[int], lines: list[str]) -> None:
+        """`add_history` of each of ``lines`` to message ``ids[i]``, in order (the hot path)."""
+        inserts = self.inserts
+        patches = self.patches
+        never = self.never
+        index = _HISTORY
+        for id, line in zip(ids, lines, strict=True):
+            row = inserts.get(id)
+            if row is not None:
+                before = row[index]
+                row[index] = line if before is None else before + line
+                continue
+            patch = patches.get(id)
+            if patch is None:
+                if id not in never:
+                    patches[id] = {"history": line}
+            else:
+                before = patch.get("history")
+                patch["history"] = line if before is None else before + line
 
     def result_rows(self) -> list[tuple[int, bytes]]:
         """The results to write (none of a message never written)."""
@@ -121,8 +144,7 @@ class Segment:
         if self.inserts.pop(id, None) is None:
             self.patches.pop(id, None)
             self.drops.append(id)
-        else:
-            self.never.add(id)
+        self.never.add(id)
 
     def shapes(self) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
         """Patches grouped by the columns they set: ``columns -> [(*values, id), ...]``."""
@@ -218,8 +240,8 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                 # A withdrawn publish's id (`withdraw_publishes`) was handed out: never again.
                 if id > last_id:
                     last_id = id
-            case Event(id=id):
-                segment.add_history(id, encode(op))
+            case History(ids=ids, lines=lines):
+                segment.add_histories(ids, lines)
             case SetResult(id=id, result=result):
                 segment.results[id] = result
             case PutQueue() | PurgeQueue() | DeleteQueue() | Trim() | FireSchedule():
@@ -243,7 +265,6 @@ _SETTLES = (
     DeadLetter,
     Drop,
     Restore,
-    Event,
     SetResult,
 )
 """The operations on one message that name it by ``id``."""

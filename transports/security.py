@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 
+from broker_core.history import acting
+
 if TYPE_CHECKING:
     from litestar import Request
     from litestar.connection import ASGIConnection
@@ -76,7 +78,10 @@ class BearerAuthMiddleware:
         if scope["type"] == "http":
             opt = scope["route_handler"].opt
             if not opt.get("exclude_from_auth") and _OPEN.match(scope["path"]) is None:
-                scope["user"], scope["auth"] = self._authenticate(scope, opt)
+                user, auth = self._authenticate(scope, opt)
+                scope["user"], scope["auth"] = user, auth
+                # Histories say who published, retried or cancelled, over what.
+                acting(_transport(scope["path"]), user.username)
         await self.app(scope, receive, send)
 
     def _authenticate(self, scope: Any, opt: dict[str, Any]) -> tuple[User, str]:
@@ -101,6 +106,10 @@ class BearerAuthMiddleware:
                     "rate limit exceeded", headers={"Retry-After": str(max(1, math.ceil(wait)))}
                 )
         return user, token
+
+
+def _transport(path: str) -> str:
+    return "graphql" if path.startswith("/graphql") else "rest"
 
 
 def user_of(request: Request[Any, Any, Any]) -> User:

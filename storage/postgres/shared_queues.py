@@ -122,12 +122,14 @@ async def settle_elsewhere(
     node: ClusterNode,
     ids: Sequence[int],
     outcome: Callable[[StoredMessage], Op | None],
+    record: Callable[[Sequence[Op]], Op | None] | None = None,
 ) -> list[tuple[str, int]]:
     """Settle messages that other nodes hold, in ``conn``'s open transaction.
 
     The rows are taken over by this node first (so the write's fence lets
-    them through), then settled like this node's own; their holders' later
-    writes about them are fenced out.
+    them through), then settled like this node's own, with the history
+    lines ``record`` makes of it; their holders' later writes about them
+    are fenced out.
     """
     rows = await conn.fetch(
         f"{SELECT_MESSAGES} WHERE id = ANY($1::bigint[]) AND status = 1 ORDER BY id FOR UPDATE",
@@ -144,7 +146,8 @@ async def settle_elsewhere(
         [id for _, id in settled],
         node.id,
     )
-    await apply(conn, ops, node.id)
+    recorded = None if record is None else record(ops)
+    await apply(conn, ops if recorded is None else [*ops, recorded], node.id)
     return settled
 
 

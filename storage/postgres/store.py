@@ -398,13 +398,16 @@ class PostgresStorage:
         )
 
     async def settle_elsewhere(
-        self, ids: Sequence[int], outcome: Callable[[StoredMessage], Op | None]
+        self,
+        ids: Sequence[int],
+        outcome: Callable[[StoredMessage], Op | None],
+        record: Callable[[Sequence[Op]], Op | None] | None = None,
     ) -> list[tuple[str, int]]:
         """Settle messages that other nodes hold (see `broker_core.journal.SharedStorage`)."""
         await self._buffer.flush()
         self._check_writable()
         async with self._tx_lock, self.pool.acquire() as conn, conn.transaction():
-            return await shared_queues.settle_elsewhere(conn, self.node, ids, outcome)
+            return await shared_queues.settle_elsewhere(conn, self.node, ids, outcome, record)
 
     async def touch_elsewhere(
         self, id: int, deadline: float, allowed: Callable[[str], bool] | None
@@ -443,8 +446,8 @@ class PostgresStorage:
         await self._buffer.flush()
         return await reads.get_message(self.pool, id)
 
-    async def history(self, id: int) -> str | None:
-        """The stored history of message ``id`` (JSON lines, `broker_core.history`)."""
+    async def history(self, id: int) -> tuple[float, str | None] | None:
+        """The ``created_at`` and stored history of message ``id`` (`broker_core.history`)."""
         await self._buffer.flush()
         return await history.read_history(self.pool, id)
 

@@ -10,11 +10,13 @@ if TYPE_CHECKING:
 __all__ = ["read_history", "read_result"]
 
 
-async def read_history(reader: aiosqlite.Connection, id: int) -> str | None:
-    """The ``history`` column of message ``id`` (its events as JSON lines)."""
-    async with reader.execute("SELECT history FROM messages WHERE id = ?", (id,)) as cursor:
+async def read_history(reader: aiosqlite.Connection, id: int) -> tuple[float, str | None] | None:
+    """The ``created_at`` and ``history`` columns of message ``id`` (`broker_core.history`)."""
+    async with reader.execute(
+        "SELECT created_at, history FROM messages WHERE id = ?", (id,)
+    ) as cursor:
         row = await cursor.fetchone()
-    return None if row is None else row[0]
+    return None if row is None else (row[0], row[1])
 
 
 async def read_result(reader: aiosqlite.Connection, id: int) -> bytes | None:

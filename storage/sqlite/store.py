@@ -476,8 +476,8 @@ class SQLiteStorage:
         await self.writer.flush()
         return await reads.get_message(self.reader, self.bodies, self._horizon, id)
 
-    async def history(self, id: int) -> str | None:
-        """The stored history of message ``id`` (JSON lines, `broker_core.history`)."""
+    async def history(self, id: int) -> tuple[float, str | None] | None:
+        """The ``created_at`` and stored history of message ``id`` (`broker_core.history`)."""
         await self.writer.flush()
         return await history.read_history(self.reader, id)
 

@@ -73,3 +73,33 @@ async def test_result_get_on_b_and_history_after_a_restart(cluster: Cluster) -> 
     http_b2 = await cluster.admin(b)
     after = (await http_b2.get(f"/messages/{id}/history")).json()["events"]
     assert after == before
+
+
+async def test_an_ack_and_a_nack_on_the_other_node_are_in_the_history(cluster: Cluster) -> None:
+    """A message A holds, settled over B's REST API: B records the event (it took the row over)."""
+    a, b = await cluster.start("a", "b")
+    http_a, http_b = await cluster.admin(a), await cluster.admin(b)
+    await shared_queue(http_a, http_b, "remote")
+    first = await publish(http_a, "remote", "one")
+    second = await publish(http_a, "remote", "two")
+    held: list[dict[str, Any]] = []
+    for _ in range(50):
+        held += await pull(http_a, "remote", wait=1, max=10)
+        if len(held) == 2:
+            break
+    assert sorted(m["message_id"] for m in held) == sorted([first, second])
+    nacked = await http_b.post(
+        f"/messages/{second}/nack", params={"reason": "elsewhere", "delay_ms": 60000}
+    )
+    assert nacked.status_code == 200, nacked.text
+    acked = await http_b.post(f"/messages/{first}/ack")
+    assert acked.status_code == 200, acked.text
+    for http in (http_a, http_b):
+        events = (await http.get(f"/messages/{first}/history")).json()["events"]
+        assert [e["event"] for e in events] == ["published", "delivered", "acked"], events
+        assert events[0]["transport"] == "rest"
+        assert events[0]["user"] == "admin"
+        events = (await http.get(f"/messages/{second}/history")).json()["events"]
+        assert [e["event"] for e in events] == ["published", "delivered", "nacked"], events
+        assert events[2]["reason"] == "elsewhere"
+        assert events[2]["delay_ms"] == 60000

@@ -40,6 +40,9 @@ class Hooks:
     def dead_letter(self, target: str, items: list[Item]) -> None:
         self.dead.append((target, items))
 
+    def history(self, queue: str, ops: Sequence[Op], now: float) -> Op | None:
+        return None
+
     def ops_written(self, queue: str, ops: Sequence[Op]) -> None:
         self.ops.extend(ops)
 

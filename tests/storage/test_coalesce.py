@@ -347,12 +347,25 @@ def test_leave_out_of_no_ids_keeps_everything() -> None:
     assert leave_out(ops, set()) == ops
 
 
-def test_history_events_join_the_insert_and_the_patch_of_their_message() -> None:
-    """Events append JSON lines to the row's ``history``: in the insert, else as a patch."""
-    from broker_core.history import Event, decode
+def test_history_lines_join_the_insert_and_the_patch_of_their_message() -> None:
+    """History lines append to the row's ``history``: in the insert, else as a patch."""
+    from broker_core.history import History, decode
 
-    plan = plan_of(insert(1), Event(1, 1.0, "published"), Event(2, 2.0, "acked"))
+    plan = plan_of(insert(1), History([1, 2, 2], ["0p\n", "5d1\n", "9a\n"]))
     [step] = plan.steps
     assert isinstance(step, Segment)
     assert [e.event for e in decode(row(step, 1)["history"])] == ["published"]
-    assert [e.event for e in decode(step.patches[2]["history"])] == ["acked"]
+    assert [e.event for e in decode(step.patches[2]["history"])] == ["delivered", "acked"]
+
+
+def test_history_of_a_message_inserted_and_dropped_in_the_batch_is_not_written() -> None:
+    """A message that never reaches storage gets no patch for its history either."""
+    from broker_core.history import History
+
+    plan = plan_of(insert(1), Drop(1, "expired"), History([1, 1], ["0p\n", "0e\n"]))
+    assert all(not isinstance(step, Segment) or 1 not in step.patches for step in plan.steps)
+    # A stored message deleted in the batch: its DELETE only, no history patch before it.
+    [step] = plan_of(Drop(2, "cancelled"), History([2], ["9c\n"])).steps
+    assert isinstance(step, Segment)
+    assert step.drops == [2]
+    assert step.patches == {}

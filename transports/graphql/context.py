@@ -41,6 +41,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.litestar.controller import BaseContext
 
 from broker_core.auth import InvalidToken, User, revocation_reason
+from broker_core.history import acting
 
 from ..errors import ApiError
 from ..operations import check_subscriptions
@@ -137,6 +138,8 @@ class GraphQLContext(BaseContext, kw_only=True):
             except InvalidToken as exc:
                 self.user, self.auth_error = None, exc.reason
                 raise ApiError(401, exc.code, exc.reason) from None
+        # What this resolver publishes, retries or cancels is recorded as theirs.
+        acting("graphql", self.user.username)
         return self.user
 
     def spend(self, limiter: TokenBucketLimiter, cost: float = 1.0) -> None:

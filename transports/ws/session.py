@@ -36,6 +36,7 @@ from loguru import logger
 
 from broker_core.auth import Action, InvalidToken, allowed, revocation_reason
 from broker_core.errors import QueueNotFound
+from broker_core.history import acting
 from broker_core.permissions import require
 from broker_core.topic_messages import TopicPublishRequest
 from broker_core.topic_registry import publish_fields, require_topic
@@ -148,6 +149,8 @@ class Session(Connection):
         self._arm_expiry()
         accounts = self._ctx.accounts
         username = self.user.username
+        # This task publishes the connection's frames: its history says who, over ws.
+        acting("ws", username)
         accounts.follow(username, self.user_changed)
         writer = self._start_writer()
         try:
