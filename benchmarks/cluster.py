@@ -108,6 +108,9 @@ class Config(msgspec.Struct, frozen=True):
     label: str
     postgres: bool
     nodes: int
+    tree: str | None = None
+    """Run the nodes from this source tree (``PYTHONPATH``) instead of this one: a before/after
+    comparison in one run (``--baseline``)."""
 
 
 CONFIGS = (
@@ -310,6 +313,8 @@ class Cluster:
                     env = {"BROKER_STORAGE_URL": self.storage_url, "BROKER_NODE_NAME": name}
                     if self.trace:
                         env |= _trace_env()
+                if self.config.tree is not None:
+                    env["PYTHONPATH"] = self.config.tree
                 node = BrokerProcess(**env)
                 try:
                     self._stack.enter_context(node)
@@ -1027,6 +1032,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds of the latency phase (5)")
     parser.add_argument("--trace", action="store_true",
                         help="count each node's statements (benchmarks/pg_trace)")  # fmt: skip
+    parser.add_argument("--baseline", type=Path, metavar="TREE",
+                        help="also run each configuration's nodes from TREE (another checkout), "
+                        "interleaved: KEY-base beside KEY")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS / "cluster.json",
                         help="the JSON (the PNG goes beside it)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -1042,6 +1050,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be at least 1 and --messages at least 3")
     raise_open_files()
     configs = [config for config in CONFIGS if config.key in args.configs]
+    if args.baseline is not None:
+        tree = str(args.baseline.resolve())
+        configs = [
+            version
+            for config in configs
+            for version in (
+                msgspec.structs.replace(
+                    config, key=f"{config.key}-base", label=f"{config.label} (base)", tree=tree
+                ),
+                config,
+            )
+        ]
     run = Run(plan, configs, args.out, args.trace)
     with _interrupted_ok():
         run.run()

@@ -3,9 +3,10 @@
 The database owns the pending order (`journal.SharedStorage`): a publish
 only writes its `Insert`, a requeue or a dead letter only writes its op, and
 the state's pending order holds just the messages this node *claimed* for
-its consumers' credit. `balance` asks for claims (`take_claims`, answered
-by `claimed`) while messages may be ready (`wake`), and releases claimed
-messages no consumer here can take. Counts toward ``max_length`` and
+its consumers' credit, or published here while a consumer here had credit
+to spare (written already claimed, `Insert.claimed`). `balance` asks for
+claims (`take_claims`, answered by `claimed`) while messages may be ready
+(`wake`), and releases claimed messages no consumer here can take. Counts toward ``max_length`` and
 ``max_bytes`` are storage's (`counted`), plus what this node changed since.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
-from .journal import Drop, Release, Requeue, Trim
+from .journal import Drop, Insert, Release, Requeue, Trim
 from .messages import Entry
 from .queue import QueueState
 
@@ -112,8 +113,45 @@ class SharedQueueState(QueueState):
     # -- where messages go --------------------------------------------------------
 
     def _place(self, entry: Entry, now: float) -> None:
+        if self._claim_at_publish(entry, now):
+            # Written claimed by this node (`Insert.claimed`) and delivered from
+            # here, as on a single node: no NOTIFY and no claim round trip after
+            # the commit. A crash before its delivery leaves a lease the other
+            # nodes' reaper gives back, as for any claimed message.
+            insert = self._ops[-1]
+            assert type(insert) is Insert and insert.entry is entry, "placed after its Insert"
+            self._ops[-1] = Insert(insert.queue, entry, claimed=now + self.options.lease)
+            entry.deliver_at = 0.0
+            self.pending.append(entry)
+            return
         # Every node claims it from storage; count it until counts are read again.
         self._move_stored(1, entry.size)
+
+    def _claim_at_publish(self, entry: Entry, now: float) -> bool:
+        """Whether a message published here is claimed here as it is written.
+
+        Only when a consumer here has credit no claimed message will take,
+        and storage holds nothing ready that this node knows of (no wake
+        since its last claim came back short, no claim on its way), so the
+        message goes after none that waits there. A message of a group, or
+        of a single-active-consumer queue, and a delayed one take the shared
+        path: the claim statement alone keeps their rules across nodes.
+        """
+        if (
+            entry.group is not None
+            or entry.deliver_at > now
+            or self._want
+            or self._claiming
+            or self.paused_until > now
+            or self.options.single_active_consumer
+        ):
+            return False
+        ready = self._ready
+        if not ready:
+            return False
+        consumers = self.consumers
+        credit = sum(consumers[id].credit for id in ready)
+        return credit > self.pending.count
 
     def _make_room(self, count: int, size: int, limit: str, now: float) -> None:
         # The oldest messages are in storage: it drops them in this batch.
