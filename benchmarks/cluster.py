@@ -313,9 +313,7 @@ class Cluster:
                     env = {"BROKER_STORAGE_URL": self.storage_url, "BROKER_NODE_NAME": name}
                     if self.trace:
                         env |= _trace_env()
-                if self.config.tree is not None:
-                    env["PYTHONPATH"] = self.config.tree
-                node = BrokerProcess(**env)
+                node = BrokerProcess(self.config.tree, **env)
                 try:
                     self._stack.enter_context(node)
                 except TimeoutError as exc:

@@ -94,7 +94,10 @@ class SharedQueueState(QueueState):
         self.stored_pending, self.stored_bytes = pending, size_now
 
     def _unpublished(self, entries: Sequence[Entry]) -> None:
-        self._move_stored(-len(entries), -sum(entry.size for entry in entries))
+        # Those claimed as they were published are held here, not counted as stored.
+        held = self.processing.keys() | self.pending.ids()
+        stored = [entry for entry in entries if entry.id not in held]
+        self._move_stored(-len(stored), -sum(entry.size for entry in stored))
 
     def count_mark(self) -> tuple[int, int]:
         """A mark to hand to `counted`: what this node has moved so far."""

@@ -41,6 +41,9 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from loguru import logger
 
+from broker_core.history import Event
+from broker_core.journal import AckOp, DeliverOp, Fail
+
 from ..errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
 from ..retention import prune_in_batches
 from . import history, pruning, reads, shared_queues
@@ -94,12 +97,26 @@ _TABLES = (
 )
 
 
+def settles(op: Op) -> bool:
+    """Whether ``op`` may wait for company: nobody awaits it and no other node needs it now.
+
+    An ack or a failure of a message of no group (a group's next message
+    waits for it on every node), and history lines. Losing one in a crash
+    redelivers its message, marked redelivered.
+    """
+    kind = type(op)
+    if kind is AckOp or kind is Fail:
+        return not op.grouped  # type: ignore[union-attr]
+    return kind is Event or kind is DeliverOp
+
+
 class PostgresStorage:
     """Queues, messages, users and refresh tokens in one PostgreSQL database, shared by nodes.
 
     Args:
         url: ``postgresql://user[:password]@host[:port]/database[?...]`` (asyncpg DSN).
         linger_ms: how long a small batch waits for company before committing.
+        settle_linger_ms: how long acks and history lines wait for company (`settles`).
         max_batch: a batch this large commits without lingering.
         processed_retention_s: processed messages older than this are pruned.
         processed_retention_count: at most this many processed messages are kept per queue.
@@ -115,6 +132,7 @@ class PostgresStorage:
         url: str,
         *,
         linger_ms: float = 0.0,
+        settle_linger_ms: float = 0.0,
         max_batch: int = 512,
         processed_retention_s: float = 3600.0,
         processed_retention_count: int = 10_000,
@@ -140,6 +158,8 @@ class PostgresStorage:
             linger_s=linger_ms / 1000,
             max_batch=max_batch,
             permanent=permanent_error,
+            settle_linger_s=settle_linger_ms / 1000,
+            lazy=settles,
         )
         self._accounts = PostgresAccountStore(lambda: self.pool, self._before_direct)
         self.topics = PostgresTopicStore(lambda: self.pool, self._before_direct)

@@ -214,3 +214,16 @@ def test_a_publish_takes_the_shared_path_when_order_or_rules_need_the_claim(
     [insert] = [op for op in state.take_ops() if type(op) is Insert]
     assert insert.claimed == 0.0
     assert (state.pending_count, state.stored_pending) == (0, 1)
+
+
+def test_a_withdrawn_publish_claimed_here_leaves_the_stored_count_alone() -> None:
+    """A failed batch takes its publishes back: those claimed here leave this node's
+    order, the others the stored count."""
+    state = shared_state()
+    state.add_consumer(1, prefetch=1)
+    claim_nothing(state)
+    publish(state, Ids(), count=2)
+    entries = [op.entry for op in state.take_ops() if type(op) is Insert]
+    assert (state.pending_count, state.stored_pending) == (1, 1)
+    assert sorted(state.withdraw("q", entries)) == [entries[0].id]
+    assert (state.pending_count, state.stored_pending) == (0, 0)
