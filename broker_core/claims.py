@@ -6,8 +6,9 @@ the state's pending order holds just the messages this node *claimed* for
 its consumers' credit, or published here while a consumer here had credit
 to spare (written already claimed, `Insert.claimed`). `balance` asks for
 claims (`take_claims`, answered by `claimed`) while messages may be ready
-(`wake`), and releases claimed messages no consumer here can take. Counts toward ``max_length`` and
-``max_bytes`` are storage's (`counted`), plus what this node changed since.
+(`wake`), and releases claimed messages no consumer here can take. Counts
+toward ``max_length`` and ``max_bytes`` are storage's (`counted`), plus
+what this node changed since.
 """
 
 from __future__ import annotations

@@ -19,6 +19,12 @@ shared mode):
   got ready messages and which queues changed; users' changes too. The node
   itself is told right after its commit, not by its own ``NOTIFY``, and a
   node alone on the database sends no message wakes at all;
+- a message published beside a consumer of this node with credit to spare
+  (and nothing ready in storage that the node knows of) is inserted
+  already claimed by the node (`broker_core.journal.Insert.claimed`) and
+  delivered from memory: no wake, no claim round trip after its commit;
+- acks and history lines wait up to ``settle_linger_ms`` for a publish's
+  commit (`settles`) instead of a transaction each;
 - the common batch is one statement, its own transaction
   (`batches.one_statement`): one round trip per batch;
 - a dead node's leases come back pending and redelivered through the
