@@ -65,6 +65,9 @@ class SharedQueueState(QueueState):
         self.stored_bytes = 0
         self._moved = (0, 0)
         self._want = True
+        self._stored_ready = True
+        """Whether storage may hold ready messages this node was told of (a publish here
+        then goes behind them, to storage: `_claim_at_publish`)."""
         self._woken = 0
         self._woken_at_claim = 0
         self._claiming = False
@@ -135,17 +138,20 @@ class SharedQueueState(QueueState):
         """Whether a message published here is claimed here as it is written.
 
         Only when a consumer here has credit no claimed message will take,
-        and storage holds nothing ready that this node knows of (no wake
-        since its last claim came back short, no claim on its way), so the
-        message goes after none that waits there. A message of a group, or
+        and storage holds nothing ready that this node was told of (no wake
+        since its last claim came back short), so the message goes after
+        none that waits there. The fallback poll's wake (`wake` with
+        ``told=False``) claims without closing this path: it looks for what
+        a lost notification would have told, which is rare, and closing the
+        path every poll would send a few messages per second through
+        storage. A message of a group, or
         of a single-active-consumer queue, and a delayed one take the shared
         path: the claim statement alone keeps their rules across nodes.
         """
         if (
             entry.group is not None
             or entry.deliver_at > now
-            or self._want
-            or self._claiming
+            or self._stored_ready
             or self.paused_until > now
             or self.options.single_active_consumer
         ):
@@ -232,7 +238,7 @@ class SharedQueueState(QueueState):
         if len(entries) < requested and self._woken == self._woken_at_claim:
             # Storage had no more ready, and nothing was told since the claim
             # left (it may have missed that): wait to be told before asking again.
-            self._want = False
+            self._want = self._stored_ready = False
         pending = self.pending
         for entry in entries:
             entry.deliver_at = 0.0
@@ -247,13 +253,18 @@ class SharedQueueState(QueueState):
         """The claim asked for failed; the next `balance` asks again."""
         self._claiming = False
 
-    def wake(self, at: float, now: float) -> None:
-        """Messages are ready in storage now, or will be at ``at``."""
+    def wake(self, at: float, now: float, told: bool = True) -> None:
+        """Messages are ready in storage now, or will be at ``at``.
+
+        ``told=False``: they may be (the fallback poll's look for a lost notification).
+        """
         if at > now:
             heapq.heappush(self._wakes, at)
         else:
             self._want = True
             self._woken += 1
+            if told:
+                self._stored_ready = True
 
     # -- time -------------------------------------------------------------------
 
@@ -262,18 +273,19 @@ class SharedQueueState(QueueState):
         was_paused = self.paused_until
         super().set_options(options)
         if was_paused and not self.paused_until:
-            self._want = True
+            self._want = self._stored_ready = True
 
     def tick(self, now: float) -> None:
         """As `QueueState.tick`, and the wakes due (delayed messages in storage)."""
         was_paused = self.paused_until
         super().tick(now)
         if was_paused and not self.paused_until:
-            self._want = True  # paused until now: what waits in storage may be claimed
+            # Paused until now: what waits in storage may be claimed.
+            self._want = self._stored_ready = True
         wakes = self._wakes
         while wakes and wakes[0] <= now:
             heapq.heappop(wakes)
-            self._want = True
+            self._want = self._stored_ready = True
             self._woken += 1
 
     def next_deadline(self) -> float | None:

@@ -227,3 +227,27 @@ def test_a_withdrawn_publish_claimed_here_leaves_the_stored_count_alone() -> Non
     assert (state.pending_count, state.stored_pending) == (1, 1)
     assert sorted(state.withdraw("q", entries)) == [entries[0].id]
     assert (state.pending_count, state.stored_pending) == (0, 0)
+
+
+def test_the_fallback_poll_claims_without_sending_publishes_to_storage() -> None:
+    """The poll's wake (nobody told of messages) asks for a claim, and publishes meanwhile
+    are still claimed here; a told wake sends them behind what storage holds until a
+    claim comes back short."""
+    state = shared_state()
+    state.add_consumer(1, prefetch=10)
+    claim_nothing(state)
+    state.wake(0.0, now=1.0, told=False)
+    state.balance(0)
+    asked = state.take_claims()
+    assert asked == 10
+    ids = Ids()
+    publish(state, ids)
+    assert [op.claimed > 0 for op in state.take_ops() if type(op) is Insert] == [True]
+    state.claimed([], asked)
+    state.wake(0.0, now=1.0)
+    publish(state, ids)
+    assert [op.claimed > 0 for op in state.take_ops() if type(op) is Insert] == [False]
+    state.balance(0)
+    state.claimed([], state.take_claims())
+    publish(state, ids)
+    assert [op.claimed > 0 for op in state.take_ops() if type(op) is Insert] == [True]
