@@ -1,7 +1,7 @@
 """Cluster mode: end-to-end throughput and latency with 1, 2 and 3 nodes on one PostgreSQL.
 
 Run: ``python -m benchmarks.cluster [--messages N] [--runs R] [--quick]
-[--configs KEY ...] [--out benchmarks/results/cluster.json]``
+[--configs KEY ...] [--baseline TREE] [--out benchmarks/results/cluster.json]``
 (needs the ``bench`` and ``postgres`` extras and a PostgreSQL on
 127.0.0.1:5432 with trust auth for ``postgres``; the ``test`` database is
 the admin connection).
@@ -35,7 +35,10 @@ Each phase also records the CPU seconds of the broker nodes, of every
 within the phase is not counted) and of the clients, and how busy the
 whole machine was: on 2 cores this says what limits the figure. The
 configurations are interleaved run by run (like the suite), each run on a
-fresh cluster. Every figure is the median of ``--runs`` runs (3; ``--quick``
+fresh cluster. With ``--baseline TREE`` (another checkout, e.g. ``git
+archive main | tar -x -C TREE``) every configuration also runs its nodes
+from that tree (``KEY-base``), interleaved with this one's: a before/after
+comparison in one run. Every figure is the median of ``--runs`` runs (3; ``--quick``
 1) with its min-max.
 
 Every wait has a deadline: a phase that stalls (no new message for
