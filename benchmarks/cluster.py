@@ -1,7 +1,7 @@
 """Cluster mode: end-to-end throughput and latency with 1, 2 and 3 nodes on one PostgreSQL.
 
 Run: ``python -m benchmarks.cluster [--messages N] [--runs R] [--quick]
-[--configs KEY ...] [--out benchmarks/results/cluster.json]``
+[--configs KEY ...] [--baseline TREE] [--out benchmarks/results/cluster.json]``
 (needs the ``bench`` and ``postgres`` extras and a PostgreSQL on
 127.0.0.1:5432 with trust auth for ``postgres``; the ``test`` database is
 the admin connection).
@@ -35,7 +35,10 @@ Each phase also records the CPU seconds of the broker nodes, of every
 within the phase is not counted) and of the clients, and how busy the
 whole machine was: on 2 cores this says what limits the figure. The
 configurations are interleaved run by run (like the suite), each run on a
-fresh cluster. Every figure is the median of ``--runs`` runs (3; ``--quick``
+fresh cluster. With ``--baseline TREE`` (another checkout, e.g. ``git
+archive main | tar -x -C TREE``) every configuration also runs its nodes
+from that tree (``KEY-base``), interleaved with this one's: a before/after
+comparison in one run. Every figure is the median of ``--runs`` runs (3; ``--quick``
 1) with its min-max.
 
 Every wait has a deadline: a phase that stalls (no new message for
@@ -108,6 +111,9 @@ class Config(msgspec.Struct, frozen=True):
     label: str
     postgres: bool
     nodes: int
+    tree: str | None = None
+    """Run the nodes from this source tree (``PYTHONPATH``) instead of this one: a before/after
+    comparison in one run (``--baseline``)."""
 
 
 CONFIGS = (
@@ -310,7 +316,7 @@ class Cluster:
                     env = {"BROKER_STORAGE_URL": self.storage_url, "BROKER_NODE_NAME": name}
                     if self.trace:
                         env |= _trace_env()
-                node = BrokerProcess(**env)
+                node = BrokerProcess(self.config.tree, **env)
                 try:
                     self._stack.enter_context(node)
                 except TimeoutError as exc:
@@ -1027,6 +1033,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds of the latency phase (5)")
     parser.add_argument("--trace", action="store_true",
                         help="count each node's statements (benchmarks/pg_trace)")  # fmt: skip
+    parser.add_argument("--baseline", type=Path, metavar="TREE",
+                        help="also run each configuration's nodes from TREE (another checkout), "
+                        "interleaved: KEY-base beside KEY")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS / "cluster.json",
                         help="the JSON (the PNG goes beside it)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -1042,6 +1051,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be at least 1 and --messages at least 3")
     raise_open_files()
     configs = [config for config in CONFIGS if config.key in args.configs]
+    if args.baseline is not None:
+        tree = str(args.baseline.resolve())
+        configs = [
+            version
+            for config in configs
+            for version in (
+                msgspec.structs.replace(
+                    config, key=f"{config.key}-base", label=f"{config.label} (base)", tree=tree
+                ),
+                config,
+            )
+        ]
     run = Run(plan, configs, args.out, args.trace)
     with _interrupted_ok():
         run.run()

@@ -187,8 +187,11 @@ class BrokerProcess:
     the same data. ``env`` adds or overrides ``BROKER_*`` settings.
     """
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, source: str | None = None, **env: str) -> None:
         self.port = free_port()
+        # ``python -m`` puts the working directory first on sys.path: another
+        # source tree (a before/after comparison) is run from there.
+        self.source = source
         self._dir = tempfile.TemporaryDirectory(prefix="broker-bench-")
         self.data_dir = Path(self._dir.name) / "data"
         self.log = Path(self._dir.name) / "broker.log"
@@ -246,7 +249,8 @@ class BrokerProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "transports", "serve"],
-                env=self.env,
+                env=self.env if self.source is None else self.env | {"PYTHONPATH": self.source},
+                cwd=self.source,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -3,10 +3,12 @@
 The database owns the pending order (`journal.SharedStorage`): a publish
 only writes its `Insert`, a requeue or a dead letter only writes its op, and
 the state's pending order holds just the messages this node *claimed* for
-its consumers' credit. `balance` asks for claims (`take_claims`, answered
-by `claimed`) while messages may be ready (`wake`), and releases claimed
-messages no consumer here can take. Counts toward ``max_length`` and
-``max_bytes`` are storage's (`counted`), plus what this node changed since.
+its consumers' credit, or published here while a consumer here had credit
+to spare (written already claimed, `Insert.claimed`). `balance` asks for
+claims (`take_claims`, answered by `claimed`) while messages may be ready
+(`wake`), and releases claimed messages no consumer here can take. Counts
+toward ``max_length`` and ``max_bytes`` are storage's (`counted`), plus
+what this node changed since.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
-from .journal import Drop, Release, Requeue, Trim
+import msgspec
+
+from .journal import Drop, Insert, Release, Requeue, Trim
 from .messages import Entry
 from .queue import QueueState
 
@@ -63,6 +67,9 @@ class SharedQueueState(QueueState):
         self.stored_bytes = 0
         self._moved = (0, 0)
         self._want = True
+        self._stored_ready = True
+        """Whether storage may hold ready messages this node was told of (a publish here
+        then goes behind them, to storage: `_claim_at_publish`)."""
         self._woken = 0
         self._woken_at_claim = 0
         self._claiming = False
@@ -93,7 +100,10 @@ class SharedQueueState(QueueState):
         self.stored_pending, self.stored_bytes = pending, size_now
 
     def _unpublished(self, entries: Sequence[Entry]) -> None:
-        self._move_stored(-len(entries), -sum(entry.size for entry in entries))
+        # Those claimed as they were published are held here, not counted as stored.
+        held = self.processing.keys() | self.pending.ids()
+        stored = [entry for entry in entries if entry.id not in held]
+        self._move_stored(-len(stored), -sum(entry.size for entry in stored))
 
     def count_mark(self) -> tuple[int, int]:
         """A mark to hand to `counted`: what this node has moved so far."""
@@ -112,8 +122,48 @@ class SharedQueueState(QueueState):
     # -- where messages go --------------------------------------------------------
 
     def _place(self, entry: Entry, now: float) -> None:
+        if self._claim_at_publish(entry, now):
+            # Written claimed by this node (`Insert.claimed`) and delivered from
+            # here, as on a single node: no NOTIFY and no claim round trip after
+            # the commit. A crash before its delivery leaves a lease the other
+            # nodes' reaper gives back, as for any claimed message.
+            insert = self._ops[-1]
+            assert type(insert) is Insert and insert.entry is entry, "placed after its Insert"
+            self._ops[-1] = msgspec.structs.replace(insert, claimed=now + self.options.lease)
+            entry.deliver_at = 0.0
+            self.pending.append(entry)
+            return
         # Every node claims it from storage; count it until counts are read again.
         self._move_stored(1, entry.size)
+
+    def _claim_at_publish(self, entry: Entry, now: float) -> bool:
+        """Whether a message published here is claimed here as it is written.
+
+        Only when a consumer here has credit no claimed message will take,
+        and storage holds nothing ready that this node was told of (no wake
+        since its last claim came back short), so the message goes after
+        none that waits there. The fallback poll's wake (`wake` with
+        ``told=False``) claims without closing this path: it looks for what
+        a lost notification would have told, which is rare, and closing the
+        path every poll would send a few messages per second through
+        storage. A message of a group, or
+        of a single-active-consumer queue, and a delayed one take the shared
+        path: the claim statement alone keeps their rules across nodes.
+        """
+        if (
+            entry.group is not None
+            or entry.deliver_at > now
+            or self._stored_ready
+            or self.paused_until > now
+            or self.options.single_active_consumer
+        ):
+            return False
+        ready = self._ready
+        if not ready:
+            return False
+        consumers = self.consumers
+        credit = sum(consumers[id].credit for id in ready)
+        return credit > self.pending.count
 
     def _make_room(self, count: int, size: int, limit: str, now: float) -> None:
         # The oldest messages are in storage: it drops them in this batch.
@@ -194,7 +244,7 @@ class SharedQueueState(QueueState):
         if len(entries) < requested and self._woken == self._woken_at_claim:
             # Storage had no more ready, and nothing was told since the claim
             # left (it may have missed that): wait to be told before asking again.
-            self._want = False
+            self._want = self._stored_ready = False
         pending = self.pending
         for entry in entries:
             entry.deliver_at = 0.0
@@ -209,13 +259,18 @@ class SharedQueueState(QueueState):
         """The claim asked for failed; the next `balance` asks again."""
         self._claiming = False
 
-    def wake(self, at: float, now: float) -> None:
-        """Messages are ready in storage now, or will be at ``at``."""
+    def wake(self, at: float, now: float, told: bool = True) -> None:
+        """Messages are ready in storage now, or will be at ``at``.
+
+        ``told=False``: they may be (the fallback poll's look for a lost notification).
+        """
         if at > now:
             heapq.heappush(self._wakes, at)
         else:
             self._want = True
             self._woken += 1
+            if told:
+                self._stored_ready = True
 
     # -- time -------------------------------------------------------------------
 
@@ -224,18 +279,19 @@ class SharedQueueState(QueueState):
         was_paused = self.paused_until
         super().set_options(options)
         if was_paused and not self.paused_until:
-            self._want = True
+            self._want = self._stored_ready = True
 
     def tick(self, now: float) -> None:
         """As `QueueState.tick`, and the wakes due (delayed messages in storage)."""
         was_paused = self.paused_until
         super().tick(now)
         if was_paused and not self.paused_until:
-            self._want = True  # paused until now: what waits in storage may be claimed
+            # Paused until now: what waits in storage may be claimed.
+            self._want = self._stored_ready = True
         wakes = self._wakes
         while wakes and wakes[0] <= now:
             heapq.heappop(wakes)
-            self._want = True
+            self._want = self._stored_ready = True
             self._woken += 1
 
     def next_deadline(self) -> float | None:

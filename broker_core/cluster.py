@@ -220,9 +220,11 @@ class Cluster(Standalone):
                     at = change.at
                     actor.cast(lambda state, now: _wake(state, at, now))
             case "resync":
+                # Nobody told of messages: look, in case a notification was lost.
                 for actor in broker.actors():
-                    actor.cast(lambda state, now: _wake(state, 0.0, now))
+                    actor.cast(lambda state, now: _wake(state, 0.0, now, told=False))
             case "reconnected":
+                # Notifications may have been lost while the listener was away.
                 for actor in broker.actors():
                     actor.cast(lambda state, now: _wake(state, 0.0, now))
                 self._spawn(self._follow_queues())
@@ -371,9 +373,9 @@ class Cluster(Standalone):
         return deadline if held else None
 
 
-def _wake(state: QueueState, at: float, now: float) -> None:
+def _wake(state: QueueState, at: float, now: float, told: bool = True) -> None:
     assert isinstance(state, SharedQueueState), "a cluster's states are shared"
-    state.wake(at, now)
+    state.wake(at, now, told)
 
 
 def _counted(state: QueueState, counted: QueueCounts, mark: tuple[int, int]) -> None:

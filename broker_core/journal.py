@@ -59,6 +59,10 @@ class Insert(msgspec.Struct, frozen=True, gc=False):
     entry: Entry
     origin: str = ""
     """Who published it over what, for its history (`history.publisher`)."""
+    claimed: float = 0.0
+    """On shared storage: the lease deadline of the publishing node's own claim, written
+    with the row (processing, owned by the node, its delivery counted), so that no other
+    node claims it and no claim round trip follows the commit; 0: pending, for any node."""
 
 
 class DeliverOp(msgspec.Struct, frozen=True, gc=False):

@@ -55,6 +55,7 @@ _NON_NEGATIVE = frozenset(
     {
         "flush_interval_ms",
         "sqlite_settle_linger_ms",
+        "postgres_settle_linger_ms",
         "processed_retention_s",
         "processed_retention_count",
         "failed_retention_s",
@@ -167,6 +168,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     state changed); one lost in a crash redelivers its message, marked
     redelivered. At low rates they ride publish commits instead of costing
     commits of their own (README, Disk writes). 0 commits them at once.
+    """
+    postgres_settle_linger_ms: float = 50.0
+    """How long acks (of messages of no group) and history lines may wait to commit with the
+    next publish (PostgreSQL).
+
+    Nobody waits for their commit and no other node needs them at once; one
+    lost in a crash redelivers its message, marked redelivered. At a steady
+    rate they ride publish commits, or share one commit per wait on a node
+    that only consumes, instead of costing a transaction each. 0 commits
+    them at once.
     """
     accept_data_loss: bool = False
     """Start on a SQLite database that lost writes it had committed (a truncated or

@@ -107,6 +107,7 @@ def _postgres_storage(url: str, settings: Settings) -> StorageBackend:
         node_timeout_s=settings.node_timeout_s,
         poll_s=settings.cluster_poll_s,
         linger_ms=settings.flush_interval_ms,
+        settle_linger_ms=settings.postgres_settle_linger_ms,
         max_batch=settings.flush_max_ops,
         processed_retention_s=settings.processed_retention_s,
         processed_retention_count=settings.processed_retention_count,

@@ -183,8 +183,11 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
     for op in ops:
         # The cases are tried in order: the three of every message come first.
         match op:
-            case Insert(queue=queue, entry=entry):
+            case Insert(queue=queue, entry=entry, claimed=claimed):
                 segment.insert(queue, entry)
+                if claimed:
+                    # Claimed by its publishing node (shared storage): as a claim writes it.
+                    segment.patch(entry.id, status=PROCESSING, attempt=1, lease_deadline=claimed)
                 if entry.id > last_id:
                     last_id = entry.id
             case DeliverOp(id=id, attempt=attempt, lease_deadline=deadline):

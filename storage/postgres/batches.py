@@ -65,10 +65,21 @@ _COLUMN_TYPES = {
 }  # fmt: skip
 # A retried batch whose COMMIT did commit (the connection broke before the
 # answer) finds its rows there already: they hold that batch's final state.
+_OWNED = (
+    f"INSERT INTO broker_messages ({', '.join(INSERT_COLUMNS)}, owner) "
+    "SELECT u.*, CASE WHEN u.status = 1 THEN ${node}::bigint END FROM unnest({arrays}) "
+    f"AS u({', '.join(INSERT_COLUMNS)})"
+)
+"""Inserts as ``unnest`` rows; one already processing (`Insert.claimed`) is owned by the node."""
+
+
+def _arrays(first: int) -> str:
+    return ", ".join(f"${n}::{_COLUMN_TYPES[c]}[]" for n, c in enumerate(INSERT_COLUMNS, first))
+
+
 _INSERT = (
-    f"INSERT INTO broker_messages ({', '.join(INSERT_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"${n}::{_COLUMN_TYPES[c]}[]" for n, c in enumerate(INSERT_COLUMNS, 1))
-    + ") ON CONFLICT (id) DO NOTHING"
+    _OWNED.replace("{node}", str(len(INSERT_COLUMNS) + 1)).replace("{arrays}", _arrays(1))
+    + " ON CONFLICT (id) DO NOTHING"
 )
 _FENCE = "status <> 2 AND (status <> 1 OR owner = ${n} OR owner IS NULL)"
 """What a node's patch or drop may touch: no processed message, no message another node holds."""
@@ -96,11 +107,13 @@ def wakes(ops: Sequence[Op]) -> list[str]:
     changed: list[str] = []
     for op in ops:
         match op:
-            case Insert(queue=queue, entry=entry):
+            case Insert(queue=queue, entry=entry, claimed=claimed):
                 if entry.dedup_id is not None:
                     changed.append(
                         encode_change("d", queue, entry.created_at, entry.id, entry.dedup_id)
                     )
+                if claimed:
+                    continue  # its publishing node holds it: nobody needs to claim it
                 at = entry.deliver_at
                 if at:
                     times = delayed.setdefault(queue, set())
@@ -221,7 +234,7 @@ async def _write_segment(conn: Any, segment: Segment, node: int) -> None:
     the other way (see the module docstring).
     """
     if segment.inserts:
-        await conn.execute(_INSERT, *zip(*segment.inserts.values(), strict=True))
+        await conn.execute(_INSERT, *zip(*segment.inserts.values(), strict=True), node)
     for columns, params in segment.shapes().items():
         await conn.executemany(_update_sql(columns), [(*row, node) for row in params])
     if segment.results:
@@ -325,11 +338,8 @@ def _same(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> frozenset[st
 
 @cache
 def _insert_sql(first: int) -> str:
-    arrays = ", ".join(f"${n}::{_COLUMN_TYPES[c]}[]" for n, c in enumerate(INSERT_COLUMNS, first))
-    return (
-        f"INSERT INTO broker_messages ({', '.join(INSERT_COLUMNS)}) "
-        f"SELECT * FROM unnest({arrays}) WHERE {_ALIVE} ON CONFLICT (id) DO NOTHING"
-    )
+    owned = _OWNED.replace("{node}", "1").replace("{arrays}", _arrays(first))
+    return f"{owned} WHERE {_ALIVE} ON CONFLICT (id) DO NOTHING"
 
 
 def _assign(column: str, value: str) -> str:

@@ -19,6 +19,12 @@ shared mode):
   got ready messages and which queues changed; users' changes too. The node
   itself is told right after its commit, not by its own ``NOTIFY``, and a
   node alone on the database sends no message wakes at all;
+- a message published beside a consumer of this node with credit to spare
+  (and nothing ready in storage that the node knows of) is inserted
+  already claimed by the node (`broker_core.journal.Insert.claimed`) and
+  delivered from memory: no wake, no claim round trip after its commit;
+- acks and history lines wait up to ``settle_linger_ms`` for a publish's
+  commit (`settles`) instead of a transaction each;
 - the common batch is one statement, its own transaction
   (`batches.one_statement`): one round trip per batch;
 - a dead node's leases come back pending and redelivered through the
@@ -40,6 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from loguru import logger
+
+from broker_core.history import Event
+from broker_core.journal import AckOp, DeliverOp, Fail
 
 from ..errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
 from ..retention import prune_in_batches
@@ -94,12 +103,26 @@ _TABLES = (
 )
 
 
+def settles(op: Op) -> bool:
+    """Whether ``op`` may wait for company: nobody awaits it and no other node needs it now.
+
+    An ack or a failure of a message of no group (a group's next message
+    waits for it on every node), and history lines. Losing one in a crash
+    redelivers its message, marked redelivered.
+    """
+    kind = type(op)
+    if kind is AckOp or kind is Fail:
+        return not op.grouped  # type: ignore[union-attr]
+    return kind is Event or kind is DeliverOp
+
+
 class PostgresStorage:
     """Queues, messages, users and refresh tokens in one PostgreSQL database, shared by nodes.
 
     Args:
         url: ``postgresql://user[:password]@host[:port]/database[?...]`` (asyncpg DSN).
         linger_ms: how long a small batch waits for company before committing.
+        settle_linger_ms: how long acks and history lines wait for company (`settles`).
         max_batch: a batch this large commits without lingering.
         processed_retention_s: processed messages older than this are pruned.
         processed_retention_count: at most this many processed messages are kept per queue.
@@ -115,6 +138,7 @@ class PostgresStorage:
         url: str,
         *,
         linger_ms: float = 0.0,
+        settle_linger_ms: float = 0.0,
         max_batch: int = 512,
         processed_retention_s: float = 3600.0,
         processed_retention_count: int = 10_000,
@@ -140,6 +164,8 @@ class PostgresStorage:
             linger_s=linger_ms / 1000,
             max_batch=max_batch,
             permanent=permanent_error,
+            settle_linger_s=settle_linger_ms / 1000,
+            lazy=settles,
         )
         self._accounts = PostgresAccountStore(lambda: self.pool, self._before_direct)
         self.topics = PostgresTopicStore(lambda: self.pool, self._before_direct)

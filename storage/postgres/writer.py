@@ -7,6 +7,14 @@ next one fills, so a busy broker commits hundreds of operations per
 transaction and an idle one commits a lone operation at once. A batch's
 future resolves when it committed; publishers await it before confirming.
 
+Settlements that nobody awaits (``lazy``: acks, history lines) may wait
+for company (``settle_linger_s``): they commit with the next publish or
+other urgent operation, or once they have waited that long. Losing them in
+a crash only redelivers a message, marked redelivered; at a steady rate
+they stop costing a transaction each (SQLite's writer does the same). An
+empty write (a confirm waiting for what is buffered) and `flush` commit at
+once.
+
 When a commit fails, the batch's future fails (its publishers get 503) and
 its publishes are withdrawn for good; the rest is retried with backoff or
 given up, as `storage.commit_health` says.
@@ -40,6 +48,9 @@ class WriteBehind(CommitHealth, Generic[T]):
             first arrives when the buffer is small (0 commits at once).
         max_batch: a batch this large is committed without lingering.
         permanent: whether a commit error is one that retrying can't fix.
+        settle_linger_s: how long a batch of ``lazy`` operations only waits
+            for an urgent one (0 commits at once).
+        lazy: whether an operation may wait (``None``: none may).
     """
 
     def __init__(
@@ -49,11 +60,16 @@ class WriteBehind(CommitHealth, Generic[T]):
         linger_s: float = 0.0,
         max_batch: int = 512,
         permanent: Callable[[Exception], bool] | None = None,
+        settle_linger_s: float = 0.0,
+        lazy: Callable[[T], bool] | None = None,
     ) -> None:
         super().__init__(permanent)
         self._commit = commit
         self.linger_s = linger_s
         self.max_batch = max_batch
+        self.settle_linger_s = settle_linger_s if lazy is not None else 0.0
+        self._lazy = lazy
+        self._urgent: asyncio.Event | None = None
         self._buffer: list[T] = []
         self._future: asyncio.Future[None] | None = None
         self._kick: asyncio.Event | None = None
@@ -64,12 +80,15 @@ class WriteBehind(CommitHealth, Generic[T]):
     def start(self) -> None:
         """Start the flusher task."""
         self._kick = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="write-behind")
 
     def write(self, ops: Sequence[T]) -> asyncio.Future[None]:
         """Append ``ops`` to the open batch and return that batch's commit future."""
         if not ops:
-            # Nothing joins a batch: answer the latest one (the flusher skips empty buffers).
+            # Nothing joins a batch: answer the latest one (the flusher skips empty buffers),
+            # committed now.
+            self._hurry()
             latest = self._future or self._inflight
             if latest is None:
                 latest = asyncio.get_running_loop().create_future()
@@ -81,12 +100,23 @@ class WriteBehind(CommitHealth, Generic[T]):
             # Nobody may await it (casts, acks): don't warn about unretrieved errors.
             future.add_done_callback(ignore_unretrieved)
         self._buffer.extend(ops)
-        assert self._kick is not None, "start() first"
+        assert self._kick is not None and self._urgent is not None, "start() first"
+        lazy = self._lazy
+        if not self._urgent.is_set() and (
+            lazy is None or len(self._buffer) >= self.max_batch or not all(map(lazy, ops))
+        ):
+            self._urgent.set()
         self._kick.set()
         return future
 
+    def _hurry(self) -> None:
+        """Let lingering settlements commit now."""
+        if self._buffer and self._urgent is not None:
+            self._urgent.set()
+
     async def flush(self) -> None:
         """Wait until every operation written so far has committed (or failed)."""
+        self._hurry()
         for future in (self._future, self._inflight):
             if future is not None:
                 with suppress(StorageUnavailable):
@@ -135,16 +165,21 @@ class WriteBehind(CommitHealth, Generic[T]):
         return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
-        kick = self._kick
-        assert kick is not None, "start() first"
+        kick, urgent = self._kick, self._urgent
+        assert kick is not None and urgent is not None, "start() first"
         while True:
             await kick.wait()
             kick.clear()
             if not self._buffer:
                 continue
+            if self.settle_linger_s and not urgent.is_set() and not self._closing:
+                # Settlements only: wait for a publish (or the deadline).
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(urgent.wait(), self.settle_linger_s)
             if self.linger_s and len(self._buffer) < self.max_batch and not self._closing:
                 await asyncio.sleep(self.linger_s)
             ops, self._buffer = self._buffer, []
+            urgent.clear()
             future, self._future = self._future, None
             assert future is not None, "a non-empty buffer has a future"
             self._inflight = future

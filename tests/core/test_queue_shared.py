@@ -8,7 +8,7 @@ import pytest
 
 from broker_core.claims import SharedQueueState
 from broker_core.errors import QueueFull
-from broker_core.journal import Trim
+from broker_core.journal import Insert, Trim
 from broker_core.messages import Entry, QueueOptions
 from broker_core.pending import BodyBudget
 from tests.core.test_queue_state import BODY, Ids, deliveries, ops, publish, req
@@ -163,3 +163,91 @@ def test_drop_head_asks_storage_to_drop_the_oldest() -> None:
     assert (trim.count, trim.size, trim.target) == (2, 0, "dlq")
     assert len(inserts) == 2
     assert state.stored_pending == 3
+
+
+def claim_nothing(state: SharedQueueState) -> None:
+    """A first claim that finds storage empty: nothing ready waits there."""
+    state.balance(0)
+    state.claimed([], state.take_claims())
+
+
+def test_a_publish_beside_a_consumer_with_credit_is_claimed_as_it_is_written() -> None:
+    """Storage holding nothing ready, a consumer here with spare credit takes the message from
+    memory: its Insert carries this node's claim, no claim is asked, and it is not counted as
+    stored. Beyond the spare credit, messages go to storage for any node."""
+    state = shared_state(lease=30.0)
+    state.add_consumer(1, prefetch=2)
+    claim_nothing(state)
+    ids = publish(state, Ids(), count=3, now=5.0)
+    inserts = [op for op in state.take_ops() if type(op) is Insert]
+    assert [(op.entry.id, op.claimed) for op in inserts] == [
+        (ids[0], 35.0),
+        (ids[1], 35.0),
+        (ids[2], 0.0),
+    ]
+    assert (state.pending_count, state.stored_pending) == (2, 1)
+    state.dispatch(5.0)
+    assert deliveries(state) == [(1, ids[0]), (1, ids[1])]
+    state.balance(0)
+    assert state.take_claims() == 0, "no credit left: nothing to claim"
+
+
+@pytest.mark.parametrize(
+    ("case", "fields", "options"),
+    [
+        ("storage may hold ready messages", {}, {}),
+        ("grouped", {"group": "g"}, {}),
+        ("delayed", {"delay_ms": 1000}, {}),
+        ("single active consumer", {}, {"single_active_consumer": True}),
+    ],
+)
+def test_a_publish_takes_the_shared_path_when_order_or_rules_need_the_claim(
+    case: str, fields: dict[str, Any], options: dict[str, Any]
+) -> None:
+    """Behind ready messages storage may hold, in a group, delayed, or for a single active
+    consumer, the claim statement alone keeps the rules: the message is written pending."""
+    state = shared_state(**options)
+    state.add_consumer(1, prefetch=5)
+    if case != "storage may hold ready messages":
+        claim_nothing(state)
+    publish(state, Ids(), **fields)
+    [insert] = [op for op in state.take_ops() if type(op) is Insert]
+    assert insert.claimed == 0.0
+    assert (state.pending_count, state.stored_pending) == (0, 1)
+
+
+def test_a_withdrawn_publish_claimed_here_leaves_the_stored_count_alone() -> None:
+    """A failed batch takes its publishes back: those claimed here leave this node's
+    order, the others the stored count."""
+    state = shared_state()
+    state.add_consumer(1, prefetch=1)
+    claim_nothing(state)
+    publish(state, Ids(), count=2)
+    entries = [op.entry for op in state.take_ops() if type(op) is Insert]
+    assert (state.pending_count, state.stored_pending) == (1, 1)
+    assert sorted(state.withdraw("q", entries)) == [entries[0].id]
+    assert (state.pending_count, state.stored_pending) == (0, 0)
+
+
+def test_the_fallback_poll_claims_without_sending_publishes_to_storage() -> None:
+    """The poll's wake (nobody told of messages) asks for a claim, and publishes meanwhile
+    are still claimed here; a told wake sends them behind what storage holds until a
+    claim comes back short."""
+    state = shared_state()
+    state.add_consumer(1, prefetch=10)
+    claim_nothing(state)
+    state.wake(0.0, now=1.0, told=False)
+    state.balance(0)
+    asked = state.take_claims()
+    assert asked == 10
+    ids = Ids()
+    publish(state, ids)
+    assert [op.claimed > 0 for op in state.take_ops() if type(op) is Insert] == [True]
+    state.claimed([], asked)
+    state.wake(0.0, now=1.0)
+    publish(state, ids)
+    assert [op.claimed > 0 for op in state.take_ops() if type(op) is Insert] == [False]
+    state.balance(0)
+    state.claimed([], state.take_claims())
+    publish(state, ids)
+    assert [op.claimed > 0 for op in state.take_ops() if type(op) is Insert] == [True]

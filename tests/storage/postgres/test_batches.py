@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 asyncpg = pytest.importorskip("asyncpg", reason="the postgres backend needs asyncpg")
 
 from storage.postgres import PostgresStorage, store as store_module  # noqa: E402
-from storage.postgres.batches import one_statement  # noqa: E402
+from storage.postgres.batches import one_statement, wakes  # noqa: E402
+from storage.postgres.cluster import encode_change  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -170,3 +171,14 @@ async def test_a_node_alone_wakes_itself_without_notify_and_notifies_once_joined
         assert told_a.count(Change("messages", "q")) == 2, "a's own NOTIFY is not told twice"
     finally:
         await conn.close()
+
+
+def test_a_message_claimed_as_it_is_published_wakes_no_node() -> None:
+    """Its publishing node holds it: a claimed `Insert` tells no ready message (its dedup id
+    and an unclaimed neighbour still are)."""
+    claimed = Insert("q", entry(1, dedup_id="k"), claimed=NOW + 30)
+    assert wakes([claimed]) == [encode_change("d", "q", NOW, 1, "k")]
+    assert wakes([claimed, Insert("r", entry(2))]) == [
+        encode_change("m", "r"),
+        encode_change("d", "q", NOW, 1, "k"),
+    ]

@@ -184,6 +184,44 @@ async def test_a_crashed_nodes_leases_come_back_redelivered(
         assert row.entry.redelivered is True
 
 
+@pytest.mark.parametrize("batch", ["one statement", "transaction"])
+async def test_a_message_claimed_as_it_is_published_is_held_until_its_node_dies(
+    nodes: Callable[..., Awaitable[PostgresStorage]], batch: str
+) -> None:
+    """An `Insert` claimed by its node is written processing and owned by it: no other node
+    claims it; after a crash between its commit and its delivery it comes back redelivered.
+    """
+    a, b = await nodes("a"), await nodes("b")
+    ops: list[Any] = [Insert("q", entry(1), claimed=NOW + 600), Insert("q", entry(2))]
+    if batch == "transaction":
+        ops.insert(0, PutQueue("q", QueueOptions(), NOW, NOW))  # a queue-level step: `apply`
+    else:
+        await a.write([PutQueue("q", QueueOptions(), NOW, NOW)])
+    await a.write(ops)
+    row = await b.get_message(1)
+    assert row is not None
+    assert (row.status.label, row.entry.attempt, row.entry.lease_deadline) == (
+        "processing",
+        1,
+        NOW + 600,
+    )
+    owner = await b.pool.fetchval("SELECT owner FROM broker_messages WHERE id = 1")
+    assert owner == a.node.id
+    assert [e.id for e in await b.claim("q", 10, time.time())] == [2]
+    crashed = a.node.id
+    await a.crash()
+
+    async def back() -> bool:
+        return [e.id for e in await b.claim("q", 10, time.time())] == [1]
+
+    await until(back, "the claimed message comes back", seconds=TIMEOUT_S * 10)
+    dead = await b.pool.fetchval("SELECT dead FROM broker_nodes WHERE id = $1", crashed)
+    assert dead is True, "given back because its node was presumed dead"
+    row = await b.get_message(1)
+    assert row is not None
+    assert (row.entry.redelivered, row.entry.attempt) == (True, 2)
+
+
 async def test_a_node_presumed_dead_writes_nothing_then_rejoins(
     url: str, nodes: Callable[..., Awaitable[PostgresStorage]]
 ) -> None:

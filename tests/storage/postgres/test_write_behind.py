@@ -227,3 +227,37 @@ async def test_a_batch_failing_for_good_is_given_up_and_later_ones_commit(
     assert commit.attempts == 2
     assert buffer.degraded is None
     await buffer.close()
+
+
+async def test_settlements_wait_for_a_publish_or_a_flush(commit: FakeCommit) -> None:
+    """Lazy operations alone wait (here longer than the test): an urgent one takes them
+    along; a flush, an empty write or a close commits them at once."""
+    buffer: WriteBehind[int] = WriteBehind(commit, settle_linger_s=600, lazy=lambda op: op < 0)
+    buffer.start()
+    try:
+        acks = buffer.write([-1, -2])
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not acks.done() and commit.batches == []
+        await buffer.write([1])
+        assert acks.done()
+        assert commit.batches == [[-1, -2, 1]]
+        buffer.write([-3])
+        await buffer.flush()
+        buffer.write([-4])
+        await buffer.write([])
+        buffer.write([-5])
+    finally:
+        await buffer.close()
+    assert commit.batches == [[-1, -2, 1], [-3], [-4], [-5]]
+
+
+async def test_settlements_alone_commit_after_their_linger(commit: FakeCommit) -> None:
+    """With no publish coming, lazy operations commit once they have waited."""
+    buffer: WriteBehind[int] = WriteBehind(commit, settle_linger_s=5 * MS, lazy=lambda op: op < 0)
+    buffer.start()
+    try:
+        await buffer.write([-1])
+        assert commit.batches == [[-1]]
+    finally:
+        await buffer.close()
