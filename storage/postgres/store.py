@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from loguru import logger
 
-from broker_core.history import Event
+from broker_core.history import History
 from broker_core.journal import AckOp, DeliverOp, Fail
 
 from ..errors import StorageCorrupt, StorageUnavailable, StorageUnreachable
@@ -113,7 +113,7 @@ def settles(op: Op) -> bool:
     kind = type(op)
     if kind is AckOp or kind is Fail:
         return not op.grouped  # type: ignore[union-attr]
-    return kind is Event or kind is DeliverOp
+    return kind is History or kind is DeliverOp
 
 
 class PostgresStorage:

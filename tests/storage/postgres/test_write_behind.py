@@ -242,11 +242,13 @@ async def test_settlements_wait_for_a_publish_or_a_flush(commit: FakeCommit) -> 
         await buffer.write([1])
         assert acks.done()
         assert commit.batches == [[-1, -2, 1]]
-        buffer.write([-3])
+        lingering = buffer.write([-3])
         await buffer.flush()
-        buffer.write([-4])
+        assert lingering.done()
+        lingering = buffer.write([-4])
         await buffer.write([])
-        buffer.write([-5])
+        assert lingering.done()
+        lingering = buffer.write([-5])
     finally:
         await buffer.close()
     assert commit.batches == [[-1, -2, 1], [-3], [-4], [-5]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from websockets.asyncio.client import connect
@@ -55,7 +55,7 @@ async def test_frames_of_every_size_cross_tls_both_ways(
         assert [c["op"] for c in confirms] == ["confirm"] * 4
         await ws.send(json.dumps({"op": "subscribe", "queue": "big", "prefetch": 10, "ref": "s"}))
         assert json.loads(await ws.recv())["op"] == "subscribed"
-        got = []
+        got: list[dict[str, Any]] = []
         while len(got) < len(contents):
             frame = json.loads(await ws.recv())
             if frame["op"] == "deliver":
