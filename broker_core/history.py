@@ -124,14 +124,34 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     detail: dict[str, Any] | None = None
 
 
+_SAME_INSTANT_S = 0.002
+"""Lines closer in time than this are taken in their stored order (`decode`)."""
+
+
 def decode(history: str | None, created_at: float = 0.0) -> list[HistoryEntry]:
-    """The events of a stored ``history`` column of a message created at ``created_at``."""
+    """The events of a stored ``history`` column of a message created at ``created_at``.
+
+    In time order: on PostgreSQL each node appends the lines of its own
+    events, and a node's lines may commit after another node's later ones
+    (a delivery's line lingers with the acks while the message is settled
+    elsewhere). Lines within `_SAME_INSTANT_S` of each other keep their
+    stored order: times are kept to the millisecond, relative to
+    ``created_at`` or not, so two lines of one instant may differ by one.
+    """
     if not history:
         return []
-    return [
+    entries = [
         HistoryEntry(at=at, event=event, detail=detail)
         for at, event, detail in decode_lines(history, created_at)
     ]
+    for i in range(1, len(entries)):  # insertion sort: histories are short and nearly sorted
+        entry = entries[i]
+        j = i
+        while j and entries[j - 1].at > entry.at + _SAME_INSTANT_S:
+            entries[j] = entries[j - 1]
+            j -= 1
+        entries[j] = entry
+    return entries
 
 
 def _ms(now: float, created: float) -> str:

@@ -89,15 +89,32 @@ _DELAYED_WAKES = 16
 """Delivery times told per queue and batch; later ones wait for the fallback poll at worst."""
 
 
+def _fenced(column: str, value: str, fence: str, prefix: str = "") -> str:
+    """``column = value`` where ``fence`` holds; a message's history grows by its lines anyway.
+
+    A patch that carries history lines is not fenced as a whole: the lines
+    of this node's events (a delivery it made) still land when another node
+    has settled the message meanwhile, while its state columns are kept.
+    """
+    if column == "history":
+        return f"history = coalesce({prefix}history, '') || {value}"
+    return f"{column} = CASE WHEN {fence} THEN {value} ELSE {prefix}{column} END"
+
+
 @cache
 def _update_sql(columns: tuple[str, ...]) -> str:
     """The fenced ``UPDATE`` of one patch shape: the columns' values, the id, the node."""
-    assignments = ", ".join(
-        f"history = coalesce(history, '') || ${n}" if column == "history" else f"{column} = ${n}"
-        for n, column in enumerate(columns, 1)
-    )
     id, node = len(columns) + 1, len(columns) + 2
-    return f"UPDATE broker_messages SET {assignments} WHERE id = ${id} AND {_FENCE.format(n=node)}"
+    fence = _FENCE.format(n=node)
+    if "history" not in columns:
+        assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(columns, 1))
+        return f"UPDATE broker_messages SET {assignments} WHERE id = ${id} AND {fence}"
+    assignments = ", ".join(_fenced(column, f"${n}", fence) for n, column in enumerate(columns, 1))
+    # The node's parameter is named even when only history is written (every
+    # parameter of a statement must be).
+    return (
+        f"UPDATE broker_messages SET {assignments} WHERE id = ${id} AND ${node}::bigint IS NOT NULL"
+    )
 
 
 def wakes(ops: Sequence[Op]) -> list[str]:
@@ -342,13 +359,6 @@ def _insert_sql(first: int) -> str:
     return f"{owned} WHERE {_ALIVE} ON CONFLICT (id) DO NOTHING"
 
 
-def _assign(column: str, value: str) -> str:
-    """``column = value``; a message's history grows by its new events instead."""
-    if column == "history":
-        return f"history = coalesce(m.history, '') || {value}"
-    return f"{column} = {value}"
-
-
 @cache
 def _patch_sql(columns: tuple[str, ...], same: frozenset[str], first: int) -> str:
     """One patch shape: a parameter per column all rows share, arrays for the rest.
@@ -358,22 +368,31 @@ def _patch_sql(columns: tuple[str, ...], same: frozenset[str], first: int) -> st
     one instant, requeues) it is ``= ANY(ids)``; otherwise the arrays are
     joined as ``unnest`` rows.
     """
+    # With history lines, each state column is fenced on its own (`_fenced`).
+    fenced = "history" in columns
+    where = _ALIVE if fenced else f"{_M_FENCE} AND {_ALIVE}"
+
+    def assign(column: str, value: str) -> str:
+        if fenced:
+            return _fenced(column, value, _M_FENCE, "m.")
+        return f"{column} = {value}"
+
     n = first
     assignments = []
     for column in columns:
         if column in same:
-            assignments.append(_assign(column, f"${n}::{_COLUMN_TYPES[column]}"))
+            assignments.append(assign(column, f"${n}::{_COLUMN_TYPES[column]}"))
             n += 1
     varying = [column for column in columns if column not in same]
     if not varying:
         return (
             f"UPDATE broker_messages AS m SET {', '.join(assignments)} "
-            f"WHERE m.id = ANY(${n}::bigint[]) AND {_M_FENCE} AND {_ALIVE}"
+            f"WHERE m.id = ANY(${n}::bigint[]) AND {where}"
         )
     names = (*varying, "id")
     arrays = ", ".join(f"${i}::{_COLUMN_TYPES[c]}[]" for i, c in enumerate(names, n))
-    assignments.extend(_assign(column, f"v.{column}") for column in varying)
+    assignments.extend(assign(column, f"v.{column}") for column in varying)
     return (
         f"UPDATE broker_messages AS m SET {', '.join(assignments)} FROM unnest({arrays}) "
-        f"AS v({', '.join(names)}) WHERE m.id = v.id AND {_M_FENCE} AND {_ALIVE}"
+        f"AS v({', '.join(names)}) WHERE m.id = v.id AND {where}"
     )
