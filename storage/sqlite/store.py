@@ -9,11 +9,15 @@ Queue-wide operations (purge, delete) are barriers that keep their place in
 the order. Reads, pruning, users and tokens, and the schema's version have
 modules of their own beside this one.
 
-Durability: ``synchronous=FULL`` (the default) fsyncs each batch's bodies
-in their segment, then the commit's WAL frames, before the batch's publishes
-are confirmed: it survives power loss. ``NORMAL`` survives a process crash
-(``kill -9``) with every committed batch; a power loss may lose the last
-batches committed since the last checkpoint.
+Durability: ``synchronous=NORMAL`` (the default) survives a process crash
+(``kill -9``) with every committed batch, since a commit is in the WAL
+(the page cache keeps it) before its publishes are confirmed; the
+checkpointer fsyncs the segments, the WAL and the database at each
+checkpoint, and a power loss may lose the batches committed since the last
+one. ``FULL`` fsyncs each batch's bodies in their segment, then the
+commit's WAL frames, before the batch's publishes are confirmed: it
+survives power loss, at the cost of a partly filled disk block of the WAL
+and of the segment rewritten by every commit (README, Disk writes).
 
 After an unclean stop every pending message that may have been delivered
 is marked redelivered (write-behind may have lost its delivery record), and
@@ -156,7 +160,7 @@ class SQLiteStorage:
         self,
         path: Path,
         *,
-        synchronous: str = "FULL",
+        synchronous: str = "NORMAL",
         page_size: int = PAGE_SIZE,
         linger_ms: float = 0.0,
         settle_linger_ms: float = 50.0,
