@@ -1,7 +1,8 @@
 """Disk writes per message: this broker (synchronous NORMAL and FULL) beside its peers.
 
 Run: ``python -m benchmarks.disk_writes [--runs 3] [--synchronous NORMAL FULL]
-[--page-sizes 4096]``.
+[--page-sizes 4096] [--no-history]`` (``--no-history``: our broker with
+``BROKER_HISTORY=false``, to see the rows' bytes without their history).
 
 Each run reads the bytes the server process caused to be written
 (``write_bytes`` of its I/O counters: for this broker its WAL and the
@@ -14,8 +15,11 @@ stores) around two of the suite's phases:
 * ``e2e``: the end-to-end flow (50,000 messages, 500 in flight), where a
   commit holds hundreds of messages;
 * ``publish``: the same count published into an empty queue with nobody
-  consuming (its bytes per message and throughput; the drain after it is
-  not counted).
+  consuming (its throughput), then drained: the bytes per message are
+  those of publishing and draining the backlog (acks, pruning and the
+  queue's deletion included), the column's name notwithstanding.
+
+Each phase's bytes are read `SETTLE_S` after it ends, for every system.
 
 Beside the bytes, each run keeps the throughputs and the latency phase's
 percentiles (publish-to-deliver and confirm), so the cost of
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import time
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,10 +63,20 @@ __all__ = ["main"]
 KIB = 1024
 
 
+SETTLE_S = 1.5
+"""How long after a phase its writes are still counted, for every system alike.
+
+Our broker checkpoints the WAL into the database every second
+(`storage.sqlite.store`): read at once, a phase's last checkpoint would be
+counted in the next phase, or in none after the last.
+"""
+
+
 def _kib_per_message(system: System, messages: int, phase: Callable[[], Any]) -> dict[str, Any]:
     pid = system.server_pid()
     before = written_bytes(pid)
     result = phase()
+    time.sleep(SETTLE_S)
     after = written_bytes(pid)
     kib = None if before is None or after is None else (after - before) / KIB / messages
     return {"kib_per_message": kib, "result": result}
@@ -97,19 +112,23 @@ def _measure(system: System, plan: Plan, run: int) -> dict[str, Any]:
     }
 
 
-def _ours(page_size: int, synchronous: str) -> Ours:
-    return Ours(BROKER_SQLITE_PAGE_SIZE=str(page_size), BROKER_SQLITE_SYNCHRONOUS=synchronous)
+def _ours(page_size: int, synchronous: str, env: dict[str, str]) -> Ours:
+    return Ours(
+        BROKER_SQLITE_PAGE_SIZE=str(page_size), BROKER_SQLITE_SYNCHRONOUS=synchronous, **env
+    )
 
 
 @contextlib.contextmanager
-def _baseline(tree: Path, page_size: int, synchronous: str = "NORMAL") -> Iterator[Ours]:
+def _baseline(
+    tree: Path, page_size: int, synchronous: str = "NORMAL", env: dict[str, str] | None = None
+) -> Iterator[Ours]:
     """Our broker as the source tree ``tree`` has it (an older commit), on this harness.
 
     ``python -m transports`` imports from its working directory first, so
     the server is started from ``tree``; the clients stay this tree's.
     """
     here = Path.cwd()
-    ours = Ours(BROKER_SQLITE_PAGE_SIZE=str(page_size), BROKER_SQLITE_SYNCHRONOUS=synchronous)
+    ours = _ours(page_size, synchronous, env or {})
     os.chdir(tree)
     try:
         entered = ours.__enter__()
@@ -122,7 +141,7 @@ def _baseline(tree: Path, page_size: int, synchronous: str = "NORMAL") -> Iterat
 
 
 def _systems(
-    synchronous: list[str], page_sizes: list[int], baseline: Path | None
+    synchronous: list[str], page_sizes: list[int], baseline: Path | None, env: dict[str, str]
 ) -> Iterator[tuple[str, Callable[[], Any]]]:
     for mode in synchronous:
         for size in page_sizes:
@@ -131,9 +150,9 @@ def _systems(
                 # The older tree as it would run with the same settings.
                 yield (
                     f"wsbroker before ({baseline.name}), {mode}, {pages} pages",
-                    partial(_baseline, baseline, size, mode),
+                    partial(_baseline, baseline, size, mode, env),
                 )
-            yield f"wsbroker {mode}, {pages} pages", partial(_ours, size, mode)
+            yield f"wsbroker {mode}, {pages} pages", partial(_ours, size, mode, env)
     for peer in (RabbitMQ, Nats):
         reason = peer.unavailable()
         if reason is None:
@@ -160,13 +179,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-peers", action="store_true", help="measure our broker only")
     parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="our broker with BROKER_HISTORY=false (the rows' bytes without their history)",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         help="a source tree of an older commit (git archive) to measure beside, as it was",
     )
     args = parser.parse_args(argv)
     plan = Plan(runs=args.runs)
-    systems = list(_systems(args.synchronous, args.page_sizes, args.baseline))
+    env = {"BROKER_HISTORY": "false"} if args.no_history else {}
+    systems = list(_systems(args.synchronous, args.page_sizes, args.baseline, env))
     if args.no_peers:
         systems = [(label, make) for label, make in systems if label.startswith("wsbroker")]
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in systems}

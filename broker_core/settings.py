@@ -141,14 +141,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # -- storage -------------------------------------------------------------
     storage_url: str | None = None
     """``postgresql://...`` for the scale-out backend; None is SQLite at :attr:`sqlite_path`."""
-    sqlite_synchronous: str = "FULL"
-    """SQLite ``PRAGMA synchronous`` in WAL mode: ``FULL`` or ``NORMAL``.
+    sqlite_synchronous: str = "NORMAL"
+    """SQLite ``PRAGMA synchronous`` in WAL mode: ``NORMAL`` or ``FULL``.
 
-    ``FULL`` fsyncs each group commit's body segment and WAL before its
-    publishes are confirmed (a confirmed message survives a power loss);
-    ``NORMAL`` only at checkpoints (a process crash loses nothing confirmed,
-    a power loss may). Measured within noise of each other in throughput
-    (README, Disk writes).
+    ``NORMAL`` (the default) fsyncs the body segments, the WAL and the
+    database at checkpoints (`storage.sqlite.checkpointer`): a confirmed
+    publish survives a ``kill -9`` of the broker; a power loss may lose the
+    commits since the last checkpoint (NATS JetStream syncs on a timer
+    too). ``FULL`` fsyncs each group commit's body segment and WAL before
+    its publishes are confirmed (a confirmed message survives a power
+    loss), at a cost measured over 3 interleaved runs: end to end -6%,
+    publish only -10%, confirm p99 x2, and 11.5 KiB written per message at
+    1,000 msg/s against 5.1 (README, Disk writes).
     """
     sqlite_page_size: int = 1024
     """Bytes per page of a new SQLite database (a power of two, 512 to 65536).

@@ -9,11 +9,15 @@ Queue-wide operations (purge, delete) are barriers that keep their place in
 the order. Reads, pruning, users and tokens, and the schema's version have
 modules of their own beside this one.
 
-Durability: ``synchronous=FULL`` (the default) fsyncs each batch's bodies
-in their segment, then the commit's WAL frames, before the batch's publishes
-are confirmed: it survives power loss. ``NORMAL`` survives a process crash
-(``kill -9``) with every committed batch; a power loss may lose the last
-batches committed since the last checkpoint.
+Durability: ``synchronous=NORMAL`` (the default) survives a process crash
+(``kill -9``) with every committed batch, since a commit is in the WAL
+(the page cache keeps it) before its publishes are confirmed; the
+checkpointer fsyncs the segments, the WAL and the database at each
+checkpoint, and a power loss may lose the batches committed since the last
+one. ``FULL`` fsyncs each batch's bodies in their segment, then the
+commit's WAL frames, before the batch's publishes are confirmed: it
+survives power loss, at the cost of a partly filled disk block of the WAL
+and of the segment rewritten by every commit (README, Disk writes).
 
 After an unclean stop every pending message that may have been delivered
 is marked redelivered (write-behind may have lost its delivery record), and
@@ -86,6 +90,17 @@ arriving all the time the log is never found fully copied when the next
 transaction starts, so it would never start over. At this size the writer
 checkpoints the little the checkpointer left, and the log starts over.
 """
+_CHECKPOINT_INTERVAL_S = 1.0
+"""The most time a commit waits in the WAL before the checkpointer copies it (and fsyncs).
+
+A page that many commits rewrite in that time (the tail of the table and
+of its indexes, a row published then acked) is copied to the database file
+once. Traced (``strace`` of the end-to-end flow, 50,000 messages, bytes
+per file): checkpoints every 0.1 s wrote 0.61 KiB per message into the
+database file and 0.72 into the WAL; every 1 s, with ``secure_delete=FAST``
+beside it, 0.44 and 0.70. With ``synchronous=NORMAL`` it is also how much a
+power loss may take (NATS JetStream syncs every 2 minutes by default).
+"""
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file is trimmed to when it starts over (it is reused, not regrown, below that)."""
 _SWEEP_INTERVAL_S = 30.0
@@ -156,7 +171,7 @@ class SQLiteStorage:
         self,
         path: Path,
         *,
-        synchronous: str = "FULL",
+        synchronous: str = "NORMAL",
         page_size: int = PAGE_SIZE,
         linger_ms: float = 0.0,
         settle_linger_ms: float = 50.0,
@@ -178,6 +193,7 @@ class SQLiteStorage:
         self.bodies = SegmentLog(segments_path(path), fsync=synchronous.upper() == "FULL")
         self.checkpointer = Checkpointer(
             lambda: sqlite3.connect(self.path),
+            interval_s=_CHECKPOINT_INTERVAL_S,
             before_checkpoint=self.bodies.sync,
             on_checkpoint=self.watermark.sync,
         )
@@ -278,6 +294,10 @@ class SQLiteStorage:
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA busy_timeout=5000")
+            # This SQLite build zeroes each freed page (SECURE_DELETE): a prune
+            # of N rows wrote their pages to the WAL and the database again.
+            # FAST zeroes deleted content only on pages written anyway.
+            connection.execute("PRAGMA secure_delete=FAST")
             connection.execute(f"PRAGMA cache_size={-_WRITER_CACHE_BYTES // 1024}")
             # Checkpoints run in their own thread (`.checkpointer`); this one is a net.
             (page_size,) = connection.execute("PRAGMA page_size").fetchone()

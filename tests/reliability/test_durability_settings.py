@@ -1,9 +1,10 @@
 """Durability settings: ``BROKER_SQLITE_SYNCHRONOUS`` reaches the database connection.
 
-``FULL`` (the default) fsyncs each batch's body segment and the WAL at every
-commit, for power loss; ``NORMAL`` (WAL) keeps every commit through a process
-crash (README, Durability). The setting is read back from SQLite itself on the broker's
-own connection: ``PRAGMA synchronous`` is 1 for NORMAL and 2 for FULL.
+``NORMAL`` (the default) keeps every commit through a process crash, with
+fsyncs at checkpoints; ``FULL`` fsyncs each batch's body segment and the WAL
+at every commit, for power loss (README, Durability). The setting is read
+back from SQLite itself on the broker's own connection: ``PRAGMA
+synchronous`` is 1 for NORMAL and 2 for FULL.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ async def test_synchronous_is_case_insensitive(tmp_path: Path) -> None:
     assert await _read_back(tmp_path / "data", environ, "synchronous") == 2
 
 
-async def test_synchronous_defaults_to_full(tmp_path: Path) -> None:
-    """Without the variable, PRAGMA synchronous reads back 2 (FULL): durable by default."""
-    assert await _read_back(tmp_path / "data", {}, "synchronous") == 2
+async def test_synchronous_defaults_to_normal(tmp_path: Path) -> None:
+    """Without the variable, PRAGMA synchronous reads back 1 (NORMAL): FULL cost too much."""
+    assert await _read_back(tmp_path / "data", {}, "synchronous") == 1
 
 
 async def test_synchronous_normal_from_the_environment_is_applied(tmp_path: Path) -> None:
