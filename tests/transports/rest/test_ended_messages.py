@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.storage.pg_database import temporary_database
+from tests.transports.graphql.test_http import data_of
+from tests.transports.graphql.test_results_history import MESSAGE
 from tests.transports.rest.test_history_facts import start_again
 from tests.transports.rest.test_results_history import events_of, make_queue, publish
 
@@ -110,6 +112,13 @@ async def test_cancelled_expired_and_dropped_keep_their_history_and_count_nowher
             "cancelled",
             None,
         )
+        # Its outcome is known at once (no wait), over REST and GraphQL.
+        outcome = await client.get(f"/messages/{cancelled}/result", params={"wait": 30})
+        assert outcome.status_code == 200, outcome.text
+        assert (outcome.json()["status"], outcome.json()["last_error"]) == ("ended", "cancelled")
+        data = await data_of(client, MESSAGE, id=cancelled)
+        assert (data["message"]["status"], data["message"]["lastError"]) == ("ended", "cancelled")
+        assert [e["event"] for e in data["message"]["history"]] == ["published", "cancelled"]
         events = await ended_history(client, expired)
         assert [e["event"] for e in events] == ["published", "expired"]
         seen = await message(client, expired, "short")
