@@ -125,6 +125,7 @@ async def test_cancelled_expired_and_dropped_keep_their_history_and_count_nowher
         assert (seen["status"], seen["last_error"]) == ("ended", "expired")
         events = await ended_history(client, dropped)
         assert [e["event"] for e in events] == ["published", "dropped"]
+        assert events[-1]["reason"] == "maxlen"
         seen = await message(client, dropped, "capped")
         assert (seen["status"], seen["last_error"]) == ("ended", "maxlen")
 
