@@ -224,7 +224,11 @@ def record(
         elif kind is Drop:
             id_of(op.id)
             code = {"expired": "e", "cancelled": "c"}.get(op.why, "o")
-            line_of(f"{_ms(now, op.created)}{code}{token(op.by) if op.by else ''}\n")
+            fields = token(op.by) if op.by else ""
+            if code == "o" and op.why and op.why != "dropped":
+                # Why it was dropped (``maxlen``...): the line's reason, in place of "dropped".
+                fields = f"{token(op.by)} {token(op.why)}"
+            line_of(f"{_ms(now, op.created)}{code}{fields}\n")
         elif kind is Restore:
             id_of(op.id)
             by = f" {token(op.by)}" if op.by else ""

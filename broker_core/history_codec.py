@@ -66,7 +66,7 @@ FIELDS: dict[str, tuple[tuple[str, type], ...]] = {
     "x": (("from", str), ("to", str), ("reason", str)),
     "r": (("to", str), ("by", str)),
     "e": (("by", str),),
-    "o": (("by", str),),
+    "o": (("by", str), ("reason", str)),
     "c": (("by", str),),
 }
 """The positional fields of each code: detail key and type (``until``: ms after ``created_at``)."""

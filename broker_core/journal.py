@@ -146,9 +146,13 @@ class DeadLetter(msgspec.Struct, frozen=True, gc=False):
 
 
 class Drop(msgspec.Struct, frozen=True, gc=False):
-    """A message is deleted without trace (expired or dropped with no dead-letter queue).
+    """A message leaves its queue for good (expired, dropped, cancelled; no dead-letter queue).
 
-    ``why`` (``expired``, ``cancelled``, else a drop's reason) is for its history.
+    With a ``why`` (``expired``, ``cancelled``, else a drop's reason such as
+    ``maxlen``) it ends: storage keeps a body-less row of status ``ENDED``
+    (``last_error`` = ``why``) for the processed retention, so that its
+    history stays readable; it counts nowhere. Without one (a publish
+    withdrawn after a failed commit) its row is deleted.
     """
 
     id: int
@@ -362,7 +366,7 @@ class Storage(Journal, Protocol):
         ...
 
     async def prune(self, now: float) -> int:
-        """Delete processed messages past their retention; return how many."""
+        """Delete processed and ended messages past their retention; return how many."""
         ...
 
     async def prune_failed(self, before: float) -> dict[str, int]:

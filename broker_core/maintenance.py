@@ -58,7 +58,13 @@ class Maintenance:
         return MessagesPage(messages=views, next_cursor=next_cursor)
 
     async def get_message(self, name: str, id: int) -> MessageView:
-        """One message of a queue by id."""
+        """One message of a queue by id.
+
+        A message cancelled, expired or dropped (no dead-letter queue) reads,
+        until pruned with the processed ones, as status ``ended`` with why in
+        ``last_error`` (``cancelled``, ``expired``, ``maxlen``...) and a
+        ``null`` body (released); its history says who and when.
+        """
         self._broker.actor(name)
         if not 0 < id <= MAX_MESSAGE_ID:
             raise MessageNotFound(id)

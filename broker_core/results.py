@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FINAL_STATUSES", "Results"]
 
-FINAL_STATUSES = frozenset({MessageStatus.PROCESSED, MessageStatus.FAILED})
+FINAL_STATUSES = frozenset({MessageStatus.PROCESSED, MessageStatus.FAILED, MessageStatus.ENDED})
 """The statuses a result waiter waits for."""
 _SHARED_RECHECK_S = 1.0
 """On shared storage, how often a waiter re-reads the message (acks on other nodes)."""

@@ -44,7 +44,7 @@ async def cancel(broker: Broker, name: str, id: int) -> None:
     Raises:
         QueueNotFound: no such queue.
         MessageNotFound: no such message in it.
-        InvalidTransition: it is processing, processed or failed.
+        InvalidTransition: it is processing, processed, failed or ended (cancelled already).
     """
     actor = broker.actor(name)
     if not 0 < id <= MAX_MESSAGE_ID:

@@ -19,6 +19,11 @@ class MessageStatus(enum.IntEnum):
     PROCESSING = 1
     PROCESSED = 2
     FAILED = 3
+    ENDED = 4
+    """Cancelled, expired or dropped with no dead-letter queue: a body-less row kept
+    (for the processed retention) only so that its history and why it ended stay
+    readable (``last_error``: ``cancelled``, ``expired``, ``maxlen``...). It counts
+    nowhere and is never browsed."""
 
     @property
     def label(self) -> str:

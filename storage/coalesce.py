@@ -16,6 +16,7 @@ one bulk statement).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from broker_core.history import History, SetResult
@@ -37,7 +38,7 @@ from broker_core.journal import (
     Trim,
 )
 
-from .rows import COLUMN_INDEX, FAILED, PENDING, PROCESSED, PROCESSING, insert_row
+from .rows import COLUMN_INDEX, ENDED, FAILED, PENDING, PROCESSED, PROCESSING, insert_row
 
 _HISTORY = COLUMN_INDEX["history"]
 
@@ -146,6 +147,17 @@ class Segment:
             self.drops.append(id)
         self.never.add(id)
 
+    def end(self, id: int, why: str, at: float) -> None:
+        """Message ``id`` ended (cancelled, expired, dropped): keep a body-less row (`ENDED`).
+
+        The row stays for the processed retention, so that its history and
+        why it ended (``last_error``) stay readable; the body is released
+        (``content`` emptied; on SQLite a patched ``content`` also drops the
+        segment reference). Its dedup id stays: the window outlives the
+        message, as for an acked one.
+        """
+        self.patch(id, status=ENDED, settled_at=at, lease_deadline=0.0, last_error=why, content=b"")
+
     def shapes(self) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
         """Patches grouped by the columns they set: ``columns -> [(*values, id), ...]``."""
         shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
@@ -175,11 +187,14 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
 
     Returns:
         The plan; its ``last_id`` is the new highest id (pruning and drops
-        must never let an id be reused).
+        must never let an id be reused). A `Drop` with a ``why`` (cancelled,
+        expired, dropped) ends its message (`Segment.end`) rather than
+        deleting it; one without (a withdrawn publish) deletes it.
     """
     steps: list[Segment | Barrier] = []
     segment = Segment()
     removes = False
+    now = time.time()
     for op in ops:
         # The cases are tried in order: the three of every message come first.
         match op:
@@ -237,6 +252,8 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                     expires_at=0.0,
                     dead_lettered_from=None,
                 )
+            case Drop(id=id, why=why) if why:
+                segment.end(id, why, now)
             case Drop(id=id):
                 segment.drop(id)
                 removes = True

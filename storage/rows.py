@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COLUMN_INDEX",
     "DELAYED_COLUMNS",
+    "ENDED",
     "ENTRY_COLUMNS",
     "FAILED",
     "INSERT_COLUMNS",
@@ -61,11 +62,12 @@ only history reads select."""
 COLUMN_INDEX: dict[str, int] = {column: index for index, column in enumerate(INSERT_COLUMNS)}
 """Where each column sits in a row."""
 
-PENDING, PROCESSING, PROCESSED, FAILED = (
+PENDING, PROCESSING, PROCESSED, FAILED, ENDED = (
     int(MessageStatus.PENDING),
     int(MessageStatus.PROCESSING),
     int(MessageStatus.PROCESSED),
     int(MessageStatus.FAILED),
+    int(MessageStatus.ENDED),
 )
 
 _headers_encoder = msgspec.json.Encoder()
@@ -115,7 +117,8 @@ def stored_message(row: Sequence[Any], horizon: DeliveryHorizon = NO_HORIZON) ->
      _settled_at, group) = row  # fmt: skip
     entry = Entry(
         id,
-        content=bytes(content),
+        # An ended message's body is released: it shows as JSON ``null``.
+        content=b"null" if status == ENDED else bytes(content),
         size=size,
         created_at=created_at,
         priority=priority,

@@ -23,10 +23,11 @@ away. `wakes` are the ``NOTIFY`` payloads a batch sends at commit.
 
 from __future__ import annotations
 
+import time
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from broker_core.history import SetResult
+from broker_core.history import SetResult, record
 from broker_core.journal import (
     AckOp,
     DeadLetter,
@@ -81,8 +82,8 @@ _INSERT = (
     _OWNED.replace("{node}", str(len(INSERT_COLUMNS) + 1)).replace("{arrays}", _arrays(1))
     + " ON CONFLICT (id) DO NOTHING"
 )
-_FENCE = "status <> 2 AND (status <> 1 OR owner = ${n} OR owner IS NULL)"
-"""What a node's patch or drop may touch: no processed message, no message another node holds."""
+_FENCE = "status <> 2 AND status <> 4 AND (status <> 1 OR owner = ${n} OR owner IS NULL)"
+"""What a node's patch or drop may touch: no processed or ended message, none another node holds."""
 _TRIM_BY_BYTES_ROWS = 1000
 """Rows a ``drop_head`` by bytes looks at beyond its count (bodies are at least 1 byte)."""
 _DELAYED_WAKES = 16
@@ -235,7 +236,11 @@ async def _trim(conn: Any, trim: Trim, node: int) -> None:
         ids.append(id)
         freed += size
     if trim.target is None:
-        ops: list[Op] = [Drop(id) for id in ids]
+        # Ended, not deleted: their history (with the drop) stays readable.
+        ops: list[Op] = [Drop(id, "maxlen") for id in ids]
+        lines = record(ops, time.time())
+        if lines is not None:
+            ops.append(lines)
     else:
         ops = [DeadLetter(id, trim.queue, trim.target, "maxlen") for id in ids]
     for step in coalesce(ops, 0).steps:
@@ -276,7 +281,7 @@ async def _write_segment(conn: Any, segment: Segment, node: int) -> None:
 
 # -- a batch in one statement ------------------------------------------------------------
 
-_M_FENCE = "m.status <> 2 AND (m.status <> 1 OR m.owner = $1 OR m.owner IS NULL)"
+_M_FENCE = "m.status <> 2 AND m.status <> 4 AND (m.status <> 1 OR m.owner = $1 OR m.owner IS NULL)"
 _ALIVE = "EXISTS (SELECT 1 FROM me)"
 
 

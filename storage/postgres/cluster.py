@@ -326,7 +326,16 @@ class ClusterNode:
             source = options.get(queue)
             target = source.dead_letter_queue if source is not None else None
             if target is None or target == queue or target not in options:
-                await conn.execute("DELETE FROM broker_messages WHERE id = ANY($1::bigint[])", ids)
+                # Ended (status 4), not deleted: kept body-less with its history, which
+                # gets the ``expired`` line (`broker_core.history_codec`) here.
+                await conn.execute(
+                    "UPDATE broker_messages SET status = 4, settled_at = $2, content = ''::bytea, "
+                    "last_error = 'expired', history = coalesce(history, '') || "
+                    "round(($2 - created_at) * 1000)::bigint::text || E'e\\n' "
+                    "WHERE id = ANY($1::bigint[])",
+                    ids,
+                    now,
+                )
                 continue
             await conn.execute(
                 "UPDATE broker_messages SET queue = $2, attempt = 0, redelivered = false, "

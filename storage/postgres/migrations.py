@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "check_postgres", "migrate"]
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 """Version 1 is ``schema.sql``; version ``n`` adds ``schema_<n>.sql``."""
 _HISTORY_SINCE = 3
 """The first version whose table has a row per step, with its time and release."""

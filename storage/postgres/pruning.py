@@ -73,6 +73,36 @@ async def prune_batch(
             )
             deleted += over
             full = full or over == PRUNE_BATCH
+        ended, ended_full = await _prune_ended(conn, now - retention_s, retention_count)
+    return deleted + ended, full or ended_full
+
+
+async def _prune_ended(conn: Any, before: float, retention_count: int) -> tuple[int, bool]:
+    """Delete one batch of ended messages (status 4) by the processed retention's rules.
+
+    They are kept only for their history and counted nowhere: no counter moves.
+    """
+    old = row_count(
+        await conn.execute(
+            "DELETE FROM broker_messages WHERE id IN (SELECT id FROM broker_messages "
+            "WHERE status = 4 AND settled_at < $1 LIMIT $2)",
+            before,
+            PRUNE_BATCH,
+        )
+    )
+    deleted, full = old, old == PRUNE_BATCH
+    for row in await conn.fetch("SELECT name FROM broker_queues"):
+        over = row_count(
+            await conn.execute(
+                "DELETE FROM broker_messages WHERE id IN (SELECT id FROM broker_messages "
+                "WHERE queue = $1 AND status = 4 ORDER BY id DESC OFFSET $2 LIMIT $3)",
+                row[0],
+                retention_count,
+                PRUNE_BATCH,
+            )
+        )
+        deleted += over
+        full = full or over == PRUNE_BATCH
     return deleted, full
 
 

@@ -123,14 +123,15 @@ async def browse(
     """Messages of ``queue`` (of one status, or all) by ascending id after ``after``."""
     if status is None:
         rows = await pool.fetch(
-            f"{SELECT_MESSAGES} WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3",
+            f"{SELECT_MESSAGES} WHERE queue = $1 AND id > $2 AND status <> 4 ORDER BY id LIMIT $3",
             queue,
             after or 0,
             limit,
         )
     else:
         rows = await pool.fetch(
-            f"{SELECT_MESSAGES} WHERE queue = $1 AND id > $2 AND status = $3 ORDER BY id LIMIT $4",
+            f"{SELECT_MESSAGES} WHERE queue = $1 AND id > $2 AND status = $3 AND status <> 4 "
+            "ORDER BY id LIMIT $4",
             queue,
             after or 0,
             int(status),

@@ -97,7 +97,7 @@ async def counts(pool: Any, queues: Sequence[str]) -> dict[str, QueueCounts]:
     rows = await pool.fetch(
         "SELECT queue, status, count(*), coalesce(sum(size), 0)::bigint, "
         "count(*) FILTER (WHERE deliver_at > $2) FROM broker_messages "
-        "WHERE queue = ANY($1::text[]) AND status <> 2 GROUP BY queue, status",
+        "WHERE queue = ANY($1::text[]) AND status IN (0, 1, 3) GROUP BY queue, status",
         names,
         time.time(),
     )

@@ -504,7 +504,7 @@ class PostgresStorage:
             return await pruning.prune_failed(self.pool, before)
 
     async def prune(self, now: float) -> int:
-        """Delete processed messages past their retention time or count; return how many.
+        """Delete processed (and ended) messages past their retention time or count; how many.
 
         One node at a time (the others skip the pass), in batches
         (`storage.retention`); then VACUUM the table if dead rows piled up.

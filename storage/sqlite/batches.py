@@ -30,6 +30,11 @@ _INSERT = (
 )
 _CONTENT = COLUMN_INDEX["content"]
 _EMPTY = b""
+_ASSIGN = {
+    "history": "history = coalesce(history, '') || ?",
+    # Only an ended message's body is patched (emptied): its segment record is freed too.
+    "content": "content = ?, body_ref = NULL",
+}
 
 
 def stage_bodies(steps: Sequence[Segment | Barrier], log: SegmentLog, inline_max: int) -> None:
@@ -101,10 +106,7 @@ def _write_segment(db: sqlite3.Connection, segment: Segment) -> None:
     if segment.inserts:
         db.executemany(_INSERT, list(segment.inserts.values()))
     for columns, params in segment.shapes().items():
-        assignments = ", ".join(
-            "history = coalesce(history, '') || ?" if column == "history" else f"{column} = ?"
-            for column in columns
-        )
+        assignments = ", ".join(_ASSIGN.get(column) or f"{column} = ?" for column in columns)
         db.executemany(f"UPDATE messages SET {assignments} WHERE id = ?", params)
     if segment.results:
         db.executemany(

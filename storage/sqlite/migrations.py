@@ -9,7 +9,9 @@ one row per step (the steps a database got before the table existed have
 no time or release). Later steps: 3 topics and their bindings, 4 service
 tokens, 5 ``schedules`` (`.schedules`), 6 ``messages.body_ref`` (bodies in
 segment files, `.segments`), 7 webhooks, 8 ``messages.msg_group``, 9
-message histories and ack results, 10 indexes an ack leaves alone.
+message histories and ack results, 10 indexes an ack leaves alone, 11 the
+index of ended messages (status 4: cancelled, expired, dropped, kept body-less
+for their history).
 
 ``PRAGMA user_version`` is kept equal to the newest step, in the same
 transaction: it is what release 0.1.0 reads, so an older broker refuses a
@@ -152,6 +154,18 @@ def _fewer_pages_per_ack(db: sqlite3.Connection) -> None:
     )
 
 
+def _ended_messages(db: sqlite3.Connection) -> None:
+    """Ended messages (status 4) keep a body-less row for their history; pruning finds them here.
+
+    A message cancelled, expired or dropped with no dead-letter queue used
+    to be deleted at once, its history with it. Now it stays, like a
+    processed one, for the processed retention (time and count per queue):
+    the partial index ``(queue, id)`` is what the pruner walks. Rows of an
+    older file need nothing: none has status 4.
+    """
+    db.execute("CREATE INDEX messages_ended ON messages (queue, id) WHERE status = 4")
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _run_file("schema.sql")),
     (2, _version_table),
@@ -163,6 +177,7 @@ MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (8, _message_groups),
     (9, _history_tables),
     (10, _fewer_pages_per_ack),
+    (11, _ended_messages),
 )
 """Every step, in order: ``(version, function run inside the step's transaction)``."""
 SCHEMA_VERSION = MIGRATIONS[-1][0]

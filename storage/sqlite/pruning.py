@@ -3,7 +3,8 @@
 Each function runs in the writer thread, after the caller recorded the
 highest message id (rows that go may have held it): `prune_batch` one
 transaction per queue (the processed rows it deletes are added to the
-queue's ``processed``, which counts pruned ones since schema 4),
+queue's ``processed``, which counts pruned ones since schema 4; ended
+messages, status 4, go by the same rules and are counted nowhere),
 `prune_failed` in one transaction. `storage.retention` repeats
 `prune_batch` while batches come back full; SQLite reuses the freed pages.
 """
@@ -53,7 +54,39 @@ def prune_batch(
                 )
         deleted += by_time + over
         full = full or by_time == PRUNE_BATCH or over == PRUNE_BATCH
+        ended, ended_full = _prune_ended(db, queue, now - retention_s, retention_count)
+        deleted += ended
+        full = full or ended_full
     return deleted, full
+
+
+def _prune_ended(
+    db: sqlite3.Connection, queue: str, before: float, retention_count: int
+) -> tuple[int, bool]:
+    """Delete one batch of ``queue``'s ended messages, by the processed retention's rules.
+
+    Ended messages (status 4: cancelled, expired, dropped) are kept only for
+    their history, through ``messages_ended``; they are counted nowhere, so
+    no queue row changes.
+    """
+    with transaction(db):
+        by_time = max(
+            db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+                "WHERE queue = ? AND status = 4 AND settled_at < ? LIMIT ?)",
+                (queue, before, PRUNE_BATCH),
+            ).rowcount,
+            0,
+        )
+        over = max(
+            db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+                "WHERE queue = ? AND status = 4 ORDER BY id DESC LIMIT ? OFFSET ?)",
+                (queue, PRUNE_BATCH, retention_count),
+            ).rowcount,
+            0,
+        )
+    return by_time + over, by_time == PRUNE_BATCH or over == PRUNE_BATCH
 
 
 def prune_failed(db: sqlite3.Connection, before: float) -> dict[str, int]:

@@ -172,7 +172,8 @@ async def browse(
     after: int | None,
 ) -> list[StoredMessage]:
     """Messages of ``queue`` (of one status, or all) by ascending id after ``after``."""
-    sql = f"{_SELECT} WHERE queue = ? AND id > ?"
+    # Ended messages (status 4) are kept for their history only: never browsed.
+    sql = f"{_SELECT} WHERE queue = ? AND id > ? AND status <> 4"
     params: tuple[Any, ...] = (queue, after or 0)
     if status is not None:
         # A literal status: SQLite uses a partial index only for a constant (schema 4).

@@ -533,7 +533,7 @@ class SQLiteStorage:
         return await self.writer.call(prune)
 
     async def prune(self, now: float) -> int:
-        """Delete processed messages past their retention time or count; return how many.
+        """Delete processed (and ended) messages past their retention time or count; how many.
 
         In batches (`storage.retention`); SQLite reuses the freed pages.
         """

@@ -512,6 +512,23 @@ async def test_drop_head_drops_the_oldest_from_the_database(cluster: Cluster) ->
     assert [m["message_id"] for m in moved["messages"]] == ids[:2]
 
 
+async def test_drop_head_without_a_dlq_ends_them_readable_on_every_node(cluster: Cluster) -> None:
+    """Issue 25: the dropped ones keep their history, ended, and count on no node."""
+    a, b = await cluster.start("a", "b")
+    http_a, http_b = await cluster.admin(a), await cluster.admin(b)
+    await create_queue(http_a, "capped", max_length=3, overflow="drop_head")
+    await known_to(http_b, "capped")
+    ids = [await publish(http_a, "capped", n) for n in range(5)]
+    await settle_counts([http_a, http_b], "capped", pending=3, processing=0, failed=0)
+    listed = (await http_b.get("/queues/capped/messages")).json()
+    assert [m["message_id"] for m in listed["messages"]] == ids[2:]
+    for id in ids[:2]:
+        ended = (await http_b.get(f"/queues/capped/messages/{id}")).json()
+        assert (ended["status"], ended["last_error"]) == ("ended", "maxlen")
+        events = (await http_b.get(f"/messages/{id}/history")).json()["events"]
+        assert (events[-1]["event"], events[-1]["reason"]) == ("dropped", "maxlen")
+
+
 async def test_another_nodes_lease_is_settled_only_with_permission(cluster: Cluster) -> None:
     """Through B, a user without rights on the queue can't ack, nack or touch A's lease."""
     a, b = await cluster.start("a", "b")

@@ -108,7 +108,10 @@ async def test_cancel_and_reschedule_a_message_another_node_published(cluster: C
     drop = await publish(http_a, "later", "drop", delay_ms=60_000)
     response = await http_b.delete(f"/queues/later/messages/{drop}")
     assert response.status_code == 204, response.text
-    assert (await http_a.get(f"/queues/later/messages/{drop}")).status_code == 404
+    ended = (await http_a.get(f"/queues/later/messages/{drop}")).json()
+    assert (ended["status"], ended["last_error"]) == ("ended", "cancelled")
+    info = (await http_a.get("/queues/later")).json()
+    assert (info["pending"], info["delayed"], info["failed"]) == (1, 1, 0)
     response = await http_b.patch(f"/queues/later/messages/{keep}", json={"delay_ms": 0})
     assert response.status_code == 200, response.text
     [message] = await pull(http_a, "later", wait=2)

@@ -70,6 +70,7 @@ def test_every_event_of_the_ops_and_their_details() -> None:
         Drop(1, "cancelled", "admin", CREATED),
         Drop(1, "expired", None, CREATED),
         Drop(1, "dropped", None, 0.0),
+        Drop(1, "maxlen", None, 0.0),
     ]
     events = story(ops, CREATED + 1)
     assert [(name, detail) for name, detail, _ in events] == [
@@ -84,6 +85,7 @@ def test_every_event_of_the_ops_and_their_details() -> None:
         ("cancelled", {"reason": "cancelled", "by": "admin"}),
         ("expired", {"reason": "expired"}),
         ("dropped", {"reason": "dropped"}),
+        ("dropped", {"reason": "maxlen"}),
     ]
     # Without the message's created_at (a Restore, a cold item): epoch milliseconds.
     assert [round(at, 3) for _, _, at in events] == [round(CREATED + 1, 3)] * len(events)

@@ -358,14 +358,25 @@ def test_history_lines_join_the_insert_and_the_patch_of_their_message() -> None:
     assert [e.event for e in decode(step.patches[2]["history"])] == ["delivered", "acked"]
 
 
-def test_history_of_a_message_inserted_and_dropped_in_the_batch_is_not_written() -> None:
-    """A message that never reaches storage gets no patch for its history either."""
-    from broker_core.history import History
+def test_an_ended_message_keeps_a_body_less_row_with_its_history() -> None:
+    """Cancelled, expired or dropped (a `Drop` with a why): status 4, no body, history kept.
+
+    A withdrawn publish (a `Drop` without a why) is still never written.
+    """
+    from broker_core.history import History, decode
 
     plan = plan_of(insert(1), Drop(1, "expired"), History([1, 1], ["0p\n", "0e\n"]))
-    assert all(not isinstance(step, Segment) or 1 not in step.patches for step in plan.steps)
-    # A stored message deleted in the batch: its DELETE only, no history patch before it.
-    [step] = plan_of(Drop(2, "cancelled"), History([2], ["9c\n"])).steps
+    [step] = plan.steps
     assert isinstance(step, Segment)
-    assert step.drops == [2]
-    assert step.patches == {}
+    inserted = row(step, 1)
+    assert (inserted["status"], inserted["content"], inserted["last_error"]) == (4, b"", "expired")
+    assert [e.event for e in decode(inserted["history"])] == ["published", "expired"]
+    assert not plan.removes
+    [step] = plan_of(Drop(2, "cancelled", "admin"), History([2], ["9cadmin\n"])).steps
+    assert isinstance(step, Segment)
+    assert step.drops == []
+    patch = step.patches[2]
+    assert (patch["status"], patch["content"], patch["last_error"]) == (4, b"", "cancelled")
+    assert patch["history"] == "9cadmin\n"
+    withdrawn = plan_of(insert(3), Drop(3), History([3], ["0p\n"]))
+    assert all(not isinstance(s, Segment) or 3 not in s.inserts for s in withdrawn.steps)

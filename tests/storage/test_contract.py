@@ -441,6 +441,60 @@ async def test_drop_deletes_the_message(storage: Storage) -> None:
     assert await storage.get_message(1) is None
 
 
+async def test_a_drop_with_a_why_ends_the_message(backend: Backend) -> None:
+    """Cancelled, expired, dropped: a body-less ``ENDED`` row with its history, counted nowhere."""
+    from broker_core.history import History, decode
+
+    storage = await backend.open()
+    await write(storage, put_queue(), Insert("q", entry(1)), Insert("q", entry(3)))
+    await write(
+        storage,
+        Drop(1, "cancelled", "admin"),
+        Insert("q", entry(2)),
+        Drop(2, "expired"),
+        History([1, 2], ["5cadmin\n", "7e\n"]),
+    )
+    for id, why, event in ((1, "cancelled", "cancelled"), (2, "expired", "expired")):
+        row = await storage.get_message(id)
+        assert row is not None
+        assert (row.status, row.entry.last_error, row.entry.content) == (
+            MessageStatus.ENDED,
+            why,
+            b"null",
+        )
+        stored = await storage.history(id)
+        assert stored is not None
+        assert [e.event for e in decode(stored[1], stored[0])] == [event]
+    assert [r.entry.id for r in await storage.browse("q", None, 10, None)] == [3]
+    for status in MessageStatus:
+        assert all(r.entry.id == 3 for r in await storage.browse("q", status, 10, None))
+    [queue] = await storage.load_queues()
+    assert (queue.processed, queue.failed) == (0, 0)
+    assert await storage.retryable_ids("q", 10) == []
+    if backend.kind == "sqlite":
+        replayed = await storage.replay("q", NOW)
+        assert [id for id, *_ in replayed.cold] == [3]
+        db = sqlite3.connect(backend.path)
+        try:
+            refs = db.execute("SELECT body_ref, content FROM messages WHERE status = 4").fetchall()
+        finally:
+            db.close()
+        assert refs == [(None, b""), (None, b"")]
+
+
+async def test_ended_messages_go_by_the_processed_retention(backend: Backend) -> None:
+    """Pruning keeps the newest ``processed_retention_count`` ended ones, and none past the time."""
+    storage = await backend.open(processed_retention_count=1, processed_retention_s=60)
+    await write(storage, put_queue(), *(Insert("q", entry(i)) for i in (1, 2, 3)))
+    await write(storage, *(Drop(i, "maxlen") for i in (1, 2, 3)))
+    assert await storage.prune(time.time()) == 2
+    assert [await storage.get_message(i) is None for i in (1, 2, 3)] == [True, True, False]
+    [queue] = await storage.load_queues()
+    assert queue.processed == 0
+    assert await storage.prune(time.time() + 120) == 1
+    assert await storage.get_message(3) is None
+
+
 async def test_restore_moves_a_failed_message_back(storage: Storage) -> None:
     """Restore puts a failed or dead-lettered message in a queue's pending, attempt 0."""
     await write(

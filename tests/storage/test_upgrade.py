@@ -364,3 +364,36 @@ async def test_the_sqlite_settled_index_is_dropped(release: Upgraded) -> None:
         db.close()
     assert {"messages_settled", "messages_by_queue"}.isdisjoint(names)
     assert {"messages_ready", "messages_processed", "messages_failed"} <= names
+
+
+async def test_an_old_message_cancelled_after_the_upgrade_ends_with_its_history(
+    release: Upgraded, admin: httpx.AsyncClient
+) -> None:
+    """Step 11 / schema 10: a cancelled old message keeps an ended row, counted nowhere."""
+    before = (await admin.get("/queues/plain")).json()
+    browse = await admin.get("/queues/plain/messages", params={"status": "pending"})
+    old = browse.json()["messages"][0]["message_id"]
+    assert (await admin.delete(f"/queues/plain/messages/{old}")).status_code == 204
+    events = (await admin.get(f"/messages/{old}/history")).json()["events"]
+    assert [e["event"] for e in events] == ["cancelled"]
+    ended = (await admin.get(f"/queues/plain/messages/{old}")).json()
+    assert (ended["status"], ended["last_error"], ended["content"]) == ("ended", "cancelled", None)
+    after = (await admin.get("/queues/plain")).json()
+    assert after["pending"] == before["pending"] - 1
+    assert (after["processed"], after["failed"]) == (before["processed"], before["failed"])
+    listed = (await admin.get("/queues/plain/messages", params={"limit": 1000})).json()
+    assert old not in {m["message_id"] for m in listed["messages"]}
+    if release.url is not None:
+        [row] = await _sql(
+            release.url,
+            "SELECT col_description(attrelid, attnum) AS comment FROM pg_attribute "
+            "WHERE attrelid = 'broker_messages'::regclass AND attname = 'status'",
+        )
+        assert "4 ended" in row["comment"]
+        return
+    db = sqlite3.connect(release.server.settings.sqlite_path)
+    try:
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    finally:
+        db.close()
+    assert "messages_ended" in names

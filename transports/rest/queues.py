@@ -267,7 +267,12 @@ class QueueController(Controller):
     async def get_message(
         self, request: Request[Any, Any, Any], name: Name, message_id: FromPath[int]
     ) -> MessageView:
-        """One message of the queue by id (``consume`` or ``manage``)."""
+        """One message of the queue by id (``consume`` or ``manage``).
+
+        A cancelled, expired or dropped message (no dead-letter queue) is kept
+        body-less for the processed retention: status ``ended``, why in
+        ``last_error`` (``cancelled``, ``expired``, ``maxlen``), ``content`` null.
+        """
         require_browse(user_of(request), name)
         return showable(await ctx_of(request).broker.get_message(name, message_id))
 

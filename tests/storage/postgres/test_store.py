@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
+from broker_core.history import decode
 from broker_core.journal import AckOp, Change, DeliverOp, Insert, PutQueue, Trim
 from broker_core.messages import Entry, QueueOptions
 from broker_core.settings import Settings
@@ -270,7 +271,7 @@ async def test_every_node_is_told_of_ready_messages_and_changes(
 
 
 async def test_the_reaper_expires_pending_messages(storage: PostgresStorage) -> None:
-    """Pending messages past their TTL go to the dead-letter queue, or are deleted."""
+    """Pending messages past their TTL go to the dead-letter queue, or end (kept, body-less)."""
     await storage.write(
         [
             PutQueue("dlq", QueueOptions(), NOW, NOW),
@@ -286,7 +287,14 @@ async def test_the_reaper_expires_pending_messages(storage: PostgresStorage) -> 
     moved = await storage.get_message(1)
     assert moved is not None
     assert (moved.queue, moved.entry.dead_lettered_from) == ("dlq", "q")
-    assert await storage.get_message(2) is None
+    ended = await storage.get_message(2)
+    assert ended is not None
+    assert (ended.status, ended.entry.last_error) == (MessageStatus.ENDED, "expired")
+    stored = await storage.history(2)
+    assert stored is not None
+    assert [e.event for e in decode(stored[1], stored[0])][-1] == "expired"
+    assert [m.entry.id for m in await storage.browse("plain", None, 10, None)] == [3]
+    assert (await storage.counts(["plain"]))["plain"].pending == 1
     assert await storage.get_message(3) is not None
 
 
@@ -307,7 +315,14 @@ async def test_trim_drops_or_dead_letters_the_oldest_pending(storage: PostgresSt
     moved = await storage.browse("dlq", None, 10, None)
     assert [(m.entry.id, m.entry.last_error) for m in moved] == [(4, "maxlen"), (5, "maxlen")]
     assert held.id == 1
-    assert await storage.get_message(2) is None
+    dropped = await storage.get_message(2)
+    assert dropped is not None
+    assert (dropped.status, dropped.entry.last_error) == (MessageStatus.ENDED, "maxlen")
+    stored = await storage.history(2)
+    assert stored is not None
+    assert [e.event for e in decode(stored[1], stored[0])][-1] == "dropped"
+    counts = (await storage.counts(["q"]))["q"]
+    assert (counts.pending, counts.processing, counts.failed) == (2, 1, 0)
 
 
 async def test_the_jwt_secret_is_made_once_for_every_node(
