@@ -895,7 +895,7 @@ def test_restore_rebuilds_cold_pending_and_delayed() -> None:
     """restore() puts replayed messages back without journal operations."""
     state = new_state()
     delayed = Entry(9, content=None, size=4, created_at=0.0, deliver_at=50.0)
-    state.restore([(1, 0, 5), (2, 3, 7)], [delayed])
+    state.restore([pack_cold(1, 0, 5), pack_cold(2, 3, 7)], [delayed])
     assert (state.pending_count, state.delayed_count, state.pending_bytes) == (2, 1, 16)
     assert pending_ids(state) == [2, 1]
     assert state.take_ops() == []
