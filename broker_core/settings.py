@@ -196,9 +196,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     16 MiB: past the first few thousand messages of a backlog every body is
     read back in batches anyway, so more cache only helps the head of it.
     Draining 200,000 pending 1 KiB messages (3 interleaved runs, one broker
-    each) went at 14.0k msg/s with 16 MiB against 13.9k with 64 MiB, while
-    1M pending held 182 MB RSS instead of ~235 MB (each cached 1 KiB body
-    costs ~1.3 KiB with its entry).
+    each) went at 14.0k msg/s with 16 MiB against 13.9k with 64 MiB; a cached
+    1 KiB body costs ~1.3 KiB of RSS with its entry (64 MiB: ~81 MB).
     """
 
     # -- sizes and counts ----------------------------------------------------
