@@ -102,7 +102,7 @@ class Broker:
         *,
         max_queues: int = 10_000,
         dedup_window_s: float = 300.0,
-        body_cache_bytes: int = 64 << 20,
+        body_cache_bytes: int = 16 << 20,
         default_lease_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:

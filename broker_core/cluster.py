@@ -113,7 +113,13 @@ class Standalone:
     async def restore(self, state: QueueState, now: float) -> None:
         """Rebuild a loaded queue's state from storage at start (before its actor runs)."""
         replayed = await self._storage.replay(state.name, now, self._broker.dedup_window_s)
-        state.restore(replayed.cold, replayed.delayed, replayed.dedup, replayed.grouped)
+        state.restore(
+            replayed.cold,
+            replayed.delayed,
+            replayed.dedup,
+            replayed.grouped,
+            replayed.group_names,
+        )
 
     async def started(self) -> None:
         """Every queue is loaded and its actor runs."""

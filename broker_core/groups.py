@@ -274,19 +274,19 @@ class GroupedOrder(PendingOrder):
         if len(dq) == 1:
             self._schedule(group)
 
-    def restore_grouped(self, rows: Iterable[tuple[int, int, int, str]]) -> None:
-        """Cold messages of groups read back at start, in id order (one pass, then the ring)."""
+    def restore_grouped(self, rows: Iterable[tuple[int, str]]) -> None:
+        """Cold items of groups read back at start, in id order (one pass, then the ring)."""
         groups = self._groups
         count = size = 0
-        for id, priority, item_size, group in rows:
+        for item, group in rows:
             dq = groups.get(group)
             if dq is None:
                 dq = groups[group] = []
             elif len(dq) == BIG_GROUP and isinstance(dq, list):
                 dq = groups[group] = deque(dq)
-            dq.append((id << 36) | (priority << 32) | item_size)
+            dq.append(item)
             count += 1
-            size += item_size
+            size += item & 0xFFFFFFFF
         self.count += count
         self.bytes += size
         for group in groups:

@@ -260,19 +260,23 @@ class StoredQueue(msgspec.Struct, frozen=True, kw_only=True):
 class ReplayedQueue(msgspec.Struct, kw_only=True):
     """What a queue's actor is rebuilt from at start.
 
-    ``cold`` holds ``(id, priority, size)`` of each message that waits in
-    ``pending`` order (bodies stay in storage); ``delayed`` holds entries with a
+    ``cold`` holds each message that waits in ``pending`` order as one int
+    packing ``(id, priority, size)`` (`broker_core.pending.pack_cold`: the
+    same int the pending order keeps, so a backlog of millions is read back
+    without a tuple per message); bodies stay in storage. ``delayed`` holds entries with a
     future ``deliver_at`` (no body). Messages that were ``processing`` are back
     in ``cold``, marked redelivered in storage. ``dedup`` holds
     ``(dedup_id, id, created_at)`` of the messages still inside the
     deduplication window, so a restart doesn't forget them.
     """
 
-    cold: list[tuple[int, int, int]]
+    cold: list[int]
     delayed: list[Entry]
     dedup: list[tuple[str, int, float]] = msgspec.field(default_factory=list)
-    grouped: list[tuple[int, int, int, str]] = msgspec.field(default_factory=list)
-    """``(id, priority, size, group)`` of the ready messages of a group, in id order."""
+    grouped: list[int] = msgspec.field(default_factory=list)
+    """The ready messages of a group, packed as ``cold``'s, in id order."""
+    group_names: list[str] = msgspec.field(default_factory=list)
+    """The group of each of ``grouped`` (one string object per group, shared)."""
 
 
 class Journal(Protocol):

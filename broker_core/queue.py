@@ -44,7 +44,7 @@ from .journal import (
     Restore,
 )
 from .messages import Entry
-from .pending import created_of, item_id, pack_cold
+from .pending import created_of, item_id
 from .retry_control import MessageControl, give_up_reason, pause_deadline
 from .types import Overflow
 
@@ -302,18 +302,23 @@ class QueueState(MessageControl):
 
     def restore(
         self,
-        cold: Iterable[tuple[int, int, int]],
+        cold: Iterable[int],
         delayed: Iterable[Entry],
         dedup: Iterable[tuple[str, int, float]] = (),
-        grouped: Iterable[tuple[int, int, int, str]] = (),
+        grouped: Iterable[int] = (),
+        group_names: Iterable[str] = (),
     ) -> None:
-        """Rebuild pending order and the dedup window from storage at start (no journal ops)."""
+        """Rebuild pending order and the dedup window from storage at start (no journal ops).
+
+        ``cold`` and ``grouped`` are packed items (`pack_cold`), in id order;
+        ``group_names`` the group of each of ``grouped``.
+        """
         for dedup_id, id, created_at in sorted(dedup, key=lambda row: row[2]):
             self._dedup.remember(dedup_id, id, created_at)
         pending = self.pending
-        for id, priority, size in cold:
-            pending.append_cold(pack_cold(id, priority, size))
-        pending.restore_grouped(grouped)
+        for item in cold:
+            pending.append_cold(item)
+        pending.restore_grouped(zip(grouped, group_names, strict=True))
         for entry in delayed:
             pending.delay(entry)
 

@@ -20,6 +20,7 @@ from broker_core.scheduler import Scheduler
 from broker_core.topic_registry import Topics
 from storage import storage_from_settings
 
+from . import allocator
 from .accounts import Accounts
 from .ratelimit import LoginLimiter, TokenBucketLimiter
 from .secrets import ensure_data_dir, generate_secret, load_or_create_secret
@@ -113,6 +114,8 @@ class BrokerContext:
             )
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
         await self.webhooks.start()
+        # The replay's rows are freed now; their pages go back (they'd stay resident).
+        allocator.trim()
         return self
 
     async def _jwt_secret(self) -> str:

@@ -17,6 +17,7 @@ import uvicorn
 
 from storage import check_storage, sqlite_database
 
+from . import allocator
 from .app import create_app
 from .logging import configure_logging
 from .protocols import http_protocol
@@ -76,6 +77,8 @@ def serve(settings: Settings) -> None:
             can't be bound (nothing else was done).
         storage.StorageError: the storage can't be opened.
     """
+    # Before uvicorn, storage or any thread allocates: arenas are per thread.
+    allocator.tune()
     data_dir = ensure_data_dir(settings.data_dir)
     locks = [lock_data_dir(data_dir)]
     try:

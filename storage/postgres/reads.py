@@ -64,8 +64,9 @@ async def load_queues(pool: Any) -> list[StoredQueue]:
 
 async def replay(pool: Any, queue: str, now: float, dedup_window_s: float = 0.0) -> ReplayedQueue:
     """Ids, priorities and sizes of ready messages in id order; delayed ones as entries."""
-    cold: list[tuple[int, int, int]] = []
-    grouped: list[tuple[int, int, int, str]] = []
+    cold: list[int] = []
+    grouped: list[int] = []
+    names: list[str] = []
     groups: dict[str, str] = {}
     dedup: list[tuple[str, int, float]] = []
     async with pool.acquire() as conn, conn.transaction():
@@ -77,10 +78,12 @@ async def replay(pool: Any, queue: str, now: float, dedup_window_s: float = 0.0)
             now,
             prefetch=20_000,
         ):
+            # Packed as the pending order keeps them (`pack_cold`): no tuple per message.
             if group is None:
-                cold.append((id, priority, size))
+                cold.append((id << 36) | (priority << 32) | size)
             else:
-                grouped.append((id, priority, size, groups.setdefault(group, group)))
+                grouped.append((id << 36) | (priority << 32) | size)
+                names.append(groups.setdefault(group, group))
         delayed = [
             delayed_entry(row)
             for row in await conn.fetch(
@@ -100,7 +103,9 @@ async def replay(pool: Any, queue: str, now: float, dedup_window_s: float = 0.0)
                     now - dedup_window_s,
                 )
             )
-    return ReplayedQueue(cold=cold, delayed=delayed, dedup=dedup, grouped=grouped)
+    return ReplayedQueue(
+        cold=cold, delayed=delayed, dedup=dedup, grouped=grouped, group_names=names
+    )
 
 
 async def load_entries(pool: Any, ids: Sequence[int]) -> list[Entry]:

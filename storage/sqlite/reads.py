@@ -102,8 +102,9 @@ async def replay(
     dedup_window_s: float = 0.0,
 ) -> ReplayedQueue:
     """Ids, priorities and sizes of ready messages in id order; delayed ones as entries."""
-    cold: list[tuple[int, int, int]] = []
-    grouped: list[tuple[int, int, int, str]] = []
+    cold: list[int] = []
+    grouped: list[int] = []
+    names: list[str] = []
     groups: dict[str, str] = {}
     async with reader.execute(
         "SELECT id, priority, size, msg_group FROM messages "
@@ -111,13 +112,14 @@ async def replay(
         (queue, now),
     ) as cursor:
         while rows := await cursor.fetchmany(20_000):
-            for row in rows:
-                if row[3] is None:
-                    cold.append((row[0], row[1], row[2]))
+            for id, priority, size, group in rows:
+                # Packed here: the int the pending order keeps, no tuple per message.
+                if group is None:
+                    cold.append((id << 36) | (priority << 32) | size)
                 else:
+                    grouped.append((id << 36) | (priority << 32) | size)
                     # One string per group, not one per message.
-                    group = groups.setdefault(row[3], row[3])
-                    grouped.append((row[0], row[1], row[2], group))
+                    names.append(groups.setdefault(group, group))
     delayed = []
     async with reader.execute(
         f"SELECT {DELAYED_COLUMNS} "
@@ -134,7 +136,9 @@ async def replay(
             (queue, now - dedup_window_s),
         ) as cursor:
             dedup.extend((row[0], row[1], row[2]) for row in await cursor.fetchall())
-    return ReplayedQueue(cold=cold, delayed=delayed, dedup=dedup, grouped=grouped)
+    return ReplayedQueue(
+        cold=cold, delayed=delayed, dedup=dedup, grouped=grouped, group_names=names
+    )
 
 
 async def load_entries(

@@ -891,11 +891,23 @@ def test_hydrate_keeps_requeued_messages_ahead(ids: Ids) -> None:
     assert [e.id for e in state.pull(5, None, 0.0)] == [1, 2, 3]
 
 
+def test_restore_rebuilds_groups_from_packed_items() -> None:
+    """restore() takes grouped items packed as the pending order keeps them, names beside."""
+    state = new_state()
+    grouped = [pack_cold(id, 0, 10) for id in (1, 2, 3, 4)]
+    state.restore([pack_cold(5, 0, 1)], [], grouped=grouped, group_names=["a", "b", "a", "b"])
+    assert (state.pending_count, state.pending_bytes) == (5, 41)
+    assert state.pending.group_count == 2
+    assert [state.pending.item_at("a", i) for i in (0, 1)] == [1, 3]
+    assert state.take_ops() == []
+    assert_consistent(state)
+
+
 def test_restore_rebuilds_cold_pending_and_delayed() -> None:
     """restore() puts replayed messages back without journal operations."""
     state = new_state()
     delayed = Entry(9, content=None, size=4, created_at=0.0, deliver_at=50.0)
-    state.restore([(1, 0, 5), (2, 3, 7)], [delayed])
+    state.restore([pack_cold(1, 0, 5), pack_cold(2, 3, 7)], [delayed])
     assert (state.pending_count, state.delayed_count, state.pending_bytes) == (2, 1, 16)
     assert pending_ids(state) == [2, 1]
     assert state.take_ops() == []

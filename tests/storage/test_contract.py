@@ -28,6 +28,7 @@ from broker_core.journal import (
     Restore,
 )
 from broker_core.messages import Entry, QueueOptions
+from broker_core.pending import unpack_cold
 from broker_core.types import MessageStatus, Overflow
 from storage import SQLiteStorage, StorageCorrupt, StorageUnavailable
 from storage.retention import PRUNE_BATCH
@@ -473,7 +474,7 @@ async def test_a_drop_with_a_why_ends_the_message(backend: Backend) -> None:
     assert await storage.retryable_ids("q", 10) == []
     if backend.kind == "sqlite":
         replayed = await storage.replay("q", NOW)
-        assert [id for id, *_ in replayed.cold] == [3]
+        assert [unpack_cold(item)[0] for item in replayed.cold] == [3]
         db = sqlite3.connect(backend.path)
         try:
             refs = db.execute("SELECT body_ref, content FROM messages WHERE status = 4").fetchall()
@@ -752,7 +753,7 @@ async def test_replay_returns_ready_ids_in_order_and_delayed_entries(storage: St
     )
     await write(storage, DeliverOp(5, 1, NOW), DeliverOp(6, 1, NOW), AckOp("q", 6, NOW))
     replayed = await storage.replay("q", NOW)
-    assert replayed.cold == [(1, 3, 8), (2, 0, 2)]
+    assert [unpack_cold(item) for item in replayed.cold] == [(1, 3, 8), (2, 0, 2)]
     [delayed] = replayed.delayed
     assert (delayed.id, delayed.content, delayed.size) == (3, None, 8)
     assert (delayed.deliver_at, delayed.expires_at) == (NOW + 60, NOW + 90)
@@ -767,7 +768,7 @@ async def test_processing_comes_back_pending_and_redelivered(backend: Backend) -
     await storage.close()
     again = await backend.open()
     replayed = await again.replay("q", time.time())
-    assert [id for id, _, _ in replayed.cold] == [1, 2]
+    assert [unpack_cold(item)[0] for item in replayed.cold] == [1, 2]
     row = await again.get_message(2)
     assert row is not None
     assert (row.status, row.entry.redelivered, row.entry.attempt) == (
