@@ -166,8 +166,7 @@ class QueueState(MessageControl):
 
     def held(self) -> tuple[int, int]:
         """Messages and bytes that count toward ``max_length`` and ``max_bytes``."""
-        pending = self.pending
-        return pending.count + pending.delayed_count, pending.bytes
+        return self.pending.count + self.pending.delayed_count, self.pending.bytes
 
     def set_options(self, options: QueueOptions) -> None:
         """Apply new options; they govern the next publish, lease and nack."""
@@ -630,13 +629,11 @@ class QueueState(MessageControl):
     def withdraw(self, queue: str, entries: Sequence[Entry]) -> list[int]:
         """Take out messages whose publish failed to commit: storage will never hold them.
 
-        ``queue`` is where they were published; ``entries`` their entries (as
-        their `Insert` ops held them). Wherever a message is now, pending,
-        delayed or leased (its batch may have failed after it was pushed),
-        it goes without a journal op: a consumer's later ack of it is
-        refused, and it is never delivered again. A ``dedup_id`` that named
-        one is forgotten, so the client's retry is a new publish. Returns the
-        ids found here.
+        ``queue`` is where they were published; ``entries`` as their `Insert`
+        ops held them. Pending, delayed or leased (its batch may have failed
+        after it was pushed), a message goes without a journal op, never to
+        be delivered again (a later ack is refused); its ``dedup_id`` is
+        forgotten, so a retry is a new publish. Returns the ids found here.
         """
         ids = {entry.id for entry in entries}
         if queue == self.name:
