@@ -107,6 +107,9 @@ class History(msgspec.Struct, frozen=True, gc=False):
 
     ids: list[int]
     lines: list[str]
+    deliveries: bool = False
+    """Whether a line says a message was delivered: on shared storage it commits at
+    once, so that another node's ack or nack of the message comes after it."""
 
 
 class SetResult(msgspec.Struct, frozen=True, gc=False):
@@ -124,19 +127,13 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     detail: dict[str, Any] | None = None
 
 
-_SAME_INSTANT_S = 0.002
-"""Lines closer in time than this are taken in their stored order (`decode`)."""
-
-
 def decode(history: str | None, created_at: float = 0.0) -> list[HistoryEntry]:
     """The events of a stored ``history`` column of a message created at ``created_at``.
 
     In time order: on PostgreSQL each node appends the lines of its own
     events, and a node's lines may commit after another node's later ones
     (a delivery's line lingers with the acks while the message is settled
-    elsewhere). Lines within `_SAME_INSTANT_S` of each other keep their
-    stored order: times are kept to the millisecond, relative to
-    ``created_at`` or not, so two lines of one instant may differ by one.
+    elsewhere). Lines of one millisecond keep their stored order.
     """
     if not history:
         return []
@@ -144,13 +141,8 @@ def decode(history: str | None, created_at: float = 0.0) -> list[HistoryEntry]:
         HistoryEntry(at=at, event=event, detail=detail)
         for at, event, detail in decode_lines(history, created_at)
     ]
-    for i in range(1, len(entries)):  # insertion sort: histories are short and nearly sorted
-        entry = entries[i]
-        j = i
-        while j and entries[j - 1].at > entry.at + _SAME_INSTANT_S:
-            entries[j] = entries[j - 1]
-            j -= 1
-        entries[j] = entry
+    # By the millisecond, as stored: lines of one millisecond keep their order.
+    entries.sort(key=lambda entry: round(entry.at * 1000))
     return entries
 
 
@@ -177,10 +169,12 @@ def record(
     id_of = ids.append
     line_of = lines.append
     tails: dict[int | None, str] = {None: ""}
+    deliveries = False
     # The three of every message first, their times inline (the hot path).
     for op in ops:
         kind = type(op)
         if kind is DeliverOp:
+            deliveries = True
             id_of(op.id)
             tail = tails.get(op.consumer)
             if tail is None:
@@ -233,4 +227,4 @@ def record(
             id_of(op.id)
             by = f" {token(op.by)}" if op.by else ""
             line_of(f"{_ms(now, op.created)}r{token(op.queue)}{by}\n")
-    return History(ids, lines) if ids else None
+    return History(ids, lines, deliveries) if ids else None

@@ -107,13 +107,16 @@ def settles(op: Op) -> bool:
     """Whether ``op`` may wait for company: nobody awaits it and no other node needs it now.
 
     An ack or a failure of a message of no group (a group's next message
-    waits for it on every node), and history lines. Losing one in a crash
+    waits for it on every node), and history lines of no delivery (another
+    node may settle the message at once: its line must come after). Losing one in a crash
     redelivers its message, marked redelivered.
     """
     kind = type(op)
     if kind is AckOp or kind is Fail:
         return not op.grouped  # type: ignore[union-attr]
-    return kind is History or kind is DeliverOp
+    if kind is History:
+        return not op.deliveries  # type: ignore[union-attr]
+    return kind is DeliverOp
 
 
 class PostgresStorage:
