@@ -52,42 +52,24 @@ async def prune_batch(
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _PRUNE_LOCK):
             return 0, False
-        old = row_count(
-            await conn.execute(
-                "DELETE FROM broker_messages WHERE id IN (SELECT id FROM broker_messages "
-                "WHERE status = 2 AND settled_at < $1 LIMIT $2)",
-                now - retention_s,
-                PRUNE_BATCH,
-            )
-        )
-        deleted, full = old, old == PRUNE_BATCH
-        for row in await conn.fetch("SELECT name FROM broker_queues"):
-            over = row_count(
-                await conn.execute(
-                    "DELETE FROM broker_messages WHERE id IN (SELECT id FROM broker_messages "
-                    "WHERE queue = $1 AND status = 2 ORDER BY id DESC OFFSET $2 LIMIT $3)",
-                    row[0],
-                    retention_count,
-                    PRUNE_BATCH,
-                )
-            )
-            deleted += over
-            full = full or over == PRUNE_BATCH
-        ended, ended_full = await _prune_ended(conn, now - retention_s, retention_count)
-    return deleted + ended, full or ended_full
+        processed = await _prune_status(conn, 2, now - retention_s, retention_count)
+        # Ended messages (status 4) are kept for their history by the same rules.
+        ended = await _prune_status(conn, 4, now - retention_s, retention_count)
+    return processed[0] + ended[0], processed[1] or ended[1]
 
 
-async def _prune_ended(conn: Any, before: float, retention_count: int) -> tuple[int, bool]:
-    """Delete one batch of ended messages (status 4) by the processed retention's rules.
-
-    They are kept only for their history and counted nowhere: no counter moves.
-    """
+async def _prune_status(
+    conn: Any, status: int, before: float, retention_count: int
+) -> tuple[int, bool]:
+    """Delete one batch of messages of ``status`` settled before ``before`` or past
+    ``retention_count`` per queue; how many went, and whether a batch was full."""
     old = row_count(
         await conn.execute(
             "DELETE FROM broker_messages WHERE id IN (SELECT id FROM broker_messages "
-            "WHERE status = 4 AND settled_at < $1 LIMIT $2)",
+            "WHERE status = $3 AND settled_at < $1 LIMIT $2)",
             before,
             PRUNE_BATCH,
+            status,
         )
     )
     deleted, full = old, old == PRUNE_BATCH
@@ -95,10 +77,11 @@ async def _prune_ended(conn: Any, before: float, retention_count: int) -> tuple[
         over = row_count(
             await conn.execute(
                 "DELETE FROM broker_messages WHERE id IN (SELECT id FROM broker_messages "
-                "WHERE queue = $1 AND status = 4 ORDER BY id DESC OFFSET $2 LIMIT $3)",
+                "WHERE queue = $1 AND status = $4 ORDER BY id DESC OFFSET $2 LIMIT $3)",
                 row[0],
                 retention_count,
                 PRUNE_BATCH,
+                status,
             )
         )
         deleted += over
