@@ -26,7 +26,7 @@ async def test_pause_and_resume_print_the_queue(logged_in: Cli, client: httpx.As
 
 
 async def test_cancel_and_reschedule(logged_in: Cli, client: httpx.AsyncClient) -> None:
-    """`broker reschedule` delays a message, `broker cancel` removes it; a second cancel fails."""
+    """`broker reschedule` delays a message, `broker cancel` ends it; a second cancel fails."""
     await client.post("/queues", json={"name": "jobs"})
     published = await client.post("/queues/jobs/messages", json={"content": 1})
     id = str(published.json()["message_id"])
@@ -36,4 +36,4 @@ async def test_cancel_and_reschedule(logged_in: Cli, client: httpx.AsyncClient) 
     await logged_in.ok("cancel", "jobs", id)
     again = await logged_in("cancel", "jobs", id)
     assert again.code == 1
-    assert "does not exist" in again.err
+    assert "it is ended" in again.err
