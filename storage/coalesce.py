@@ -194,7 +194,7 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
     steps: list[Segment | Barrier] = []
     segment = Segment()
     removes = False
-    now = time.time()
+    ended_at = 0.0  # read from the clock at the first message that ends, not per batch
     for op in ops:
         # The cases are tried in order: the three of every message come first.
         match op:
@@ -253,7 +253,8 @@ def coalesce(ops: Iterable[Op], last_id: int) -> Plan:
                     dead_lettered_from=None,
                 )
             case Drop(id=id, why=why) if why:
-                segment.end(id, why, now)
+                ended_at = ended_at or time.time()
+                segment.end(id, why, ended_at)
             case Drop(id=id):
                 segment.drop(id)
                 removes = True
