@@ -4,7 +4,8 @@ Hypothesis drives publishes, consumers coming and going, acks, nacks,
 lease expiry and node crashes on three nodes whose `QueueState`s run in
 shared mode. `Database` models what ``storage.postgres`` promises: claims
 take ready rows in priority-then-id order and mark them held by the node
-(counting the attempt), writes are fenced to rows no other node holds, and
+(counting the attempt), a publish written claimed (`Insert.claimed`) is held
+by its node from the start, writes are fenced to rows no other node holds, and
 a dead node's held rows come back pending and redelivered. After every
 step: no message is held by two consumers, every row held in the database
 is held by the live node that claimed it, and nothing published is lost;
@@ -75,7 +76,9 @@ class Database:
     def write(self, node: int, ops: list[Any]) -> None:
         for op in ops:
             if type(op) is Insert:
-                self.rows[op.entry.id] = Row(op.entry.id, op.entry.priority)
+                row = self.rows[op.entry.id] = Row(op.entry.id, op.entry.priority)
+                if op.claimed:  # claimed by its publishing node as it is written
+                    row.status, row.owner, row.attempt = PROCESSING, node, 1
                 continue
             if type(op) is DeliverOp:
                 continue  # the claim recorded it (the actor doesn't write it)
