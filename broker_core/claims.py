@@ -158,12 +158,15 @@ class SharedQueueState(QueueState):
             or self.options.single_active_consumer
         ):
             return False
-        ready = self._ready
-        if not ready:
-            return False
+        # Credit beyond what the pending messages here will take; stops at the
+        # first consumers that have it (usually the first), not after all of them.
         consumers = self.consumers
-        credit = sum(consumers[id].credit for id in ready)
-        return credit > self.pending.count
+        spare = -self.pending.count
+        for id in self._ready:
+            spare += consumers[id].credit
+            if spare > 0:
+                return True
+        return False
 
     def _make_room(self, count: int, size: int, limit: str, now: float) -> None:
         # The oldest messages are in storage: it drops them in this batch.
