@@ -205,14 +205,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """
     flush_max_ops: int = 512
     """A lingering batch commits at once when it holds this many operations."""
-    body_cache_bytes: int = 16 * _MIB
+    body_cache_bytes: int = 48 * _MIB
     """Bodies of pending messages kept in memory per broker; the rest is read back lazily.
 
-    16 MiB: past the first few thousand messages of a backlog every body is
-    read back in batches anyway, so more cache only helps the head of it.
-    Draining 200,000 pending 1 KiB messages (3 interleaved runs, one broker
-    each) went at 14.0k msg/s with 16 MiB against 13.9k with 64 MiB; a cached
-    1 KiB body costs ~1.3 KiB of RSS with its entry (64 MiB: ~81 MB).
+    A backlog whose bodies fit drains from memory; one read back from
+    storage costs the broker about twice the CPU per message. Draining
+    50,000 pending 1 KiB messages (3 interleaved runs, one broker per size,
+    2026-12-06) went at 40.9k msg/s with 48 MiB, 48.0k with 64, 23.0k with
+    16; 200,000 go at the same speed whatever the size (past the cache every
+    body is read back). 48 MiB keeps 1,000,000 pending under 256 MB of RSS
+    in 100,000 groups too (238.5 MB; 258.2 with 64 MiB) and at 219.1 MB
+    without groups (`benchmarks.memory`, `benchmarks.groups --memory`).
     """
 
     # -- sizes and counts ----------------------------------------------------

@@ -18,7 +18,7 @@ def test_defaults_describe_a_working_single_node() -> None:
     assert settings.storage_url is None
     assert settings.refresh_token_ttl_s == 30 * 24 * 3600
     assert settings.max_message_bytes == 256 * 1024
-    assert settings.body_cache_bytes == 16 * 1024 * 1024
+    assert settings.body_cache_bytes == 48 * 1024 * 1024
     assert settings.allowed_origins == ()
 
 
