@@ -76,9 +76,9 @@ class Database:
     def write(self, node: int, ops: list[Any]) -> None:
         for op in ops:
             if type(op) is Insert:
-                row = self.rows[op.entry.id] = Row(op.entry.id, op.entry.priority)
+                inserted = self.rows[op.entry.id] = Row(op.entry.id, op.entry.priority)
                 if op.claimed:  # claimed by its publishing node as it is written
-                    row.status, row.owner, row.attempt = PROCESSING, node, 1
+                    inserted.status, inserted.owner, inserted.attempt = PROCESSING, node, 1
                 continue
             if type(op) is DeliverOp:
                 continue  # the claim recorded it (the actor doesn't write it)
