@@ -54,7 +54,7 @@ from .messages import (
     check_queue_name,
     from_timestamp,
 )
-from .pending import BodyBudget
+from .pending import BODY_CACHE_BYTES, BodyBudget
 from .results import Results
 from .retry_control import shown_options
 from .settlement import InFlight
@@ -102,7 +102,7 @@ class Broker:
         *,
         max_queues: int = 10_000,
         dedup_window_s: float = 300.0,
-        body_cache_bytes: int = 16 << 20,
+        body_cache_bytes: int = BODY_CACHE_BYTES,
         default_lease_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:

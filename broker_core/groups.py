@@ -286,7 +286,7 @@ class GroupedOrder(PendingOrder):
                 dq = groups[group] = deque(dq)
             dq.append(item)
             count += 1
-            size += item & 0xFFFFFFFF
+            size += unpack_cold(item)[2]
         self.count += count
         self.bytes += size
         for group in groups:

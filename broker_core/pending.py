@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, MutableSequence, Sequence
 
 __all__ = [
+    "BODY_CACHE_BYTES",
     "LOAD_BATCH",
     "PRIORITIES",
     "BodyBudget",
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 PRIORITIES = 10
+BODY_CACHE_BYTES = 48 << 20
+"""The default `BodyBudget` of a broker (``Settings.body_cache_bytes``, where it is measured)."""
 LOAD_BATCH = 256
 """How many cold messages one storage read brings back."""
 

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .pending import BODY_CACHE_BYTES
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -205,7 +207,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """
     flush_max_ops: int = 512
     """A lingering batch commits at once when it holds this many operations."""
-    body_cache_bytes: int = 48 * _MIB
+    body_cache_bytes: int = BODY_CACHE_BYTES
     """Bodies of pending messages kept in memory per broker; the rest is read back lazily.
 
     A backlog whose bodies fit drains from memory; one read back from

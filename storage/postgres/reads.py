@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from broker_core.journal import ReplayedQueue
+from broker_core.pending import pack_cold
 
 from ..rows import (
     DELAYED_COLUMNS,
@@ -78,11 +79,12 @@ async def replay(pool: Any, queue: str, now: float, dedup_window_s: float = 0.0)
             now,
             prefetch=20_000,
         ):
-            # Packed as the pending order keeps them (`pack_cold`): no tuple per message.
+            # Packed as the pending order keeps them: no tuple per message.
+            item = pack_cold(id, priority, size)
             if group is None:
-                cold.append((id << 36) | (priority << 32) | size)
+                cold.append(item)
             else:
-                grouped.append((id << 36) | (priority << 32) | size)
+                grouped.append(item)
                 names.append(groups.setdefault(group, group))
         delayed = [
             delayed_entry(row)

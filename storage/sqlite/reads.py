@@ -12,6 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from broker_core.journal import ReplayedQueue
+from broker_core.pending import pack_cold
 
 from ..rows import (
     DELAYED_COLUMNS,
@@ -114,10 +115,11 @@ async def replay(
         while rows := await cursor.fetchmany(20_000):
             for id, priority, size, group in rows:
                 # Packed here: the int the pending order keeps, no tuple per message.
+                item = pack_cold(id, priority, size)
                 if group is None:
-                    cold.append((id << 36) | (priority << 32) | size)
+                    cold.append(item)
                 else:
-                    grouped.append((id << 36) | (priority << 32) | size)
+                    grouped.append(item)
                     # One string per group, not one per message.
                     names.append(groups.setdefault(group, group))
     delayed = []
