@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import ApiError, raw_http_error
@@ -119,17 +120,17 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return  # draining a refused connection: read, never kept
         if not self._in_head:
-            super().data_received(data)
+            self._parse(data)
             return
         room = self.max_head_bytes - self._head_bytes
         if len(data) <= room:
             self._head_bytes += len(data)
-            super().data_received(data)
+            self._parse(data)
             return
         # This read passes the limit unless the head ends within ``room``
         # bytes: parse only those, then decide.
         self._head_bytes = self.max_head_bytes
-        super().data_received(data[:room])
+        self._parse(data[:room])
         if self._head_open():
             self._refuse(
                 ApiError(
@@ -144,6 +145,30 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         protocol: Any = self.transport.get_protocol()
         # The rest is a body, the next request, or WebSocket frames after an upgrade.
         protocol.data_received(data[room:])
+
+    def _parse(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, except that what follows an upgrade request is kept.
+
+        uvicorn hands the WebSocket protocol the request alone and drops the
+        rest of the read: frames a client wrote with its request, without
+        waiting for the ``101``, went unanswered. They go to the WebSocket
+        protocol now, which reads them once the handshake is done.
+        """
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            message = "Invalid HTTP request received."
+            self.logger.warning(message)
+            self.send_400_response(message)
+        except httptools.HttpParserUpgrade as upgrade:
+            if not self._should_upgrade():
+                self._unsupported_upgrade_warning()
+                return
+            self.handle_websocket_upgrade()
+            rest = data[upgrade.args[0] :]
+            if rest and not self.transport.is_closing():
+                self.transport.get_protocol().data_received(rest)
 
     def _head_open(self) -> bool:
         """Whether a request head is being read (parser callbacks change it)."""

@@ -184,3 +184,43 @@ async def test_a_client_close_after_a_publish_in_the_same_write_completes(
         assert ws.close_code == 1000
     stored = (await client.get("/queues/jobs/messages")).json()
     assert [m["content"] for m in stored["messages"]] == [0]
+
+
+@pytest.mark.parametrize("auth", ["header", "frame"])
+async def test_frames_sent_with_the_handshake_request_are_answered(
+    server: BrokerServer, admin_token: str, client: httpx.AsyncClient, auth: str
+) -> None:
+    """The upgrade request and two publishes in one write, before the 101: both confirmed.
+
+    RFC 6455 lets a client send frames only once the handshake is done, but
+    one that does not wait must still get an answer for what it sent (here
+    with the token in a header, or in an ``auth`` frame sent along too).
+    """
+    await make_queue(client)
+    header = f"Authorization: Bearer {admin_token}\r\n" if auth == "header" else ""
+    request = (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{header}\r\n"
+    ).encode()
+    early = (
+        b""
+        if auth == "header"
+        else frame(Opcode.TEXT, json.dumps({"op": "auth", "token": admin_token}).encode())
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(request + early + publish(0) + publish(1))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        answers = []
+        for _ in range(2 if auth == "header" else 3):
+            first, length = await asyncio.wait_for(reader.readexactly(2), 5)
+            assert first == 0x81 and length < 126, (first, length)
+            answers.append(json.loads(await reader.readexactly(length)))
+        confirmed = [(a["op"], a["ref"]) for a in answers if a["op"] != "authenticated"]
+        assert confirmed == [("confirm", 0), ("confirm", 1)], answers
+    finally:
+        writer.close()
+    stored = (await client.get("/queues/jobs/messages")).json()
+    assert [m["content"] for m in stored["messages"]] == [0, 1]
