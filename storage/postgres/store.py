@@ -24,7 +24,8 @@ shared mode):
   already claimed by the node (`broker_core.journal.Insert.claimed`) and
   delivered from memory: no wake, no claim round trip after its commit;
 - acks and history lines wait up to ``settle_linger_ms`` for a publish's
-  commit (`settles`) instead of a transaction each;
+  commit (`settles`) instead of a transaction each, unless `SETTLE_MAX_OPS`
+  of them wait already;
 - the common batch is one statement, its own transaction
   (`batches.one_statement`): one round trip per batch;
 - a dead node's leases come back pending and redelivered through the
@@ -103,6 +104,21 @@ _TABLES = (
 )
 
 
+SETTLE_MAX_OPS = 200
+"""Waiting acks and history lines that commit without waiting for a publish.
+
+With a window of publishes in flight, a window's acks arrive while its
+publishes commit. Waiting for the next publishes put them on the critical
+path: each commit carried a window of publishes and the previous window's
+acks, and the producer waited for both. Committed once this many wait,
+they go while the writer is idle between windows. ``benchmarks.cluster``,
+one node, 500 in flight, 3 interleaved runs (2026-12-06): 37,165 msg/s
+with 200 against 30,161 with 512 (the SQLite default's 38,178 beside them),
+PostgreSQL's CPU per message unchanged (14 µs). At 1,000 msg/s acks never
+reach 200 within the linger, so they still ride publish commits.
+"""
+
+
 def settles(op: Op) -> bool:
     """Whether ``op`` may wait for company: nobody awaits it and no other node needs it now.
 
@@ -169,6 +185,7 @@ class PostgresStorage:
             permanent=permanent_error,
             settle_linger_s=settle_linger_ms / 1000,
             lazy=settles,
+            settle_max=min(SETTLE_MAX_OPS, max_batch),
         )
         self._accounts = PostgresAccountStore(lambda: self.pool, self._before_direct)
         self.topics = PostgresTopicStore(lambda: self.pool, self._before_direct)

@@ -51,6 +51,8 @@ class WriteBehind(CommitHealth, Generic[T]):
         settle_linger_s: how long a batch of ``lazy`` operations only waits
             for an urgent one (0 commits at once).
         lazy: whether an operation may wait (``None``: none may).
+        settle_max: how many ``lazy`` operations stop waiting for an urgent
+            one (default ``max_batch``).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class WriteBehind(CommitHealth, Generic[T]):
         permanent: Callable[[Exception], bool] | None = None,
         settle_linger_s: float = 0.0,
         lazy: Callable[[T], bool] | None = None,
+        settle_max: int | None = None,
     ) -> None:
         super().__init__(permanent)
         self._commit = commit
@@ -69,6 +72,7 @@ class WriteBehind(CommitHealth, Generic[T]):
         self.max_batch = max_batch
         self.settle_linger_s = settle_linger_s if lazy is not None else 0.0
         self._lazy = lazy
+        self.settle_max = max_batch if settle_max is None else settle_max
         self._urgent: asyncio.Event | None = None
         self._buffer: list[T] = []
         self._future: asyncio.Future[None] | None = None
@@ -103,7 +107,7 @@ class WriteBehind(CommitHealth, Generic[T]):
         assert self._kick is not None and self._urgent is not None, "start() first"
         lazy = self._lazy
         if not self._urgent.is_set() and (
-            lazy is None or len(self._buffer) >= self.max_batch or not all(map(lazy, ops))
+            lazy is None or len(self._buffer) >= self.settle_max or not all(map(lazy, ops))
         ):
             self._urgent.set()
         self._kick.set()

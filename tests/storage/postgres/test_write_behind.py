@@ -263,3 +263,21 @@ async def test_settlements_alone_commit_after_their_linger(commit: FakeCommit) -
         assert commit.batches == [[-1]]
     finally:
         await buffer.close()
+
+
+async def test_settlements_commit_without_waiting_once_enough_wait(commit: FakeCommit) -> None:
+    """``settle_max`` lazy operations commit at once, with no publish and before the linger."""
+    buffer: WriteBehind[int] = WriteBehind(
+        commit, settle_linger_s=600, lazy=lambda op: op < 0, settle_max=3
+    )
+    buffer.start()
+    try:
+        waiting = buffer.write([-1, -2])
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        await asyncio.wait_for(buffer.write([-3]), 5)
+        assert waiting.done()
+        assert commit.batches == [[-1, -2, -3]]
+    finally:
+        await buffer.close()
