@@ -107,9 +107,10 @@ class History(msgspec.Struct, frozen=True, gc=False):
 
     ids: list[int]
     lines: list[str]
-    deliveries: bool = False
-    """Whether a line says a message was delivered: on shared storage it commits at
-    once, so that another node's ack or nack of the message comes after it."""
+    pulled: bool = False
+    """Whether a line says a message was pulled (no push consumer): on shared storage it
+    commits at once, so that an ack or nack of the message sent to another node's REST
+    API comes after it. A push consumer settles over its own connection, on this node."""
 
 
 class SetResult(msgspec.Struct, frozen=True, gc=False):
@@ -169,12 +170,13 @@ def record(
     id_of = ids.append
     line_of = lines.append
     tails: dict[int | None, str] = {None: ""}
-    deliveries = False
+    pulled = False
     # The three of every message first, their times inline (the hot path).
     for op in ops:
         kind = type(op)
         if kind is DeliverOp:
-            deliveries = True
+            if op.consumer is None:
+                pulled = True
             id_of(op.id)
             tail = tails.get(op.consumer)
             if tail is None:
@@ -227,4 +229,4 @@ def record(
             id_of(op.id)
             by = f" {token(op.by)}" if op.by else ""
             line_of(f"{_ms(now, op.created)}r{token(op.queue)}{by}\n")
-    return History(ids, lines, deliveries) if ids else None
+    return History(ids, lines, pulled) if ids else None

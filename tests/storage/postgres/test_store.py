@@ -431,3 +431,18 @@ async def test_counting_while_publishing_keeps_the_publishes(url: str) -> None:
         assert state.stored_pending == broker.info("q").pending == 20
     finally:
         await broker.close()
+
+
+def test_a_push_delivery_line_waits_with_the_acks_a_pull_commits_at_once() -> None:
+    """`settles`: a pulled message may be acked over another node's REST API at once."""
+    from broker_core.history import record
+    from storage.postgres.store import settles
+
+    push = record([DeliverOp(1, 1, 30.0, consumer=7, created=1.0)], 2.0)
+    pull = record([DeliverOp(2, 1, 30.0, consumer=None, created=1.0)], 2.0)
+    both = record([DeliverOp(1, 1, 30.0, 7, 1.0), DeliverOp(2, 1, 30.0, None, 1.0)], 2.0)
+    assert push is not None and pull is not None and both is not None
+    assert settles(push)
+    assert not settles(pull)
+    assert not settles(both)
+    assert settles(AckOp("jobs", 1, 2.0))
