@@ -50,7 +50,7 @@ from ..rows import INSERT_COLUMNS, encode_options
 from .cluster import CHANNEL, encode_change
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from broker_core.journal import Op
 
@@ -64,8 +64,6 @@ _COLUMN_TYPES = {
     "dead_lettered_from": "text", "settled_at": "float8", "msg_group": "text",
     "history": "text",
 }  # fmt: skip
-_SHAREABLE = frozenset(INSERT_COLUMNS) - {"id"}
-"""Insert columns that may go as one parameter when every row has the same value."""
 
 
 @lru_cache(maxsize=512)
@@ -105,11 +103,7 @@ def _insert_sql(node: int, first: int, same: frozenset[str], alive: str) -> str:
 def _insert_params(rows: Sequence[Sequence[Any]]) -> tuple[frozenset[str], list[Any]]:
     """The columns ``rows`` share and the insert's parameters (`_insert_sql`'s order)."""
     columns = list(zip(*rows, strict=True))
-    same = frozenset(
-        column
-        for column, values in zip(INSERT_COLUMNS, columns, strict=True)
-        if column in _SHAREABLE and values.count(values[0]) == len(values)
-    )
+    same = _same(INSERT_COLUMNS, columns) - {"id"}  # a lone row's id too is an array
     shared = [v[0] for c, v in zip(INSERT_COLUMNS, columns, strict=True) if c in same]
     arrays = [v for c, v in zip(INSERT_COLUMNS, columns, strict=True) if c not in same]
     return same, shared + arrays
@@ -352,7 +346,7 @@ def one_statement(ops: Sequence[Op], node: int, payloads: Sequence[str]) -> OneS
         params.extend(values)
     for index, (columns, rows) in enumerate(segment.shapes().items()):
         first = len(params) + 1
-        same = _same(columns, rows)
+        same = _same(columns, list(zip(*rows, strict=True)))
         params.extend(rows[0][i] for i, column in enumerate(columns) if column in same)
         varying = [i for i, column in enumerate(columns) if column not in same]
         if varying:
@@ -382,13 +376,12 @@ def one_statement(ops: Sequence[Op], node: int, payloads: Sequence[str]) -> OneS
     return OneStatement(sql, params)
 
 
-def _same(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> frozenset[str]:
-    """The columns of a patch shape that every row sets to the same value."""
-    first = rows[0]
+def _same(columns: Sequence[str], values: Iterable[Sequence[Any]]) -> frozenset[str]:
+    """The ``columns`` whose ``values`` (one sequence per column, in order) are all equal."""
     return frozenset(
         column
-        for index, column in enumerate(columns)
-        if all(row[index] == first[index] for row in rows)
+        for column, column_values in zip(columns, values, strict=False)
+        if column_values.count(column_values[0]) == len(column_values)
     )
 
 
