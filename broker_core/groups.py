@@ -219,6 +219,10 @@ class GroupedOrder(PendingOrder):
             return dq
         fresh: Fifo = []
         groups[group] = fresh
+        if len(groups) == 1:
+            # The ring only turns while groups exist: ungrouped messages were not
+            # scheduled meanwhile (`pop_next` took them in plain order).
+            self._schedule(UNGROUPED)
         return fresh
 
     def append(self, entry: Entry) -> None:
@@ -226,7 +230,8 @@ class GroupedOrder(PendingOrder):
         group = entry.group
         if group is None:
             super().append(entry)
-            self._schedule(UNGROUPED)
+            if self._groups:
+                self._schedule(UNGROUPED)
             return
         self.count += 1
         self.bytes += entry.size
@@ -249,7 +254,8 @@ class GroupedOrder(PendingOrder):
         """A ready message whose body stays in memory (claimed for delivery)."""
         if entry.group is None:
             super().append_loaded(entry)
-            self._schedule(UNGROUPED)
+            if self._groups:
+                self._schedule(UNGROUPED)
             return
         self.count += 1
         self.bytes += entry.size
@@ -263,7 +269,8 @@ class GroupedOrder(PendingOrder):
     def append_cold(self, item: int) -> None:
         """An ungrouped ready message whose body is in storage."""
         super().append_cold(item)
-        self._schedule(UNGROUPED)
+        if self._groups:
+            self._schedule(UNGROUPED)
 
     def append_cold_grouped(self, item: int, group: str) -> None:
         """A ready message of ``group`` whose body is in storage, at its group's tail."""
@@ -289,6 +296,7 @@ class GroupedOrder(PendingOrder):
             size += unpack_cold(item)[2]
         self.count += count
         self.bytes += size
+        self._schedule(UNGROUPED)
         for group in groups:
             self._schedule(group)
 
@@ -297,7 +305,8 @@ class GroupedOrder(PendingOrder):
         group = entry.group
         if group is None:
             super().requeue(entry)
-            self._schedule(UNGROUPED)
+            if self._groups:
+                self._schedule(UNGROUPED)
             return
         dq = self._deque(group)
         index = 0
