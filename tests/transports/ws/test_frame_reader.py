@@ -224,3 +224,24 @@ async def test_frames_sent_with_the_handshake_request_are_answered(
         writer.close()
     stored = (await client.get("/queues/jobs/messages")).json()
     assert [m["content"] for m in stored["messages"]] == [0, 1]
+
+
+async def test_frames_sent_with_a_refused_handshake_request_get_the_refusal(
+    server: BrokerServer, client: httpx.AsyncClient
+) -> None:
+    """A bad token with publishes in the same write: a 401 and the end of the connection."""
+    await make_queue(client)
+    request = (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer not-a-token\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(request + publish(0) + publish(1))
+        answer = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    finally:
+        writer.close()
+    stored = (await client.get("/queues/jobs/messages")).json()
+    assert stored["messages"] == []
