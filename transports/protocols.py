@@ -168,7 +168,8 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.handle_websocket_upgrade()
             rest = data[upgrade.args[0] :]
             if rest and not self.transport.is_closing():
-                self.transport.get_protocol().data_received(rest)
+                websocket: Any = self.transport.get_protocol()
+                websocket.data_received(rest)
 
     def _head_open(self) -> bool:
         """Whether a request head is being read (parser callbacks change it)."""
