@@ -66,6 +66,9 @@ def _keep_signals() -> Iterator[None]:
 class BrokerServer:
     """A broker served by uvicorn in this process, on a socket bound to 127.0.0.1."""
 
+    ws_protocol: Any = BrokerWebSocketProtocol
+    """uvicorn's ``ws=``: ours (with the direct data path) unless a test picks another."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = create_app(settings)
@@ -97,7 +100,7 @@ class BrokerServer:
             log_config=None,
             access_log=False,
             lifespan="on",
-            ws=BrokerWebSocketProtocol,
+            ws=self.ws_protocol,
             http=http_protocol(self.settings),
             ws_max_size=self.settings.ws_max_frame_bytes,
             ws_ping_interval=self.settings.ws_heartbeat_s,

@@ -59,13 +59,21 @@ class Codec:
         frame: ClientFrame = json_client_decoder.decode(data)
         return frame
 
-    def encode(self, frame: Any) -> str | bytes:
-        """Encode one server frame as the payload of a WebSocket message."""
-        return json_encoder.encode(frame).decode()
+    def encode(self, frame: Any) -> bytes:
+        """Encode one server frame as the payload of a WebSocket message (UTF-8 JSON).
 
-    def join(self, frames: list[Any]) -> str | bytes:
+        Bytes, not text: the direct path (`transports.ws.direct`) frames them
+        as they are; only an ASGI send takes text (`send_event`).
+        """
+        return json_encoder.encode(frame)
+
+    def join(self, frames: list[Any]) -> bytes:
         """One ``batch`` message of frames this codec encoded."""
-        return join_json(frames)
+        return join_json(frames)  # type: ignore[return-value]
+
+    def send_event(self, data: bytes) -> dict[str, Any]:
+        """The ASGI ``websocket.send`` event of an encoded message."""
+        return {"type": "websocket.send", "text": data.decode()}
 
     def content_in(self, content: msgspec.Raw, max_depth: int) -> msgspec.Raw:
         """The JSON body to store for a published ``content`` (`decode` checked it)."""
@@ -105,13 +113,17 @@ class MsgpackCodec(Codec):
             raise
         return frame
 
-    def encode(self, frame: Any) -> str | bytes:
+    def encode(self, frame: Any) -> bytes:
         """Encode one server frame as a binary WebSocket message."""
         return msgpack_encoder.encode(frame)
 
-    def join(self, frames: list[Any]) -> str | bytes:
+    def join(self, frames: list[Any]) -> bytes:
         """One ``batch`` message of MessagePack frames."""
         return join_msgpack(frames)
+
+    def send_event(self, data: bytes) -> dict[str, Any]:
+        """The ASGI ``websocket.send`` event of an encoded message."""
+        return {"type": "websocket.send", "bytes": data}
 
     def content_in(self, content: msgspec.Raw, max_depth: int) -> msgspec.Raw:
         """Re-encode a MessagePack body as JSON, held to the JSON input rule.

@@ -119,7 +119,7 @@ class Connection:
         self._log = log
         self._batch = batch
         self._loop = asyncio.get_running_loop()
-        self._buffer: deque[str | bytes] = deque()
+        self._buffer: deque[bytes] = deque()
         self._buffered_bytes = 0
         self._buffer_limit = settings.ws_send_buffer_messages
         self._max_inflight = settings.ws_send_buffer_messages
@@ -201,7 +201,7 @@ class Connection:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _take(self) -> str | bytes:
+    def _take(self) -> bytes:
         """The next WebSocket message to send: one frame, or a batch of what is buffered."""
         buffer = self._buffer
         data = buffer.popleft()
@@ -222,7 +222,7 @@ class Connection:
         buffer = self._buffer
         protocol = self._protocol
         binary = self._codec.binary
-        kind = "bytes" if binary else "text"
+        event = self._codec.send_event
         direct = self._direct
         try:
             while True:
@@ -238,7 +238,7 @@ class Connection:
                             size += len(data)
                         direct.write(messages, binary)
                     else:
-                        await send({"type": "websocket.send", kind: self._take()})
+                        await send(event(self._take()))
                     if self._reader_wakeup is not None:
                         self._wake_reader()
                 if self._closing is not None and (

@@ -62,7 +62,7 @@ class WsConsumer:
         self.held: dict[int, tuple[Entry, int]] = {}
         # Deliveries made before ``subscribed`` was sent wait here, so the
         # client always learns the subscription before its first delivery.
-        self.early: list[str | bytes] | None = []
+        self.early: list[bytes] | None = []
         # Why the server ended it; from then on deliveries are dropped (and
         # requeued when the consumer is removed).
         self.ended: str | None = None

@@ -86,7 +86,7 @@ class DirectSocket:
         self.writable = protocol.writable
         """Set while the transport takes more (uvicorn's flow control); await it when clear."""
 
-    def write(self, messages: Sequence[str | bytes], binary: bool) -> None:
+    def write(self, messages: Sequence[bytes], binary: bool) -> None:
         """Send ``messages``, each as its own WebSocket message, in one transport write.
 
         Raises:
@@ -98,8 +98,7 @@ class DirectSocket:
             raise ClientDisconnected
         if conn.extensions:
             # Compression negotiated (permessage-deflate): websockets frames each message.
-            for data in messages:
-                payload = data.encode() if isinstance(data, str) else data
+            for payload in messages:
                 if binary:
                     conn.send_binary(payload)
                 else:
@@ -109,8 +108,7 @@ class DirectSocket:
         first = _BINARY if binary else _TEXT
         parts: list[bytes] = []
         append = parts.append
-        for data in messages:
-            payload = data.encode() if isinstance(data, str) else data
+        for payload in messages:
             append(_header(first, len(payload)))
             append(payload)
         protocol.transport.writelines(parts)

@@ -73,11 +73,11 @@ class WsProtocol:
         self.consumers = Consumers(leases)
         self.inflight = 0
         self.peak_inflight = 0
-        self._out: list[str | bytes] = []
+        self._out: list[bytes] = []
 
     # -- the outbox -----------------------------------------------------------------
 
-    def data_to_send(self) -> list[str | bytes]:
+    def data_to_send(self) -> list[bytes]:
         """The frames to send, in order, each the payload of one WebSocket message.
 
         Call it after each call that may answer, and send them all before
