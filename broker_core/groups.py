@@ -173,7 +173,9 @@ class GroupedOrder(PendingOrder):
 
     def _eligible(self, group: str) -> bool:
         if group == UNGROUPED:
-            return any(self._ready)
+            # The ring only turns while groups exist (`pop_next` takes ungrouped
+            # messages in plain order meanwhile); the first group schedules the slot.
+            return bool(self._groups) and any(self._ready)
         return bool(self._groups.get(group)) and self._inflight.get(group, 0) < self.concurrency
 
     def _head_priority(self, group: str) -> int:
@@ -220,9 +222,7 @@ class GroupedOrder(PendingOrder):
         fresh: Fifo = []
         groups[group] = fresh
         if len(groups) == 1:
-            # The ring only turns while groups exist: ungrouped messages were not
-            # scheduled meanwhile (`pop_next` took them in plain order).
-            self._schedule(UNGROUPED)
+            self._schedule(UNGROUPED)  # the ring turns from now on (`_eligible`)
         return fresh
 
     def append(self, entry: Entry) -> None:
@@ -230,8 +230,7 @@ class GroupedOrder(PendingOrder):
         group = entry.group
         if group is None:
             super().append(entry)
-            if self._groups:
-                self._schedule(UNGROUPED)
+            self._schedule(UNGROUPED)
             return
         self.count += 1
         self.bytes += entry.size
@@ -254,8 +253,7 @@ class GroupedOrder(PendingOrder):
         """A ready message whose body stays in memory (claimed for delivery)."""
         if entry.group is None:
             super().append_loaded(entry)
-            if self._groups:
-                self._schedule(UNGROUPED)
+            self._schedule(UNGROUPED)
             return
         self.count += 1
         self.bytes += entry.size
@@ -269,8 +267,7 @@ class GroupedOrder(PendingOrder):
     def append_cold(self, item: int) -> None:
         """An ungrouped ready message whose body is in storage."""
         super().append_cold(item)
-        if self._groups:
-            self._schedule(UNGROUPED)
+        self._schedule(UNGROUPED)
 
     def append_cold_grouped(self, item: int, group: str) -> None:
         """A ready message of ``group`` whose body is in storage, at its group's tail."""
@@ -305,8 +302,7 @@ class GroupedOrder(PendingOrder):
         group = entry.group
         if group is None:
             super().requeue(entry)
-            if self._groups:
-                self._schedule(UNGROUPED)
+            self._schedule(UNGROUPED)
             return
         dq = self._deque(group)
         index = 0

@@ -283,20 +283,14 @@ BATCH_BYTES = 256 << 10
 """A sender's batch stops growing past this many bytes: well under the broker's 1 MiB frame
 limit and websockets' default ``max_size``."""
 
-_JSON_BATCH_HEAD = '{"op":"batch","frames":['
-_JSON_BATCH_HEAD_BYTES = _JSON_BATCH_HEAD.encode()
+_JSON_BATCH_HEAD = b'{"op":"batch","frames":['
 _MSGPACK_BATCH_HEAD = msgspec.msgpack.encode({"op": "batch", "frames": []})[:-1]
 """A two-entry map whose second value, an array, follows: its header, then the frames."""
 
 
-def join_json(frames: list[str] | list[bytes]) -> str | bytes:
-    """One ``batch`` frame of JSON frames already encoded (no frame is encoded again).
-
-    Text in, text out (the server's ASGI text frames); bytes in, bytes out.
-    """
-    if frames and isinstance(frames[0], bytes):
-        return _JSON_BATCH_HEAD_BYTES + b",".join(frames) + b"]}"
-    return _JSON_BATCH_HEAD + ",".join(frames) + "]}"  # type: ignore[arg-type]
+def join_json(frames: list[bytes]) -> bytes:
+    """One ``batch`` frame of JSON frames already encoded (no frame is encoded again)."""
+    return _JSON_BATCH_HEAD + b",".join(frames) + b"]}"
 
 
 def join_msgpack(frames: list[bytes]) -> bytes:

@@ -67,13 +67,13 @@ _COLUMN_TYPES = {
 
 
 @lru_cache(maxsize=512)
-def _insert_sql(node: int, first: int, same: frozenset[str], alive: str) -> str:
+def _insert_sql(first: int, same: frozenset[str], alive: str) -> str:
     """Inserts as ``unnest`` rows: a parameter per column all rows share, arrays for the rest.
 
-    Parameters from ``first``: the shared values, then an array per varying
-    column (``id`` always varies), in ``INSERT_COLUMNS`` order; ``node`` is
-    the node's parameter: a row inserted already processing
-    (`Insert.claimed`) is owned by the node. A retried batch whose COMMIT
+    ``$1`` is the node, as in every batch statement: a row inserted already
+    processing (`Insert.claimed`) is owned by it. Parameters from ``first``:
+    the shared values, then an array per varying column (``id`` always
+    varies), in ``INSERT_COLUMNS`` order. A retried batch whose COMMIT
     did commit (the connection broke before the answer) finds its rows there
     already: they hold that batch's final state (``DO NOTHING``). Shared
     values are most of a batch's columns (queue, status, timestamps left 0,
@@ -95,7 +95,7 @@ def _insert_sql(node: int, first: int, same: frozenset[str], alive: str) -> str:
     where = f" WHERE {alive}" if alive else ""
     return (
         f"INSERT INTO broker_messages ({', '.join(INSERT_COLUMNS)}, owner) "
-        f"SELECT {selected}, CASE WHEN {values['status']} = 1 THEN ${node}::bigint END "
+        f"SELECT {selected}, CASE WHEN {values['status']} = 1 THEN $1::bigint END "
         f"FROM unnest({arrays}) AS u({', '.join(varying)}){where} ON CONFLICT (id) DO NOTHING"
     )
 
@@ -284,7 +284,7 @@ async def _write_segment(conn: Any, segment: Segment, node: int) -> None:
     """
     if segment.inserts:
         same, params = _insert_params(list(segment.inserts.values()))
-        await conn.execute(_insert_sql(1, 2, same, ""), node, *params)
+        await conn.execute(_insert_sql(2, same, ""), node, *params)
     for columns, params in segment.shapes().items():
         await conn.executemany(_update_sql(columns), [(*row, node) for row in params])
     if segment.results:
@@ -342,7 +342,7 @@ def one_statement(ops: Sequence[Op], node: int, payloads: Sequence[str]) -> OneS
     ctes = ["me AS (SELECT id FROM broker_nodes WHERE id = $1 AND NOT dead FOR SHARE)"]
     if segment.inserts:
         same, values = _insert_params(list(segment.inserts.values()))
-        ctes.append(f"i AS ({_insert_sql(1, len(params) + 1, same, _ALIVE)})")
+        ctes.append(f"i AS ({_insert_sql(len(params) + 1, same, _ALIVE)})")
         params.extend(values)
     for index, (columns, rows) in enumerate(segment.shapes().items()):
         first = len(params) + 1

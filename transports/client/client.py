@@ -101,7 +101,7 @@ class Client(BrokerConnection):
             **options,
         )
         self.window = window
-        self._join: Callable[[list[bytes]], bytes | str] = join_msgpack if msgpack else join_json
+        self._join: Callable[[list[bytes]], bytes] = join_msgpack if msgpack else join_json
         self._sends: set[asyncio.Task[None]] = set()
         self._content_encode = self._encode
         self._flusher: asyncio.Task[None] | None = None
@@ -278,7 +278,7 @@ class Client(BrokerConnection):
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _send_quietly(self, ws: ClientConnection, messages: list[bytes | str]) -> None:
+    async def _send_quietly(self, ws: ClientConnection, messages: list[bytes]) -> None:
         with contextlib.suppress(ConnectionClosed):
             for data in messages:
                 await ws.send(data, text=self._text)

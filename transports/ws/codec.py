@@ -29,6 +29,8 @@ from ..wire import (
 )
 
 if TYPE_CHECKING:
+    from litestar.types import WebSocketSendEvent
+
     from ..wire import ClientFrame
 
 __all__ = ["JSON", "MSGPACK", "SUBPROTOCOLS", "Codec", "Undeliverable", "pick"]
@@ -69,11 +71,11 @@ class Codec:
 
     def join(self, frames: list[Any]) -> bytes:
         """One ``batch`` message of frames this codec encoded."""
-        return join_json(frames)  # type: ignore[return-value]
+        return join_json(frames)
 
-    def send_event(self, data: bytes) -> dict[str, Any]:
-        """The ASGI ``websocket.send`` event of an encoded message."""
-        return {"type": "websocket.send", "text": data.decode()}
+    def send_event(self, data: bytes) -> WebSocketSendEvent:
+        """The ASGI ``websocket.send`` event of an encoded message: text."""
+        return {"type": "websocket.send", "bytes": None, "text": data.decode()}
 
     def content_in(self, content: msgspec.Raw, max_depth: int) -> msgspec.Raw:
         """The JSON body to store for a published ``content`` (`decode` checked it)."""
@@ -121,9 +123,9 @@ class MsgpackCodec(Codec):
         """One ``batch`` message of MessagePack frames."""
         return join_msgpack(frames)
 
-    def send_event(self, data: bytes) -> dict[str, Any]:
-        """The ASGI ``websocket.send`` event of an encoded message."""
-        return {"type": "websocket.send", "bytes": data}
+    def send_event(self, data: bytes) -> WebSocketSendEvent:
+        """The ASGI ``websocket.send`` event of an encoded message: binary."""
+        return {"type": "websocket.send", "bytes": data, "text": None}
 
     def content_in(self, content: msgspec.Raw, max_depth: int) -> msgspec.Raw:
         """Re-encode a MessagePack body as JSON, held to the JSON input rule.

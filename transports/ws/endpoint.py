@@ -234,7 +234,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], ctx: BrokerContext) -> None:
             reply = Authenticated(
                 username=user.username, expires_in=max(0.0, claims.exp - time.time()), ref=frame.ref
             )
-            await socket.send(codec.send_event(codec.encode(reply)))  # type: ignore[arg-type]
+            await socket.send(codec.send_event(codec.encode(reply)))
             authenticated = user, claims
         user, claims = authenticated
         batch = wants_batches(scope.get("query_string", b""))

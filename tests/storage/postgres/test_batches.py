@@ -34,6 +34,7 @@ asyncpg = pytest.importorskip("asyncpg", reason="the postgres backend needs asyn
 from storage.postgres import PostgresStorage, store as store_module  # noqa: E402
 from storage.postgres.batches import one_statement, wakes  # noqa: E402
 from storage.postgres.cluster import encode_change  # noqa: E402
+from storage.rows import INSERT_COLUMNS, insert_row  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -123,6 +124,43 @@ async def test_one_statement_writes_what_the_transactional_path_writes(
     assert [(*row[1:-2], row[-1]) for row in a[:-2]] == [(*row[1:-2], row[-1]) for row in b[:-2]]
     assert [row[0] for row in a[:-2]] == [1, 2, 3, 4, 5, 6, 7, 9, 10]
     assert a[-2:] == [("a", 3), ("b", 3)]
+
+
+@pytest.mark.parametrize("path", ["one statement", "transaction"])
+async def test_inserts_keep_every_column_whether_the_batch_shares_it_or_not(
+    url: str,
+    nodes: Callable[..., Awaitable[PostgresStorage]],
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    """Columns all rows share go as one value, the rest as arrays: each row reads back whole.
+
+    A batch of rows that differ in some columns and agree in others, then a
+    lone row (every column shared, its id still an array).
+    """
+    storage = await nodes()
+    if path == "transaction":
+        monkeypatch.setattr(store_module, "one_statement", lambda *_: None)
+    rich = dict(
+        priority=3, headers={"k": "v"}, dedup_id="d", group="g", deliver_at=NOW + 60,
+        expires_at=NOW + 600,
+    )  # fmt: skip
+    batch = [
+        ("a", entry(1, **rich)),
+        ("a", entry(2)),
+        ("b", entry(3, priority=3, headers={"k": "v"})),
+    ]
+    lone = [("a", entry(4, **rich))]
+    for ops in (batch, lone):
+        await storage.write([Insert(queue, e) for queue, e in ops])
+    conn = await asyncpg.connect(url)
+    try:
+        found = await conn.fetch(
+            f"SELECT {', '.join(INSERT_COLUMNS)} FROM broker_messages ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    assert [list(row) for row in found] == [insert_row(q, e) for q, e in batch + lone]
 
 
 async def test_a_presumed_dead_node_writes_nothing_in_one_statement(
